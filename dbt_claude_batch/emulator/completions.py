@@ -1,0 +1,178 @@
+"""Deterministic fake answers that depend on the request's content.
+
+The answer is computed from the LAST user message's text (string content, or its text blocks
+joined with newlines) and the system prompt:
+  * a line `Labels: a, b, c` (case-insensitive prefix) in the user text or the system prompt makes
+    the answer the first label, in list order, that occurs as a whole word (case-insensitive) in
+    the user text with the Labels line removed; if none occurs, the LAST label;
+  * otherwise the answer is `digest:` + the first 16 hex chars of sha256(user text, UTF-8);
+  * directives in the user text: `[[emulator:words=N]]` answers N deterministic words,
+    `[[emulator:refuse]]` refuses (stop_reason "refusal"), `[[emulator:bad_json]]` returns text
+    that is not JSON when a json_schema output format is requested;
+  * `output_config.format = {"type": "json_schema", "schema": ...}` wraps the answer in JSON that
+    is valid for the schema (strings carry the answer, enums pick the matching value);
+  * `stop_sequences` cut before the first occurrence; `max_tokens` truncates to max_tokens*4 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from . import tokens
+
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+         "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa")
+_LABELS = re.compile(r"^\s*labels\s*:(.*)$", re.IGNORECASE | re.MULTILINE)
+_WORDS_DIRECTIVE = re.compile(r"\[\[emulator:words=(\d+)\]\]")
+REFUSAL_TEXT = "I can't help with that request."
+BAD_JSON_TEXT = '{"answer": "this is not valid JSON'
+
+
+def _labels(text: str) -> tuple[list[str], str] | None:
+    m = _LABELS.search(text)
+    if not m:
+        return None
+    labels = [part.strip() for part in m.group(1).split(",") if part.strip()]
+    return (labels, _LABELS.sub("", text)) if labels else None
+
+
+def _matches(label: str, text: str) -> bool:
+    return re.search(r"(?<!\w)" + re.escape(label) + r"(?!\w)", text, re.IGNORECASE) is not None
+
+
+def choose_label(labels: list[str], text: str) -> str:
+    for label in labels:
+        if _matches(label, text):
+            return label
+    return labels[-1]
+
+
+def base_answer(user_text: str, system_text: str) -> str:
+    """The answer before formatting, stop sequences and max_tokens."""
+    m = _WORDS_DIRECTIVE.search(user_text)
+    if m:
+        seed = hashlib.sha256(user_text.encode("utf-8")).digest()
+        n = int(m.group(1))
+        return " ".join(WORDS[(seed[i % len(seed)] + i) % len(WORDS)] for i in range(n))
+    found = _labels(user_text)
+    if found is not None:
+        labels, rest = found
+        return choose_label(labels, rest)
+    found = _labels(system_text)
+    if found is not None:
+        return choose_label(found[0], user_text)
+    return "digest:" + hashlib.sha256(user_text.encode("utf-8")).hexdigest()[:16]
+
+
+def value_for_schema(schema: object, answer: str, user_text: str, root: dict | None = None) -> object:
+    """A minimal value valid for `schema` whose strings carry `answer`."""
+    root = root if root is not None else (schema if isinstance(schema, dict) else {})
+    if not isinstance(schema, dict):
+        return answer
+    if "$ref" in schema and isinstance(schema["$ref"], str) and schema["$ref"].startswith("#/"):
+        target: object = root
+        for part in schema["$ref"][2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return value_for_schema(target, answer, user_text, root)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        options = schema["enum"]
+        if answer in options:
+            return answer
+        strings = [o for o in options if isinstance(o, str)]
+        for option in strings:
+            if option.lower() == answer.lower() or _matches(option, user_text):
+                return option
+        return options[0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return value_for_schema(schema[key][0], answer, user_text, root)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties") or {}
+        names = list(props) + [r for r in schema.get("required") or [] if r not in props]
+        return {name: value_for_schema(props.get(name, {"type": "string"}), answer, user_text, root)
+                for name in names}
+    if kind == "array":
+        count = int(schema.get("minItems") or 0)
+        return [value_for_schema(schema.get("items") or {}, answer, user_text, root) for _ in range(count)]
+    if kind == "integer":
+        return int(schema.get("minimum", 0))
+    if kind == "number":
+        return schema.get("minimum", 0)
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return answer
+
+
+def _truncate_to_tokens(text: str, limit: int) -> str:
+    raw = text.encode("utf-8")[: limit * 4]
+    return raw.decode("utf-8", errors="ignore")
+
+
+def complete(params: dict) -> dict:
+    """The generated content: text, stop_reason, stop_sequence, stop_details, output_tokens."""
+    user_text = tokens.last_user_text(params)
+    system_text = tokens.plain_text(params.get("system"))
+    if "[[emulator:refuse]]" in user_text:
+        text = REFUSAL_TEXT
+        return {"text": text, "stop_reason": "refusal", "stop_sequence": None,
+                "stop_details": {"type": "refusal", "category": None,
+                                 "explanation": "The emulator refuses requests carrying [[emulator:refuse]]."},
+                "output_tokens": tokens.tokens(text)}
+    answer = base_answer(user_text, system_text)
+    output_config = params.get("output_config") if isinstance(params.get("output_config"), dict) else {}
+    fmt = output_config.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        if "[[emulator:bad_json]]" in user_text:
+            text = BAD_JSON_TEXT
+        else:
+            text = json.dumps(value_for_schema(fmt.get("schema") or {}, answer, user_text),
+                              ensure_ascii=False, separators=(", ", ": "))
+    else:
+        text = answer
+    max_tokens = params["max_tokens"]
+    stop_reason, stop_sequence = "end_turn", None
+    cut = None
+    for seq in params.get("stop_sequences") or []:
+        if seq:
+            pos = text.find(seq)
+            if pos >= 0 and (cut is None or pos < cut[0]):
+                cut = (pos, seq)
+    if cut is not None and tokens.tokens(text[: cut[0]]) <= max_tokens:
+        text, stop_reason, stop_sequence = text[: cut[0]], "stop_sequence", cut[1]
+    elif tokens.tokens(text) > max_tokens:
+        text, stop_reason = _truncate_to_tokens(text, max_tokens), "max_tokens"
+    return {"text": text, "stop_reason": stop_reason, "stop_sequence": stop_sequence,
+            "stop_details": None, "output_tokens": tokens.tokens(text)}
+
+
+def message_id(seed: str) -> str:
+    digest = hashlib.sha256(seed.encode("utf-8")).hexdigest()
+    return "msg_" + digest[:24]
+
+
+def build_message(params: dict, usage: dict, msg_id: str) -> dict:
+    """A complete Message object (every field the API description requires)."""
+    out = complete(params)
+    usage = dict(usage)
+    usage["output_tokens"] = out["output_tokens"]
+    return {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": params["model"],
+        "content": [{"type": "text", "text": out["text"], "citations": None}],
+        "stop_reason": out["stop_reason"],
+        "stop_sequence": out["stop_sequence"],
+        "stop_details": out["stop_details"],
+        "container": None,
+        "usage": usage,
+    }

@@ -1,0 +1,165 @@
+"""Fault injection by named scenario.
+
+Each scenario is a JSON object with a `name`; `times` is how many times it fires before it is
+spent (default: unlimited, except `lose_create_response` and `cut_download`, default 1).
+
+  http_error            {"status": 429|500|529|..., "route": "create"|"retrieve"|"list"|"cancel"|
+                         "delete"|"results"|"messages"|"count_tokens"|"any", "times": N,
+                         "retry_after": seconds}
+  result_errors         {"rates": {"api_error": r, "overloaded_error": r,
+                         "invalid_request_error": r, "expired": r}, "seed": S}
+  result_outcome        {"custom_ids": [...], "outcome": "api_error"|"overloaded_error"|
+                         "invalid_request_error"|"expired", "times": N (batches)}
+  cut_download          {"after_bytes": N}
+  missing_results       {"count": N} or {"custom_ids": [...]}, "times": N (batches)
+  archive_results       {} results of every ended batch are archived on their next access
+  lose_create_response  {} create persists the batch, then drops the connection
+  never_end             {} batches created while active do not end before expires_at
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+ROUTES = ("create", "retrieve", "list", "cancel", "delete", "results", "messages", "count_tokens", "any")
+OUTCOMES = ("api_error", "overloaded_error", "invalid_request_error", "expired")
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+               403: "permission_error", 404: "not_found_error", 408: "timeout_error",
+               413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+               503: "api_error", 504: "timeout_error", 529: "overloaded_error"}
+OUTCOME_MESSAGES = {
+    "api_error": "Internal server error",
+    "overloaded_error": "Overloaded",
+    "invalid_request_error": "Invalid request (injected by the emulator's scenario)",
+}
+DEFAULT_TIMES = {"lose_create_response": 1, "cut_download": 1}
+NAMES = ("http_error", "result_errors", "result_outcome", "cut_download", "missing_results",
+         "archive_results", "lose_create_response", "never_end")
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+def normalise(raw: object) -> dict:
+    if not isinstance(raw, dict) or raw.get("name") not in NAMES:
+        raise ScenarioError(f"unknown scenario {raw!r}; known: {', '.join(NAMES)}")
+    s = dict(raw)
+    name = s["name"]
+    if s.get("times") is None:
+        s["times"] = DEFAULT_TIMES.get(name)
+    elif not isinstance(s["times"], int) or s["times"] < 1:
+        raise ScenarioError("times must be a positive integer")
+    if name == "http_error":
+        if not isinstance(s.get("status"), int) or not 400 <= s["status"] <= 599:
+            raise ScenarioError("http_error needs an HTTP error status")
+        s.setdefault("route", "any")
+        if s["route"] not in ROUTES:
+            raise ScenarioError(f"route must be one of {ROUTES}")
+    elif name == "result_errors":
+        rates = s.get("rates")
+        if not isinstance(rates, dict) or any(k not in OUTCOMES for k in rates) or sum(rates.values()) > 1:
+            raise ScenarioError(f"rates must map {OUTCOMES} to probabilities summing to <= 1")
+        s.setdefault("seed", 0)
+    elif name == "result_outcome":
+        if not isinstance(s.get("custom_ids"), list) or s.get("outcome") not in OUTCOMES:
+            raise ScenarioError(f"result_outcome needs custom_ids and an outcome in {OUTCOMES}")
+    elif name == "cut_download":
+        if not isinstance(s.get("after_bytes"), int) or s["after_bytes"] < 0:
+            raise ScenarioError("cut_download needs after_bytes >= 0")
+    elif name == "missing_results":
+        if not isinstance(s.get("count"), int) and not isinstance(s.get("custom_ids"), list):
+            raise ScenarioError("missing_results needs count or custom_ids")
+    return s
+
+
+class Scenarios:
+    """The armed scenarios; thread-safe; spent ones are removed."""
+
+    def __init__(self, armed: list | None = None) -> None:
+        self._lock = threading.Lock()
+        self.armed: list[dict] = [normalise(s) for s in armed or []]
+        self.dirty = False
+
+    def replace(self, raw: list) -> None:
+        new = [normalise(s) for s in raw]
+        with self._lock:
+            self.armed, self.dirty = new, True
+
+    def add(self, raw: dict) -> None:
+        s = normalise(raw)
+        with self._lock:
+            self.armed.append(s)
+            self.dirty = True
+
+    def listing(self) -> list[dict]:
+        with self._lock:
+            return [dict(s) for s in self.armed]
+
+    def active(self, name: str) -> list[dict]:
+        with self._lock:
+            return [s for s in self.armed if s["name"] == name]
+
+    def _spend(self, s: dict) -> None:
+        if s.get("times") is not None:
+            s["times"] -= 1
+            if s["times"] <= 0 and s in self.armed:
+                self.armed.remove(s)
+        self.dirty = True
+
+    def fire(self, name: str, predicate=lambda s: True) -> dict | None:
+        """Take the first armed scenario `name` matching `predicate`, spending one use."""
+        with self._lock:
+            for s in self.armed:
+                if s["name"] == name and predicate(s):
+                    fired = dict(s)
+                    self._spend(s)
+                    return fired
+        return None
+
+    def http_error(self, route: str) -> dict | None:
+        return self.fire("http_error", lambda s: s["route"] in (route, "any"))
+
+    def outcomes_for_batch(self, batch_id: str, custom_ids: list[str]) -> dict[str, str]:
+        """custom_id -> forced outcome for one batch being processed."""
+        forced: dict[str, str] = {}
+        ids = set(custom_ids)
+        with self._lock:
+            for s in list(self.armed):
+                if s["name"] == "result_outcome":
+                    hit = [c for c in s["custom_ids"] if c in ids]
+                    if hit:
+                        for c in hit:
+                            forced.setdefault(c, s["outcome"])
+                        self._spend(s)
+            rolls = [s for s in self.armed if s["name"] == "result_errors"]
+        for s in rolls:
+            for cid in custom_ids:
+                if cid in forced:
+                    continue
+                h = hashlib.sha256(f"{s['seed']}|{batch_id}|{cid}".encode()).digest()
+                x = int.from_bytes(h[:8], "big") / 2**64
+                acc = 0.0
+                for outcome in OUTCOMES:
+                    acc += float(s["rates"].get(outcome, 0))
+                    if x < acc:
+                        forced[cid] = outcome
+                        break
+        return forced
+
+    def missing_for_batch(self, succeeded_ids: list[str]) -> set[str]:
+        """custom_ids whose succeeded lines the results file will omit."""
+        missing: set[str] = set()
+        with self._lock:
+            for s in list(self.armed):
+                if s["name"] != "missing_results":
+                    continue
+                if isinstance(s.get("custom_ids"), list):
+                    chosen = [c for c in succeeded_ids if c in set(s["custom_ids"])]
+                else:
+                    chosen = succeeded_ids[: s["count"]]
+                if chosen:
+                    missing.update(chosen)
+                    self._spend(s)
+        return missing

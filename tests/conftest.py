@@ -1,0 +1,32 @@
+"""Shared fixtures: `emulator` (a running local API emulator) and `emulator_factory`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from emulator_harness import EmulatorProcess  # noqa: E402
+
+
+@pytest.fixture
+def emulator_factory(tmp_path_factory):
+    """emulator_factory(*cli_args, state_dir=None) -> EmulatorProcess; all stopped at teardown."""
+    started: list[EmulatorProcess] = []
+
+    def start(*args: str, state_dir=None) -> EmulatorProcess:
+        emu = EmulatorProcess(state_dir or tmp_path_factory.mktemp("emulator-state"), *args)
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()
+
+
+@pytest.fixture
+def emulator(emulator_factory) -> EmulatorProcess:
+    """A fresh emulator on a free port with its own state dir (processing delay 0)."""
+    return emulator_factory()
