@@ -1,0 +1,37 @@
+"""One exception tree for everything dbt-claude-batch raises.
+
+dbt shows the last line of a Python model's traceback, so every message starts with one line that says
+what happened and what to do; details follow on later lines.
+"""
+
+
+class DbtClaudeBatchError(Exception):
+    """Base class: catch this to handle any error raised by dbt_claude_batch."""
+
+
+class ConfigError(DbtClaudeBatchError):
+    """A setting is missing, unknown or has a wrong value."""
+
+
+class MissingApiKeyError(ConfigError):
+    """ANTHROPIC_API_KEY is not set in the environment."""
+
+
+class TemplateError(ConfigError):
+    """The prompt template cannot be read, parsed, or names a column the source lacks."""
+
+
+class SourceDataError(DbtClaudeBatchError):
+    """The source table cannot be submitted as it is (null or duplicate keys, a request too large)."""
+
+
+class BudgetExceededError(DbtClaudeBatchError):
+    """The estimated cost of the pending requests is above the configured limit."""
+
+
+class ApiError(DbtClaudeBatchError):
+    """The Anthropic API refused a call in a way a later run will not fix by itself."""
+
+
+class StateError(DbtClaudeBatchError):
+    """The state tables are in a shape this version cannot work with."""

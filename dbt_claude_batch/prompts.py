@@ -1,0 +1,120 @@
+"""Prompt templates and the request body built for each row.
+
+A template is a Jinja2 file rendered in a sandbox with StrictUndefined, over the row's columns. Row
+values are passed as data and never parsed as a template, so ``{{ }}`` inside a row is sent verbatim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import jinja2
+import jinja2.meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from dbt_claude_batch.errors import TemplateError
+from dbt_claude_batch.settings import Settings
+
+# Bumped whenever the shape of the request built from the same inputs changes, so every row is resubmitted.
+REQUEST_FORMAT_VERSION = 1
+
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+def resolve_template_path(path: str, project_dir: str | None) -> Path:
+    """Template paths are relative to the dbt project directory (where dbt_project.yml lives)."""
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return candidate
+    return Path(project_dir or os.getcwd()) / candidate
+
+
+class Prompt:
+    """Turns a row into the text of the user message, from a template file or a prompt column."""
+
+    def __init__(self, settings: Settings, project_dir: str | None):
+        self.settings = settings
+        self.source_text: str | None = None
+        self._template: jinja2.Template | None = None
+        if settings.prompt_template is not None:
+            path = resolve_template_path(settings.prompt_template, project_dir)
+            try:
+                self.source_text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise TemplateError(
+                    f"Prompt template {path} cannot be read: check `prompt_template` (paths are relative "
+                    f"to the dbt project directory).\n{exc}"
+                ) from None
+            try:
+                ast = _ENV.parse(self.source_text)
+                self._template = _ENV.from_string(self.source_text)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(
+                    f"Prompt template {path} has a Jinja syntax error on line {exc.lineno}: fix the template.\n"
+                    f"{exc.message}"
+                ) from None
+            self.columns = sorted(jinja2.meta.find_undeclared_variables(ast))
+            self.path = path
+        else:
+            self.columns = [settings.prompt_column]
+            self.path = None
+
+    def check_columns(self, available: Iterable[str]) -> None:
+        """Fail before anything is submitted when the prompt names a column the source lacks."""
+        available = list(available)
+        missing = [c for c in self.columns if c not in available]
+        if not missing:
+            return
+        if self.path is not None:
+            raise TemplateError(
+                f"Prompt template {self.path} uses column(s) {', '.join(missing)} that the source does not have: "
+                f"fix the template or add the column(s) to the staging model; nothing was submitted.\n"
+                f"Source columns: {', '.join(available)}"
+            )
+        raise TemplateError(
+            f"Prompt column {missing[0]!r} is not in the source: fix `prompt_column`; nothing was submitted.\n"
+            f"Source columns: {', '.join(available)}"
+        )
+
+    def render(self, row: Mapping[str, Any]) -> str:
+        if self._template is None:
+            value = row[self.settings.prompt_column]
+            return "" if value is None else str(value)
+        try:
+            return self._template.render(**{c: row[c] for c in self.columns})
+        except jinja2.TemplateError as exc:
+            raise TemplateError(
+                f"Prompt template {self.path} failed to render: fix the template.\n{type(exc).__name__}: {exc}"
+            ) from None
+
+    def fingerprint(self) -> str:
+        """A digest of everything outside the row that shapes a request."""
+        payload = {
+            "format": REQUEST_FORMAT_VERSION,
+            "template": self.source_text,
+            "settings": self.settings.fingerprint_payload(),
+        }
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def request_params(settings: Settings, prompt_text: str, model: str | None) -> dict[str, Any]:
+    """The Messages API body for one row."""
+    params: dict[str, Any] = {
+        "model": model or settings.model,
+        "max_tokens": settings.max_tokens,
+        "messages": [{"role": "user", "content": prompt_text}],
+    }
+    if settings.system:
+        params["system"] = settings.system
+    if settings.stop_sequences:
+        params["stop_sequences"] = list(settings.stop_sequences)
+    params.update(settings.params)
+    return params
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

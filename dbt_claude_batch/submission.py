@@ -1,0 +1,222 @@
+"""Creating batches without ever paying twice.
+
+Every create is preceded by a durable intent (the submission and its requests) and followed, the moment
+it returns, by the batch id. A create is sent once: the SDK's automatic retries are off for it, because
+no idempotency key exists. When the outcome is unknown (connection dropped, timeout, 5xx), the
+submission is settled by listing batches and adopting the one it made; until then its rows count as in
+flight and are not resubmitted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import anthropic
+from anthropic.types.messages import MessageBatch
+
+from dbt_claude_batch.errors import ApiError, SourceDataError
+from dbt_claude_batch.log import logger
+from dbt_claude_batch.planning import PENDING, pending_requests_sql
+from dbt_claude_batch.prompts import Prompt, request_params
+from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.state import State, utcnow
+
+_ENVELOPE = len(b'{"requests":[]}')
+_READ_ROWS = 10_000
+# Statuses that prove the server did not create the batch.
+_NOT_CREATED = {400, 401, 402, 403, 404, 409, 413, 422, 429, 529}
+_MAX_REJECTED_RETRIES = 5
+_LIST_SCAN_LIMIT = 1000
+
+
+@dataclass
+class Chunk:
+    """A run of pending rows (by ordinal) that fits one batch, and where its lines are in the spool."""
+
+    first: int
+    last: int
+    n: int
+    n_bytes: int
+    offset: int
+    length: int
+
+
+def build_spool(state: State, prompt: Prompt, settings: Settings, path: str) -> list[Chunk]:
+    """Render every pending row once into a JSONL spool file and cut it into batches by count and bytes.
+
+    Runs before any create, so a request too large for a batch fails the run before money is spent.
+    Memory holds one Arrow batch of rows at a time.
+    """
+    chunks: list[Chunk] = []
+    limit_bytes = settings.max_batch_bytes - _ENVELOPE
+    cur = None
+    offset = 0
+    reader = state.cursor.execute(f"select * from {PENDING} order by __cb_ordinal").fetch_record_batch(_READ_ROWS)
+    with open(path, "wb") as spool:
+        for record_batch in reader:
+            data = record_batch.to_pydict()
+            for i in range(record_batch.num_rows):
+                row = {c: data[c][i] for c in prompt.columns}
+                params = request_params(settings, prompt.render(row), data["__cb_model"][i])
+                line = json.dumps(
+                    {"custom_id": data["__cb_custom_id"][i], "params": params},
+                    ensure_ascii=False, separators=(",", ":"), default=str,
+                ).encode("utf-8")
+                size = len(line) + 1  # the comma or newline that follows it
+                if size > limit_bytes:
+                    raise SourceDataError(
+                        f"The request for key {data['__cb_key_json'][i]} is {size} bytes, over the batch limit "
+                        f"of {settings.max_batch_bytes} bytes (`max_batch_bytes`): shorten that row's text; "
+                        "nothing was submitted."
+                    )
+                ordinal = data["__cb_ordinal"][i]
+                if cur is None or cur.n >= settings.max_requests_per_batch or cur.n_bytes + size > limit_bytes:
+                    cur = Chunk(first=ordinal, last=ordinal, n=0, n_bytes=0, offset=offset, length=0)
+                    chunks.append(cur)
+                spool.write(line)
+                spool.write(b"\n")
+                cur.last = ordinal
+                cur.n += 1
+                cur.n_bytes += size
+                cur.length += size
+                offset += size
+    return chunks
+
+
+def _body(spool_path: str, chunk: Chunk) -> bytes:
+    with open(spool_path, "rb") as spool:
+        spool.seek(chunk.offset)
+        lines = spool.read(chunk.length)
+    return b'{"requests":[' + lines[:-1].replace(b"\n", b",") + b"]}"
+
+
+def _create(client: anthropic.Anthropic, body: bytes) -> MessageBatch:
+    return client.with_options(max_retries=0).post(
+        "/v1/messages/batches",
+        cast_to=MessageBatch,
+        content=body,
+        options={"headers": {"Content-Type": "application/json"}},
+    )
+
+
+def submit_chunk(client: anthropic.Anthropic, state: State, spool_path: str, chunk: Chunk) -> str | None:
+    """Create one batch for the chunk; return its id, or None when the outcome is still in doubt."""
+    body = _body(spool_path, chunk)
+    for attempt in range(_MAX_REJECTED_RETRIES + 1):
+        submission_id = str(uuid.uuid4())
+        state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(chunk.first, chunk.last))
+        try:
+            batch = _create(client, body)
+        except anthropic.APIStatusError as exc:
+            if exc.status_code not in _NOT_CREATED:
+                logger.warning(
+                    f"dbt_claude_batch: batch create answered HTTP {exc.status_code}; settling by listing batches"
+                )
+                return settle(client, state, submission_id, chunk.n)
+            state.mark_submission(submission_id, "rejected", f"HTTP {exc.status_code}: {_message(exc)}")
+            if exc.status_code in (429, 529) and attempt < _MAX_REJECTED_RETRIES:
+                delay = _retry_after(exc, attempt)
+                logger.warning(f"dbt_claude_batch: batch create refused with HTTP {exc.status_code}; retrying in {delay:.1f}s")
+                time.sleep(delay)
+                continue
+            raise ApiError(_create_refused(exc)) from None
+        except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
+            logger.warning(f"dbt_claude_batch: batch create got no answer ({type(exc).__name__}); settling by listing batches")
+            return settle(client, state, submission_id, chunk.n)
+        state.mark_submitted(submission_id, batch)
+        logger.info(f"dbt_claude_batch: submitted batch {batch.id} with {chunk.n} requests ({len(body)} bytes)")
+        return batch.id
+    raise AssertionError("unreachable")
+
+
+def settle(client: anthropic.Anthropic, state: State, submission_id: str, n_requests: int,
+           intent_age_seconds: float = 0.0, grace_seconds: float = float("inf")) -> str | None:
+    """Find the batch an uncertain create made, among batches no state row knows, by its request count.
+
+    Lists newest first and stops at the first batch this state recorded before the intent.
+    Adopts exactly one candidate; with none, the submission stays in doubt (its rows are not
+    resubmitted) until `grace_seconds` after the intent, then it is abandoned and its rows are free.
+    """
+    intent_at = state.run(
+        f"select intent_at from {state.table('submissions')} where submission_id = ?", [submission_id]
+    )[0][0]
+    known = dict(
+        state.run(
+            f"select batch_id, settled_at from {state.table('submissions')} where batch_id is not null"
+        )
+    )
+    candidates = []
+    try:
+        for i, batch in enumerate(client.messages.batches.list(limit=100)):
+            if i >= _LIST_SCAN_LIMIT:
+                break
+            if batch.id in known:
+                settled = known[batch.id]
+                if settled is not None and settled < intent_at - timedelta(seconds=1):
+                    break
+                continue
+            counts = batch.request_counts
+            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            if total == n_requests:
+                candidates.append(batch)
+    except anthropic.APIError as exc:
+        logger.warning(f"dbt_claude_batch: could not list batches to settle a create ({exc}); the next run tries again")
+        state.mark_submission(submission_id, "in_doubt", "listing failed")
+        return None
+    if len(candidates) == 1:
+        state.mark_submitted(submission_id, candidates[0])
+        logger.info(f"dbt_claude_batch: adopted batch {candidates[0].id} made by an unanswered create")
+        return candidates[0].id
+    if not candidates and intent_age_seconds > grace_seconds:
+        state.mark_submission(submission_id, "abandoned", "no batch found after the grace period")
+        logger.warning("dbt_claude_batch: an unanswered create made no batch; its rows will be submitted again")
+        return None
+    note = "no matching batch yet" if not candidates else f"{len(candidates)} candidate batches: " + ", ".join(
+        b.id for b in candidates
+    )
+    state.mark_submission(submission_id, "in_doubt", note)
+    logger.warning(f"dbt_claude_batch: create outcome still in doubt ({note}); its rows wait for the next run")
+    return None
+
+
+def settle_unsettled(client: anthropic.Anthropic, state: State, grace_seconds: float) -> None:
+    """Before anything new is submitted, settle creates a crash or a lost answer left open."""
+    for submission_id, n_requests, intent_at, _ in state.unsettled_submissions():
+        age = (utcnow() - intent_at).total_seconds()
+        settle(client, state, submission_id, n_requests, intent_age_seconds=age, grace_seconds=grace_seconds)
+
+
+def spool_path(directory: str) -> str:
+    return os.path.join(directory, "requests.jsonl")
+
+
+def _message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return str(err.get("message") or exc.message)
+
+
+def _retry_after(exc: anthropic.APIStatusError, attempt: int) -> float:
+    header = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return min(60.0, max(0.0, float(header)))
+    except (TypeError, ValueError):
+        return min(60.0, 2.0 ** attempt)
+
+
+def _create_refused(exc: anthropic.APIStatusError) -> str:
+    status = exc.status_code
+    what = {
+        401: "the API key was not accepted: check ANTHROPIC_API_KEY",
+        403: "the API key may not create batches: check its workspace permissions",
+        402: "billing problem on the account: check the Anthropic console",
+        413: "the batch is too large for the API: lower `max_batch_bytes`",
+        429: "rate limited repeatedly: run again later",
+        529: "the API is overloaded: run again later",
+    }.get(status, "fix the request settings and run again")
+    return f"Batch create refused (HTTP {status}): {what}; nothing was submitted for these rows.\n{_message(exc)}"
