@@ -64,11 +64,11 @@ def harvest_batch(client: anthropic.Anthropic, state: State, batch_id: str, arch
         try:
             size = download_results(client, batch_id, path)
         except anthropic.NotFoundError:
-            logger.warning(f"dbt_claude_batch: results of {batch_id} are gone (archived); its requests become failures to resubmit")
+            logger.warning(f"results of {batch_id} are gone (archived); its requests become failures to resubmit")
             _write_outcomes(state, batch_id, submission_id, None, canceled_by_user, n_submitted, n_counted, archived=True)
             return True
         except DownloadIncomplete as exc:
-            logger.warning(f"dbt_claude_batch: {exc}; it will be downloaded again")
+            logger.warning(f"{exc}; it will be downloaded again")
             return False
         _write_outcomes(state, batch_id, submission_id, path if size else None, canceled_by_user, n_submitted, n_counted)
     return True
@@ -146,4 +146,4 @@ def _write_outcomes(state: State, batch_id, submission_id, path, canceled_by_use
         state.run("rollback")
         raise
     if notes:
-        logger.warning(f"dbt_claude_batch: batch {batch_id} did not reconcile: {'; '.join(notes)}")
+        logger.warning(f"batch {batch_id} did not reconcile: {'; '.join(notes)}")

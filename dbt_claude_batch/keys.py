@@ -92,7 +92,7 @@ def check_keys(cursor, source_sql: str, columns: Sequence[str], available: Seque
 def check_custom_ids_unique(cursor, staged_table: str) -> None:
     """Two different keys must never share a custom_id (guards the hash suffix)."""
     clash = cursor.execute(
-        f"select custom_id, list(key_json) from {staged_table} group by custom_id having count(*) > 1 limit 1"
+        f"select __cb_custom_id, list(__cb_key_json) from {staged_table} group by all having count(*) > 1 limit 1"
     ).fetchall()
     if clash:
         raise SourceDataError(

@@ -19,13 +19,13 @@ def refresh(client: anthropic.Anthropic, state: State) -> list[tuple[str, bool]]
             batch = client.messages.batches.retrieve(batch_id)
         except anthropic.NotFoundError:
             # Deleted or gone past retention: nothing more will come from it.
-            logger.warning(f"dbt_claude_batch: batch {batch_id} no longer exists; its requests become failures to resubmit")
+            logger.warning(f"batch {batch_id} no longer exists; its requests become failures to resubmit")
             ended.append((batch_id, True))
             continue
         state.update_batch(batch)
         counts = batch.request_counts
         logger.info(
-            f"dbt_claude_batch: {state.model_id} batch {batch_id} {batch.processing_status}: "
+            f"{state.model_id} batch {batch_id} {batch.processing_status}: "
             f"{counts.processing} processing, {counts.succeeded} succeeded, {counts.errored} errored, "
             f"{counts.canceled} canceled, {counts.expired} expired"
         )
@@ -42,7 +42,7 @@ def cancel_in_flight(client: anthropic.Anthropic, state: State) -> int:
             batch = client.messages.batches.cancel(batch_id)
             state.mark_canceled_by_user(batch_id)
             state.update_batch(batch)
-            logger.info(f"dbt_claude_batch: canceled batch {batch_id} ({batch.processing_status})")
+            logger.info(f"canceled batch {batch_id} ({batch.processing_status})")
             n += 1
     return n
 

@@ -74,7 +74,7 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     reasons = planning.plan(state, cfg.max_attempts, bool(cli_vars.get(VAR_RESUBMIT_CANCELED)))
     n_pending = sum(reasons.values())
     logger.info(
-        f"dbt_claude_batch: {model_id}: {n_staged} source rows, {n_pending} to submit "
+        f"{model_id}: {n_staged} source rows, {n_pending} to submit "
         + (f"({', '.join(f'{v} {k}' for k, v in sorted(reasons.items()))})" if reasons else "")
     )
     if n_pending:
@@ -92,7 +92,7 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
             return not state.unharvested_batches()
 
         if not polling.wait_until(deadline, cfg.poll_interval_seconds, step):
-            logger.info(f"dbt_claude_batch: {model_id}: batches still in flight; the next run collects them")
+            logger.info(f"{model_id}: batches still in flight; the next run collects them")
 
     write_views(state, this.database, this.schema, this.identifier, key_types, cfg.max_attempts)
     existing = qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None

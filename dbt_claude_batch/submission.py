@@ -54,9 +54,18 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, path: str) -> 
     """
     chunks: list[Chunk] = []
     limit_bytes = settings.max_batch_bytes - _ENVELOPE
+    reader = state.cursor.sql(f"select * from {PENDING} order by __cb_ordinal").to_arrow_reader(_READ_ROWS)
+    try:
+        _write_spool(reader, prompt, settings, path, chunks, limit_bytes)
+    except BaseException:
+        state.cursor.abort()  # DuckDB refuses further work on a cursor with an unfinished result
+        raise
+    return chunks
+
+
+def _write_spool(reader, prompt: Prompt, settings: Settings, path: str, chunks: list[Chunk], limit_bytes: int) -> None:
     cur = None
     offset = 0
-    reader = state.cursor.execute(f"select * from {PENDING} order by __cb_ordinal").fetch_record_batch(_READ_ROWS)
     with open(path, "wb") as spool:
         for record_batch in reader:
             data = record_batch.to_pydict()
@@ -85,7 +94,6 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, path: str) -> 
                 cur.n_bytes += size
                 cur.length += size
                 offset += size
-    return chunks
 
 
 def _body(spool_path: str, chunk: Chunk) -> bytes:
@@ -115,21 +123,21 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool_path: str, chu
         except anthropic.APIStatusError as exc:
             if exc.status_code not in _NOT_CREATED:
                 logger.warning(
-                    f"dbt_claude_batch: batch create answered HTTP {exc.status_code}; settling by listing batches"
+                    f"batch create answered HTTP {exc.status_code}; settling by listing batches"
                 )
                 return settle(client, state, submission_id, chunk.n)
             state.mark_submission(submission_id, "rejected", f"HTTP {exc.status_code}: {_message(exc)}")
             if exc.status_code in (429, 529) and attempt < _MAX_REJECTED_RETRIES:
                 delay = _retry_after(exc, attempt)
-                logger.warning(f"dbt_claude_batch: batch create refused with HTTP {exc.status_code}; retrying in {delay:.1f}s")
+                logger.warning(f"batch create refused with HTTP {exc.status_code}; retrying in {delay:.1f}s")
                 time.sleep(delay)
                 continue
             raise ApiError(_create_refused(exc)) from None
         except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
-            logger.warning(f"dbt_claude_batch: batch create got no answer ({type(exc).__name__}); settling by listing batches")
+            logger.warning(f"batch create got no answer ({type(exc).__name__}); settling by listing batches")
             return settle(client, state, submission_id, chunk.n)
         state.mark_submitted(submission_id, batch)
-        logger.info(f"dbt_claude_batch: submitted batch {batch.id} with {chunk.n} requests ({len(body)} bytes)")
+        logger.info(f"submitted batch {batch.id} with {chunk.n} requests ({len(body)} bytes)")
         return batch.id
     raise AssertionError("unreachable")
 
@@ -165,22 +173,22 @@ def settle(client: anthropic.Anthropic, state: State, submission_id: str, n_requ
             if total == n_requests:
                 candidates.append(batch)
     except anthropic.APIError as exc:
-        logger.warning(f"dbt_claude_batch: could not list batches to settle a create ({exc}); the next run tries again")
+        logger.warning(f"could not list batches to settle a create ({exc}); the next run tries again")
         state.mark_submission(submission_id, "in_doubt", "listing failed")
         return None
     if len(candidates) == 1:
         state.mark_submitted(submission_id, candidates[0])
-        logger.info(f"dbt_claude_batch: adopted batch {candidates[0].id} made by an unanswered create")
+        logger.info(f"adopted batch {candidates[0].id} made by an unanswered create")
         return candidates[0].id
     if not candidates and intent_age_seconds > grace_seconds:
         state.mark_submission(submission_id, "abandoned", "no batch found after the grace period")
-        logger.warning("dbt_claude_batch: an unanswered create made no batch; its rows will be submitted again")
+        logger.warning("an unanswered create made no batch; its rows will be submitted again")
         return None
     note = "no matching batch yet" if not candidates else f"{len(candidates)} candidate batches: " + ", ".join(
         b.id for b in candidates
     )
     state.mark_submission(submission_id, "in_doubt", note)
-    logger.warning(f"dbt_claude_batch: create outcome still in doubt ({note}); its rows wait for the next run")
+    logger.warning(f"create outcome still in doubt ({note}); its rows wait for the next run")
     return None
 
 
