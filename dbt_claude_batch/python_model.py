@@ -71,18 +71,21 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
         state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model, prompt.fingerprint()
     )
     check_custom_ids_unique(state.cursor, planning.STAGED)
-    reasons = planning.plan(state, cfg.max_attempts, bool(cli_vars.get(VAR_RESUBMIT_CANCELED)))
-    n_pending = sum(reasons.values())
-    logger.info(
-        f"{model_id}: {n_staged} source rows, {n_pending} to submit "
-        + (f"({', '.join(f'{v} {k}' for k, v in sorted(reasons.items()))})" if reasons else "")
-    )
-    if n_pending:
+    n_candidates = planning.plan(state, cfg.max_attempts, bool(cli_vars.get(VAR_RESUBMIT_CANCELED)))
+    chunks = []
+    if n_candidates:
         with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
-            spool = submission.spool_path(tmp)
-            chunks = submission.build_spool(state, prompt, cfg, spool)
+            chunks = submission.build_spool(state, prompt, cfg, tmp)
+            planning.record_aliases(state)
+            reasons = {k: v for k, v in planning.reason_counts(state).items() if k != "unchanged"}
+            logger.info(
+                f"{model_id}: {n_staged} source rows, {sum(reasons.values())} to submit in {len(chunks)} batch(es)"
+                + (f" ({', '.join(f'{v} {k}' for k, v in reasons.items())})" if reasons else "")
+            )
             for chunk in chunks:
-                submission.submit_chunk(client, state, spool, chunk)
+                submission.submit_chunk(client, state, submission.spool_path(tmp), chunk)
+    if not chunks:
+        logger.info(f"{model_id}: {n_staged} source rows, nothing to submit")
 
     if cfg.wait_seconds > 0:
         deadline = time.monotonic() + cfg.wait_seconds
@@ -96,8 +99,8 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
 
     write_views(state, this.database, this.schema, this.identifier, key_types, cfg.max_attempts)
     existing = qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None
-    state.run("drop table if exists cb_staged")
-    state.run("drop table if exists cb_pending")
+    for temp in (planning.STAGED, planning.PENDING, planning.RENDERED):
+        state.run(f"drop table if exists {temp}")
     return session.sql(results_sql(state, key_types, existing))
 
 

@@ -11,6 +11,7 @@ a database written by a newer version of this package.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -42,7 +43,8 @@ _MIGRATIONS: dict[int, list[str]] = {
             model_id varchar not null,
             custom_id varchar not null,
             key_json json not null,
-            request_hash varchar not null,
+            input_hash varchar not null,    -- SQL digest of the row's prompt inputs + settings
+            request_hash varchar not null,  -- sha256 of the rendered request params
             attempt integer not null,
             model varchar,
             primary key (submission_id, custom_id))""",
@@ -87,6 +89,14 @@ _MIGRATIONS: dict[int, list[str]] = {
             message json,
             harvested_at timestamp not null,
             primary key (batch_id, custom_id))""",
+        # Inputs that changed but render to an already-known request: remembered so the next run
+        # needs no rendering to know the row is unchanged.
+        """create table if not exists {s}.input_aliases (
+            model_id varchar not null,
+            custom_id varchar not null,
+            input_hash varchar not null,
+            request_hash varchar not null,
+            primary key (model_id, custom_id, input_hash))""",
     ],
 }
 
@@ -148,16 +158,12 @@ class State:
                     raise
 
     def record_model(self, key_columns: list[str], key_types: dict[str, str]) -> None:
-        import json
-
         self.run(
             f"insert or replace into {self.table('models')} values (?, ?, ?, ?)",
             [self.model_id, json.dumps(key_columns), json.dumps(key_types), utcnow()],
         )
 
     def key_types(self) -> dict[str, str] | None:
-        import json
-
         rows = self.run(f"select key_types from {self.table('models')} where model_id = ?", [self.model_id])
         return json.loads(rows[0][0]) if rows else None
 
@@ -172,8 +178,8 @@ class State:
                 [submission_id, self.model_id, n_requests, n_bytes, utcnow()],
             )
             self.run(
-                f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, request_hash, attempt, model) "
-                f"select ?, ?, custom_id, key_json, request_hash, attempt, request_model from ({requests_sql})",
+                f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, request_hash, attempt, model) "
+                f"select ?, ?, custom_id, key_json, input_hash, request_hash, attempt, request_model from ({requests_sql})",
                 [submission_id, self.model_id],
             )
             self.run("commit")

@@ -9,6 +9,8 @@ flight and are not resubmitted.
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
 import time
@@ -21,8 +23,8 @@ from anthropic.types.messages import MessageBatch
 
 from dbt_claude_batch.errors import ApiError, SourceDataError
 from dbt_claude_batch.log import logger
-from dbt_claude_batch.planning import PENDING, pending_requests_sql
-from dbt_claude_batch.prompts import Prompt, request_params
+from dbt_claude_batch.planning import PENDING, load_rendered, pending_requests_sql
+from dbt_claude_batch.prompts import Prompt, canonical_json, request_params
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State, utcnow
 
@@ -46,32 +48,48 @@ class Chunk:
     length: int
 
 
-def build_spool(state: State, prompt: Prompt, settings: Settings, path: str) -> list[Chunk]:
-    """Render every pending row once into a JSONL spool file and cut it into batches by count and bytes.
+def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str) -> list[Chunk]:
+    """Render every candidate row once into a JSONL spool file and cut it into batches by count and bytes.
 
-    Runs before any create, so a request too large for a batch fails the run before money is spent.
-    Memory holds one Arrow batch of rows at a time.
+    Also writes each row's verdict (request hash, reason, whether to send it) to a CSV that DuckDB
+    loads next to the candidates. Runs before any create, so a request too large for a batch fails the
+    run before money is spent. Memory holds one Arrow batch of rows at a time.
     """
     chunks: list[Chunk] = []
-    limit_bytes = settings.max_batch_bytes - _ENVELOPE
     reader = state.cursor.sql(f"select * from {PENDING} order by __cb_ordinal").to_arrow_reader(_READ_ROWS)
     try:
-        _write_spool(reader, prompt, settings, path, chunks, limit_bytes)
+        _write_spool(reader, prompt, settings, directory, chunks)
     except BaseException:
         state.cursor.abort()  # DuckDB refuses further work on a cursor with an unfinished result
         raise
+    load_rendered(state, verdicts_path(directory))
     return chunks
 
 
-def _write_spool(reader, prompt: Prompt, settings: Settings, path: str, chunks: list[Chunk], limit_bytes: int) -> None:
+def _write_spool(reader, prompt: Prompt, settings: Settings, directory: str, chunks: list[Chunk]) -> None:
+    limit_bytes = settings.max_batch_bytes - _ENVELOPE
     cur = None
     offset = 0
-    with open(path, "wb") as spool:
+    with open(spool_path(directory), "wb") as spool, open(verdicts_path(directory), "w", newline="") as verdicts:
+        out = csv.writer(verdicts)
+        out.writerow(["ordinal", "request_hash", "reason", "include"])
         for record_batch in reader:
             data = record_batch.to_pydict()
             for i in range(record_batch.num_rows):
                 row = {c: data[c][i] for c in prompt.columns}
                 params = request_params(settings, prompt.render(row), data["__cb_model"][i])
+                request_hash = hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
+                ordinal = data["__cb_ordinal"][i]
+                reason = data["__cb_reason"][i]
+                if reason == "maybe_changed":
+                    if request_hash != data["__cb_prev_request_hash"][i]:
+                        reason = "changed"
+                    elif data["__cb_would_retry"][i]:
+                        reason = "retry"
+                    else:
+                        out.writerow([ordinal, request_hash, "unchanged", False])
+                        continue
+                out.writerow([ordinal, request_hash, reason, True])
                 line = json.dumps(
                     {"custom_id": data["__cb_custom_id"][i], "params": params},
                     ensure_ascii=False, separators=(",", ":"), default=str,
@@ -83,7 +101,6 @@ def _write_spool(reader, prompt: Prompt, settings: Settings, path: str, chunks: 
                         f"of {settings.max_batch_bytes} bytes (`max_batch_bytes`): shorten that row's text; "
                         "nothing was submitted."
                     )
-                ordinal = data["__cb_ordinal"][i]
                 if cur is None or cur.n >= settings.max_requests_per_batch or cur.n_bytes + size > limit_bytes:
                     cur = Chunk(first=ordinal, last=ordinal, n=0, n_bytes=0, offset=offset, length=0)
                     chunks.append(cur)
@@ -201,6 +218,10 @@ def settle_unsettled(client: anthropic.Anthropic, state: State, grace_seconds: f
 
 def spool_path(directory: str) -> str:
     return os.path.join(directory, "requests.jsonl")
+
+
+def verdicts_path(directory: str) -> str:
+    return os.path.join(directory, "verdicts.csv")
 
 
 def _message(exc: anthropic.APIStatusError) -> str:
