@@ -28,11 +28,14 @@ class PromptCache:
 
     def _breakpoints(self, params: dict) -> list[tuple[str, str, int]]:
         """(key, ttl, prefix tokens) for each cache_control block, in prompt order."""
+        segments = tokens.prompt_segments(params)
+        if not any(isinstance(block.get("cache_control"), dict) for _, block in segments):
+            return []
         model = pricing.base_model(params.get("model")) or str(params.get("model"))
         digest = hashlib.sha256(model.encode("utf-8"))
         prefix_tokens = 0
         found = []
-        for n, block in tokens.prompt_segments(params):
+        for n, block in segments:
             prefix_tokens += n
             stripped = {k: v for k, v in block.items() if k != "cache_control"}
             digest.update(tokens.canonical_json(stripped).encode("utf-8"))
