@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -46,10 +47,11 @@ class EmulatorProcess:
         self._log = open(self.state_dir / "emulator.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log,
                                      stdin=subprocess.DEVNULL)
-        line = self.proc.stdout.readline().decode().strip()  # blocks until bound (or exit)
+        ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP_TIMEOUT)
+        line = self.proc.stdout.readline().decode().strip() if ready else ""  # printed once bound
         if not line.startswith("http://"):
-            self.proc.wait(timeout=STOP_TIMEOUT)
-            raise RuntimeError(f"emulator did not start (exit {self.proc.returncode}); "
+            code = self.stop()
+            raise RuntimeError(f"emulator did not start (exit {code}); "
                                f"see {self.state_dir / 'emulator.log'}")
         self.url = line
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -101,8 +101,6 @@ class SchemaCheckingTransport(httpx2.BaseTransport):
 
 
 def checked_client(emu, **kw):
-    import anthropic
-
     violations: list[str] = []
     transport = SchemaCheckingTransport(violations)
     client = emu.client(http_client=httpx2.Client(transport=transport), **kw)
