@@ -1,0 +1,185 @@
+"""A throwaway dbt-duckdb project that installs this repository as a package, driven by real `dbt`.
+
+    project = DbtProject(tmp_path, emulator)       # writes the project and runs `dbt deps`
+    project.load_table("items", rows)              # raw.items in the DuckDB file (while dbt is not running)
+    project.configure(key="id", prompt_template="prompts/item.j2", ...)
+    project.dbt("run")                             # a real dbt subprocess against the emulator
+    project.query("select ... from main.items_batch")
+
+Every dbt command is a separate process, so state written by one run is only seen by the next
+through the DuckDB file, exactly as for a user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT = str(Path(sys.executable).parent / "dbt")
+MODEL = "items_batch"
+
+MODEL_PY = '''from dbt_claude_batch import batch_model
+
+
+def model(dbt, session):
+    dbt.config(materialized="incremental", unique_key={unique_key!r}, incremental_strategy="merge")
+    return batch_model(dbt, session, source=dbt.ref("stg_items"), settings=dbt.config.get("claude_batch"))
+'''
+
+TEMPLATE = "Item {{ id }}: {{ body }}"
+
+
+class DbtRunFailed(AssertionError):
+    pass
+
+
+class DbtProject:
+    def __init__(self, root: Path, emulator, model: str = MODEL):
+        self.root = Path(root)
+        self.emulator = emulator
+        self.model = model
+        self.db_path = self.root / "warehouse.duckdb"
+        self.settings: dict[str, Any] = {}
+        self.post_hook = True
+        self.env_overrides: dict[str, str | None] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.write("profiles.yml", yaml.safe_dump({
+            "test_project": {"target": "dev", "outputs": {"dev": {
+                "type": "duckdb", "path": str(self.db_path), "threads": 1}}}}))
+        self.write("packages.yml", yaml.safe_dump({"packages": [{"local": str(REPO_ROOT)}]}))
+        self.write("models/stg_items.sql", "select * from raw.items\n")
+        self.write("prompts/item.j2", TEMPLATE)
+        self.configure(key="id", prompt_template="prompts/item.j2", model="claude-haiku-4-5", max_tokens=64)
+        self.write_model()
+        self.dbt("deps")
+
+    # files ---------------------------------------------------------------------------------
+    def write(self, relpath: str, text: str) -> Path:
+        path = self.root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def write_model(self, unique_key: str | list[str] = "id", body: str | None = None) -> None:
+        self.write(f"models/{self.model}.py", body or MODEL_PY.format(unique_key=unique_key))
+
+    def configure(self, replace: bool = True, **settings: Any) -> None:
+        """Set the model's `claude_batch` config in dbt_project.yml (replacing, or updating with replace=False)."""
+        self.settings = dict(settings) if replace else {**self.settings, **settings}
+        model_cfg: dict[str, Any] = {"+claude_batch": self.settings}
+        if self.post_hook:
+            model_cfg["+post-hook"] = [{
+                "sql": "{{ dbt_claude_batch.drop_leaked_tmp_tables(this) }}", "transaction": False}]
+        self.write("dbt_project.yml", yaml.safe_dump({
+            "name": "test_project", "version": "1.0.0", "config-version": 2, "profile": "test_project",
+            "model-paths": ["models"], "macro-paths": ["macros"],
+            "models": {"test_project": {self.model: model_cfg}},
+        }, sort_keys=False))
+
+    # data ----------------------------------------------------------------------------------
+    def load_table(self, name: str, rows: Iterable[dict], types: dict[str, str] | None = None) -> None:
+        """(Re)create raw.<name> from dict rows; column types default to BIGINT for ints, VARCHAR else."""
+        rows = list(rows)
+        columns = list(types or {}) or list(rows[0])
+        types = types or {c: ("BIGINT" if isinstance(rows[0][c], int) else "VARCHAR") for c in columns}
+        con = duckdb.connect(str(self.db_path))
+        try:
+            con.execute("create schema if not exists raw")
+            cols = ", ".join(f'"{c}" {types[c]}' for c in columns)
+            con.execute(f"create or replace table raw.{name} ({cols})")
+            if rows:
+                marks = ", ".join("?" for _ in columns)
+                con.executemany(f"insert into raw.{name} values ({marks})", [[r[c] for c in columns] for r in rows])
+        finally:
+            con.close()
+
+    def query(self, sql: str, params: list | None = None) -> list[tuple]:
+        con = duckdb.connect(str(self.db_path), read_only=True)
+        try:
+            return con.execute(sql, params or []).fetchall()
+        finally:
+            con.close()
+
+    def results(self) -> dict[Any, dict]:
+        con = duckdb.connect(str(self.db_path), read_only=True)
+        try:
+            cur = con.execute(f"select * from main.{self.model}")
+            names = [d[0] for d in cur.description]
+            return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
+        finally:
+            con.close()
+
+    def failures(self) -> dict[Any, dict]:
+        con = duckdb.connect(str(self.db_path), read_only=True)
+        try:
+            cur = con.execute(f"select * from main.{self.model}__failures")
+            names = [d[0] for d in cur.description]
+            return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
+        finally:
+            con.close()
+
+    # dbt -----------------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DBT_", "ANTHROPIC_"))}
+        env.update({
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": self.emulator.url if self.emulator else "http://127.0.0.1:9",
+            "DBT_PROFILES_DIR": str(self.root),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        })
+        for k, v in self.env_overrides.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        return env
+
+    def command(self, *args: str, vars: dict | None = None) -> list[str]:
+        cmd = [DBT, *args]
+        if vars:
+            cmd += ["--vars", json.dumps(vars)]
+        return cmd
+
+    def dbt(self, *args: str, vars: dict | None = None, expect_ok: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.command(*args, vars=vars), cwd=self.root, env=self.env(),
+                              capture_output=True, text=True, timeout=600)
+        if expect_ok and proc.returncode != 0:
+            raise DbtRunFailed(f"dbt {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+        if not expect_ok and proc.returncode == 0:
+            raise DbtRunFailed(f"dbt {' '.join(args)} succeeded but was expected to fail:\n{proc.stdout[-4000:]}")
+        return proc
+
+    def run(self, vars: dict | None = None, expect_ok: bool = True) -> subprocess.CompletedProcess:
+        return self.dbt("run", "-s", f"+{self.model}", vars=vars, expect_ok=expect_ok)
+
+    def popen(self, *args: str, vars: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*args, vars=vars), cwd=self.root, env=self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def expected_answer(item_id, body: str) -> str:
+    """What the emulator answers for the default template: a digest of the exact prompt text."""
+    text = f"Item {item_id}: {body}"
+    return "digest:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def items(n: int, start: int = 1, prefix: str = "body") -> list[dict]:
+    return [{"id": i, "body": f"{prefix} number {i} with some text"} for i in range(start, start + n)]
+
+
+def created_batches(emulator) -> list[dict]:
+    return emulator.ledger()["batches"]
+
+
+def create_calls(emulator) -> int:
+    calls = emulator.ledger(requests=False)["calls"].get("POST /v1/messages/batches", {})
+    return sum(calls.values())

@@ -1,0 +1,177 @@
+"""The main job across dbt runs: submit, harvest, join by custom_id, do nothing when nothing changed."""
+
+from __future__ import annotations
+
+import re
+
+from dbt_harness import create_calls, created_batches, expected_answer, items
+
+FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
+
+
+def test_results_joined_by_custom_id_from_shuffled_file(project, emulator):
+    rows = items(150)
+    project.load_table("items", rows)
+    project.configure(replace=False, **FAST)
+
+    project.run()
+
+    results = project.results()
+    assert len(results) == 150
+    for row in rows:
+        got = results[row["id"]]
+        # The emulator's answer is a digest of the exact prompt: a row joined to another row's result fails here.
+        assert got["output_text"] == expected_answer(row["id"], row["body"])
+        assert got["custom_id"] == str(row["id"])
+        assert got["attempt"] == 1
+        assert got["stop_reason"] == "end_turn"
+        assert got["answered_model"] == "claude-haiku-4-5"
+        assert got["input_tokens"] > 0 and got["output_tokens"] > 0
+    batches = created_batches(emulator)
+    assert len(batches) == 1 and batches[0]["request_count"] == 150
+    assert project.query("select count(*) from main.items_batch__failures") == [(0,)]
+    assert project.query(
+        "select n_submitted, n_succeeded, result_lines, reconciled from main.items_batch__batches"
+    ) == [(150, 150, 150, True)]
+
+
+def test_cost_matches_emulator_bill(project, emulator):
+    project.load_table("items", items(40))
+    project.configure(replace=False, **FAST)
+    project.run()
+    ours = project.query("select sum(cost_usd) from main.items_batch")[0][0]
+    billed = emulator.ledger(requests=False)["bill"]["total_usd"]
+    assert ours > 0
+    assert abs(ours - billed) < 1e-9
+
+
+def test_nothing_to_do_run_makes_no_create_call(project, emulator):
+    project.load_table("items", items(30))
+    project.configure(replace=False, **FAST)
+    project.run()
+    assert create_calls(emulator) == 1
+
+    out = project.run().stdout
+
+    assert create_calls(emulator) == 1
+    assert "nothing to submit" in out
+    assert len(project.results()) == 30
+
+
+def test_changed_row_is_resubmitted_alone(project, emulator):
+    rows = items(20)
+    project.load_table("items", rows)
+    project.configure(replace=False, **FAST)
+    project.run()
+
+    rows[4]["body"] = "a corrected body"
+    project.load_table("items", rows)
+    project.run()
+
+    batches = created_batches(emulator)
+    assert [b["request_count"] for b in batches] == [20, 1] or [b["request_count"] for b in batches] == [1, 20]
+    second = [r for r in emulator.ledger()["requests"] if r["batch_id"] != batches[-1]["id"]] or []
+    resubmitted = {r["custom_id"] for r in emulator.ledger()["requests"]
+                   if r["batch_id"] == next(b["id"] for b in batches if b["request_count"] == 1)}
+    assert resubmitted == {"5"}
+    results = project.results()
+    assert results[5]["output_text"] == expected_answer(5, "a corrected body")
+    assert results[5]["attempt"] == 2
+    assert results[4]["attempt"] == 1
+    assert second is not None
+
+
+def test_new_rows_only_are_submitted(project, emulator):
+    project.load_table("items", items(10))
+    project.configure(replace=False, **FAST)
+    project.run()
+    project.load_table("items", items(10) + items(5, start=11))
+    project.run()
+    counts = sorted(b["request_count"] for b in created_batches(emulator))
+    assert counts == [5, 10]
+    assert len(project.results()) == 15
+
+
+def test_submit_and_return_then_next_run_collects(project, emulator):
+    emulator.configure(processing_delay=3600)
+    project.load_table("items", items(12))
+    project.configure(replace=False, wait_seconds=0)
+
+    project.run()
+    assert project.results() == {}
+    assert project.query("select processing_status, n_processing from main.items_batch__batches") == [("in_progress", 12)]
+
+    project.run()  # still processing: no new create, nothing harvested
+    assert create_calls(emulator) == 1 and project.results() == {}
+
+    emulator.advance_clock(3601)
+    project.run()
+    assert create_calls(emulator) == 1
+    results = project.results()
+    assert len(results) == 12
+    assert results[3]["output_text"] == expected_answer(3, "body number 3 with some text")
+
+
+def test_row_text_is_data_not_template(project, emulator):
+    body = "Hello {{ customer_name }} {% if admin %}secret{% endif %} {# note #}"
+    project.load_table("items", [{"id": 1, "body": body}])
+    project.configure(replace=False, **FAST)
+    project.run()
+    assert project.results()[1]["output_text"] == expected_answer(1, body)
+
+
+def test_no_leaked_dbt_tmp_tables(project, emulator):
+    project.load_table("items", items(5))
+    project.configure(replace=False, **FAST)
+    for n in (5, 7, 9):
+        project.load_table("items", items(n))
+        project.run()
+    leaked = project.query("select table_name from information_schema.tables where table_name like '%dbt_tmp%'")
+    assert leaked == []
+    assert len(project.results()) == 9
+
+
+def test_leaked_tmp_tables_are_dropped_even_without_the_post_hook(project, emulator):
+    project.post_hook = False
+    project.load_table("items", items(3))
+    project.configure(replace=False, **FAST)
+    project.run()
+    project.load_table("items", items(4))
+    project.run()
+    leaked = project.query("select table_name from information_schema.tables where table_name like '%dbt_tmp%'")
+    assert len(leaked) == 1  # the last run's own leftover (dbt-duckdb creates it after the model returns)
+    project.run()
+    assert project.query(
+        "select table_name from information_schema.tables where table_name like '%dbt_tmp%'"
+    ) != leaked
+
+
+def test_full_refresh_keeps_results_without_buying_again(project, emulator):
+    project.load_table("items", items(8))
+    project.configure(replace=False, **FAST)
+    project.run()
+    project.dbt("run", "-s", "items_batch", "--full-refresh")
+    assert create_calls(emulator) == 1
+    assert len(project.results()) == 8
+
+
+def test_batches_split_by_count_and_bytes(project, emulator):
+    project.load_table("items", items(70))
+    project.configure(replace=False, max_requests_per_batch=30, **FAST)
+    project.run()
+    assert sorted(b["request_count"] for b in created_batches(emulator)) == [10, 30, 30]
+
+    project.load_table("items", items(70) + items(20, start=71, prefix="x" * 400))
+    project.configure(replace=False, max_batch_bytes=4000)
+    project.run()
+    sizes = [b["request_count"] for b in created_batches(emulator)][3:]
+    assert sum(sizes) == 20 and len(sizes) >= 3 and max(sizes) < 10
+    assert len(project.results()) == 90
+
+
+def test_progress_is_logged_to_dbt_log(project, emulator):
+    project.load_table("items", items(3))
+    project.configure(replace=False, **FAST)
+    project.run()
+    log = (project.root / "logs" / "dbt.log").read_text()
+    assert re.search(r"batch msgbatch_\w+ ended: 0 processing, 3 succeeded", log)
