@@ -5,6 +5,10 @@ joined with newlines) and the system prompt:
   * a line `Labels: a, b, c` (case-insensitive prefix) in the user text or the system prompt makes
     the answer the first label, in list order, that occurs as a whole word (case-insensitive) in
     the user text with the Labels line removed; if none occurs, the LAST label;
+  * a label may carry synonyms in parentheses, `Labels: billing (invoice, charge), bug (error,
+    crash), feature_request (feature, would love), other`: the label matches if its name or any
+    synonym occurs as a whole word or phrase (case-insensitive, multi-word synonyms allowed), and the
+    answer is the label name only. Labels without parentheses behave as above;
   * otherwise the answer is `digest:` + the first 16 hex chars of sha256(user text, UTF-8);
   * directives in the user text: `[[emulator:words=N]]` answers N deterministic words,
     `[[emulator:refuse]]` refuses (stop_reason "refusal"), `[[emulator:bad_json]]` returns text
@@ -28,25 +32,59 @@ _LABELS = re.compile(r"^\s*labels\s*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _WORDS_DIRECTIVE = re.compile(r"\[\[emulator:words=(\d+)\]\]")
 REFUSAL_TEXT = "I can't help with that request."
 BAD_JSON_TEXT = '{"answer": "this is not valid JSON'
+_SYNONYMS = re.compile(r"^(?P<name>[^()]*?)\s*\((?P<synonyms>[^()]*)\)$")
 
 
-def _labels(text: str) -> tuple[list[str], str] | None:
+def _split_top_level(spec: str) -> list[str]:
+    """Split on commas that are not inside parentheses."""
+    parts, depth, current = [], 0, []
+    for ch in spec:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def parse_labels(spec: str) -> list[tuple[str, list[str]]]:
+    """`billing (invoice, charge), bug, other` -> [("billing", ["invoice", "charge"]), ("bug", []), ...]."""
+    labels = []
+    for part in _split_top_level(spec):
+        part = part.strip()
+        if not part:
+            continue
+        m = _SYNONYMS.match(part)
+        if m and m.group("name").strip():
+            synonyms = [s.strip() for s in m.group("synonyms").split(",") if s.strip()]
+            labels.append((m.group("name").strip(), synonyms))
+        else:
+            labels.append((part, []))
+    return labels
+
+
+def _labels(text: str) -> tuple[list[tuple[str, list[str]]], str] | None:
     m = _LABELS.search(text)
     if not m:
         return None
-    labels = [part.strip() for part in m.group(1).split(",") if part.strip()]
+    labels = parse_labels(m.group(1))
     return (labels, _LABELS.sub("", text)) if labels else None
 
 
-def _matches(label: str, text: str) -> bool:
-    return re.search(r"(?<!\w)" + re.escape(label) + r"(?!\w)", text, re.IGNORECASE) is not None
+def _matches(phrase: str, text: str) -> bool:
+    return re.search(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", text, re.IGNORECASE) is not None
 
 
-def choose_label(labels: list[str], text: str) -> str:
-    for label in labels:
-        if _matches(label, text):
-            return label
-    return labels[-1]
+def choose_label(labels: list[tuple[str, list[str]]], text: str) -> str:
+    for name, synonyms in labels:
+        if any(_matches(phrase, text) for phrase in (name, *synonyms)):
+            return name
+    return labels[-1][0]
 
 
 def base_answer(user_text: str, system_text: str) -> str:

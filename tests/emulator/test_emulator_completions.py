@@ -51,6 +51,47 @@ def test_labels_rule(api, text, system, expected):
     assert msg.content[0].text == expected
 
 
+SYNONYM_LABELS = ("Labels: billing (invoice, charge, refund), bug (error, crash, broken), "
+                  "feature_request (feature request, suggestion, would love), account (login, password, access), other")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Please REFUND the duplicate charge", "billing"),              # synonym, any case -> label name only
+    ("The export is broken again", "bug"),
+    ("We would love a dark mode", "feature_request"),              # multi-word synonym
+    ("Feature Request: default project", "feature_request"),       # multi-word synonym, any case
+    ("I forgot my password", "account"),
+    ("Our billing contact changed", "billing"),                     # the label name itself still matches
+    ("A crash after I reset my password", "bug"),                  # first label in list order wins
+    ("The app crashes, refunds pending, no accessibility", "other"),  # no whole-word match -> last label
+    ("We would lovely like a feature", "other"),                   # phrase must match whole; "feature" alone is not a synonym
+    ("Thanks for the great support", "other"),
+])
+def test_labels_with_synonyms(api, text, expected):
+    msg = api.messages.create(model=MODEL, max_tokens=50, messages=user(f"{SYNONYM_LABELS}\n{text}"))
+    assert msg.content[0].text == expected
+
+
+def test_labels_with_synonyms_in_system_prompt_and_batch(api):
+    system = "Classify the ticket.\nlabels: spam (unsubscribe, winner), ham"
+    msg = api.messages.create(model=MODEL, max_tokens=50, system=system, messages=user("You are a WINNER!"))
+    assert msg.content[0].text == "spam"
+    texts = {"a": "invoice attached", "b": "it is broken", "c": "hello there"}
+    _, results = run_batch(api, [request(cid, f"Labels: billing (invoice), bug (broken), other\n{t}")
+                                 for cid, t in texts.items()])
+    answers = {cid: r["message"]["content"][0]["text"] for cid, r in results.items()}
+    assert answers == {"a": "billing", "b": "bug", "c": "other"}
+
+
+def test_labels_with_synonyms_in_json_schema_enum(api):
+    schema = {"type": "object", "properties": {"category": {"type": "string", "enum": ["billing", "bug", "other"]}},
+              "required": ["category"], "additionalProperties": False}
+    msg = api.messages.create(model=MODEL, max_tokens=50,
+                              messages=user("Labels: billing (refund), bug (crash), other\nRefund me"),
+                              output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert json.loads(msg.content[0].text) == {"category": "billing"}
+
+
 def test_same_answers_in_batch_and_sync_for_each_row(api):
     texts = {f"row{i}": f"Labels: red, green, blue\nitem {i} is {['red', 'green', 'blue', 'pink'][i % 4]}"
              for i in range(8)}
