@@ -17,7 +17,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m dbt_claude_batch.demo
+	$(BIN)/python integration_project/demo.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/emulator_throughput.py
