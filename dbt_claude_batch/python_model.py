@@ -5,7 +5,7 @@
     def model(dbt, session):
         dbt.config(materialized="incremental", unique_key="ticket_id")
         return batch_model(dbt, session, source=dbt.ref("stg_tickets"),
-                           settings=dbt.config.get("claude_batch"))
+                           settings=dbt.config.meta_get("claude_batch"))
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     """Run one batch model: settle, poll, harvest, submit what is new or changed, return new results.
 
     `source` is a relation from ``dbt.ref(...)`` or ``dbt.source(...)`` named literally in the model
-    file; `settings` is usually ``dbt.config.get("claude_batch")``; keyword arguments override it.
+    file; `settings` is usually ``dbt.config.meta_get("claude_batch")`` (YAML ``+meta: {claude_batch: ...}``);
+    keyword arguments override it.
     Returns a DuckDB relation of result rows for dbt's incremental merge on the key columns.
     """
     cfg = Settings.build(settings, kwargs)

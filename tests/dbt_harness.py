@@ -32,7 +32,7 @@ MODEL_PY = '''from dbt_claude_batch import batch_model
 
 def model(dbt, session):
     dbt.config(materialized="incremental", unique_key={unique_key!r}, incremental_strategy="merge")
-    return batch_model(dbt, session, source=dbt.ref("stg_items"), settings=dbt.config.get("claude_batch"))
+    return batch_model(dbt, session, source=dbt.ref("stg_items"), settings=dbt.config.meta_get("claude_batch"))
 '''
 
 TEMPLATE = "Item {{ id }}: {{ body }}"
@@ -75,7 +75,7 @@ class DbtProject:
     def configure(self, replace: bool = True, **settings: Any) -> None:
         """Set the model's `claude_batch` config in dbt_project.yml (replacing, or updating with replace=False)."""
         self.settings = dict(settings) if replace else {**self.settings, **settings}
-        model_cfg: dict[str, Any] = {"+claude_batch": self.settings}
+        model_cfg: dict[str, Any] = {"+meta": {"claude_batch": self.settings}}
         if self.post_hook:
             model_cfg["+post-hook"] = [{
                 "sql": "{{ dbt_claude_batch.drop_leaked_tmp_tables(this) }}", "transaction": False}]

@@ -1,5 +1,5 @@
 # Classifies every support ticket with Claude through the Message Batches API.
-# Settings live in dbt_project.yml under `claude_batch`; the prompt is prompts/triage.j2.
+# Settings live in dbt_project.yml under `meta: claude_batch:`; the prompt is prompts/triage.j2.
 from dbt_claude_batch import batch_model
 
 
@@ -9,5 +9,5 @@ def model(dbt, session):
         dbt,
         session,
         source=dbt.ref("stg_tickets"),
-        settings=dbt.config.get("claude_batch"),
+        settings=dbt.config.meta_get("claude_batch"),
     )
