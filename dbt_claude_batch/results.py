@@ -71,10 +71,15 @@ def failures_view_sql(state: State, key_types: dict[str, str], max_attempts: int
 
 
 def batches_view_sql(state: State) -> str:
-    return f"""select batch_id, processing_status, created_at, ended_at, expires_at, cancel_initiated_at, archived_at,
-        n_submitted, n_processing, n_succeeded, n_errored, n_canceled, n_expired, canceled_by_user,
-        harvested_at, result_lines, reconciled, reconcile_note, polled_at
-    from {state.table('batches')} where model_id = {literal(state.model_id)}"""
+    return f"""select b.batch_id, b.model_id as dbt_model, m.claude_models, b.processing_status,
+        b.created_at, b.ended_at, b.expires_at, b.cancel_initiated_at, b.archived_at,
+        b.n_submitted, b.n_processing, b.n_succeeded, b.n_errored, b.n_canceled, b.n_expired, b.canceled_by_user,
+        b.harvested_at, b.result_lines, b.reconciled, b.reconcile_note, b.polled_at
+    from {state.table('batches')} b
+    left join (select submission_id, list(distinct model order by model) as claude_models
+               from {state.table('requests')} where model_id = {literal(state.model_id)} group by all) m
+        using (submission_id)
+    where b.model_id = {literal(state.model_id)}"""
 
 
 def write_views(state: State, database: str, schema: str, identifier: str, key_types: dict[str, str],

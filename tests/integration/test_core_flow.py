@@ -175,3 +175,55 @@ def test_progress_is_logged_to_dbt_log(project, emulator):
     project.run()
     log = (project.root / "logs" / "dbt.log").read_text()
     assert re.search(r"batch msgbatch_\w+ ended: 0 processing, 3 succeeded", log)
+
+
+def test_reset_batch_state_starts_over_but_refuses_with_batches_in_flight(project, emulator):
+    emulator.configure(processing_delay=3600)
+    project.load_table("items", items(4))
+    project.configure(replace=False, wait_seconds=0)
+    project.run()
+    out = project.dbt("run-operation", "dbt_claude_batch.reset_batch_state", "--args", "{model: items_batch}",
+                      expect_ok=False).stdout
+    assert "has 1 batch(es) in flight: cancel them first" in out
+
+    emulator.advance_clock(3601)
+    project.run()
+    assert len(project.results()) == 4
+    project.dbt("run-operation", "dbt_claude_batch.reset_batch_state", "--args", "{model: items_batch}")
+    assert project.query("select count(*) from dbt_claude_batch.requests") == [(0,)]
+    project.run()
+    assert create_calls(emulator) == 2
+
+
+def test_batches_view_names_models(project, emulator):
+    rows = [{"id": 1, "body": "a", "model": "claude-sonnet-4-6"}, {"id": 2, "body": "b", "model": None}]
+    project.load_table("items", rows, types={"id": "BIGINT", "body": "VARCHAR", "model": "VARCHAR"})
+    project.configure(replace=False, model_column="model", **FAST)
+    project.run()
+    (row,) = project.query("select dbt_model, claude_models, n_submitted from main.items_batch__batches")
+    assert row[0].endswith(".main.items_batch")
+    assert row[1] == ["claude-haiku-4-5", "claude-sonnet-4-6"] and row[2] == 2
+
+
+def test_two_batch_models_in_parallel_threads_share_the_state_schema(project, emulator):
+    import yaml
+
+    project.load_table("items", items(20))
+    project.write("models/items_batch_b.py", (project.root / "models/items_batch.py").read_text())
+    cfg = yaml.safe_load((project.root / "dbt_project.yml").read_text())
+    settings = {**cfg["models"]["test_project"]["items_batch"]["+meta"]["claude_batch"], **FAST}
+    for name in ("items_batch", "items_batch_b"):
+        cfg["models"]["test_project"][name] = {"+meta": {"claude_batch": settings}}
+    project.write("dbt_project.yml", yaml.safe_dump(cfg))
+    profiles = yaml.safe_load((project.root / "profiles.yml").read_text())
+    profiles["test_project"]["outputs"]["dev"]["threads"] = 2
+    project.write("profiles.yml", yaml.safe_dump(profiles))
+
+    project.dbt("run")
+    project.dbt("run")
+
+    assert create_calls(emulator) == 2
+    for table in ("items_batch", "items_batch_b"):
+        rows = project.query(f"select id, output_text from main.{table}")
+        assert len(rows) == 20
+        assert all(text == expected_answer(i, f"body number {i} with some text") for i, text in rows)
