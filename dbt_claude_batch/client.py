@@ -1,28 +1,48 @@
 """The one place an `anthropic.Anthropic` client is built.
 
 The key is read from the environment only, never from config (dbt writes config into `target/`),
-and never appears in a message.
+and never appears in a message. The SDK is imported on first use: importing it costs most of a second,
+and a run with nothing in flight and nothing to submit never needs it.
 """
 
 from __future__ import annotations
 
 import os
-
-import anthropic
+from typing import TYPE_CHECKING
 
 from dbt_claude_batch.errors import MissingApiKeyError
+
+if TYPE_CHECKING:
+    import anthropic
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 
 
-def build_client(max_retries: int = 4, timeout: float = 600.0) -> anthropic.Anthropic:
-    """A client with the SDK's retries for idempotent calls; batch creation opts out per call."""
+def require_api_key() -> None:
+    """Fail before any work when the key is missing."""
     if not os.environ.get(API_KEY_ENV):
         raise MissingApiKeyError(
             f"{API_KEY_ENV} is not set: export your Anthropic API key in the environment that runs dbt "
             f"(for the local emulator any value works, with {BASE_URL_ENV}=http://127.0.0.1:PORT). "
             "Never put the key in dbt config: dbt writes config into target/."
         )
-    # base_url comes from ANTHROPIC_BASE_URL when set, as the SDK does by itself.
-    return anthropic.Anthropic(max_retries=max_retries, timeout=timeout)
+
+
+class LazyClient:
+    """Builds the client (and imports the SDK) the first time an API call is needed."""
+
+    def __init__(self, max_retries: int = 4, timeout: float = 600.0):
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self._client: anthropic.Anthropic | None = None
+
+    def get(self) -> "anthropic.Anthropic":
+        if self._client is None:
+            require_api_key()
+            import anthropic
+
+            # base_url comes from ANTHROPIC_BASE_URL when set, as the SDK does by itself. The SDK's
+            # retries serve idempotent calls; batch creation opts out per call.
+            self._client = anthropic.Anthropic(max_retries=self.max_retries, timeout=self.timeout)
+        return self._client

@@ -14,12 +14,11 @@ import tempfile
 import time
 from typing import Any
 
-from dbt_claude_batch.client import build_client
+from dbt_claude_batch import planning
+from dbt_claude_batch.client import LazyClient, require_api_key
 from dbt_claude_batch.errors import ConfigError
-from dbt_claude_batch.harvest import harvest_batch
 from dbt_claude_batch.identifiers import qualified
 from dbt_claude_batch.keys import check_custom_ids_unique, check_keys
-from dbt_claude_batch import planning, polling, submission
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.prompts import Prompt
 from dbt_claude_batch.results import results_sql, write_views
@@ -38,8 +37,10 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     keyword arguments override it.
     Returns a DuckDB relation of result rows for dbt's incremental merge on the key columns.
     """
+    started = time.perf_counter()
     cfg = Settings.build(settings, kwargs)
-    client = build_client()
+    require_api_key()
+    api = LazyClient()
     this = dbt.this
     model_id = f"{this.database}.{this.schema}.{this.identifier}"
     cli_vars = _cli_vars()
@@ -63,10 +64,15 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     state.record_model(list(cfg.key), key_types)
     _drop_leaked_tmp_tables(state, this)
 
-    submission.settle_unsettled(client, state, cfg.in_doubt_grace_seconds)
-    if _var_names_model(cli_vars.get(VAR_CANCEL), this.identifier):
-        polling.cancel_in_flight(client, state)
-    _poll_and_harvest(client, state)
+    if state.unsettled_submissions():
+        from dbt_claude_batch.submission import settle_unsettled
+
+        settle_unsettled(api.get(), state, cfg.in_doubt_grace_seconds)
+    if _var_names_model(cli_vars.get(VAR_CANCEL), this.identifier) and state.unharvested_batches():
+        from dbt_claude_batch.polling import cancel_in_flight
+
+        cancel_in_flight(api.get(), state)
+    _poll_and_harvest(api, state)
 
     n_staged = planning.stage(
         state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model, prompt.fingerprint()
@@ -75,6 +81,8 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     n_candidates = planning.plan(state, cfg.max_attempts, bool(cli_vars.get(VAR_RESUBMIT_CANCELED)))
     chunks = []
     if n_candidates:
+        from dbt_claude_batch import submission
+
         with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
             chunks = submission.build_spool(state, prompt, cfg, tmp)
             planning.record_aliases(state)
@@ -84,30 +92,38 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
                 + (f" ({', '.join(f'{v} {k}' for k, v in reasons.items())})" if reasons else "")
             )
             for chunk in chunks:
-                submission.submit_chunk(client, state, submission.spool_path(tmp), chunk)
+                submission.submit_chunk(api.get(), state, submission.spool_path(tmp), chunk)
     if not chunks:
         logger.info(f"{model_id}: {n_staged} source rows, nothing to submit")
 
-    if cfg.wait_seconds > 0:
+    if cfg.wait_seconds > 0 and state.unharvested_batches():
+        from dbt_claude_batch.polling import wait_until
+
         deadline = time.monotonic() + cfg.wait_seconds
 
         def step() -> bool:
-            _poll_and_harvest(client, state)
+            _poll_and_harvest(api, state)
             return not state.unharvested_batches()
 
-        if not polling.wait_until(deadline, cfg.poll_interval_seconds, step):
+        if not wait_until(deadline, cfg.poll_interval_seconds, step):
             logger.info(f"{model_id}: batches still in flight; the next run collects them")
 
     write_views(state, this.database, this.schema, this.identifier, key_types, cfg.max_attempts)
     existing = qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None
     for temp in (planning.STAGED, planning.PENDING, planning.RENDERED):
         state.run(f"drop table if exists {temp}")
+    logger.info(f"{model_id}: dbt_claude_batch work took {time.perf_counter() - started:.2f}s")
     return session.sql(results_sql(state, key_types, existing))
 
 
-def _poll_and_harvest(client, state: State) -> None:
-    for batch_id, archived in polling.refresh(client, state):
-        harvest_batch(client, state, batch_id, archived)
+def _poll_and_harvest(api: LazyClient, state: State) -> None:
+    if not state.unharvested_batches():
+        return
+    from dbt_claude_batch.harvest import harvest_batch
+    from dbt_claude_batch.polling import refresh
+
+    for batch_id, archived in refresh(api.get(), state):
+        harvest_batch(api.get(), state, batch_id, archived)
 
 
 def _drop_leaked_tmp_tables(state: State, this) -> None:

@@ -50,10 +50,12 @@ def test_nothing_to_do_run_makes_no_create_call(project, emulator):
     project.configure(replace=False, **FAST)
     project.run()
     assert create_calls(emulator) == 1
+    calls_before = emulator.ledger(requests=False)["calls"]
 
     out = project.run().stdout
 
-    assert create_calls(emulator) == 1
+    # Nothing in flight and nothing changed: not even a poll reaches the API.
+    assert emulator.ledger(requests=False)["calls"] == calls_before
     assert "nothing to submit" in out
     assert len(project.results()) == 30
 
