@@ -45,44 +45,75 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
     return state.run(f"select count(*) from {STAGED}")[0][0]
 
 
-def attempts_sql(state: State) -> str:
-    """Every request of this model whose submission may have made a batch, with its batch id."""
-    return f"""select r.custom_id, r.key_json, r.input_hash, r.request_hash, r.attempt, s.batch_id
-        from {state.table('requests')} r join {state.table('submissions')} s using (submission_id)
-        where r.model_id = {literal(state.model_id)} and s.status not in ('rejected', 'abandoned')"""
+TOO_LONG_PATTERN = "prompt is too long"
+
+
+def key_attempts_sql(state: State) -> str:
+    """One row per (key, attempt): the parts of a split request and their outcomes rolled into one.
+
+    An attempt is in flight while any part lacks an outcome, succeeded when every part did, and
+    otherwise failed as its first failing part did.
+    """
+    return f"""with cb_req as (
+            select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.key_json, r.input_hash,
+                   r.request_hash, r.attempt, coalesce(r.part, 1) as part, r.max_tokens, s.batch_id,
+                   o.result_type, o.error_type, o.error_message, o.canceled_by_user, o.harvested_at
+            from {state.table('requests')} r
+            join {state.table('submissions')} s using (submission_id)
+            left join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
+            where r.model_id = {literal(state.model_id)} and s.status not in ('rejected', 'abandoned'))
+        select key_custom_id as custom_id, attempt,
+               any_value(key_json) as key_json, any_value(input_hash) as input_hash,
+               any_value(request_hash) as request_hash, max(max_tokens) as max_tokens,
+               count(*) as n_parts,
+               case when count(result_type) < count(*) then null
+                    when count(*) filter (where result_type = 'succeeded') = count(*) then 'succeeded'
+                    else min_by(result_type, part) filter (where result_type <> 'succeeded') end as result_type,
+               min_by(error_type, part) filter (where result_type <> 'succeeded') as error_type,
+               min_by(error_message, part) filter (where result_type <> 'succeeded') as error_message,
+               coalesce(min_by(canceled_by_user, part) filter (where result_type <> 'succeeded'), false) as canceled_by_user,
+               coalesce(min_by(batch_id, part) filter (where result_type <> 'succeeded'), any_value(batch_id)) as batch_id,
+               max(harvested_at) as harvested_at
+        from cb_req group by key_custom_id, attempt"""
 
 
 def latest_outcomes_sql(state: State) -> str:
-    """Per custom_id: its latest attempt, that attempt's outcome (null while in flight), and tries of its request."""
-    return f"""with cb_attempts as ({attempts_sql(state)}),
-        cb_latest as (
-            select * from cb_attempts
-            qualify row_number() over (partition by custom_id order by attempt desc) = 1),
+    """Per key: its latest attempt, that attempt's outcome (null while in flight), and tries of its request."""
+    return f"""with cb_attempts as ({key_attempts_sql(state)}),
         cb_tries as (select custom_id, request_hash, count(*) as tries from cb_attempts group by all)
-        select l.custom_id, l.key_json, l.input_hash, l.request_hash, l.attempt, l.batch_id, t.tries,
-               o.result_type, o.error_type, o.error_message, o.canceled_by_user, o.harvested_at
-        from cb_latest l
-        join cb_tries t using (custom_id, request_hash)
-        left join {state.table('outcomes')} o on o.batch_id = l.batch_id and o.custom_id = l.custom_id"""
+        select l.*, t.tries
+        from (select * from cb_attempts qualify row_number() over (partition by custom_id order by attempt desc) = 1) l
+        join cb_tries t using (custom_id, request_hash)"""
 
 
-def retryable_sql(alias: str) -> str:
-    """Outcomes resubmitted as they are (server-side trouble, not the request's fault)."""
+def too_long_sql(alias: str) -> str:
+    return f"({alias}.error_type = 'invalid_request_error' and {alias}.error_message like '{TOO_LONG_PATTERN}%')"
+
+
+def retryable_sql(alias: str, max_tokens_cap: int, can_split: bool) -> str:
+    """Outcomes worth sending again: server-side trouble as they are, some with a modified request."""
+    split = f" or {too_long_sql(alias)}" if can_split else ""
     return (
-        f"({alias}.result_type in ('expired', 'missing')"
+        f"({alias}.result_type in ('expired', 'missing', 'invalid_output')"
         f" or ({alias}.result_type = 'errored' and coalesce({alias}.error_type, '') <> 'invalid_request_error')"
-        f" or ({alias}.result_type = 'canceled' and not {alias}.canceled_by_user))"
+        f" or ({alias}.result_type = 'canceled' and not {alias}.canceled_by_user)"
+        f" or ({alias}.result_type = 'truncated' and coalesce({alias}.max_tokens, 0) < {int(max_tokens_cap)})"
+        f"{split})"
     )
 
 
-def plan(state: State, max_attempts: int, resubmit_canceled: bool) -> int:
+def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_cap: int, base_max_tokens: int,
+         can_split: bool, rerun_filter: str | None = None) -> int:
     """Build the temp table of candidate rows; return how many there are.
 
-    Reasons: `new` (never submitted), `retry` / `resubmit_canceled` (same request, to send again) and
-    `maybe_changed` (inputs changed since the last finished attempt; rendering decides). Rows in flight
-    are never candidates.
+    Reasons: `new` (never submitted), `retry` / `resubmit_canceled` (same request, to send again),
+    `maybe_changed` (inputs changed since the last finished attempt; rendering decides) and `rerun`
+    (keys named in `claude_batch_rerun_keys`). Rows in flight are never candidates, except reruns.
+    `__cb_max_tokens` carries an escalated max_tokens after a truncation; `__cb_split_tokens` asks for
+    a split after a prompt-too-long error.
     """
     resubmit = "true" if resubmit_canceled else "false"
+    rerun = rerun_filter or "false"
     state.run(
         f"""create or replace temp table {PENDING} as
         with cb_lo as ({latest_outcomes_sql(state)}),
@@ -92,35 +123,56 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool) -> int:
                    coalesce(lo.attempt, 0) + 1 as __cb_attempt,
                    (lo.input_hash = st.__cb_input_hash or a.input_hash is not null) as __cb_same_input,
                    coalesce(lo.result_type = 'canceled' and lo.canceled_by_user, false) as __cb_user_canceled,
-                   coalesce(({retryable_sql('lo')} and lo.tries < {int(max_attempts)})
+                   coalesce(({retryable_sql('lo', max_tokens_cap, can_split)} and lo.tries < {int(max_attempts)})
                             or (lo.result_type = 'canceled' and lo.canceled_by_user and {resubmit}), false)
-                       as __cb_would_retry
+                       as __cb_would_retry,
+                   case when lo.result_type = 'truncated' then least({int(max_tokens_cap)}, greatest(lo.max_tokens, 1) * 2)
+                        when lo.max_tokens > {int(base_max_tokens)} then lo.max_tokens end as __cb_max_tokens,
+                   case when {too_long_sql('lo')} then
+                        cast(regexp_extract(lo.error_message, '([0-9]+) tokens', 1) as bigint) end as __cb_split_tokens,
+                   coalesce({rerun}, false) as __cb_rerun
             from {STAGED} st
             left join cb_lo lo on lo.custom_id = st.__cb_custom_id
             left join {state.table('input_aliases')} a
                 on a.model_id = {literal(state.model_id)} and a.custom_id = st.__cb_custom_id
                and a.input_hash = st.__cb_input_hash and a.request_hash = lo.request_hash)
-        select row_number() over (order by __cb_custom_id) as __cb_ordinal, *,
-               case when __cb_prev_custom_id is null then 'new'
+        , cb_numbered as (select row_number() over (order by __cb_custom_id) as __cb_ordinal, * from cb_judged)
+        select *,
+               -- identical inputs render identical requests: the first of each group is sent, the rest share it
+               first_value(__cb_ordinal) over (
+                   partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_rerun
+                   order by __cb_ordinal) as __cb_leader,
+               count(*) over (partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_rerun)
+                   as __cb_group_size,
+               case when __cb_rerun then 'rerun'
+                    when __cb_prev_custom_id is null then 'new'
                     when not __cb_same_input then 'maybe_changed'
                     when __cb_user_canceled then 'resubmit_canceled'
                     else 'retry' end as __cb_reason
-        from cb_judged
-        where __cb_prev_custom_id is null
+        from cb_numbered
+        where __cb_rerun or __cb_prev_custom_id is null
            or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry))"""
     )
     return state.run(f"select count(*) from {PENDING}")[0][0]
 
 
+RENDERED_COLUMNS = {
+    "ordinal": "BIGINT", "custom_id": "VARCHAR", "part": "INTEGER", "parts": "INTEGER",
+    "request_hash": "VARCHAR", "max_tokens": "INTEGER", "dedup_of": "VARCHAR", "reason": "VARCHAR",
+    "chunk": "INTEGER", "include": "BOOLEAN",
+}
+
+
 def load_rendered(state: State, path: str) -> None:
-    """Load the spool pass's verdicts (ordinal, request hash, reason, include) next to the candidates."""
+    """Load the spool pass's verdicts (one row per request line or follower) next to the candidates."""
+    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in RENDERED_COLUMNS.items()) + "}"
     state.run(
-        f"""create or replace temp table {RENDERED} as select * from read_csv({literal(path)}, header = true,
-            columns = {{'ordinal': 'BIGINT', 'request_hash': 'VARCHAR', 'reason': 'VARCHAR', 'include': 'BOOLEAN'}})"""
+        f"create or replace temp table {RENDERED} as "
+        f"select * from read_csv({literal(path)}, header = true, columns = {columns}, nullstr = '')"
     )
 
 
-def record_aliases(state: State) -> int:
+def record_aliases(state: State) -> None:
     """Remember changed inputs that render to the last attempt's request, so later runs skip rendering them."""
     state.run(
         f"""insert or replace into {state.table('input_aliases')}
@@ -128,18 +180,21 @@ def record_aliases(state: State) -> int:
         from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal
         where not r.include and r.reason = 'unchanged'"""
     )
-    return state.run(f"select count(*) from {RENDERED} where not include")[0][0]
 
 
 def reason_counts(state: State) -> dict[str, int]:
-    return dict(state.run(f"select reason, count(*) from {RENDERED} group by all order by all"))
+    """Keys per reason, for the log (a split or de-duplicated key counts once)."""
+    return dict(state.run(
+        f"select reason, count(distinct ordinal) from {RENDERED} where include group by all order by all"
+    ))
 
 
-def pending_requests_sql(first: int, last: int) -> str:
-    """The rows to record for one batch (ordinals first..last that are included)."""
+def pending_requests_sql(chunk: int) -> str:
+    """The state rows of one batch: its request lines and the de-duplicated rows that share them."""
     return (
-        f"select p.__cb_custom_id as custom_id, p.__cb_key_json as key_json, p.__cb_input_hash as input_hash, "
-        f"r.request_hash, p.__cb_attempt as attempt, p.__cb_model as request_model "
+        f"select r.custom_id, p.__cb_key_json as key_json, p.__cb_input_hash as input_hash, "
+        f"r.request_hash, p.__cb_attempt as attempt, p.__cb_model as request_model, "
+        f"p.__cb_custom_id as key_custom_id, r.part, r.parts, r.max_tokens, r.dedup_of "
         f"from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal "
-        f"where r.include and p.__cb_ordinal between {int(first)} and {int(last)}"
+        f"where r.include and r.chunk = {int(chunk)}"
     )

@@ -101,17 +101,39 @@ class Prompt:
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-def request_params(settings: Settings, prompt_text: str, model: str | None) -> dict[str, Any]:
-    """The Messages API body for one row."""
+def request_params(settings: Settings, prompt_text: str, model: str | None,
+                   max_tokens: int | None = None) -> dict[str, Any]:
+    """The Messages API body for one row.
+
+    With prompt caching, the shared prefix (system prompt, then few-shot examples) carries one
+    `cache_control` breakpoint on its last block, identical in every request, as the batch
+    documentation advises.
+    """
+    cache = {"type": "ephemeral", "ttl": settings.cache_ttl} if settings.prompt_caching else None
+    messages: list[dict[str, Any]] = []
+    for example in settings.few_shot or ():
+        messages.append({"role": "user", "content": [{"type": "text", "text": example["user"]}]})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": example["assistant"]}]})
+    if cache and messages:
+        messages[-1]["content"][-1]["cache_control"] = cache
+    messages.append({"role": "user", "content": prompt_text})
     params: dict[str, Any] = {
         "model": model or settings.model,
-        "max_tokens": settings.max_tokens,
-        "messages": [{"role": "user", "content": prompt_text}],
+        "max_tokens": max_tokens or settings.max_tokens,
+        "messages": messages,
     }
     if settings.system:
-        params["system"] = settings.system
+        if cache:
+            block: dict[str, Any] = {"type": "text", "text": settings.system}
+            if not settings.few_shot:
+                block["cache_control"] = cache
+            params["system"] = [block]
+        else:
+            params["system"] = settings.system
     if settings.stop_sequences:
         params["stop_sequences"] = list(settings.stop_sequences)
+    if settings.output_schema:
+        params["output_config"] = {"format": {"type": "json_schema", "schema": dict(settings.output_schema)}}
     params.update(settings.params)
     return params
 

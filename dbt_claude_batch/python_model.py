@@ -16,17 +16,19 @@ from typing import Any
 
 from dbt_claude_batch import planning
 from dbt_claude_batch.client import LazyClient, require_api_key
-from dbt_claude_batch.errors import ConfigError
+from dbt_claude_batch.errors import BudgetExceededError, ConfigError
 from dbt_claude_batch.identifiers import qualified
 from dbt_claude_batch.keys import check_custom_ids_unique, check_keys
 from dbt_claude_batch.log import logger
+from dbt_claude_batch.pricing import BATCH_DISCOUNT
 from dbt_claude_batch.prompts import Prompt
 from dbt_claude_batch.results import results_sql, write_views
+from dbt_claude_batch.run_vars import RunVars
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
 
-VAR_CANCEL = "claude_batch_cancel"
-VAR_RESUBMIT_CANCELED = "claude_batch_resubmit_canceled"
+# `auto` goes synchronous when the batch window (up to 24 h) plus this margin would miss the deadline.
+AUTO_MARGIN_HOURS = 1.0
 
 
 def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: Any):
@@ -34,8 +36,8 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
 
     `source` is a relation from ``dbt.ref(...)`` or ``dbt.source(...)`` named literally in the model
     file; `settings` is usually ``dbt.config.meta_get("claude_batch")`` (YAML ``+meta: {claude_batch: ...}``);
-    keyword arguments override it.
-    Returns a DuckDB relation of result rows for dbt's incremental merge on the key columns.
+    keyword arguments override it. Returns a DuckDB relation of result rows for dbt's incremental
+    merge on the key columns.
     """
     started = time.perf_counter()
     cfg = Settings.build(settings, kwargs)
@@ -43,108 +45,160 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     api = LazyClient()
     this = dbt.this
     model_id = f"{this.database}.{this.schema}.{this.identifier}"
-    cli_vars = _cli_vars()
-    cursor = session.cursor()
-    state = State(cursor, cfg.state_schema, model_id)
+    run_vars = RunVars.from_dbt(this.identifier)
+    state = State(session.cursor(), cfg.state_schema, model_id)
 
     source_sql = source.sql_query()
     columns = list(source.columns)
     types = {c: str(t) for c, t in zip(source.columns, source.types)}
     prompt = Prompt(cfg, _project_dir())
     prompt.check_columns(columns)
-    if cfg.model_column and cfg.model_column not in columns:
-        raise ConfigError(
-            f"Model column {cfg.model_column!r} is not in the source: fix `model_column`.\n"
-            f"Source columns: {', '.join(columns)}"
-        )
+    for name in ("model_column", "split_column"):
+        column = getattr(cfg, name)
+        if column and column not in columns:
+            raise ConfigError(f"Setting `{name}` names {column!r}, which is not in the source: fix it.\n"
+                              f"Source columns: {', '.join(columns)}")
     check_keys(state.cursor, source_sql, cfg.key, columns)
     key_types = {c: types[c] for c in cfg.key}
 
     state.ensure()
     state.record_model(list(cfg.key), key_types)
     _drop_leaked_tmp_tables(state, this)
+    n_staged = planning.stage(state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model,
+                              prompt.fingerprint())
+    check_custom_ids_unique(state.cursor, planning.STAGED)
 
+    if run_vars.sample_size:
+        from dbt_claude_batch.sample import run_sample
+
+        run_sample(api.get(), state, prompt, cfg, run_vars.sample_size, this, key_types)
+        return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started, only_new=True)
+
+    for batch_id in state.unfinished_sync_batches():
+        from dbt_claude_batch.sync import finish_interrupted
+
+        finish_interrupted(state, batch_id)
     if state.unsettled_submissions():
         from dbt_claude_batch.submission import settle_unsettled
 
         settle_unsettled(api.get(), state, cfg.in_doubt_grace_seconds)
-    if _var_names_model(cli_vars.get(VAR_CANCEL), this.identifier) and state.unharvested_batches():
+    if run_vars.cancel and state.unharvested_batches():
         from dbt_claude_batch.polling import cancel_in_flight
 
         cancel_in_flight(api.get(), state)
-    _poll_and_harvest(api, state)
+    _poll_and_harvest(api, state, cfg)
 
-    n_staged = planning.stage(
-        state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model, prompt.fingerprint()
+    n_candidates = planning.plan(
+        state, cfg.max_attempts, run_vars.resubmit_canceled, cfg.effective_max_tokens_cap, cfg.max_tokens,
+        can_split=cfg.split_column is not None, rerun_filter=run_vars.rerun_filter(cfg.key),
     )
-    check_custom_ids_unique(state.cursor, planning.STAGED)
-    n_candidates = planning.plan(state, cfg.max_attempts, bool(cli_vars.get(VAR_RESUBMIT_CANCELED)))
-    chunks = []
+    sent = 0
     if n_candidates:
-        from dbt_claude_batch import submission
-
-        with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
-            chunks = submission.build_spool(state, prompt, cfg, tmp)
-            planning.record_aliases(state)
-            reasons = {k: v for k, v in planning.reason_counts(state).items() if k != "unchanged"}
-            logger.info(
-                f"{model_id}: {n_staged} source rows, {sum(reasons.values())} to submit in {len(chunks)} batch(es)"
-                + (f" ({', '.join(f'{v} {k}' for k, v in reasons.items())})" if reasons else "")
-            )
-            for chunk in chunks:
-                submission.submit_chunk(api.get(), state, submission.spool_path(tmp), chunk)
-    if not chunks:
+        sent = _submit(api, state, prompt, cfg, n_staged)
+    if not sent:
         logger.info(f"{model_id}: {n_staged} source rows, nothing to submit")
 
     if cfg.wait_seconds > 0 and state.unharvested_batches():
         from dbt_claude_batch.polling import wait_until
 
-        deadline = time.monotonic() + cfg.wait_seconds
-
         def step() -> bool:
-            _poll_and_harvest(api, state)
+            _poll_and_harvest(api, state, cfg)
             return not state.unharvested_batches()
 
-        if not wait_until(deadline, cfg.poll_interval_seconds, step):
+        if not wait_until(time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
             logger.info(f"{model_id}: batches still in flight; the next run collects them")
+    return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started)
 
-    write_views(state, this.database, this.schema, this.identifier, key_types, cfg.max_attempts)
-    existing = qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None
+
+def _submit(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int) -> int:
+    """Render, check the budget, route and send the pending rows; return the number of request lines sent."""
+    from dbt_claude_batch import submission
+    from dbt_claude_batch.spool import build_spool
+    from dbt_claude_batch.sync import run_sync
+
+    with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
+        spool = build_spool(state, prompt, cfg, tmp)
+        planning.record_aliases(state)
+        if not spool.chunks:
+            return 0
+        reasons = planning.reason_counts(state)
+        batch_lines = sum(c.n for c in spool.chunks if c.lane == "batch")
+        route, why = choose_route(cfg, batch_lines)
+        estimate = spool.list_price_usd.get("sync", 0.0) + spool.list_price_usd.get("batch", 0.0) * (
+            BATCH_DISCOUNT if route == "batch" else 1.0)
+        logger.info(
+            f"{state.model_id}: {n_staged} source rows, {sum(reasons.values())} to submit "
+            f"({', '.join(f'{v} {k}' for k, v in reasons.items())}) as {spool.n_lines} requests"
+            + (f", {spool.n_deduplicated} sharing an identical request" if spool.n_deduplicated else "")
+            + f"; route: {route} ({why}); estimated cost at most ${estimate:.4f}"
+        )
+        _check_budget(cfg, spool, estimate)
+        for chunk in spool.chunks:
+            if chunk.lane == "sync" or route == "sync":
+                run_sync(api.get(), state, spool, chunk, cfg.sync_concurrency, cfg.output_schema)
+            else:
+                submission.submit_chunk(api.get(), state, spool, chunk)
+        return spool.n_lines
+
+
+def choose_route(cfg: Settings, n_requests: int) -> tuple[str, str]:
+    """Where the pending requests go, and why (logged)."""
+    if cfg.mode != "auto":
+        return cfg.mode, f"mode: {cfg.mode}"
+    if n_requests <= cfg.auto_sync_max_requests:
+        return "sync", f"{n_requests} requests <= auto_sync_max_requests {cfg.auto_sync_max_requests}"
+    if cfg.deadline_hours is not None and cfg.deadline_hours < 24 + AUTO_MARGIN_HOURS:
+        return "sync", (f"deadline {cfg.deadline_hours}h is shorter than the batch window "
+                        f"(24h + {AUTO_MARGIN_HOURS:g}h margin)")
+    return "batch", f"{n_requests} requests > auto_sync_max_requests {cfg.auto_sync_max_requests}"
+
+
+def _check_budget(cfg: Settings, spool, estimate: float) -> None:
+    if cfg.max_cost_usd is None:
+        return
+    if spool.unpriced_models:
+        raise ConfigError(
+            f"No price known for model(s) {', '.join(sorted(spool.unpriced_models))}, so the budget guard "
+            "cannot estimate the cost: add them to `prices` ({model: {input: USD, output: USD}} per million tokens)."
+        )
+    if estimate > cfg.max_cost_usd:
+        raise BudgetExceededError(
+            f"Estimated cost ${estimate:.4f} of {spool.n_lines} pending requests is over the limit "
+            f"max_cost_usd = ${cfg.max_cost_usd:.4f}: nothing was submitted. Raise `max_cost_usd` in the "
+            "model's claude_batch settings, or submit fewer rows (filter the staging model).\n"
+            "The estimate counts input as UTF-8 bytes / 4 tokens and output as max_tokens (the worst case)."
+        )
+
+
+def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
+            only_new: bool = False):
+    write_views(state, cfg, this.database, this.schema, this.identifier, key_types)
     for temp in (planning.STAGED, planning.PENDING, planning.RENDERED):
         state.run(f"drop table if exists {temp}")
-    logger.info(f"{model_id}: dbt_claude_batch work took {time.perf_counter() - started:.2f}s")
-    return session.sql(results_sql(state, key_types, existing))
+    existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
+    logger.info(f"{state.model_id}: dbt_claude_batch work took {time.perf_counter() - started:.2f}s")
+    return session.sql(results_sql(state, cfg, key_types, existing))
 
 
-def _poll_and_harvest(api: LazyClient, state: State) -> None:
+def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:
     if not state.unharvested_batches():
         return
     from dbt_claude_batch.harvest import harvest_batch
     from dbt_claude_batch.polling import refresh
 
     for batch_id, archived in refresh(api.get(), state):
-        harvest_batch(api.get(), state, batch_id, archived)
+        harvest_batch(api.get(), state, batch_id, archived, cfg.output_schema)
 
 
 def _drop_leaked_tmp_tables(state: State, this) -> None:
     """dbt-duckdb leaves `<model>__dbt_tmp...` tables after incremental Python runs; drop earlier ones."""
     rows = state.run(
         "select table_name from information_schema.tables where table_catalog = ? and table_schema = ? "
-        "and table_name like ? escape '\\'",
-        [this.database, this.schema, this.identifier.replace("_", "\\_") + "\\_\\_dbt\\_tmp%"],
+        "and starts_with(table_name, ?)",
+        [this.database, this.schema, this.identifier + "__dbt_tmp"],
     )
     for (name,) in rows:
         state.run(f"drop table if exists {qualified(this.database, this.schema, name)}")
-
-
-def _cli_vars() -> dict:
-    """Vars given on the dbt command line (--vars); Python models cannot call var() themselves."""
-    try:
-        from dbt.flags import get_flags
-
-        return dict(getattr(get_flags(), "VARS", None) or {})
-    except Exception:  # noqa: BLE001 - outside a dbt invocation there are simply no vars
-        return {}
 
 
 def _project_dir() -> str | None:
@@ -152,19 +206,5 @@ def _project_dir() -> str | None:
         from dbt.flags import get_flags
 
         return getattr(get_flags(), "PROJECT_DIR", None)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - outside a dbt invocation
         return None
-
-
-def _var_names_model(value: Any, identifier: str) -> bool:
-    """A var that is true for every batch model, or names this one (string or list)."""
-    if value is True or (isinstance(value, str) and value.lower() in ("true", "all", "*")):
-        return True
-    if isinstance(value, str):
-        return value == identifier
-    if isinstance(value, (list, tuple)):
-        return identifier in value
-    return False
-
-
-__all__ = ["batch_model"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -19,6 +20,8 @@ REJECTED_PARAMS = ("temperature", "top_p", "top_k")
 # Set by dedicated settings, or by the product itself.
 RESERVED_PARAMS = ("model", "max_tokens", "messages", "system", "stop_sequences", "stream")
 
+MODES = ("batch", "sync", "auto")
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*(\([0-9, ]+\))?(\[\])?")
 API_MAX_REQUESTS_PER_BATCH = 100_000
 API_MAX_BATCH_BYTES = 256 * 1024 * 1024
 
@@ -43,6 +46,25 @@ class Settings:
     max_batch_bytes: int = 256_000_000
     state_schema: str = "dbt_claude_batch"
     in_doubt_grace_seconds: float = 3600.0
+    # routing between the Message Batches API and synchronous Messages calls
+    mode: str = "batch"
+    sync_concurrency: int = 4
+    auto_sync_max_requests: int = 100
+    deadline_hours: float | None = None
+    # cost
+    max_cost_usd: float | None = None
+    prices: Mapping[str, Any] | None = None
+    prompt_caching: bool = False
+    cache_ttl: str = "1h"
+    few_shot: tuple | None = None
+    dedupe: bool = True
+    # output and recovery
+    output_schema: Mapping[str, Any] | None = None
+    output_columns: Mapping[str, str] | None = None
+    max_tokens_cap: int | None = None
+    split_column: str | None = None
+    split_join: str = "concat"
+    context_tokens: int = 200_000
 
     @classmethod
     def names(cls) -> list[str]:
@@ -69,6 +91,8 @@ class Settings:
         if merged.get("stop_sequences") is not None:
             merged["stop_sequences"] = tuple(_as_names("stop_sequences", merged["stop_sequences"]))
         merged["params"] = dict(merged.get("params") or {})
+        if merged.get("few_shot") is not None:
+            merged["few_shot"] = tuple(merged["few_shot"])
         settings = cls(**merged)
         settings._validate()
         return settings
@@ -99,6 +123,7 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"Setting `{name}` must be a number of seconds >= 0; got {value!r}.")
+        self._validate_strategy()
         if not isinstance(self.params, Mapping):
             raise ConfigError("Setting `params` must be a mapping of Messages API parameters.")
         for name in self.params:
@@ -117,6 +142,59 @@ class Settings:
         except TypeError as exc:
             raise ConfigError(f"Setting `params` must be JSON-serialisable: {exc}") from None
 
+    def _validate_strategy(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"Setting `mode` must be one of {', '.join(MODES)}; got {self.mode!r}.")
+        for name in ("sync_concurrency", "auto_sync_max_requests", "context_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Setting `{name}` must be a positive integer; got {value!r}.")
+        for name in ("deadline_hours", "max_cost_usd"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+                raise ConfigError(f"Setting `{name}` must be a number >= 0; got {value!r}.")
+        if self.prompt_caching and not (self.system or self.few_shot):
+            raise ConfigError(
+                "Setting `prompt_caching` needs a shared prefix to cache: set `system` and/or `few_shot`."
+            )
+        if self.cache_ttl not in ("5m", "1h"):
+            raise ConfigError(f"Setting `cache_ttl` must be '5m' or '1h'; got {self.cache_ttl!r}.")
+        if self.split_join not in ("concat", "json_array"):
+            raise ConfigError(f"Setting `split_join` must be 'concat' or 'json_array'; got {self.split_join!r}.")
+        if self.max_tokens_cap is not None and (not isinstance(self.max_tokens_cap, int) or self.max_tokens_cap < self.max_tokens):
+            raise ConfigError(
+                f"Setting `max_tokens_cap` must be an integer >= max_tokens ({self.max_tokens}); got {self.max_tokens_cap!r}."
+            )
+        if self.few_shot is not None:
+            for i, example in enumerate(self.few_shot):
+                if not isinstance(example, Mapping) or set(example) != {"user", "assistant"}:
+                    raise ConfigError(
+                        f"Setting `few_shot` item {i} must be a mapping with exactly `user` and `assistant` texts."
+                    )
+        if self.output_schema is not None and not isinstance(self.output_schema, Mapping):
+            raise ConfigError("Setting `output_schema` must be a JSON schema (a mapping).")
+        if self.output_columns is not None:
+            if self.output_schema is None:
+                raise ConfigError("Setting `output_columns` needs `output_schema`: it flattens fields of the parsed JSON.")
+            if not isinstance(self.output_columns, Mapping) or not all(
+                isinstance(t, str) and _TYPE_NAME.fullmatch(t) for t in self.output_columns.values()
+            ):
+                raise ConfigError(
+                    "Setting `output_columns` must map column names to DuckDB types, e.g. {label: VARCHAR, score: DOUBLE}."
+                )
+        if self.prices is not None:
+            for model, price in self.prices.items():
+                if not isinstance(price, Mapping) or not {"input", "output"} <= set(price):
+                    raise ConfigError(
+                        f"Setting `prices` entry {model!r} must give `input` and `output` USD per million tokens."
+                    )
+        if "output_config" in self.params and self.output_schema is not None:
+            raise ConfigError("Set the JSON schema once: use `output_schema`, not `params.output_config`.")
+
+    @property
+    def effective_max_tokens_cap(self) -> int:
+        return self.max_tokens_cap or min(64_000, max(self.max_tokens, self.max_tokens * 8))
+
     def fingerprint_payload(self) -> dict[str, Any]:
         """The settings that shape a request; any change to them changes every request hash."""
         return {
@@ -127,6 +205,10 @@ class Settings:
             "system": self.system,
             "stop_sequences": list(self.stop_sequences) if self.stop_sequences else None,
             "params": dict(self.params),
+            "prompt_caching": self.prompt_caching,
+            "cache_ttl": self.cache_ttl if self.prompt_caching else None,
+            "few_shot": [dict(e) for e in self.few_shot] if self.few_shot else None,
+            "output_schema": dict(self.output_schema) if self.output_schema else None,
         }
 
 

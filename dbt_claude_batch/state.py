@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from dbt_claude_batch.errors import StateError
 from dbt_claude_batch.identifiers import qualified
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -97,6 +97,20 @@ _MIGRATIONS: dict[int, list[str]] = {
             input_hash varchar not null,
             request_hash varchar not null,
             primary key (model_id, custom_id, input_hash))""",
+    ],
+    # v2: synchronous calls, de-duplication, split requests, max_tokens escalation, structured output.
+    2: [
+        "alter table {s}.requests add column key_custom_id varchar",  # the key's id; custom_id is per part
+        "update {s}.requests set key_custom_id = custom_id where key_custom_id is null",
+        "alter table {s}.requests add column part integer default 1",
+        "alter table {s}.requests add column parts integer default 1",
+        "alter table {s}.requests add column max_tokens integer",
+        "alter table {s}.requests add column dedup_of varchar",  # custom_id of the identical request sent instead
+        "alter table {s}.batches add column kind varchar default 'batch'",  # batch | sync
+        "alter table {s}.batches add column n_deduplicated integer default 0",
+        "alter table {s}.outcomes add column service_tier varchar",
+        "alter table {s}.outcomes add column shared_from varchar",  # de-duplicated: the custom_id whose answer this is
+        "alter table {s}.outcomes add column output_json json",
     ],
 }
 
@@ -178,8 +192,10 @@ class State:
                 [submission_id, self.model_id, n_requests, n_bytes, utcnow()],
             )
             self.run(
-                f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, request_hash, attempt, model) "
-                f"select ?, ?, custom_id, key_json, input_hash, request_hash, attempt, request_model from ({requests_sql})",
+                f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
+                "request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of) "
+                "select ?, ?, custom_id, key_json, input_hash, request_hash, attempt, request_model, key_custom_id, "
+                f"part, parts, max_tokens, dedup_of from ({requests_sql})",
                 [submission_id, self.model_id],
             )
             self.run("commit")
@@ -187,7 +203,7 @@ class State:
             self.run("rollback")
             raise
 
-    def mark_submitted(self, submission_id: str, batch) -> None:
+    def mark_submitted(self, submission_id: str, batch, kind: str = "batch") -> None:
         """Record the batch id the moment create returns (or a listing adopts it)."""
         self.run("begin transaction")
         try:
@@ -196,10 +212,15 @@ class State:
                 "where submission_id = ?",
                 [batch.id, utcnow(), submission_id],
             )
-            n = self.run(f"select n_requests from {self.table('submissions')} where submission_id = ?", [submission_id])[0][0]
+            n, n_dedup = self.run(
+                f"select count(*) filter (where dedup_of is null), count(*) filter (where dedup_of is not null) "
+                f"from {self.table('requests')} where submission_id = ?",
+                [submission_id],
+            )[0]
             self.run(
-                f"insert or ignore into {self.table('batches')} (batch_id, model_id, submission_id, n_submitted) values (?, ?, ?, ?)",
-                [batch.id, self.model_id, submission_id, n],
+                f"insert or ignore into {self.table('batches')} (batch_id, model_id, submission_id, n_submitted, kind, n_deduplicated) "
+                "values (?, ?, ?, ?, ?, ?)",
+                [batch.id, self.model_id, submission_id, n, kind, n_dedup],
             )
             self.update_batch(batch)
             self.run("commit")
@@ -256,6 +277,14 @@ class State:
         """(batch_id, processing_status) of this model's batches whose results are not yet in state."""
         return self.run(
             f"select batch_id, processing_status from {self.table('batches')} "
-            "where model_id = ? and harvested_at is null order by created_at",
+            "where model_id = ? and harvested_at is null and kind = 'batch' order by created_at",
             [self.model_id],
         )
+
+    def unfinished_sync_batches(self) -> list[str]:
+        """Synchronous runs that stopped before recording every answer (a crash mid-run)."""
+        rows = self.run(
+            f"select batch_id from {self.table('batches')} where model_id = ? and harvested_at is null and kind = 'sync'",
+            [self.model_id],
+        )
+        return [r[0] for r in rows]

@@ -9,115 +9,22 @@ flight and are not resubmitted.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-import os
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 
 import anthropic
 from anthropic.types.messages import MessageBatch
 
-from dbt_claude_batch.errors import ApiError, SourceDataError
+from dbt_claude_batch.errors import ApiError
 from dbt_claude_batch.log import logger
-from dbt_claude_batch.planning import PENDING, load_rendered, pending_requests_sql
-from dbt_claude_batch.prompts import Prompt, canonical_json, request_params
-from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.planning import pending_requests_sql
+from dbt_claude_batch.spool import Chunk, Spool
 from dbt_claude_batch.state import State, utcnow
-
-_ENVELOPE = len(b'{"requests":[]}')
-_READ_ROWS = 10_000
 # Statuses that prove the server did not create the batch.
 _NOT_CREATED = {400, 401, 402, 403, 404, 409, 413, 422, 429, 529}
 _MAX_REJECTED_RETRIES = 5
 _LIST_SCAN_LIMIT = 1000
-
-
-@dataclass
-class Chunk:
-    """A run of pending rows (by ordinal) that fits one batch, and where its lines are in the spool."""
-
-    first: int
-    last: int
-    n: int
-    n_bytes: int
-    offset: int
-    length: int
-
-
-def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str) -> list[Chunk]:
-    """Render every candidate row once into a JSONL spool file and cut it into batches by count and bytes.
-
-    Also writes each row's verdict (request hash, reason, whether to send it) to a CSV that DuckDB
-    loads next to the candidates. Runs before any create, so a request too large for a batch fails the
-    run before money is spent. Memory holds one Arrow batch of rows at a time.
-    """
-    chunks: list[Chunk] = []
-    reader = state.cursor.sql(f"select * from {PENDING} order by __cb_ordinal").to_arrow_reader(_READ_ROWS)
-    try:
-        _write_spool(reader, prompt, settings, directory, chunks)
-    except BaseException:
-        state.cursor.abort()  # DuckDB refuses further work on a cursor with an unfinished result
-        raise
-    load_rendered(state, verdicts_path(directory))
-    return chunks
-
-
-def _write_spool(reader, prompt: Prompt, settings: Settings, directory: str, chunks: list[Chunk]) -> None:
-    limit_bytes = settings.max_batch_bytes - _ENVELOPE
-    cur = None
-    offset = 0
-    with open(spool_path(directory), "wb") as spool, open(verdicts_path(directory), "w", newline="") as verdicts:
-        out = csv.writer(verdicts)
-        out.writerow(["ordinal", "request_hash", "reason", "include"])
-        for record_batch in reader:
-            data = record_batch.to_pydict()
-            for i in range(record_batch.num_rows):
-                row = {c: data[c][i] for c in prompt.columns}
-                params = request_params(settings, prompt.render(row), data["__cb_model"][i])
-                request_hash = hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
-                ordinal = data["__cb_ordinal"][i]
-                reason = data["__cb_reason"][i]
-                if reason == "maybe_changed":
-                    if request_hash != data["__cb_prev_request_hash"][i]:
-                        reason = "changed"
-                    elif data["__cb_would_retry"][i]:
-                        reason = "retry"
-                    else:
-                        out.writerow([ordinal, request_hash, "unchanged", False])
-                        continue
-                out.writerow([ordinal, request_hash, reason, True])
-                line = json.dumps(
-                    {"custom_id": data["__cb_custom_id"][i], "params": params},
-                    ensure_ascii=False, separators=(",", ":"), default=str,
-                ).encode("utf-8")
-                size = len(line) + 1  # the comma or newline that follows it
-                if size > limit_bytes:
-                    raise SourceDataError(
-                        f"The request for key {data['__cb_key_json'][i]} is {size} bytes, over the batch limit "
-                        f"of {settings.max_batch_bytes} bytes (`max_batch_bytes`): shorten that row's text; "
-                        "nothing was submitted."
-                    )
-                if cur is None or cur.n >= settings.max_requests_per_batch or cur.n_bytes + size > limit_bytes:
-                    cur = Chunk(first=ordinal, last=ordinal, n=0, n_bytes=0, offset=offset, length=0)
-                    chunks.append(cur)
-                spool.write(line)
-                spool.write(b"\n")
-                cur.last = ordinal
-                cur.n += 1
-                cur.n_bytes += size
-                cur.length += size
-                offset += size
-
-
-def _body(spool_path: str, chunk: Chunk) -> bytes:
-    with open(spool_path, "rb") as spool:
-        spool.seek(chunk.offset)
-        lines = spool.read(chunk.length)
-    return b'{"requests":[' + lines[:-1].replace(b"\n", b",") + b"]}"
 
 
 def _create(client: anthropic.Anthropic, body: bytes) -> MessageBatch:
@@ -129,12 +36,12 @@ def _create(client: anthropic.Anthropic, body: bytes) -> MessageBatch:
     )
 
 
-def submit_chunk(client: anthropic.Anthropic, state: State, spool_path: str, chunk: Chunk) -> str | None:
+def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk: Chunk) -> str | None:
     """Create one batch for the chunk; return its id, or None when the outcome is still in doubt."""
-    body = _body(spool_path, chunk)
+    body = spool.body_of(chunk)
     for attempt in range(_MAX_REJECTED_RETRIES + 1):
         submission_id = str(uuid.uuid4())
-        state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(chunk.first, chunk.last))
+        state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(chunk.index))
         try:
             batch = _create(client, body)
         except anthropic.APIStatusError as exc:
@@ -214,14 +121,6 @@ def settle_unsettled(client: anthropic.Anthropic, state: State, grace_seconds: f
     for submission_id, n_requests, intent_at, _ in state.unsettled_submissions():
         age = (utcnow() - intent_at).total_seconds()
         settle(client, state, submission_id, n_requests, intent_age_seconds=age, grace_seconds=grace_seconds)
-
-
-def spool_path(directory: str) -> str:
-    return os.path.join(directory, "requests.jsonl")
-
-
-def verdicts_path(directory: str) -> str:
-    return os.path.join(directory, "verdicts.csv")
 
 
 def _message(exc: anthropic.APIStatusError) -> str:

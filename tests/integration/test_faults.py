@@ -262,7 +262,7 @@ def test_invalid_request_waits_for_a_fix_then_only_that_row_is_resubmitted(proje
     f = project.failures()[3]
     assert (f["kind"], f["error_type"], f["retried_automatically"]) == ("errored", "invalid_request_error", False)
     assert "prompt is too long" in f["error_message"]
-    assert "fix the request" in f["next_action"]
+    assert "set split_column, or shorten the prompt" in f["next_action"]
 
     project.run()
     assert create_calls(emulator) == 1

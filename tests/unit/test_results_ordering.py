@@ -7,9 +7,11 @@ import datetime as dt
 import duckdb
 
 from dbt_claude_batch.results import results_sql
+from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
 
 MODEL = "db.main.items_batch"
+SETTINGS = Settings.build(None, {"key": "id", "prompt_column": "p", "model": "claude-haiku-4-5"})
 
 
 def _state():
@@ -21,9 +23,11 @@ def _state():
 
 def _attempt(state, attempt, batch_id, text, harvested_at):
     sub = f"sub-{attempt}"
-    state.run(f"insert into {state.table('submissions')} values (?, ?, 'submitted', ?, 1, 10, ?, ?, null)",
+    state.run(f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, "
+              "n_bytes, intent_at, settled_at) values (?, ?, 'submitted', ?, 1, 10, ?, ?)",
               [sub, MODEL, batch_id, harvested_at, harvested_at])
-    state.run(f"insert into {state.table('requests')} values (?, ?, 'k1', '{{\"id\":1}}', 'in', ?, ?, 'claude-haiku-4-5')",
+    state.run(f"insert into {state.table('requests')} (submission_id, model_id, custom_id, key_custom_id, key_json, "
+              "input_hash, request_hash, attempt, model) values (?, ?, 'k1', 'k1', '{\"id\":1}', 'in', ?, ?, 'claude-haiku-4-5')",
               [sub, MODEL, f"hash-{attempt}", attempt])
     state.run(f"insert into {state.table('batches')} (batch_id, model_id, submission_id, n_submitted, ended_at) "
               "values (?, ?, ?, 1, ?)", [batch_id, MODEL, sub, harvested_at])
@@ -39,7 +43,7 @@ def test_late_result_of_an_older_attempt_never_wins():
     _attempt(state, 2, "batch-new", "new answer", t0)
     _attempt(state, 1, "batch-old", "old answer", t0 + dt.timedelta(hours=1))  # harvested later
 
-    rows = con.sql(results_sql(state, {"id": "BIGINT"}, None)).fetchall()
+    rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, None)).fetchall()
     assert len(rows) == 1
     assert rows[0][0] == 1 and rows[0][2] == "new answer"
 
@@ -49,9 +53,9 @@ def test_incremental_rows_skip_what_the_table_already_has_at_a_newer_attempt():
     t0 = dt.datetime(2026, 1, 1)
     _attempt(state, 1, "batch-old", "old answer", t0)
     con.execute("create table existing as select 1 as id, 'k1' as custom_id, 3 as attempt")
-    assert con.sql(results_sql(state, {"id": "BIGINT"}, "existing")).fetchall() == []
+    assert con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "existing")).fetchall() == []
     con.execute("update existing set attempt = 0")
-    assert len(con.sql(results_sql(state, {"id": "BIGINT"}, "existing")).fetchall()) == 1
+    assert len(con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "existing")).fetchall()) == 1
 
 
 def test_cost_uses_batch_prices_and_cache_multipliers():
@@ -60,7 +64,7 @@ def test_cost_uses_batch_prices_and_cache_multipliers():
     state.run(f"update {state.table('outcomes')} set input_tokens = 1000000, output_tokens = 1000000, "
               "cache_creation_input_tokens = 1000000, cache_creation_1h_input_tokens = 400000, "
               "cache_read_input_tokens = 1000000")
-    cost = con.sql(f"select cost_usd from ({results_sql(state, {'id': 'BIGINT'}, None)})").fetchall()[0][0]
+    cost = con.sql(f"select cost_usd from ({results_sql(state, SETTINGS, {'id': 'BIGINT'}, None)})").fetchall()[0][0]
     # haiku: input 1, output 5, 5m write 1.25, 1h write 2, read 0.1 -- all halved for batches
     expected = 0.5 * (1 + 5 + 0.6 * 1.25 + 0.4 * 2 + 0.1)
     assert abs(cost - expected) < 1e-12

@@ -1,0 +1,83 @@
+"""The dbt vars a batch model reads from the command line (`--vars`).
+
+Python models cannot call `var()`, so these come from dbt's invocation flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from dbt_claude_batch.errors import ConfigError
+from dbt_claude_batch.identifiers import literal
+
+VAR_CANCEL = "claude_batch_cancel"
+VAR_RESUBMIT_CANCELED = "claude_batch_resubmit_canceled"
+VAR_SAMPLE = "claude_batch_sample"
+VAR_RERUN_KEYS = "claude_batch_rerun_keys"
+
+
+@dataclass(frozen=True)
+class RunVars:
+    cancel: bool = False
+    resubmit_canceled: bool = False
+    sample_size: int = 0
+    rerun_keys: tuple = ()
+
+    @classmethod
+    def from_dbt(cls, identifier: str) -> "RunVars":
+        return cls.parse(_cli_vars(), identifier)
+
+    @classmethod
+    def parse(cls, values: dict[str, Any], identifier: str) -> "RunVars":
+        sample = values.get(VAR_SAMPLE) or 0
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+            raise ConfigError(f"Var `{VAR_SAMPLE}` must be a number of rows, e.g. --vars '{{{VAR_SAMPLE}: 20}}'.")
+        keys = values.get(VAR_RERUN_KEYS) or ()
+        if not isinstance(keys, (list, tuple)):
+            keys = (keys,)
+        return cls(
+            cancel=_names_model(values.get(VAR_CANCEL), identifier),
+            resubmit_canceled=_names_model(values.get(VAR_RESUBMIT_CANCELED), identifier),
+            sample_size=sample,
+            rerun_keys=tuple(keys),
+        )
+
+    def rerun_filter(self, key: Sequence[str]) -> str | None:
+        """SQL over the staged table selecting the keys to re-run now (by their values as text)."""
+        if not self.rerun_keys:
+            return None
+        clauses = []
+        for item in self.rerun_keys:
+            values = list(item) if isinstance(item, (list, tuple)) else [item]
+            if len(values) != len(key):
+                raise ConfigError(
+                    f"Var `{VAR_RERUN_KEYS}` item {item!r} must give {len(key)} value(s), one per key column "
+                    f"({', '.join(key)})."
+                )
+            parts = [
+                f"json_extract_string(st.__cb_key_json, {literal('$.' + column)}) = {literal(str(value))}"
+                for column, value in zip(key, values)
+            ]
+            clauses.append("(" + " and ".join(parts) + ")")
+        return "(" + " or ".join(clauses) + ")"
+
+
+def _names_model(value: Any, identifier: str) -> bool:
+    """A var that is true for every batch model, or names this one (string or list)."""
+    if value is True or (isinstance(value, str) and value.lower() in ("true", "all", "*")):
+        return True
+    if isinstance(value, str):
+        return value == identifier
+    if isinstance(value, (list, tuple)):
+        return identifier in value
+    return False
+
+
+def _cli_vars() -> dict:
+    try:
+        from dbt.flags import get_flags
+
+        return dict(getattr(get_flags(), "VARS", None) or {})
+    except Exception:  # noqa: BLE001 - outside a dbt invocation there are simply no vars
+        return {}

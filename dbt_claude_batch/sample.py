@@ -1,0 +1,82 @@
+"""Sample preview: N representative rows through the synchronous API, before paying for the full run.
+
+The rows are chosen by the md5 of their custom_id, a deterministic choice spread evenly over the
+data (not the first N). Nothing is submitted as a batch and the results and failures state is not
+touched; the answers go to `<model>__sample` with their tokens, cost, and an estimate of the full
+run at batch prices (the sample's mean cost per row at batch prices x the rows in the source).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from dbt_claude_batch.identifiers import literal, qualified
+from dbt_claude_batch.log import logger
+from dbt_claude_batch.planning import STAGED
+from dbt_claude_batch.pricing import BATCH_DISCOUNT, cost_sql, model_family_sql, prices_cte
+from dbt_claude_batch.prompts import Prompt, request_params
+from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.state import State
+from dbt_claude_batch.sync import SYNC_RETRIES, call_messages
+
+
+def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: int, this,
+               key_types: dict[str, str]) -> str:
+    """Send `size` sample rows synchronously and write `<model>__sample`; return its name."""
+    columns = ", ".join(f'"{c}"' for c in prompt.columns)
+    rows = state.cursor.execute(
+        f"select __cb_custom_id, __cb_key_json, __cb_model{', ' + columns if columns else ''} "
+        f"from {STAGED} order by md5(__cb_custom_id) limit {int(size)}"
+    ).fetchall()
+    total = state.run(f"select count(*) from {STAGED}")[0][0]
+    requests = []
+    for row in rows:
+        values = dict(zip(prompt.columns, row[3:]))
+        requests.append((row[0], row[1], request_params(settings, prompt.render(values), row[2])))
+    sync_client = client.with_options(max_retries=SYNC_RETRIES)
+    with ThreadPoolExecutor(max_workers=settings.sync_concurrency) as pool:
+        answers = list(pool.map(lambda r: call_messages(sync_client, r[2]), requests))
+    state.run(
+        "create or replace temp table cb_sample (custom_id varchar, key_json varchar, prompt varchar, result json)"
+    )
+    state.cursor.executemany(
+        "insert into cb_sample values (?, ?, ?, ?)",
+        [(cid, key, params["messages"][-1]["content"], json.dumps(result)) for (cid, key, params), result in zip(requests, answers)],
+    )
+    target = qualified(this.database, this.schema, f"{this.identifier}__sample")
+    state.run(
+        f"""create or replace table {target} as
+        with {prices_cte(settings.prices)},
+        s as (
+            select custom_id, key_json, prompt, result->>'$.type' as result_type,
+                   result->>'$.error.error.type' as error_type, result->>'$.error.error.message' as error_message,
+                   array_to_string(json_extract_string(result, '$.message.content[*].text'), '') as output_text,
+                   result->>'$.message.stop_reason' as stop_reason, result->>'$.message.model' as answered_model,
+                   (result->>'$.message.usage.input_tokens')::bigint as input_tokens,
+                   (result->>'$.message.usage.output_tokens')::bigint as output_tokens,
+                   (result->>'$.message.usage.cache_creation_input_tokens')::bigint as cache_creation_input_tokens,
+                   (result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint as cache_creation_1h_input_tokens,
+                   (result->>'$.message.usage.cache_read_input_tokens')::bigint as cache_read_input_tokens,
+                   'standard' as service_tier, null as shared_from
+            from cb_sample),
+        c as (select s.*, {cost_sql('s', 'p')} as cost_usd
+              from s left join cb_prices p on p.model_family = {model_family_sql('s.answered_model')})
+        select unnest(from_json(key_json, {literal(json.dumps(key_types))})), custom_id, prompt, result_type,
+               error_type, error_message, output_text, stop_reason, answered_model, input_tokens, output_tokens,
+               cache_creation_input_tokens, cache_read_input_tokens, cost_usd,
+               cost_usd * {BATCH_DISCOUNT} as cost_usd_at_batch_prices,
+               {int(total)} as source_rows,
+               avg(cost_usd) over () * {BATCH_DISCOUNT} * {int(total)} as estimated_full_run_batch_usd
+        from c"""
+    )
+    state.run("drop table cb_sample")
+    estimate, spent, ok = state.run(
+        f"select any_value(estimated_full_run_batch_usd), sum(cost_usd), count(*) filter (where result_type = 'succeeded') "
+        f"from {target}"
+    )[0]
+    logger.info(
+        f"{state.model_id}: sample of {len(rows)} rows ({ok} answered) cost ${spent or 0:.6f} synchronously; "
+        f"the full run of {total} rows would cost about ${estimate or 0:.4f} at batch prices. Review {target}."
+    )
+    return target

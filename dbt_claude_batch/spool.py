@@ -1,0 +1,220 @@
+"""The one pass that renders pending rows into request lines, before anything is sent.
+
+For each candidate row it renders the request, decides whether it really changed, splits a prompt
+too long for the context window, lets identical requests share one line, estimates the cost, and
+cuts the lines into batches by count and bytes. Lines go to a JSONL spool file and the verdicts to a
+CSV that DuckDB loads next to the candidates. Everything that can refuse a run (a request too large,
+the budget) happens here, before money is spent. Memory holds one Arrow batch of rows, plus one entry
+per group of identical requests.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbt_claude_batch.errors import SourceDataError
+from dbt_claude_batch.planning import PENDING, load_rendered
+from dbt_claude_batch.pricing import estimate_input_tokens, list_price
+from dbt_claude_batch.prompts import Prompt, canonical_json, request_params
+from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.state import State
+
+_ENVELOPE = len(b'{"requests":[]}')
+_READ_ROWS = 10_000
+# Parts of a split prompt aim at half the context window: the estimate is rough, and the model needs
+# room for the instructions around the part.
+_SPLIT_FILL = 0.5
+# A prompt is split up front when its estimate passes this share of the context window.
+_SPLIT_THRESHOLD = 0.9
+
+
+@dataclass
+class Chunk:
+    """A run of request lines that fits one batch (or one synchronous pass), and where they are in the spool."""
+
+    index: int
+    lane: str  # "batch" (routed by mode) or "sync" (re-run keys: always synchronous)
+    path: str
+    n: int = 0
+    n_bytes: int = 0
+    offset: int = 0
+    length: int = 0
+
+
+@dataclass
+class Spool:
+    directory: str
+    chunks: list[Chunk] = field(default_factory=list)
+    list_price_usd: dict[str, float] = field(default_factory=dict)  # per lane, at list (synchronous) prices
+    unpriced_models: set[str] = field(default_factory=set)
+    n_lines: int = 0
+    n_deduplicated: int = 0
+
+    def lane_path(self, lane: str) -> str:
+        return os.path.join(self.directory, f"requests-{lane}.jsonl")
+
+    @property
+    def verdicts(self) -> str:
+        return os.path.join(self.directory, "verdicts.csv")
+
+    def lines_of(self, chunk: Chunk) -> bytes:
+        with open(chunk.path, "rb") as spool:
+            spool.seek(chunk.offset)
+            return spool.read(chunk.length)
+
+    def body_of(self, chunk: Chunk) -> bytes:
+        """The create body for a chunk, built from raw bytes (no Python objects per request)."""
+        return b'{"requests":[' + self.lines_of(chunk)[:-1].replace(b"\n", b",") + b"]}"
+
+
+def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str) -> Spool:
+    spool = Spool(directory)
+    reader = state.cursor.sql(f"select * from {PENDING} order by __cb_ordinal").to_arrow_reader(_READ_ROWS)
+    try:
+        _Writer(spool, prompt, settings).write(reader)
+    except BaseException:
+        state.cursor.abort()  # DuckDB refuses further work on a cursor with an unfinished result
+        raise
+    load_rendered(state, spool.verdicts)
+    return spool
+
+
+def split_text(text: str, parts: int) -> list[str]:
+    """Cut text into `parts` pieces of similar length, at whitespace where possible."""
+    pieces, start = [], 0
+    for i in range(1, parts):
+        target = len(text) * i // parts
+        cut = text.rfind(" ", start + 1, target + 1)
+        if cut <= start:
+            cut = target
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def part_custom_id(key_id: str, part: int) -> str:
+    suffix = f"-p{part}"
+    if len(key_id) + len(suffix) <= 64:
+        return key_id + suffix
+    return key_id[:47] + "-" + hashlib.md5(key_id.encode()).hexdigest()[:8] + suffix
+
+
+class _Writer:
+    def __init__(self, spool: Spool, prompt: Prompt, settings: Settings):
+        self.spool = spool
+        self.prompt = prompt
+        self.settings = settings
+        self.limit_bytes = settings.max_batch_bytes - _ENVELOPE
+        self.current: dict[str, Chunk] = {}
+        self.files: dict[str, Any] = {}
+        self.offsets: dict[str, int] = {}
+        self.groups: dict[int, tuple[list[str], int, str]] = {}  # leader ordinal -> (sent ids, chunk, hash)
+
+    def write(self, reader) -> None:
+        try:
+            with open(self.spool.verdicts, "w", newline="") as verdicts:
+                self.verdicts = csv.writer(verdicts)
+                self.verdicts.writerow(["ordinal", "custom_id", "part", "parts", "request_hash", "max_tokens",
+                                        "dedup_of", "reason", "chunk", "include"])
+                for record_batch in reader:
+                    data = record_batch.to_pydict()
+                    for i in range(record_batch.num_rows):
+                        self.row({name: values[i] for name, values in data.items()})
+        finally:
+            for handle in self.files.values():
+                handle.close()
+
+    def row(self, row: dict[str, Any]) -> None:
+        ordinal, key_id, reason = row["__cb_ordinal"], row["__cb_custom_id"], row["__cb_reason"]
+        leader = row["__cb_leader"] if self.settings.dedupe else ordinal
+        shared = self.groups.get(leader) if leader != ordinal else None
+        if shared is not None:
+            ids, chunk, request_hash = shared
+        else:
+            values = {c: row[c] for c in self.prompt.columns}
+            base = request_params(self.settings, self.prompt.render(values), row["__cb_model"])
+            request_hash = hashlib.sha256(canonical_json(base).encode("utf-8")).hexdigest()
+        if reason == "maybe_changed":
+            if request_hash != row["__cb_prev_request_hash"]:
+                reason = "changed"
+            elif row["__cb_would_retry"]:
+                reason = "retry"
+            else:
+                self.verdicts.writerow([ordinal, key_id, 1, 1, request_hash, "", "", "unchanged", "", False])
+                return
+        max_tokens = row["__cb_max_tokens"] or self.settings.max_tokens
+        if shared is not None:
+            for part, sent_id in enumerate(ids, start=1):
+                follower = key_id if len(ids) == 1 else part_custom_id(key_id, part)
+                self.verdicts.writerow([ordinal, follower, part, len(ids), request_hash, max_tokens,
+                                        sent_id, reason, chunk, True])
+            self.spool.n_deduplicated += 1
+            return
+        lane = "sync" if row["__cb_rerun"] else "batch"
+        requests = self.parts(row, values, base, max_tokens)
+        ids, chunk = [], None
+        for part, params in enumerate(requests, start=1):
+            custom_id = key_id if len(requests) == 1 else part_custom_id(key_id, part)
+            chunk = self.emit(lane, custom_id, params, row["__cb_key_json"])
+            ids.append(custom_id)
+            self.verdicts.writerow([ordinal, custom_id, part, len(requests), request_hash, max_tokens, "",
+                                    reason, chunk.index, True])
+        if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == ordinal:
+            self.groups[ordinal] = (ids, chunk.index, request_hash)
+
+    def parts(self, row: dict[str, Any], values: dict[str, Any], base: dict[str, Any], max_tokens: int) -> list[dict]:
+        """The request(s) for one row: one, or several when the prompt is too long and may be split."""
+        column = self.settings.split_column
+        estimate = estimate_input_tokens(base)
+        needed = max(estimate, row["__cb_split_tokens"] or 0)
+        too_long = needed > self.settings.context_tokens * _SPLIT_THRESHOLD or bool(row["__cb_split_tokens"])
+        if column is None or not too_long:
+            return [{**base, "max_tokens": max_tokens}]
+        text = "" if values.get(column) is None else str(values[column])
+        n = max(2, math.ceil(needed / (self.settings.context_tokens * _SPLIT_FILL)))
+        out = []
+        for piece in split_text(text, n):
+            part_params = request_params(self.settings, self.prompt.render({**values, column: piece}), row["__cb_model"])
+            out.append({**part_params, "max_tokens": max_tokens})
+        return out
+
+    def emit(self, lane: str, custom_id: str, params: dict[str, Any], key_json: str) -> Chunk:
+        line = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False,
+                          separators=(",", ":"), default=str).encode("utf-8")
+        size = len(line) + 1  # the comma or newline that follows it
+        if size > self.limit_bytes:
+            raise SourceDataError(
+                f"The request for key {key_json} is {size} bytes, over the batch limit of "
+                f"{self.settings.max_batch_bytes} bytes (`max_batch_bytes`): shorten that row's text "
+                "(or set `split_column`); nothing was submitted."
+            )
+        if lane not in self.files:
+            self.files[lane] = open(self.spool.lane_path(lane), "wb")
+            self.offsets[lane] = 0
+        chunk = self.current.get(lane)
+        if chunk is None or chunk.n >= self.settings.max_requests_per_batch or chunk.n_bytes + size > self.limit_bytes:
+            chunk = Chunk(index=len(self.spool.chunks), lane=lane, path=self.spool.lane_path(lane),
+                          offset=self.offsets[lane])
+            self.spool.chunks.append(chunk)
+            self.current[lane] = chunk
+        self.files[lane].write(line)
+        self.files[lane].write(b"\n")
+        chunk.n += 1
+        chunk.n_bytes += size
+        chunk.length += size
+        self.offsets[lane] += size
+        self.spool.n_lines += 1
+        price = list_price(params["model"], self.settings.prices)
+        if price is None:
+            self.spool.unpriced_models.add(params["model"])
+        else:
+            cost = (estimate_input_tokens(params) * price[0] + params["max_tokens"] * price[1]) / 1e6
+            self.spool.list_price_usd[lane] = self.spool.list_price_usd.get(lane, 0.0) + cost
+        return chunk
