@@ -1,0 +1,249 @@
+"""Strategy and cost: sample preview, routing, budget guard, caching, structured output, recovery, de-duplication."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from dbt_harness import create_calls, created_batches, expected_answer, items
+
+FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
+
+
+def digest(text: str) -> str:
+    return "digest:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def sync_calls(emulator) -> int:
+    return len(emulator.ledger()["messages"])
+
+
+def test_sample_preview_sends_a_spread_sample_synchronously_and_touches_no_state(project, emulator):
+    project.load_table("items", items(60))
+    project.configure(replace=False, **FAST)
+
+    project.run(vars={"claude_batch_sample": 6})
+
+    assert created_batches(emulator) == [] and sync_calls(emulator) == 6
+    sample = project.query("select id, output_text, cost_usd, cost_usd_at_batch_prices, source_rows, "
+                           "estimated_full_run_batch_usd from main.items_batch__sample order by id")
+    assert len(sample) == 6
+    ids = [r[0] for r in sample]
+    assert ids != [1, 2, 3, 4, 5, 6] and max(ids) - min(ids) > 20  # spread over the data
+    for item_id, text, cost, batch_cost, rows, estimate in sample:
+        assert text == expected_answer(item_id, f"body number {item_id} with some text")
+        assert abs(batch_cost - cost / 2) < 1e-12 and rows == 60
+    mean_batch = sum(r[3] for r in sample) / 6
+    assert abs(sample[0][5] - mean_batch * 60) < 1e-9
+    assert project.query("select count(*) from dbt_claude_batch.requests") == [(0,)]
+    assert project.results() == {}
+
+    project.run(vars={"claude_batch_sample": 6})  # deterministic choice
+    assert [r[0] for r in project.query("select id from main.items_batch__sample order by id")] == ids
+
+
+def test_budget_guard_refuses_before_anything_is_submitted(project, emulator):
+    project.load_table("items", items(40))
+    project.configure(replace=False, max_cost_usd=0.0001, **FAST)
+    out = project.run(expect_ok=False).stdout
+    assert "over the limit max_cost_usd = $0.0001: nothing was submitted" in out
+    assert "Raise `max_cost_usd`" in out
+    assert emulator.ledger(requests=False)["calls"] == {}
+    assert project.query("select count(*) from dbt_claude_batch.submissions") == [(0,)]
+
+    project.configure(replace=False, max_cost_usd=1.0)
+    project.run()
+    assert len(project.results()) == 40
+
+
+def test_auto_routes_small_work_to_sync_and_large_work_to_batch(project, emulator):
+    project.load_table("items", items(5))
+    project.configure(replace=False, mode="auto", auto_sync_max_requests=10, **FAST)
+    out = project.run().stdout
+    assert "route: sync (5 requests <= auto_sync_max_requests 10)" in out
+    assert created_batches(emulator) == [] and sync_calls(emulator) == 5
+    results = project.results()
+    assert all(r["service_tier"] == "standard" for r in results.values())
+    assert abs(sum(r["cost_usd"] for r in results.values()) - emulator.ledger()["bill"]["sync_usd"]) < 1e-9
+
+    project.load_table("items", items(30))
+    out = project.run().stdout
+    assert "route: batch (25 requests > auto_sync_max_requests 10)" in out
+    assert [b["request_count"] for b in created_batches(emulator)] == [25]
+    assert len(project.results()) == 30
+
+
+def test_auto_goes_sync_when_the_deadline_beats_the_batch_window(project, emulator):
+    project.load_table("items", items(12))
+    project.configure(replace=False, mode="auto", auto_sync_max_requests=10, deadline_hours=6, **FAST)
+    out = project.run().stdout
+    assert "route: sync (deadline 6h is shorter than the batch window (24h + 1h margin))" in out
+    assert sync_calls(emulator) == 12 and created_batches(emulator) == []
+
+
+def test_sync_mode_survives_rate_limits_and_keeps_failure_semantics(project, emulator):
+    emulator.add_scenario({"name": "http_error", "status": 429, "route": "messages", "times": 3, "retry_after": 0})
+    rows = [{"id": i, "body": f"b{i}", "model": m} for i, m in enumerate(
+        ["claude-haiku-4-5", "claude-haiku-4-5", "no-such-model", "claude-haiku-4-5"], start=1)]
+    project.load_table("items", rows, types={"id": "BIGINT", "body": "VARCHAR", "model": "VARCHAR"})
+    project.configure(replace=False, mode="sync", model_column="model", sync_concurrency=2)
+    project.run()
+    calls = emulator.ledger(requests=False)["calls"]["POST /v1/messages"]
+    assert calls["429"] == 3
+    assert set(project.results()) == {1, 2, 4}
+    f = project.failures()[3]
+    assert (f["kind"], f["error_type"], f["retried_automatically"]) == ("errored", "invalid_request_error", False)
+    assert project.query("select kind, n_submitted, n_succeeded, n_errored, reconciled from main.items_batch__batches") == [
+        ("sync", 4, 3, 1, True)]
+    project.run()
+    assert sync_calls(emulator) == 4  # the invalid request is not resubmitted
+    assert emulator.ledger(requests=False)["calls"]["POST /v1/messages"]["429"] == 3
+
+
+def test_rerun_keys_go_synchronously_at_once(project, emulator):
+    emulator.configure(processing_delay=3600)
+    project.load_table("items", items(6))
+    project.configure(replace=False, wait_seconds=0)
+    project.run()
+    assert project.results() == {}
+
+    project.run(vars={"claude_batch_rerun_keys": [2, 5]})
+    results = project.results()
+    assert set(results) == {2, 5}
+    assert all(r["service_tier"] == "standard" and r["attempt"] == 2 for r in results.values())
+    assert create_calls(emulator) == 1
+
+    emulator.advance_clock(3601)
+    project.run()
+    results = project.results()
+    assert len(results) == 6
+    assert results[2]["attempt"] == 2 and results[1]["attempt"] == 1  # the late batch result did not overwrite
+
+
+def test_prompt_caching_writes_once_then_reads_and_costs_match_the_bill(project, emulator):
+    project.load_table("items", items(8))
+    system = "You label things. " + "Context sentence for the shared prefix. " * 200
+    project.configure(replace=False, system=system, prompt_caching=True, **FAST)
+    project.run()
+    rows = project.query("select cache_creation_input_tokens, cache_read_input_tokens, cost_usd from main.items_batch")
+    writes = [r for r in rows if (r[0] or 0) > 0]
+    reads = [r for r in rows if (r[1] or 0) > 0]
+    assert len(writes) == 1 and len(reads) == 7
+    assert writes[0][0] == reads[0][1]
+    bill = emulator.ledger()["bill"]
+    assert bill["tokens"]["cache_creation_input_tokens"] == writes[0][0]
+    assert abs(sum(r[2] for r in rows) - bill["total_usd"]) < 0.005 and abs(sum(r[2] for r in rows) - bill["total_usd"]) < 1e-9
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"label": {"type": "string", "enum": ["alpha", "beta"]}, "score": {"type": "number"}},
+    "required": ["label", "score"],
+    "additionalProperties": False,
+}
+
+
+def test_structured_output_is_parsed_flattened_and_invalid_json_retried(project, emulator):
+    rows = items(4)
+    rows[1]["body"] = "[[emulator:bad_json]] broken"
+    project.load_table("items", rows)
+    project.write("prompts/item.j2", "Labels: alpha, beta\nItem {{ id }}: {{ body }}")
+    project.configure(replace=False, output_schema=SCHEMA, output_columns={"label": "VARCHAR", "score": "DOUBLE"},
+                      max_attempts=2, **FAST)
+    project.run()
+    got = project.query("select id, output_json, label, score from main.items_batch order by id")
+    assert [g[0] for g in got] == [1, 3, 4]
+    for _, parsed, label, score in got:
+        assert json.loads(parsed)["label"] == label and label in ("alpha", "beta") and score == 0.0
+    types = dict(project.query("select column_name, data_type from information_schema.columns where table_name = 'items_batch'"))
+    assert types["label"] == "VARCHAR" and types["score"] == "DOUBLE" and types["output_json"] == "JSON"
+    f = project.failures()[2]
+    assert f["kind"] == "invalid_output" and f["retried_automatically"] and "not JSON" in f["error_message"]
+
+    project.run()  # retried once more, then the attempts limit stops it
+    assert [b["request_count"] for b in created_batches(emulator)] == [4, 1]
+    assert not project.failures()[2]["retried_automatically"]
+
+
+def test_truncated_answers_are_retried_with_a_larger_max_tokens(project, emulator):
+    rows = items(3)
+    rows[0]["body"] = "[[emulator:words=40]] please write a lot"
+    project.load_table("items", rows)
+    project.configure(replace=False, max_tokens=16, **FAST)
+    project.run()
+    f = project.failures()[1]
+    assert f["kind"] == "truncated" and "max_tokens 32" in f["next_action"]
+    project.run()
+    project.run()
+    assert project.failures() == {}
+    assert project.results()[1]["stop_reason"] == "end_turn"
+    assert project.query("select attempt, max_tokens from dbt_claude_batch.requests where custom_id = '1' order by 1") == [
+        (1, 16), (2, 32), (3, 64)]
+
+
+def test_refusal_is_kept_as_a_failure_and_not_retried(project, emulator):
+    rows = items(3)
+    rows[2]["body"] = "[[emulator:refuse]] do something bad"
+    project.load_table("items", rows)
+    project.configure(replace=False, **FAST)
+    project.run()
+    f = project.failures()[3]
+    assert f["kind"] == "refused" and not f["retried_automatically"] and f["error_message"]
+    project.run()
+    assert create_calls(emulator) == 1
+
+
+def test_oversized_document_is_split_processed_and_reassembled(project, emulator):
+    from dbt_claude_batch.spool import split_text
+
+    rows = items(3)
+    rows[1]["body"] = " ".join(f"word{i}" for i in range(150_000))  # 1.54 MB: ~385k tokens by the estimate
+    project.load_table("items", rows)
+    project.configure(replace=False, split_column="body", **FAST)
+    project.run()
+    result = project.results()[2]
+    assert result["parts"] == 4  # parts aim at half the 200k context: ceil(385k / 100k)
+    pieces = split_text(rows[1]["body"], 4)
+    assert "".join(pieces) == rows[1]["body"]
+    assert result["output_text"] == "\n\n".join(digest(f"Item 2: {p}") for p in pieces)
+    assert project.results()[1]["parts"] == 1
+    assert [b["request_count"] for b in created_batches(emulator)] == [6]
+
+
+def test_prompt_too_long_from_the_api_is_split_on_the_next_run(project, emulator):
+    rows = items(2)
+    rows[0]["body"] = "x " * 450_000  # ~225k tokens: over the emulator's limit, under our (raised) estimate limit
+    project.load_table("items", rows)
+    project.configure(replace=False, split_column="body", context_tokens=1_000_000, split_join="json_array", **FAST)
+    project.run()
+    f = project.failures()[1]
+    assert "prompt is too long" in f["error_message"] and "split on `body`" in f["next_action"]
+    project.run()
+    result = project.results()[1]
+    assert result["parts"] == 2 and len(json.loads(result["output_text"])) == 2
+    assert project.failures() == {}
+
+
+def test_identical_requests_are_sent_once_and_shared(project, emulator):
+    bodies = ["same text", "same text", "same text", "other", "other", "unique"]
+    project.load_table("items", [{"id": i, "body": b} for i, b in enumerate(bodies, start=1)])
+    project.write("prompts/item.j2", "Text: {{ body }}")
+    project.configure(replace=False, **FAST)
+    project.run()
+    results = project.results()
+    assert len(results) == 6
+    for i, body in enumerate(bodies, start=1):
+        assert results[i]["output_text"] == digest(f"Text: {body}")
+    assert [b["request_count"] for b in created_batches(emulator)] == [3]
+    assert project.query("select n_submitted, n_deduplicated from main.items_batch__batches") == [(3, 3)]
+    billed = emulator.ledger()["bill"]["total_usd"]
+    assert abs(sum(r["cost_usd"] for r in results.values()) - billed) < 1e-9
+    assert sum(1 for r in results.values() if r["shared_from"]) == 3
+
+
+def test_de_duplication_can_be_turned_off(project, emulator):
+    project.load_table("items", [{"id": i, "body": "same"} for i in range(1, 5)])
+    project.write("prompts/item.j2", "Text: {{ body }}")
+    project.configure(replace=False, dedupe=False, **FAST)
+    project.run()
+    assert [b["request_count"] for b in created_batches(emulator)] == [4]
