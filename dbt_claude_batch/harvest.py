@@ -58,12 +58,12 @@ def download_results(client, batch_id: str, path: str) -> int:
 
 
 def harvest_batch(client, state: State, batch_id: str, archived: bool,
-                  output_schema: Mapping[str, Any] | None = None) -> bool:
+                  output_schema: Mapping[str, Any] | None = None, keep_message: bool = False) -> bool:
     """Harvest one ended batch into the outcomes table. Returns False if it must be tried again later."""
     import anthropic
 
     if archived:
-        _harvest_file(state, batch_id, None, output_schema, archived=True)
+        _harvest_file(state, batch_id, None, output_schema, keep_message, archived=True)
         return True
     with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
         path = os.path.join(tmp, f"{batch_id}.jsonl")
@@ -71,19 +71,20 @@ def harvest_batch(client, state: State, batch_id: str, archived: bool,
             size = download_results(client, batch_id, path)
         except anthropic.NotFoundError:
             logger.warning(f"results of {batch_id} are gone (archived); its requests become failures to resubmit")
-            _harvest_file(state, batch_id, None, output_schema, archived=True)
+            _harvest_file(state, batch_id, None, output_schema, keep_message, archived=True)
             return True
         except DownloadIncomplete as exc:
             logger.warning(f"{exc}; it will be downloaded again")
             return False
-        _harvest_file(state, batch_id, path if size else None, output_schema)
+        _harvest_file(state, batch_id, path if size else None, output_schema, keep_message)
     return True
 
 
-def _harvest_file(state: State, batch_id: str, path: str | None, output_schema, archived: bool = False) -> None:
+def _harvest_file(state: State, batch_id: str, path: str | None, output_schema, keep_message: bool,
+                  archived: bool = False) -> None:
     state.run("begin transaction")
     try:
-        load_lines(state, batch_id, path, output_schema)
+        load_lines(state, batch_id, path, output_schema, keep_message)
         notes = finish_batch(state, batch_id, archived=archived)
         state.run("commit")
     except Exception:
@@ -102,7 +103,7 @@ def _batch_row(state: State, batch_id: str) -> tuple:
     )[0]
 
 
-def load_lines(state: State, batch_id: str, path: str | None, output_schema=None) -> None:
+def load_lines(state: State, batch_id: str, path: str | None, output_schema=None, keep_message: bool = False) -> None:
     """Add the outcomes in a results file (batch or synchronous) to state; idempotent. Call inside a transaction."""
     submission_id, _, canceled_by_user, _ = _batch_row(state, batch_id)
     outcomes, requests = state.table("outcomes"), state.table("requests")
@@ -137,12 +138,12 @@ def load_lines(state: State, batch_id: str, path: str | None, output_schema=None
             (l.result->>'$.message.usage.cache_creation_input_tokens')::bigint,
             (l.result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint,
             (l.result->>'$.message.usage.cache_read_input_tokens')::bigint,
-            l.result->'$.message',
+            case when ? then l.result->'$.message' end,
             ?,
             coalesce(l.result->>'$.message.usage.service_tier', 'batch'),
             null, null
         from cb_lines l join {requests} q on q.custom_id = l.custom_id and q.submission_id = ? and q.dedup_of is null""",
-        [batch_id, bool(canceled_by_user), utcnow(), submission_id],
+        [batch_id, bool(canceled_by_user), keep_message, utcnow(), submission_id],
     )
     if output_schema:
         validate_outputs(state, batch_id, output_schema)

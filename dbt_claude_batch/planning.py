@@ -24,7 +24,11 @@ RENDERED = "cb_rendered"
 
 def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
           model_column: str | None, default_model: str | None, fingerprint: str) -> int:
-    """Materialise the source as (custom_id, key, input hash, model, prompt columns) in a temp table."""
+    """Materialise the source as (custom_id, key, input hash, model) in a narrow temp table.
+
+    The prompt columns are hashed here but not kept: only the rows that will be rendered fetch them
+    again (`candidate_rows_sql`), so a wide source does not cost memory on runs with little to do.
+    """
     hashed = list(dict.fromkeys([*prompt_columns, *([model_column] if model_column else [])]))
     struct = ", ".join(f"{quote(c)} := {quote(c)}" for c in hashed) or "none := null"
     model_expr = (
@@ -32,17 +36,25 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
         if model_column
         else literal(default_model or "")
     )
-    passthrough = "".join(f", {quote(c)}" for c in prompt_columns)
     state.run(
         f"""create or replace temp table {STAGED} as
         select {custom_id_sql(key)} as __cb_custom_id,
                {key_json_sql(key)} as __cb_key_json,
                md5({literal(fingerprint)} || to_json(struct_pack({struct}))) as __cb_input_hash,
                {model_expr} as __cb_model
-               {passthrough}
         from ({source_sql})"""
     )
     return state.run(f"select count(*) from {STAGED}")[0][0]
+
+
+def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequence[str], rows: str) -> str:
+    """`rows` (a query with __cb_custom_id and __cb_ordinal) joined back to the source's prompt columns."""
+    columns = "".join(f", s.{quote(c)}" for c in prompt_columns)
+    return (
+        f"select c.*{columns} from ({rows}) c "
+        f"join (select {custom_id_sql(key)} as __cb_source_id, * from ({source_sql})) s "
+        f"on s.__cb_source_id = c.__cb_custom_id order by c.__cb_ordinal"
+    )
 
 
 TOO_LONG_PATTERN = "prompt is too long"

@@ -71,7 +71,7 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     if run_vars.sample_size:
         from dbt_claude_batch.sample import run_sample
 
-        run_sample(api.get(), state, prompt, cfg, run_vars.sample_size, this, key_types)
+        run_sample(api.get(), state, prompt, cfg, run_vars.sample_size, this, key_types, source_sql)
         return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started, only_new=True)
 
     for batch_id in state.unfinished_sync_batches():
@@ -94,7 +94,7 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     )
     sent = 0
     if n_candidates:
-        sent = _submit(api, state, prompt, cfg, n_staged)
+        sent = _submit(api, state, prompt, cfg, n_staged, source_sql)
     if not sent:
         logger.info(f"{model_id}: {n_staged} source rows, nothing to submit")
 
@@ -110,14 +110,14 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started)
 
 
-def _submit(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int) -> int:
+def _submit(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int, source_sql: str) -> int:
     """Render, check the budget, route and send the pending rows; return the number of request lines sent."""
     from dbt_claude_batch import submission
     from dbt_claude_batch.spool import build_spool
     from dbt_claude_batch.sync import run_sync
 
     with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
-        spool = build_spool(state, prompt, cfg, tmp)
+        spool = build_spool(state, prompt, cfg, tmp, source_sql)
         planning.record_aliases(state)
         if not spool.chunks:
             return 0
@@ -135,7 +135,7 @@ def _submit(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_stag
         _check_budget(cfg, spool, estimate)
         for chunk in spool.chunks:
             if chunk.lane == "sync" or route == "sync":
-                run_sync(api.get(), state, spool, chunk, cfg.sync_concurrency, cfg.output_schema)
+                run_sync(api.get(), state, spool, chunk, cfg)
             else:
                 submission.submit_chunk(api.get(), state, spool, chunk)
         return spool.n_lines
@@ -187,7 +187,7 @@ def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:
     from dbt_claude_batch.polling import refresh
 
     for batch_id, archived in refresh(api.get(), state):
-        harvest_batch(api.get(), state, batch_id, archived, cfg.output_schema)
+        harvest_batch(api.get(), state, batch_id, archived, cfg.output_schema, cfg.keep_message)
 
 
 def _drop_leaked_tmp_tables(state: State, this) -> None:

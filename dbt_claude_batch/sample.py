@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from dbt_claude_batch.identifiers import literal, qualified
+from dbt_claude_batch.identifiers import literal, qualified, quote
 from dbt_claude_batch.log import logger
-from dbt_claude_batch.planning import STAGED
+from dbt_claude_batch.planning import STAGED, candidate_rows_sql
 from dbt_claude_batch.pricing import BATCH_DISCOUNT, cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.prompts import Prompt, request_params
 from dbt_claude_batch.settings import Settings
@@ -22,12 +22,15 @@ from dbt_claude_batch.sync import SYNC_RETRIES, call_messages
 
 
 def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: int, this,
-               key_types: dict[str, str]) -> str:
+               key_types: dict[str, str], source_sql: str) -> str:
     """Send `size` sample rows synchronously and write `<model>__sample`; return its name."""
-    columns = ", ".join(f'"{c}"' for c in prompt.columns)
+    chosen = (
+        f"select __cb_custom_id, __cb_key_json, __cb_model, row_number() over (order by md5(__cb_custom_id)) "
+        f"as __cb_ordinal from {STAGED} order by md5(__cb_custom_id) limit {int(size)}"
+    )
     rows = state.cursor.execute(
-        f"select __cb_custom_id, __cb_key_json, __cb_model{', ' + columns if columns else ''} "
-        f"from {STAGED} order by md5(__cb_custom_id) limit {int(size)}"
+        f"select __cb_custom_id, __cb_key_json, __cb_model{''.join(f', {quote(c)}' for c in prompt.columns)} "
+        f"from ({candidate_rows_sql(source_sql, settings.key, prompt.columns, chosen)})"
     ).fetchall()
     total = state.run(f"select count(*) from {STAGED}")[0][0]
     requests = []

@@ -65,6 +65,7 @@ class Settings:
     split_column: str | None = None
     split_join: str = "concat"
     context_tokens: int = 200_000
+    keep_message: bool = False
 
     @classmethod
     def names(cls) -> list[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbt_claude_batch.errors import SourceDataError
-from dbt_claude_batch.planning import PENDING, load_rendered
+from dbt_claude_batch.planning import PENDING, candidate_rows_sql, load_rendered
 from dbt_claude_batch.pricing import estimate_input_tokens, list_price
 from dbt_claude_batch.prompts import Prompt, canonical_json, request_params
 from dbt_claude_batch.settings import Settings
@@ -73,9 +73,10 @@ class Spool:
         return b'{"requests":[' + self.lines_of(chunk)[:-1].replace(b"\n", b",") + b"]}"
 
 
-def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str) -> Spool:
+def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str, source_sql: str) -> Spool:
     spool = Spool(directory)
-    reader = state.cursor.sql(f"select * from {PENDING} order by __cb_ordinal").to_arrow_reader(_READ_ROWS)
+    rows = candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}")
+    reader = state.cursor.sql(rows).to_arrow_reader(_READ_ROWS)
     try:
         _Writer(spool, prompt, settings).write(reader)
     except BaseException:

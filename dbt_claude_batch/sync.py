@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from dbt_claude_batch.harvest import finish_batch, load_lines
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.planning import pending_requests_sql
+from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.spool import Chunk, Spool
 from dbt_claude_batch.state import State, utcnow
 
@@ -47,8 +48,9 @@ def call_messages(client, params: Mapping[str, Any]) -> dict[str, Any]:
         return {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": f"connection failed: {exc}"}}}
 
 
-def run_sync(client, state: State, spool: Spool, chunk: Chunk, concurrency: int, output_schema=None) -> str:
+def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Settings) -> str:
     """Send one chunk's requests synchronously and record them as a pseudo-batch of kind `sync`."""
+    concurrency, schema, keep = settings.sync_concurrency, settings.output_schema, settings.keep_message
     batch_id = "sync_" + uuid.uuid4().hex[:24]
     submission_id = str(uuid.uuid4())
     lines = spool.lines_of(chunk).splitlines()
@@ -71,11 +73,11 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, concurrency: int,
                 out.write(answer + b"\n")
                 group.append(answer)
                 if len(group) >= _FLUSH_EVERY:
-                    _flush(state, batch_id, tmp, group_no, group, output_schema)
+                    _flush(state, batch_id, tmp, group_no, group, schema, keep)
                     group, group_no = [], group_no + 1
         state.run("begin transaction")
         try:
-            load_lines(state, batch_id, everything, output_schema)
+            load_lines(state, batch_id, everything, schema, keep)
             _end(state, batch_id)
             notes = finish_batch(state, batch_id)
             state.run("commit")
@@ -100,13 +102,14 @@ def finish_interrupted(state: State, batch_id: str) -> None:
     logger.warning(f"synchronous run {batch_id} was interrupted; requests without an answer will be sent again")
 
 
-def _flush(state: State, batch_id: str, tmp: str, group_no: int, group: list[bytes], output_schema) -> None:
+def _flush(state: State, batch_id: str, tmp: str, group_no: int, group: list[bytes], output_schema,
+           keep_message: bool) -> None:
     path = os.path.join(tmp, f"group-{group_no}.jsonl")
     with open(path, "wb") as f:
         f.write(b"\n".join(group) + b"\n")
     state.run("begin transaction")
     try:
-        load_lines(state, batch_id, path, output_schema)
+        load_lines(state, batch_id, path, output_schema, keep_message)
         state.run("commit")
     except Exception:
         state.run("rollback")

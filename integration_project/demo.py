@@ -197,9 +197,10 @@ def show_bill(emu: Emulator) -> float:
     bill = emu.call("GET", "/_emulator/ledger?requests=false")["bill"]
     rows = [(batch_id, f"${usd:.6f}") for batch_id, usd in bill["by_batch"].items()]
     show("Emulator bill (GET /_emulator/ledger?requests=false)", ["batch_id", "usd"], rows)
-    cost = scalar("select coalesce(sum(cost_usd), 0) from main.ticket_triage")
+    cost = scalar("select (select coalesce(sum(cost_usd), 0) from main.ticket_triage) + "
+                  "(select coalesce(sum(cost_usd), 0) from main.ticket_extraction)")
     print(f"  total ${bill['total_usd']:.6f} (batch ${bill['batch_usd']:.6f}, sync ${bill['sync_usd']:.6f}); "
-          f"sum of ticket_triage.cost_usd ${cost:.6f}", flush=True)
+          f"sum of cost_usd in ticket_triage and ticket_extraction ${cost:.6f}", flush=True)
     return bill["total_usd"]
 
 
@@ -246,7 +247,16 @@ def run() -> None:
         batches = show_batches()
         total = show_bill(emu)
 
+        show("Structured extraction (main.ticket_extraction: JSON flattened into typed columns)",
+             *query("select category, urgency, count(*) as tickets, sum(cache_read_input_tokens) as cache_read_tokens "
+                    "from main.ticket_extraction group by all order by tickets desc limit 8"))
+        extracted = scalar("select count(*) from main.ticket_extraction")
+        extraction_failures = scalar("select count(*) from main.ticket_extraction__failures")
+
         problems = []
+        if extracted != EXPECTED_TICKETS or extraction_failures != 0:
+            problems.append(f"main.ticket_extraction has {extracted} rows and {extraction_failures} failures, "
+                            f"expected {EXPECTED_TICKETS} and 0")
         if results != EXPECTED_TICKETS:
             problems.append(f"main.ticket_triage has {results} rows, expected {EXPECTED_TICKETS}")
         if failures != 0:

@@ -247,3 +247,15 @@ def test_de_duplication_can_be_turned_off(project, emulator):
     project.configure(replace=False, dedupe=False, **FAST)
     project.run()
     assert [b["request_count"] for b in created_batches(emulator)] == [4]
+
+
+def test_full_message_json_is_kept_only_on_request(project, emulator):
+    project.load_table("items", items(2))
+    project.configure(replace=False, **FAST)
+    project.run()
+    assert project.query("select count(message) from dbt_claude_batch.outcomes") == [(0,)]
+    project.load_table("items", items(3))
+    project.configure(replace=False, keep_message=True)
+    project.run()
+    (message,) = project.query("select message from dbt_claude_batch.outcomes where message is not null")[0]
+    assert json.loads(message)["content"][0]["text"] == expected_answer(3, "body number 3 with some text")

@@ -1,0 +1,14 @@
+# Extracts structured facts from every ticket: JSON validated against a schema, flattened into typed
+# columns, with a cached system prompt + few-shot example, auto routing and a budget guard.
+# Settings live in dbt_project.yml under `meta: claude_batch:`; the prompt is prompts/extract.j2.
+from dbt_claude_batch import batch_model
+
+
+def model(dbt, session):
+    dbt.config(materialized="incremental", unique_key="ticket_id", incremental_strategy="merge")
+    return batch_model(
+        dbt,
+        session,
+        source=dbt.ref("stg_tickets"),
+        settings=dbt.config.meta_get("claude_batch"),
+    )
