@@ -22,6 +22,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/emulator_throughput.py
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/cost.py
 
 clean:
 	rm -rf $(VENV) integration_project/target integration_project/logs integration_project/dbt_packages integration_project/*.duckdb
