@@ -82,14 +82,9 @@ def harvest_batch(client, state: State, batch_id: str, archived: bool,
 
 def _harvest_file(state: State, batch_id: str, path: str | None, output_schema, keep_message: bool,
                   archived: bool = False) -> None:
-    state.run("begin transaction")
-    try:
+    with state.transaction():
         load_lines(state, batch_id, path, output_schema, keep_message)
         notes = finish_batch(state, batch_id, archived=archived)
-        state.run("commit")
-    except Exception:
-        state.run("rollback")
-        raise
     if notes:
         logger.warning(f"batch {batch_id} did not reconcile: {'; '.join(notes)}")
 

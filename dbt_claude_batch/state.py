@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from dbt_claude_batch.errors import StateError
 from dbt_claude_batch.identifiers import qualified
@@ -140,6 +141,17 @@ class State:
     def table(self, name: str) -> str:
         return qualified(self.schema, name)
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One explicit transaction on our cursor: all of it is on disk at the end, or none of it."""
+        self.run("begin transaction")
+        try:
+            yield
+        except BaseException:
+            self.run("rollback")
+            raise
+        self.run("commit")
+
     def run(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
         """Execute and drain (DuckDB needs a result drained before the cursor runs anything else)."""
         result = self.cursor.execute(sql, params) if params is not None else self.cursor.execute(sql)
@@ -161,15 +173,10 @@ class State:
                     f"understands ({SCHEMA_VERSION}): upgrade the dbt-claude-batch package."
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                self.run("begin transaction")
-                try:
+                with self.transaction():
                     for ddl in _MIGRATIONS[version]:
                         self.run(ddl.format(s=s))
                     self.run(f"insert into {s}.state_version values (?, ?)", [version, utcnow()])
-                    self.run("commit")
-                except Exception:
-                    self.run("rollback")
-                    raise
 
     def record_model(self, key_columns: list[str], key_types: dict[str, str]) -> None:
         self.run(
@@ -184,8 +191,7 @@ class State:
     # -- submissions ----------------------------------------------------------------------------
     def record_intent(self, submission_id: str, n_requests: int, n_bytes: int, requests_sql: str) -> None:
         """Record a submission before its create call, with its requests, in one transaction."""
-        self.run("begin transaction")
-        try:
+        with self.transaction():
             self.run(
                 f"insert into {self.table('submissions')} (submission_id, model_id, status, n_requests, n_bytes, intent_at) "
                 "values (?, ?, 'creating', ?, ?, ?)",
@@ -198,15 +204,10 @@ class State:
                 f"part, parts, max_tokens, dedup_of from ({requests_sql})",
                 [submission_id, self.model_id],
             )
-            self.run("commit")
-        except Exception:
-            self.run("rollback")
-            raise
 
     def mark_submitted(self, submission_id: str, batch, kind: str = "batch") -> None:
         """Record the batch id the moment create returns (or a listing adopts it)."""
-        self.run("begin transaction")
-        try:
+        with self.transaction():
             self.run(
                 f"update {self.table('submissions')} set status = 'submitted', batch_id = ?, settled_at = ? "
                 "where submission_id = ?",
@@ -223,10 +224,6 @@ class State:
                 [batch.id, self.model_id, submission_id, n, kind, n_dedup],
             )
             self.update_batch(batch)
-            self.run("commit")
-        except Exception:
-            self.run("rollback")
-            raise
 
     def mark_submission(self, submission_id: str, status: str, note: str | None = None) -> None:
         self.run(

@@ -75,15 +75,10 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
                 if len(group) >= _FLUSH_EVERY:
                     _flush(state, batch_id, tmp, group_no, group, schema, keep)
                     group, group_no = [], group_no + 1
-        state.run("begin transaction")
-        try:
+        with state.transaction():
             load_lines(state, batch_id, everything, schema, keep)
             _end(state, batch_id)
             notes = finish_batch(state, batch_id)
-            state.run("commit")
-        except Exception:
-            state.run("rollback")
-            raise
     if notes:
         logger.warning(f"synchronous run {batch_id} did not reconcile: {'; '.join(notes)}")
     return batch_id
@@ -91,14 +86,9 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
 
 def finish_interrupted(state: State, batch_id: str) -> None:
     """A synchronous run that stopped midway: requests without an answer become `missing` (resubmitted)."""
-    state.run("begin transaction")
-    try:
+    with state.transaction():
         _end(state, batch_id)
         finish_batch(state, batch_id)
-        state.run("commit")
-    except Exception:
-        state.run("rollback")
-        raise
     logger.warning(f"synchronous run {batch_id} was interrupted; requests without an answer will be sent again")
 
 
@@ -107,13 +97,8 @@ def _flush(state: State, batch_id: str, tmp: str, group_no: int, group: list[byt
     path = os.path.join(tmp, f"group-{group_no}.jsonl")
     with open(path, "wb") as f:
         f.write(b"\n".join(group) + b"\n")
-    state.run("begin transaction")
-    try:
+    with state.transaction():
         load_lines(state, batch_id, path, output_schema, keep_message)
-        state.run("commit")
-    except Exception:
-        state.run("rollback")
-        raise
 
 
 def _end(state: State, batch_id: str) -> None:

@@ -109,23 +109,21 @@ class DbtProject:
         finally:
             con.close()
 
-    def results(self) -> dict[Any, dict]:
+    def rows_by_key(self, relation: str) -> dict[Any, dict]:
+        """Rows of a relation as dicts, keyed by their first column."""
         con = duckdb.connect(str(self.db_path), read_only=True)
         try:
-            cur = con.execute(f"select * from main.{self.model}")
+            cur = con.execute(f"select * from {relation}")
             names = [d[0] for d in cur.description]
             return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
         finally:
             con.close()
 
+    def results(self) -> dict[Any, dict]:
+        return self.rows_by_key(f"main.{self.model}")
+
     def failures(self) -> dict[Any, dict]:
-        con = duckdb.connect(str(self.db_path), read_only=True)
-        try:
-            cur = con.execute(f"select * from main.{self.model}__failures")
-            names = [d[0] for d in cur.description]
-            return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
-        finally:
-            con.close()
+        return self.rows_by_key(f"main.{self.model}__failures")
 
     # dbt -----------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
