@@ -25,6 +25,7 @@ LIST_PRICES: dict[str, tuple[float, float]] = {
     "claude-opus-4-5": (5.0, 25.0),
     "claude-opus-4-6": (5.0, 25.0),
     "claude-opus-4-7": (5.0, 25.0),
+    "claude-opus-4-1": (15.0, 75.0),
 }
 CACHE_WRITE_5M = 1.25
 CACHE_WRITE_1H = 2.0
