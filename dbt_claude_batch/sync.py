@@ -3,9 +3,9 @@
 Used by `mode: sync`, by `mode: auto` for small or urgent work, and for keys named in
 `claude_batch_rerun_keys`. Each answer is written as a line in the results-file format and loaded
 by the same harvest code as batch results, so failures have the same kinds and the same retries.
-The SDK retries 429, 529 and 5xx answers itself, honouring `retry-after`. Answers are flushed to the
-state every few dozen calls: a crash loses at most those in flight, which the next run records as
-`missing` and resubmits.
+The SDK retries 429, 529 and 5xx answers itself, honouring `retry-after`. Answers are written to the
+state as they complete, at least every half second: a crash loses at most those, which the next run
+records as `missing` and resubmits.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, Mapping
@@ -27,7 +28,10 @@ from dbt_claude_batch.spool import Chunk, Spool
 from dbt_claude_batch.state import State, utcnow
 
 SYNC_RETRIES = 6
+# Paid answers reach the state at least this often, so a crash loses (and the next run pays again for)
+# at most half a second of answers.
 _FLUSH_EVERY = 50
+_FLUSH_SECONDS = 0.5
 
 
 def call_messages(client, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,14 +71,21 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
 
     with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
         everything = os.path.join(tmp, "all.jsonl")
-        group, group_no = [], 0
+        group, group_no, flushed_at, recorded = [], 0, time.monotonic(), 0
         with ThreadPoolExecutor(max_workers=concurrency) as pool, open(everything, "wb") as out:
-            for answer in pool.map(one, lines):
-                out.write(answer + b"\n")
-                group.append(answer)
-                if len(group) >= _FLUSH_EVERY:
+            pending = {pool.submit(one, line) for line in lines}
+            while pending or group:
+                done, pending = wait(pending, timeout=_FLUSH_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    answer = future.result()
+                    out.write(answer + b"\n")
+                    group.append(answer)
+                if group and (len(group) >= _FLUSH_EVERY or not pending
+                              or time.monotonic() - flushed_at >= _FLUSH_SECONDS):
                     _flush(state, batch_id, tmp, group_no, group, schema, keep)
-                    group, group_no = [], group_no + 1
+                    recorded += len(group)
+                    logger.info(f"{state.model_id}: {batch_id}: recorded {recorded} of {len(lines)} answers")
+                    group, group_no, flushed_at = [], group_no + 1, time.monotonic()
         with state.transaction():
             load_lines(state, batch_id, everything, schema, keep)
             _end(state, batch_id)

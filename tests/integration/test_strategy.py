@@ -259,3 +259,34 @@ def test_full_message_json_is_kept_only_on_request(project, emulator):
     project.run()
     (message,) = project.query("select message from dbt_claude_batch.outcomes where message is not null")[0]
     assert json.loads(message)["content"][0]["text"] == expected_answer(3, "body number 3 with some text")
+
+
+def test_sync_pass_killed_midway_loses_no_row(project, emulator):
+    import os
+    import re
+    import signal
+
+    rows = items(300)  # enough calls that the pass outlives its first half-second flush
+    project.load_table("items", rows)
+    project.configure(replace=False, mode="sync", sync_concurrency=1)
+    proc = project.popen("run", "-s", "+items_batch")
+    recorded = 0
+    for line in proc.stdout:
+        found = re.search(r"recorded (\d+) of 300 answers", line)
+        if found and int(found.group(1)) < 300:
+            recorded = int(found.group(1))
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert 0 < recorded < 300
+    answered_before = sync_calls(emulator)
+
+    out = project.run().stdout
+    assert "was interrupted" in out
+    results = project.results()
+    assert len(results) == 300
+    assert all(results[r["id"]]["output_text"] == expected_answer(r["id"], r["body"]) for r in rows)
+    assert project.failures() == {}
+    # Answers recorded before the kill were not bought again.
+    assert sync_calls(emulator) - answered_before <= 300 - recorded
