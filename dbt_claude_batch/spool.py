@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbt_claude_batch.errors import SourceDataError
-from dbt_claude_batch.planning import PENDING, candidate_rows_sql, load_rendered
+from dbt_claude_batch.planning import PENDING, RENDERED, STAGED, candidate_rows_sql, load_rendered
 from dbt_claude_batch.pricing import estimate_input_tokens, list_price
 from dbt_claude_batch.prompts import Prompt, canonical_json, request_params
 from dbt_claude_batch.settings import Settings
@@ -83,7 +83,21 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
         state.cursor.abort()  # DuckDB refuses further work on a cursor with an unfinished result
         raise
     load_rendered(state, spool.verdicts)
+    _check_part_ids(state)
     return spool
+
+
+def _check_part_ids(state: State) -> None:
+    """A part id (`<custom_id>-pN`) must not be the custom_id of another key, or one batch would hold it twice."""
+    clash = state.run(
+        f"select r.custom_id from {RENDERED} r join {STAGED} s on s.__cb_custom_id = r.custom_id "
+        "where r.parts > 1 limit 1"
+    )
+    if clash:
+        raise SourceDataError(
+            f"A part of a split prompt would get the id {clash[0][0]!r}, which is already the custom_id of another "
+            "key: rename that key or turn `split_column` off for this run; nothing was submitted."
+        )
 
 
 def split_text(text: str, parts: int) -> list[str]:

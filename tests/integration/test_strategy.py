@@ -290,3 +290,12 @@ def test_sync_pass_killed_midway_loses_no_row(project, emulator):
     assert project.failures() == {}
     # Answers recorded before the kill were not bought again.
     assert sync_calls(emulator) - answered_before <= 300 - recorded
+
+
+def test_a_part_id_that_equals_another_key_is_refused(project, emulator):
+    rows = [{"id": "doc", "body": " ".join(f"word{i}" for i in range(150_000))}, {"id": "doc-p1", "body": "short"}]
+    project.load_table("items", rows, types={"id": "VARCHAR", "body": "VARCHAR"})
+    project.configure(replace=False, split_column="body", **FAST)
+    out = project.run(expect_ok=False).stdout
+    assert "would get the id 'doc-p1', which is already the custom_id of another key" in out
+    assert emulator.ledger(requests=False)["calls"] == {}
