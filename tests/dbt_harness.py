@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -162,6 +165,38 @@ class DbtProject:
     def popen(self, *args: str, vars: dict | None = None) -> subprocess.Popen:
         return subprocess.Popen(self.command(*args, vars=vars), cwd=self.root, env=self.env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def run_and_kill(self, line: str | None = None, when=None, timeout: float = 120) -> re.Match | None:
+        """`dbt run`, then kill -9 it the moment its output matches `line` or `when()` turns true.
+
+        Synchronises on an observable event (a log line, or the emulator's ledger), never on time.
+        Returns the match of `line`; fails the test if dbt ended before the event.
+        """
+        proc = self.popen("run", "-s", f"+{self.model}")
+        seen: list[str] = []
+        found = None
+        try:
+            if line is not None:
+                for text in proc.stdout:
+                    seen.append(text)
+                    found = re.search(line, text)
+                    if found:
+                        break
+            else:
+                deadline = time.monotonic() + timeout
+                while not when():
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        break
+            alive = proc.poll() is None
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rest = proc.stdout.read()
+            proc.stdout.close()
+        if not alive or (line is not None and not found):
+            raise DbtRunFailed(f"dbt ended before the event it was to be killed at:\n{''.join(seen)}{rest[-4000:]}")
+        return found
 
 
 def expected_answer(item_id, body: str) -> str:

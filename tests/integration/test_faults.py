@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-
 from dbt_harness import create_calls, created_batches, expected_answer, items
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
@@ -30,16 +26,7 @@ def test_kill_9_right_after_create_keeps_the_batch_id(project, emulator):
     project.load_table("items", rows)
     project.configure(replace=False, wait_seconds=300, poll_interval_seconds=0.05)
 
-    proc = project.popen("run", "-s", "+items_batch")
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "submitted batch" in line:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
-    assert any("submitted batch" in line for line in seen), "".join(seen)
+    project.run_and_kill(line="submitted batch")
 
     (batch,) = created_batches(emulator)
     assert project.query("select status, batch_id from dbt_claude_batch.submissions") == [("submitted", batch["id"])]
@@ -58,13 +45,7 @@ def test_kill_9_as_soon_as_the_server_has_the_batch(project, emulator):
     project.load_table("items", rows)
     project.configure(replace=False, wait_seconds=300, poll_interval_seconds=0.05)
 
-    proc = project.popen("run", "-s", "+items_batch")
-    deadline = time.monotonic() + 120
-    while not created_batches(emulator):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
+    project.run_and_kill(when=lambda: bool(created_batches(emulator)))
 
     emulator.advance_clock(3601)
     project.configure(replace=False, wait_seconds=60)

@@ -262,23 +262,11 @@ def test_full_message_json_is_kept_only_on_request(project, emulator):
 
 
 def test_sync_pass_killed_midway_loses_no_row(project, emulator):
-    import os
-    import re
-    import signal
-
     rows = items(300)  # enough calls that the pass outlives its first half-second flush
     project.load_table("items", rows)
     project.configure(replace=False, mode="sync", sync_concurrency=1)
-    proc = project.popen("run", "-s", "+items_batch")
-    recorded = 0
-    for line in proc.stdout:
-        found = re.search(r"recorded (\d+) of 300 answers", line)
-        if found and int(found.group(1)) < 300:
-            recorded = int(found.group(1))
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
+    found = project.run_and_kill(line=r"recorded ([0-9]|[1-9][0-9]|[12][0-9][0-9]) of 300 answers")
+    recorded = int(found.group(1))
     assert 0 < recorded < 300
     answered_before = sync_calls(emulator)
 
