@@ -145,6 +145,7 @@ def bench(n: int, work: Path, memory_limit: str | None, stages: bool, trace: boo
         batches = emu.ledger(requests=False)["batches"]
         expected_batches = -(-n // BATCH_SIZE)
         assert len(batches) == expected_batches, f"{len(batches)} batches created, expected {expected_batches}"
+        assert phases["submit"]["creates"] == expected_batches, (phases["submit"]["creates"], expected_batches)
         assert all(b["processing_status"] == "in_progress" for b in batches), batches
 
         emu.advance_clock(PROCESSING_DELAY + 1)
@@ -160,6 +161,9 @@ def bench(n: int, work: Path, memory_limit: str | None, stages: bool, trace: boo
         phases["harvest"] = dbt("harvest", "run", "-s", f"+{project.model}")
         phases["noop"] = dbt("noop", "run", "-s", f"+{project.model}")
         assert "nothing to submit" in phases["noop"]["out"], phases["noop"]["out"][-3000:]
+        # B and C send nothing: the create count stays at one per batch.
+        assert phases["harvest"]["creates"] == phases["noop"]["creates"] == expected_batches, (
+            phases["harvest"]["creates"], phases["noop"]["creates"], expected_batches)
 
         (n_rows, n_ok), = project.query(
             "select count(*), count(*) filter (where output_text in ('billing', 'bug', 'account', 'other')) "
@@ -274,8 +278,9 @@ def _launch_dbt(args: list[str]) -> int:
             module = importlib.import_module(f"dbt_claude_batch.{module_name}")
             fn = getattr(module, name)
         except (ImportError, AttributeError):
-            print(f"pipeline benchmark: no dbt_claude_batch.{module_name}.{name} to measure", file=sys.stderr)
-            return
+            # A renamed or moved stage would silently drop out of the table: fail instead.
+            raise SystemExit(f"pipeline benchmark: no dbt_claude_batch.{module_name}.{name} to measure; "
+                             "update the wrap() list in benchmarks/pipeline.py")
 
         @functools.wraps(fn)
         def wrapper(*a, **kw):
@@ -307,8 +312,10 @@ def _launch_dbt(args: list[str]) -> int:
     wrap("polling", "refresh")
     wrap("harvest", "harvest_batch")
     wrap("planning", "stage")
+    wrap("keys", "check_custom_ids_unique")
     wrap("planning", "plan")
-    wrap("submission", "build_spool")
+    wrap("spool", "build_spool")
+    wrap("planning", "record_aliases")
     wrap("submission", "submit_chunk")
     wrap("results", "write_views")
     wrap("python_model", "batch_model", "batch_model (at return)", reset=False)
