@@ -148,12 +148,16 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
             left join {state.table('input_aliases')} a
                 on a.model_id = {literal(state.model_id)} and a.custom_id = st.__cb_custom_id
                and a.input_hash = st.__cb_input_hash and a.request_hash = lo.request_hash)
-        , cb_numbered as (select row_number() over (order by __cb_custom_id) as __cb_ordinal, * from cb_judged)
-        select *,
+        , cb_candidates as (
+            select * from cb_judged
+            where __cb_rerun or __cb_prev_custom_id is null
+               or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry)))
+        -- numbered after filtering: a run with little to do does not sort every source row
+        select row_number() over (order by __cb_custom_id) as __cb_ordinal, *,
                -- identical inputs render identical requests: the first of each group is sent, the rest share it
-               first_value(__cb_ordinal) over (
+               first_value(__cb_custom_id) over (
                    partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_rerun
-                   order by __cb_ordinal) as __cb_leader,
+                   order by __cb_custom_id) as __cb_leader,
                count(*) over (partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_rerun)
                    as __cb_group_size,
                case when __cb_rerun then 'rerun'
@@ -161,9 +165,7 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
                     when not __cb_same_input then 'maybe_changed'
                     when __cb_user_canceled then 'resubmit_canceled'
                     else 'retry' end as __cb_reason
-        from cb_numbered
-        where __cb_rerun or __cb_prev_custom_id is null
-           or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry))"""
+        from cb_candidates"""
     )
     return state.run(f"select count(*) from {PENDING}")[0][0]
 

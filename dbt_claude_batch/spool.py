@@ -130,7 +130,7 @@ class _Writer:
         self.current: dict[str, Chunk] = {}
         self.files: dict[str, Any] = {}
         self.offsets: dict[str, int] = {}
-        self.groups: dict[int, tuple[list[str], int, str]] = {}  # leader ordinal -> (sent ids, chunk, hash)
+        self.groups: dict[str, tuple[list[str], int, str]] = {}  # leader custom_id -> (sent ids, chunk, hash)
 
     def write(self, reader) -> None:
         try:
@@ -148,8 +148,8 @@ class _Writer:
 
     def row(self, row: dict[str, Any]) -> None:
         ordinal, key_id, reason = row["__cb_ordinal"], row["__cb_custom_id"], row["__cb_reason"]
-        leader = row["__cb_leader"] if self.settings.dedupe else ordinal
-        shared = self.groups.get(leader) if leader != ordinal else None
+        leader = row["__cb_leader"] if self.settings.dedupe else key_id
+        shared = self.groups.get(leader) if leader != key_id else None
         if shared is not None:
             ids, chunk, request_hash = shared
         else:
@@ -181,8 +181,8 @@ class _Writer:
             ids.append(custom_id)
             self.verdicts.writerow([ordinal, custom_id, part, len(requests), request_hash, max_tokens, "",
                                     reason, chunk.index, True])
-        if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == ordinal:
-            self.groups[ordinal] = (ids, chunk.index, request_hash)
+        if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
+            self.groups[key_id] = (ids, chunk.index, request_hash)
 
     def parts(self, row: dict[str, Any], values: dict[str, Any], base: dict[str, Any], max_tokens: int) -> list[dict]:
         """The request(s) for one row: one, or several when the prompt is too long and may be split."""
