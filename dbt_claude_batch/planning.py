@@ -11,6 +11,7 @@ Two digests decide whether a row's request changed:
 
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 from dbt_claude_batch.identifiers import literal, quote
@@ -45,6 +46,15 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
         from ({source_sql})"""
     )
     return state.run(f"select count(*) from {STAGED}")[0][0]
+
+
+def staged_digest(state: State, seed: str) -> str:
+    """A digest of every staged (custom_id, key, input hash), plus `seed`: equal digests, equal work."""
+    count, total = state.run(
+        f"select count(*), coalesce(sum(hash(__cb_custom_id, __cb_key_json, __cb_input_hash)::hugeint), 0) "
+        f"from {STAGED}"
+    )[0]
+    return hashlib.sha256(f"{seed}|{count}|{total}".encode()).hexdigest()
 
 
 def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequence[str], rows: str) -> str:

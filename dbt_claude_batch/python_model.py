@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from typing import Any
@@ -66,6 +67,13 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     _drop_leaked_tmp_tables(state, this)
     n_staged = planning.stage(state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model,
                               prompt.fingerprint())
+    digest = planning.staged_digest(state, _planning_seed(cfg))
+    if (digest == state.quiet_digest() and not run_vars.any() and not state.unharvested_batches()
+            and not state.unsettled_submissions() and not state.unfinished_sync_batches()):
+        # Same source, same settings, and the last run left nothing to do: skip the planning join.
+        logger.info(f"{model_id}: {n_staged} source rows, unchanged since the last run: nothing to submit")
+        return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started)
+    state.set_quiet_digest(None)
     check_custom_ids_unique(state.cursor, planning.STAGED)
 
     if run_vars.sample_size:
@@ -107,7 +115,14 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
 
         if not wait_until(time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
             logger.info(f"{model_id}: batches still in flight; the next run collects them")
+    if not sent and not run_vars.any() and not state.unharvested_batches() and not state.unsettled_submissions():
+        state.set_quiet_digest(digest)
     return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started)
+
+
+def _planning_seed(cfg: Settings) -> str:
+    """Settings that change what planning decides without changing any input hash."""
+    return json.dumps([cfg.max_attempts, cfg.effective_max_tokens_cap, cfg.split_column, cfg.dedupe])
 
 
 def _submit(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int, source_sql: str) -> int:

@@ -43,6 +43,10 @@ class RunVars:
             rerun_keys=tuple(keys),
         )
 
+    def any(self) -> bool:
+        """True when a var asks this run for something beyond the usual."""
+        return bool(self.cancel or self.resubmit_canceled or self.sample_size or self.rerun_keys)
+
     def rerun_filter(self, key: Sequence[str]) -> str | None:
         """SQL over the staged table selecting the keys to re-run now (by their values as text)."""
         if not self.rerun_keys:

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 from dbt_claude_batch.errors import StateError
 from dbt_claude_batch.identifiers import qualified
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -113,6 +113,10 @@ _MIGRATIONS: dict[int, list[str]] = {
         "alter table {s}.outcomes add column shared_from varchar",  # de-duplicated: the custom_id whose answer this is
         "alter table {s}.outcomes add column output_json json",
     ],
+    # v3: the digest of a source that left nothing to do, so an unchanged source skips planning.
+    3: [
+        "alter table {s}.models add column quiet_digest varchar",
+    ],
 }
 
 _ensure_lock = threading.Lock()
@@ -180,9 +184,18 @@ class State:
 
     def record_model(self, key_columns: list[str], key_types: dict[str, str]) -> None:
         self.run(
-            f"insert or replace into {self.table('models')} values (?, ?, ?, ?)",
+            f"insert into {self.table('models')} (model_id, key_columns, key_types, updated_at) values (?, ?, ?, ?) "
+            "on conflict (model_id) do update set key_columns = excluded.key_columns, "
+            "key_types = excluded.key_types, updated_at = excluded.updated_at",
             [self.model_id, json.dumps(key_columns), json.dumps(key_types), utcnow()],
         )
+
+    def quiet_digest(self) -> str | None:
+        rows = self.run(f"select quiet_digest from {self.table('models')} where model_id = ?", [self.model_id])
+        return rows[0][0] if rows else None
+
+    def set_quiet_digest(self, digest: str | None) -> None:
+        self.run(f"update {self.table('models')} set quiet_digest = ? where model_id = ?", [digest, self.model_id])
 
     def key_types(self) -> dict[str, str] | None:
         rows = self.run(f"select key_types from {self.table('models')} where model_id = ?", [self.model_id])

@@ -229,3 +229,28 @@ def test_two_batch_models_in_parallel_threads_share_the_state_schema(project, em
         rows = project.query(f"select id, output_text from main.{table}")
         assert len(rows) == 20
         assert all(text == expected_answer(i, f"body number {i} with some text") for i, text in rows)
+
+
+def test_unchanged_source_skips_planning_until_something_changes(project, emulator):
+    emulator.add_scenario({"name": "result_outcome", "custom_ids": ["2"], "outcome": "api_error", "times": 10})
+    rows = items(6)
+    project.load_table("items", rows)
+    project.configure(replace=False, max_attempts=1, **FAST)
+    project.run()  # submits; key 2 fails and has used its one attempt
+    assert "unchanged since the last run" not in project.run().stdout  # plans, finds nothing: remembers that
+    calls = emulator.ledger(requests=False)["calls"]
+
+    out = project.run().stdout
+    assert "unchanged since the last run: nothing to submit" in out
+    assert emulator.ledger(requests=False)["calls"] == calls
+
+    project.configure(replace=False, max_attempts=2)  # changes no input hash, but changes what is retried
+    out = project.run().stdout
+    assert "unchanged since the last run" not in out
+    assert [b["request_count"] for b in created_batches(emulator)] == [6, 1]
+
+    rows[0]["body"] = "changed"
+    project.load_table("items", rows)
+    project.run()
+    assert [b["request_count"] for b in created_batches(emulator)] == [6, 1, 1]
+    assert project.results()[1]["output_text"] == expected_answer(1, "changed")
