@@ -26,7 +26,7 @@ _OUTCOME_COLUMNS = (
     "batch_id, custom_id, model_id, result_type, error_type, error_message, canceled_by_user, output_text, "
     "stop_reason, answered_model, input_tokens, output_tokens, cache_creation_input_tokens, "
     "cache_creation_1h_input_tokens, cache_read_input_tokens, message, harvested_at, service_tier, shared_from, "
-    "output_json"
+    "output_json, harvest_seq"
 )
 
 
@@ -136,7 +136,7 @@ def load_lines(state: State, batch_id: str, path: str | None, output_schema=None
             case when ? then l.result->'$.message' end,
             ?,
             coalesce(l.result->>'$.message.usage.service_tier', 'batch'),
-            null, null
+            null, null, {state.next_seq_sql()}
         from cb_lines l join {requests} q on q.custom_id = l.custom_id and q.submission_id = ? and q.dedup_of is null""",
         [batch_id, bool(canceled_by_user), keep_message, utcnow(), submission_id],
     )
@@ -159,8 +159,8 @@ def finish_batch(state: State, batch_id: str, archived: bool = False) -> list[st
     )
     state.run(
         f"""insert or ignore into {outcomes} (batch_id, custom_id, model_id, result_type, error_type,
-            error_message, harvested_at)
-        select ?, q.custom_id, q.model_id, 'missing', ?, ?, ?
+            error_message, harvested_at, harvest_seq)
+        select ?, q.custom_id, q.model_id, 'missing', ?, ?, ?, {state.next_seq_sql()}
         from {requests} q
         where q.submission_id = ? and q.dedup_of is null
           and not exists (select 1 from {outcomes} o where o.batch_id = ? and o.custom_id = q.custom_id)""",
@@ -203,8 +203,10 @@ def _share_with_duplicates(state: State, batch_id: str, submission_id: str) -> N
     """Rows whose identical request was sent once get a copy of its outcome (costed at zero)."""
     outcomes, requests = state.table("outcomes"), state.table("requests")
     state.run(
-        f"""insert or ignore into {outcomes} (batch_id, custom_id, model_id, shared_from, {', '.join(_SHARED_COLUMNS)})
-        select o.batch_id, q.custom_id, q.model_id, o.custom_id, {', '.join('o.' + c for c in _SHARED_COLUMNS)}
+        f"""insert or ignore into {outcomes} (batch_id, custom_id, model_id, shared_from, harvest_seq,
+            {', '.join(_SHARED_COLUMNS)})
+        select o.batch_id, q.custom_id, q.model_id, o.custom_id, {state.next_seq_sql()},
+            {', '.join('o.' + c for c in _SHARED_COLUMNS)}
         from {requests} q join {outcomes} o on o.batch_id = ? and o.custom_id = q.dedup_of
         where q.submission_id = ? and q.dedup_of is not null""",
         [batch_id, submission_id],

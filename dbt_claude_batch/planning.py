@@ -70,12 +70,13 @@ def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequ
 TOO_LONG_PATTERN = "prompt is too long"
 
 
-def key_attempts_sql(state: State) -> str:
+def key_attempts_sql(state: State, only_keys: str | None = None) -> str:
     """One row per (key, attempt): the parts of a split request and their outcomes rolled into one.
 
     An attempt is in flight while any part lacks an outcome, succeeded when every part did, and
-    otherwise failed as its first failing part did.
+    otherwise failed as its first failing part did. `only_keys`, a query of custom_ids, narrows it.
     """
+    narrow = f" and coalesce(r.key_custom_id, r.custom_id) in ({only_keys})" if only_keys else ""
     return f"""with cb_req as (
             select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.key_json, r.input_hash,
                    r.request_hash, r.attempt, coalesce(r.part, 1) as part, r.max_tokens, s.batch_id,
@@ -83,7 +84,7 @@ def key_attempts_sql(state: State) -> str:
             from {state.table('requests')} r
             join {state.table('submissions')} s using (submission_id)
             left join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
-            where r.model_id = {literal(state.model_id)} and s.status not in ('rejected', 'abandoned'))
+            where r.model_id = {literal(state.model_id)} and s.status not in ('rejected', 'abandoned'){narrow})
         select key_custom_id as custom_id, attempt,
                any_value(key_json) as key_json, any_value(input_hash) as input_hash,
                any_value(request_hash) as request_hash, max(max_tokens) as max_tokens,

@@ -191,8 +191,18 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     for temp in (planning.STAGED, planning.PENDING, planning.RENDERED):
         state.run(f"drop table if exists {temp}")
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
+    watermark = existing is not None and _has_column(state, this, "harvest_seq")
     logger.info(f"{state.model_id}: dbt_claude_batch work took {time.perf_counter() - started:.2f}s")
-    return session.sql(results_sql(state, cfg, key_types, existing))
+    return session.sql(results_sql(state, cfg, key_types, existing, watermark))
+
+
+def _has_column(state: State, this, column: str) -> bool:
+    """Results tables built by an older version lack newer columns until a (free) --full-refresh."""
+    return bool(state.run(
+        "select 1 from information_schema.columns where table_catalog = ? and table_schema = ? "
+        "and table_name = ? and column_name = ?",
+        [this.database, this.schema, this.identifier, column],
+    ))
 
 
 def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:

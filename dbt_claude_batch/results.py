@@ -22,27 +22,42 @@ def _unpack_keys(key_types: dict[str, str], expr: str = "key_json") -> str:
     return f"unnest(from_json({expr}, {literal(json.dumps(key_types))}))"
 
 
-def results_sql(state: State, settings: Settings, key_types: dict[str, str], existing: str | None) -> str:
-    """Latest successful result per key; with `existing`, only those newer than what that table holds."""
+def results_sql(state: State, settings: Settings, key_types: dict[str, str], existing: str | None,
+                watermark: bool = False) -> str:
+    """Latest successful result per key; with `existing`, only those newer than what that table holds.
+
+    With `watermark`, only keys with an outcome recorded after the newest `harvest_seq` in `existing`
+    are considered. The watermark is read from the table itself, so a run whose merge never happened
+    is simply caught up by the next one.
+    """
     newer = (
         f"where not exists (select 1 from {existing} e where e.custom_id = w.custom_id and e.attempt >= w.attempt)"
         if existing
         else ""
     )
+    recent = None
+    if existing and watermark:
+        recent = (
+            f"select distinct coalesce(r.key_custom_id, r.custom_id) from {state.table('outcomes')} o "
+            f"join {state.table('submissions')} s on s.batch_id = o.batch_id "
+            f"join {state.table('requests')} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id "
+            f"where o.model_id = {literal(state.model_id)} "
+            f"and coalesce(o.harvest_seq, 0) > (select coalesce(max(harvest_seq), -1) from {existing})"
+        )
     if settings.split_join == "json_array":
         text = "case when count(*) = 1 then any_value(output_text) else to_json(list(output_text order by part))::varchar end"
     else:
         text = "string_agg(output_text, chr(10) || chr(10) order by part)"
     return f"""with {prices_cte(settings.prices)},
     cb_best as (
-        select custom_id, attempt from ({key_attempts_sql(state)})
+        select custom_id, attempt from ({key_attempts_sql(state, recent)})
         where result_type = 'succeeded'
         qualify row_number() over (partition by custom_id order by attempt desc) = 1),
     cb_parts as (
         select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.attempt, coalesce(r.part, 1) as part,
                r.key_json, r.request_hash, o.output_text, o.output_json, o.stop_reason, o.answered_model,
                o.input_tokens, o.output_tokens, o.cache_creation_input_tokens, o.cache_read_input_tokens,
-               o.service_tier, o.shared_from, o.batch_id, b.ended_at, {cost_sql('o', 'p')} as cost_usd
+               o.service_tier, o.shared_from, o.batch_id, b.ended_at, o.harvest_seq, {cost_sql('o', 'p')} as cost_usd
         from {state.table('requests')} r
         join {state.table('submissions')} s using (submission_id)
         join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
@@ -60,14 +75,15 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
                sum(cache_creation_input_tokens) as cache_creation_input_tokens,
                sum(cache_read_input_tokens) as cache_read_input_tokens, sum(cost_usd) as cost_usd,
                any_value(service_tier) as service_tier, min_by(batch_id, part) as batch_id,
-               max(ended_at) as completed_at, count(*) as parts, any_value(shared_from) as shared_from
+               max(ended_at) as completed_at, max(coalesce(harvest_seq, 0)) as harvest_seq, count(*) as parts,
+               any_value(shared_from) as shared_from
         from cb_parts group by key_custom_id, attempt)
     select {_unpack_keys(key_types)}, custom_id, output_text,
            {"output_json" if settings.output_schema else "null::json as output_json"}
            {flattened_columns_sql(settings.output_columns)},
            stop_reason, answered_model, input_tokens, output_tokens, cache_creation_input_tokens,
            cache_read_input_tokens, cast(cost_usd as double) as cost_usd, service_tier, batch_id, attempt,
-           request_hash, completed_at, parts, shared_from
+           request_hash, completed_at, harvest_seq, parts, shared_from
     from w {newer}"""
 
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Sequence
 
 from dbt_claude_batch.errors import StateError
-from dbt_claude_batch.identifiers import qualified
+from dbt_claude_batch.identifiers import literal, qualified
 
 SCHEMA_VERSION = 3
 
@@ -113,9 +113,12 @@ _MIGRATIONS: dict[int, list[str]] = {
         "alter table {s}.outcomes add column shared_from varchar",  # de-duplicated: the custom_id whose answer this is
         "alter table {s}.outcomes add column output_json json",
     ],
-    # v3: the digest of a source that left nothing to do, so an unchanged source skips planning.
+    # v3: the digest of a source that left nothing to do, so an unchanged source skips planning; a
+    # monotonic harvest sequence, so a results table knows which outcomes it has already seen.
     3: [
         "alter table {s}.models add column quiet_digest varchar",
+        "create sequence if not exists {s}.outcome_seq",
+        "alter table {s}.outcomes add column harvest_seq bigint",
     ],
 }
 
@@ -144,6 +147,10 @@ class State:
 
     def table(self, name: str) -> str:
         return qualified(self.schema, name)
+
+    def next_seq_sql(self) -> str:
+        """SQL for the next value of the harvest sequence (monotonic, unlike clocks)."""
+        return f"nextval({literal(qualified(self.schema, 'outcome_seq'))})"
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

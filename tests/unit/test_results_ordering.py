@@ -68,3 +68,30 @@ def test_cost_uses_batch_prices_and_cache_multipliers():
     # haiku: input 1, output 5, 5m write 1.25, 1h write 2, read 0.1 -- all halved for batches
     expected = 0.5 * (1 + 5 + 0.6 * 1.25 + 0.4 * 2 + 0.1)
     assert abs(cost - expected) < 1e-12
+
+
+def test_watermark_reads_only_outcomes_the_table_has_not_seen():
+    con, state = _state()
+    t0 = dt.datetime(2026, 1, 1)
+    _attempt(state, 1, "batch-a", "answer a", t0)
+    state.run(f"update {state.table('outcomes')} set harvest_seq = 3")
+    # a second key, recorded later
+    state.run(f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, "
+              "n_bytes, intent_at, settled_at) values ('sub-k2', ?, 'submitted', 'batch-b', 1, 10, ?, ?)", [MODEL, t0, t0])
+    state.run(f"insert into {state.table('requests')} (submission_id, model_id, custom_id, key_custom_id, key_json, "
+              "input_hash, request_hash, attempt, model) values ('sub-k2', ?, 'k2', 'k2', '{\"id\":2}', 'in', 'h', 1, "
+              "'claude-haiku-4-5')", [MODEL])
+    state.run(f"insert into {state.table('batches')} (batch_id, model_id, submission_id, n_submitted, ended_at) "
+              "values ('batch-b', ?, 'sub-k2', 1, ?)", [MODEL, t0])
+    state.run(f"insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, output_text, "
+              "answered_model, input_tokens, output_tokens, harvested_at, harvest_seq) "
+              "values ('batch-b', 'k2', ?, 'succeeded', 'answer b', 'claude-haiku-4-5', 1, 1, ?, 7)", [MODEL, t0])
+
+    # The table saw everything up to seq 3 (key 1): only key 2 is read again.
+    con.execute("create table seen as select 'k1' as custom_id, 1 as attempt, 3 as harvest_seq")
+    rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall()
+    assert [r[2] for r in rows] == ["answer b"]
+    # A merge that never happened leaves the table behind: the next run catches up on everything.
+    con.execute("create table behind as select * from seen where false")
+    rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "behind", watermark=True)).fetchall()
+    assert sorted(r[2] for r in rows) == ["answer a", "answer b"]
