@@ -204,10 +204,6 @@ class State:
     def set_quiet_digest(self, digest: str | None) -> None:
         self.run(f"update {self.table('models')} set quiet_digest = ? where model_id = ?", [digest, self.model_id])
 
-    def key_types(self) -> dict[str, str] | None:
-        rows = self.run(f"select key_types from {self.table('models')} where model_id = ?", [self.model_id])
-        return json.loads(rows[0][0]) if rows else None
-
     # -- submissions ----------------------------------------------------------------------------
     def record_intent(self, submission_id: str, n_requests: int, n_bytes: int, requests_sql: str) -> None:
         """Record a submission before its create call, with its requests, in one transaction."""
@@ -258,10 +254,6 @@ class State:
             "where model_id = ? and status in ('creating', 'in_doubt') order by intent_at",
             [self.model_id],
         )
-
-    def known_batch_ids(self) -> set[str]:
-        rows = self.run(f"select batch_id from {self.table('batches')}")
-        return {r[0] for r in rows}
 
     # -- batches --------------------------------------------------------------------------------
     def update_batch(self, batch) -> None:
