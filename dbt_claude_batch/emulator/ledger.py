@@ -1,8 +1,11 @@
 """What the emulator was asked and what it would have charged.
 
 `calls` counts HTTP calls per route template and status (faults included; a create whose
-response was dropped counts as "lost", a cut download as "cut"). The bill counts succeeded
-requests only: batch results at 50%, synchronous messages at full price.
+connection was closed after the batch was created counts as "lost", one closed before anything
+was created as "dropped", a cut download as "cut"). `dropped_creates` lists those unanswered
+creates in order, {"when": "before"|"after", "batch_id": id or None}, so a test can tell whether
+a batch exists. The bill counts succeeded requests only: batch results at 50%, synchronous
+messages at full price.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Ledger:
         self.calls: dict[str, dict[str, int]] = saved.get("calls", {})
         self.messages: list[dict] = saved.get("messages", [])
         self.bill: dict = saved.get("bill") or _empty_bill()
+        self.dropped_creates: list[dict] = saved.get("dropped_creates", [])
         self.dirty = False
 
     def count_call(self, route: str, status: int | str) -> None:
@@ -37,6 +41,12 @@ class Ledger:
     def record_message(self, params_hash: str, model: str, status: int) -> None:
         with self._lock:
             self.messages.append({"params_hash": params_hash, "model": model, "status": status})
+            self.dirty = True
+
+    def record_dropped_create(self, when: str, batch_id: str | None) -> None:
+        """A create left unanswered: `before` created nothing, `after` created `batch_id`."""
+        with self._lock:
+            self.dropped_creates.append({"when": when, "batch_id": batch_id})
             self.dirty = True
 
     def charge(self, model: str, usage: dict, batch_id: str | None) -> float:
@@ -64,5 +74,6 @@ class Ledger:
         with self._lock:
             return {"calls": {k: dict(v) for k, v in self.calls.items()},
                     "messages": list(self.messages),
+                    "dropped_creates": [dict(d) for d in self.dropped_creates],
                     "bill": {**self.bill, "by_batch": dict(self.bill["by_batch"]),
                              "by_model": dict(self.bill["by_model"]), "tokens": dict(self.bill["tokens"])}}

@@ -13,7 +13,12 @@ spent (default: unlimited, except `lose_create_response` and `cut_download`, def
   cut_download          {"after_bytes": N}
   missing_results       {"count": N} or {"custom_ids": [...]}, "times": N (batches)
   archive_results       {} results of every ended batch are archived on their next access
-  lose_create_response  {} create persists the batch, then drops the connection
+  lose_create_response  {} alias of drop_create with "when": "after"
+  drop_create           {"when": "before"|"after", "times": N} the connection of a create is
+                         closed without an answer, before anything is created or after the
+                         batch is created (default times 1)
+  spend_limit           {"route": "create" (default)|..., "times": N} 429 rate_limit_error
+                         "workspace has reached its spend limit", without retry-after
   never_end             {} batches created while active do not end before expires_at
 """
 
@@ -22,7 +27,8 @@ from __future__ import annotations
 import hashlib
 import threading
 
-ROUTES = ("create", "retrieve", "list", "cancel", "delete", "results", "messages", "count_tokens", "any")
+ROUTES = ("create", "retrieve", "list", "cancel", "delete", "results", "messages", "count_tokens",
+          "list_models", "retrieve_model", "any")
 OUTCOMES = ("api_error", "overloaded_error", "invalid_request_error", "expired")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                403: "permission_error", 404: "not_found_error", 408: "timeout_error",
@@ -33,9 +39,10 @@ OUTCOME_MESSAGES = {
     "overloaded_error": "Overloaded",
     "invalid_request_error": "Invalid request (injected by the emulator's scenario)",
 }
-DEFAULT_TIMES = {"lose_create_response": 1, "cut_download": 1}
+DEFAULT_TIMES = {"lose_create_response": 1, "drop_create": 1, "cut_download": 1}
 NAMES = ("http_error", "result_errors", "result_outcome", "cut_download", "missing_results",
-         "archive_results", "lose_create_response", "never_end")
+         "archive_results", "lose_create_response", "drop_create", "spend_limit", "never_end")
+DROP_WHEN = ("before", "after")
 
 
 class ScenarioError(ValueError):
@@ -57,6 +64,13 @@ def normalise(raw: object) -> dict:
         s.setdefault("route", "any")
         if s["route"] not in ROUTES:
             raise ScenarioError(f"route must be one of {ROUTES}")
+    elif name == "spend_limit":
+        s.setdefault("route", "create")
+        if s["route"] not in ROUTES:
+            raise ScenarioError(f"route must be one of {ROUTES}")
+    elif name == "drop_create":
+        if s.get("when") not in DROP_WHEN:
+            raise ScenarioError(f"drop_create needs \"when\": one of {DROP_WHEN}")
     elif name == "result_errors":
         rates = s.get("rates")
         if not isinstance(rates, dict) or any(k not in OUTCOMES for k in rates) or sum(rates.values()) > 1:
@@ -108,18 +122,31 @@ class Scenarios:
                 self.armed.remove(s)
         self.dirty = True
 
-    def fire(self, name: str, predicate=lambda s: True) -> dict | None:
-        """Take the first armed scenario `name` matching `predicate`, spending one use."""
+    def _take(self, predicate) -> dict | None:
         with self._lock:
             for s in self.armed:
-                if s["name"] == name and predicate(s):
+                if predicate(s):
                     fired = dict(s)
                     self._spend(s)
                     return fired
         return None
 
+    def fire(self, name: str, predicate=lambda s: True) -> dict | None:
+        """Take the first armed scenario `name` matching `predicate`, spending one use."""
+        return self._take(lambda s: s["name"] == name and predicate(s))
+
     def http_error(self, route: str) -> dict | None:
+        """The http_error to answer a call on `route` with, if one is armed (spends one use)."""
         return self.fire("http_error", lambda s: s["route"] in (route, "any"))
+
+    def spend_limit(self, route: str) -> dict | None:
+        """The spend_limit refusing a call on `route`, if one is armed (spends one use)."""
+        return self.fire("spend_limit", lambda s: s["route"] in (route, "any"))
+
+    def drop_create(self, when: str) -> dict | None:
+        """The drop_create (or its alias lose_create_response) due at `when`, spending one use."""
+        return self._take(lambda s: (s["name"] == "drop_create" and s["when"] == when)
+                          or (s["name"] == "lose_create_response" and when == "after"))
 
     def outcomes_for_batch(self, batch_id: str, custom_ids: list[str]) -> dict[str, str]:
         """custom_id -> forced outcome for one batch being processed."""

@@ -30,6 +30,8 @@ ROUTES = [
     ("POST", r"/v1/messages/count_tokens", "count_tokens", "POST /v1/messages/count_tokens"),
     ("POST", r"/v1/messages", "messages", "POST /v1/messages"),
 ]
+SPEND_LIMIT_MESSAGE = ("Your workspace has reached its spend limit; requests are refused until the limit "
+                       "is raised or the period resets (emulator scenario spend_limit)")
 ROUTES = [(m, re.compile(p + r"/?$"), name, template) for m, p, name, template in ROUTES]
 
 
@@ -129,6 +131,12 @@ class Handler(BaseHTTPRequestHandler):
                             f"Request exceeds the maximum allowed number of bytes ({state.max_batch_bytes}) "
                             "for a message batch")
         raw = self._body()
+        if name == "create" and state.scenarios.drop_create("before") is not None:
+            # Lost on the way in: the API never sees it, so nothing is created or answered.
+            state.ledger.record_dropped_create("before", None)
+            self.close_connection = True
+            self.status = "dropped"
+            return
         fault = state.scenarios.http_error(name)
         if fault is not None:
             headers = {}
@@ -145,6 +153,9 @@ class Handler(BaseHTTPRequestHandler):
             raise Reply(400, "invalid_request_error",
                         "anthropic-version: header is required" if not version
                         else f"anthropic-version: unknown version '{version}'")
+        if state.scenarios.spend_limit(name) is not None:
+            # No retry-after: the real API sends none, as waiting seconds cannot lift the limit.
+            raise Reply(429, "rate_limit_error", SPEND_LIMIT_MESSAGE)
         try:
             with state.lock:
                 getattr(self, "_route_" + name)(raw, batch_id, url, version)
@@ -157,7 +168,8 @@ class Handler(BaseHTTPRequestHandler):
     def _route_create(self, raw, batch_id, url, version) -> None:
         reqs = validation.check_create_body(self._json(raw))
         record = batches.create(self.state, raw, reqs, version)
-        if self.state.scenarios.fire("lose_create_response") is not None:
+        if self.state.scenarios.drop_create("after") is not None:
+            self.state.ledger.record_dropped_create("after", record["id"])
             self.close_connection = True  # persisted, but the client never hears back
             return
         self._send(200, batches.view(self.state, record))

@@ -115,6 +115,16 @@ def request(custom_id: str, text: str, model: str = "claude-haiku-4-5", max_toke
                        "messages": [{"role": "user", "content": text}], **params}}
 
 
+def retrieve_ended(client, batch_id: str, accesses: int = 2):
+    """Retrieve until the batch has ended, at most `accesses` times (with processing delay 0 a
+    fresh batch shows in_progress on its first access and ended on the second)."""
+    for _ in range(accesses):
+        batch = client.messages.batches.retrieve(batch_id)
+        if batch.processing_status == "ended":
+            return batch
+    raise AssertionError(f"{batch_id} is still {batch.processing_status} after {accesses} retrieves")
+
+
 def raw_results(client, batch_id: str) -> bytes:
     with client.messages.batches.with_streaming_response.results(batch_id) as response:
         return b"".join(response.iter_bytes())
