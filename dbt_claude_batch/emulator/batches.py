@@ -1,7 +1,11 @@
 """The batch lifecycle, evaluated lazily on the emulated clock.
 
 A batch created at t ends at t + processing_delay (the delay in force when it was created),
-evaluated whenever it is accessed, so a restarted emulator continues where it was. Batches
+evaluated whenever it is accessed, so a restarted emulator continues where it was.
+The first access after creation (retrieve, list, cancel, results, delete) sees the batch
+`in_progress` whatever the delay, as the real API never answers a fresh batch already ended; if
+its end time has passed by then, it moves to that access, so `ended_at` never precedes a view
+that showed the batch in progress. A batch first accessed after expires_at is shown as it is. Batches
 created under `never_end`, or whose delay reaches past expires_at (t + 24 h), end at
 expires_at with every request `expired`.
 Cancel: the batch is `canceling` until the next access, then `ended`; the first k requests in
@@ -62,7 +66,7 @@ def create(state, raw_body: bytes, requests: list[dict], version: str) -> dict:
             "created_at": now, "expires_at": now + EXPIRY,
             "end_at": now + state.processing_delay, "never_end": never_end,
             "ended_at": None, "cancel_initiated_at": None, "archived_at": None,
-            "deleted": False,
+            "deleted": False, "first_access_pending": True,
             "processing_status": "in_progress", "request_count": len(requests),
             "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0,
                                "canceled": 0, "expired": 0},
@@ -124,11 +128,25 @@ def refresh(state, record: dict) -> dict:
     return record
 
 
+def access(state, record: dict) -> dict:
+    """The record as an API call sees it now: the first access shows it in progress, later
+    ones advance it on the clock (see the module docstring). Caller holds state.lock."""
+    if record.get("first_access_pending"):
+        record["first_access_pending"] = False
+        now = state.clock.now()
+        if now < record["expires_at"]:
+            record["end_at"] = max(record["end_at"], now)
+            state.store.save_batch(record)
+            return record
+    return refresh(state, record)
+
+
 def get(state, batch_id: str) -> dict:
+    """The batch `batch_id` as an API call sees it (one access), or NotFound."""
     record = state.records.get(batch_id)
     if record is None or record["deleted"]:
         raise NotFound(batch_id)
-    return refresh(state, record)
+    return access(state, record)
 
 
 def listing(state, limit: int, after_id: str | None, before_id: str | None) -> dict:
@@ -145,7 +163,7 @@ def listing(state, limit: int, after_id: str | None, before_id: str | None) -> d
     else:
         start = ids.index(after_id) + 1 if after_id is not None else 0
         page, has_more = visible[start:start + limit], start + limit < len(visible)
-    data = [view(state, refresh(state, r)) for r in page]
+    data = [view(state, access(state, r)) for r in page]
     return {"data": data, "has_more": has_more,
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
 

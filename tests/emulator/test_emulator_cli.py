@@ -32,6 +32,7 @@ def test_configure_at_run_time(emulator):
     emulator.configure(time_factor=1)
     emulator.advance_clock(60)
     assert emulator.clock()["epoch_seconds"] - before >= 60
+    assert client.messages.batches.retrieve(batch.id).processing_status == "in_progress"  # first access
     assert client.messages.batches.retrieve(batch.id).processing_status == "ended"
 
 

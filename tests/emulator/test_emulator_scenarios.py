@@ -9,7 +9,7 @@ import anthropic
 import httpx2
 import pytest
 
-from emulator_contract import checked_client, lines_by_id, raw_results, request
+from emulator_contract import checked_client, lines_by_id, raw_results, request, retrieve_ended
 
 CREATE = "POST /v1/messages/batches"
 RETRIEVE = "GET /v1/messages/batches/{message_batch_id}"
@@ -22,19 +22,20 @@ def reqs(n, prefix="r"):
 
 def ended_batch(client, n=5, prefix="r"):
     batch = client.messages.batches.create(requests=reqs(n, prefix))
-    return client.messages.batches.retrieve(batch.id)
+    return retrieve_ended(client, batch.id)
 
 
 @pytest.mark.parametrize("status,exc", [(429, anthropic.RateLimitError), (500, anthropic.InternalServerError),
                                         (529, anthropic.APIStatusError)])
 def test_sdk_retries_survive_transient_errors(emulator, status, exc):
-    emulator.add_scenario({"name": "http_error", "status": status, "route": "retrieve", "times": 2,
-                           "retry_after": 0.01})
     client = checked_client(emulator, max_retries=2)
     batch = client.messages.batches.create(requests=reqs(2))
+    assert client.messages.batches.retrieve(batch.id).processing_status == "in_progress"  # first access
+    emulator.add_scenario({"name": "http_error", "status": status, "route": "retrieve", "times": 2,
+                           "retry_after": 0.01})
     assert client.messages.batches.retrieve(batch.id).processing_status == "ended"
     calls = emulator.ledger()["calls"]
-    assert calls[RETRIEVE] == {str(status): 2, "200": 1}
+    assert calls[RETRIEVE] == {str(status): 2, "200": 2}
     assert emulator.scenarios() == []  # spent
     emulator.add_scenario({"name": "http_error", "status": status, "route": "retrieve", "times": 3,
                            "retry_after": 0.01})
