@@ -1,4 +1,4 @@
-"""A local emulator of Anthropic's Message Batches API (plus /v1/messages and count_tokens).
+"""A local emulator of Anthropic's Message Batches API (plus /v1/messages, count_tokens, models).
 
 Standard library only, and independent of the rest of dbt_claude_batch: the product never
 imports it and it imports nothing from the product. Start it with

@@ -21,7 +21,7 @@ from __future__ import annotations
 import secrets
 import string
 
-from . import processing, tokens
+from . import pagination, processing, tokens
 from .clock import rfc3339
 from .validation import ParamsError
 
@@ -150,22 +150,12 @@ def get(state, batch_id: str) -> dict:
 
 
 def listing(state, limit: int, after_id: str | None, before_id: str | None) -> dict:
+    """One page of the batch list, newest first; each batch on the page counts as accessed."""
     visible = sorted((r for r in state.records.values() if not r["deleted"]),
                      key=lambda r: r["seq"], reverse=True)
-    ids = [r["id"] for r in visible]
-    for cursor in (after_id, before_id):
-        if cursor is not None and cursor not in ids:
-            raise ParamsError(f"Invalid cursor: no message batch with id '{cursor}'")
-    if before_id is not None:
-        end = ids.index(before_id)
-        start = max(0, end - limit)
-        page, has_more = visible[start:end], start > 0
-    else:
-        start = ids.index(after_id) + 1 if after_id is not None else 0
-        page, has_more = visible[start:start + limit], start + limit < len(visible)
-    data = [view(state, access(state, r)) for r in page]
-    return {"data": data, "has_more": has_more,
-            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+    window, has_more = pagination.select([r["id"] for r in visible], limit, after_id, before_id,
+                                         "message batch")
+    return pagination.envelope([view(state, access(state, r)) for r in visible[window]], has_more)
 
 
 def cancel(state, batch_id: str) -> dict:

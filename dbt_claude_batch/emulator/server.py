@@ -9,9 +9,9 @@ import string
 import sys
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import batches, processing, validation
+from . import batches, models, pagination, processing, validation
 from .clock import rfc3339
 from .scenarios import ERROR_TYPES, ScenarioError
 
@@ -29,6 +29,8 @@ ROUTES = [
      "GET /v1/messages/batches/{message_batch_id}/results"),
     ("POST", r"/v1/messages/count_tokens", "count_tokens", "POST /v1/messages/count_tokens"),
     ("POST", r"/v1/messages", "messages", "POST /v1/messages"),
+    ("GET", r"/v1/models", "list_models", "GET /v1/models"),
+    ("GET", rf"/v1/models/{_ID}", "retrieve_model", "GET /v1/models/{model_id}"),
 ]
 SPEND_LIMIT_MESSAGE = ("Your workspace has reached its spend limit; requests are refused until the limit "
                        "is raised or the period resets (emulator scenario spend_limit)")
@@ -106,7 +108,8 @@ class Handler(BaseHTTPRequestHandler):
                 match = pattern.match(url.path)
                 if match and m == method:
                     template = tmpl
-                    self._api(name, match.groupdict().get("id"), url)
+                    path_id = match.groupdict().get("id")
+                    self._api(name, unquote(path_id) if path_id is not None else None, url)
                     break
             else:
                 self._body()
@@ -121,7 +124,7 @@ class Handler(BaseHTTPRequestHandler):
             state.ledger.count_call(template, self.status if self.status is not None else "lost")
             state.save_if_dirty()
 
-    def _api(self, name: str, batch_id: str | None, url) -> None:
+    def _api(self, name: str, path_id: str | None, url) -> None:
         state = self.state
         if name == "create":
             length = int(self.headers.get("Content-Length") or 0)
@@ -158,7 +161,7 @@ class Handler(BaseHTTPRequestHandler):
             raise Reply(429, "rate_limit_error", SPEND_LIMIT_MESSAGE)
         try:
             with state.lock:
-                getattr(self, "_route_" + name)(raw, batch_id, url, version)
+                getattr(self, "_route_" + name)(raw, path_id, url, version)
         except validation.ParamsError as e:
             raise Reply(e.status, e.kind, e.message)
         except batches.NotFound as e:
@@ -178,16 +181,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, batches.view(self.state, batches.get(self.state, batch_id)))
 
     def _route_list(self, raw, batch_id, url, version) -> None:
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        try:
-            limit = int(query.get("limit", 20))
-        except ValueError:
-            raise validation.ParamsError("limit: Input should be a valid integer")
-        if not 1 <= limit <= 1000:
-            raise validation.ParamsError("limit: Input should be between 1 and 1000")
-        if query.get("after_id") and query.get("before_id"):
-            raise validation.ParamsError("after_id and before_id cannot both be given")
-        self._send(200, batches.listing(self.state, limit, query.get("after_id"), query.get("before_id")))
+        limit, after_id, before_id = pagination.page_args(parse_qs(url.query))
+        self._send(200, batches.listing(self.state, limit, after_id, before_id))
 
     def _route_cancel(self, raw, batch_id, url, version) -> None:
         self._send(200, batches.view(self.state, batches.cancel(self.state, batch_id)))
@@ -206,6 +201,12 @@ class Handler(BaseHTTPRequestHandler):
         if status != 200:
             raise Reply(status, body["type"], body["message"])
         self._send(200, body)
+
+    def _route_list_models(self, raw, path_id, url, version) -> None:
+        self._send(200, models.listing(parse_qs(url.query)))
+
+    def _route_retrieve_model(self, raw, model_id, url, version) -> None:
+        self._send(200, models.get(model_id))
 
     def _route_results(self, raw, batch_id, url, version) -> None:
         path = batches.results_path(self.state, batch_id)

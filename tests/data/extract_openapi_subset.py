@@ -22,6 +22,8 @@ ROOTS = [
     "Message",
     "ErrorResponse",
     "CountMessageTokensResponse",
+    "ModelInfo",
+    "ListResponse_ModelInfo_",
 ]
 DEFAULT_SOURCE = "/work/shared/reference/anthropic-openapi.json"
 DEFAULT_OUTPUT = Path(__file__).with_name("openapi-subset.json")

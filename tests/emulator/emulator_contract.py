@@ -18,6 +18,7 @@ import jsonschema
 SUBSET = json.loads((Path(__file__).resolve().parents[1] / "data" / "openapi-subset.json").read_text("utf-8"))
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 BATCH_TIMES = ("created_at", "expires_at", "ended_at", "cancel_initiated_at", "archived_at")
+MODEL_TIMES = ("created_at", "deprecated_at", "retires_at")
 
 
 def validator(name: str) -> jsonschema.Draft202012Validator:
@@ -36,10 +37,13 @@ def problems(name: str, body: object) -> list[str]:
         # check the envelope against an equivalent error type instead.
         body = {**body, "error": {**body["error"], "type": "invalid_request_error"}}
     found = [f"{name}: {e.message} at {list(e.absolute_path)}" for e in VALIDATORS[name].iter_errors(body)]
-    batches = [body] if name == "MessageBatch" else body.get("data", []) if name == "ListResponse_MessageBatch_" else []
-    for batch in batches:
-        for field in BATCH_TIMES:
-            value = batch.get(field)
+    timed = {"MessageBatch": ([body], BATCH_TIMES), "ModelInfo": ([body], MODEL_TIMES),
+             "ListResponse_MessageBatch_": (body.get("data", []), BATCH_TIMES),
+             "ListResponse_ModelInfo_": (body.get("data", []), MODEL_TIMES)}
+    objects, fields = timed.get(name, ([], ()))
+    for obj in objects:
+        for field in fields:
+            value = obj.get(field)
             if value is not None and not RFC3339_Z.match(value):
                 found.append(f"{name}.{field}: {value!r} is not RFC 3339 with Z")
     return found
@@ -54,6 +58,10 @@ def schema_for(method: str, path: str, status: int) -> str | None:
         return "Message"
     if path == "/v1/messages/count_tokens":
         return "CountMessageTokensResponse"
+    if path == "/v1/models":
+        return "ListResponse_ModelInfo_"
+    if path.startswith("/v1/models/"):
+        return "ModelInfo"
     if path == "/v1/messages/batches":
         return "MessageBatch" if method == "POST" else "ListResponse_MessageBatch_"
     if path.endswith("/results"):

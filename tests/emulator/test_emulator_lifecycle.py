@@ -8,6 +8,7 @@ import re
 import socket
 
 import anthropic
+import httpx2
 import pytest
 
 from emulator_contract import check_body, checked_client, lines_by_id, raw_results, request
@@ -218,7 +219,6 @@ def test_default_256mb_limit_rejects_on_content_length_without_reading(emulator)
 
 
 def test_auth_is_required_and_both_styles_accepted(emulator):
-    import httpx2
     url = emulator.url + "/v1/messages/batches"
     none = httpx2.get(url, headers={"anthropic-version": "2023-06-01"})
     assert none.status_code == 401 and none.json()["error"]["type"] == "authentication_error"
@@ -301,3 +301,23 @@ def test_schema_checker_catches_missing_and_malformed_fields():
     bad_line = b'{"custom_id": "a", "result": {"type": "errored", "error": {"type": "invalid_request"}}}\n'
     assert check_body("GET", "/v1/messages/batches/x/results", 200, bad_line)
     assert check_body("GET", "/v1/messages/batches/x/results", 200, b'{"custom_id":"a","result":{"type":"canceled"}}\n\n')
+
+
+def test_every_key_shares_one_workspace(emulator):
+    """A batch created "from another environment" (another client, another key, the other auth
+    header style) is listed, retrieved and cancellable from here, and the other way round."""
+    here = checked_client(emulator, max_retries=0, api_key="key-of-this-run")
+    other = checked_client(emulator, max_retries=0, api_key="key-of-another-environment",
+                           default_headers={"anthropic-version": "2023-06-01"})
+    emulator.configure(processing_delay=600)
+    mine = here.messages.batches.create(requests=make_requests(1, "mine"))
+    theirs = other.messages.batches.create(requests=make_requests(2, "theirs"))
+    assert [b.id for b in here.messages.batches.list()] == [theirs.id, mine.id]
+    assert [b.id for b in other.messages.batches.list()] == [theirs.id, mine.id]
+    assert here.messages.batches.retrieve(theirs.id).request_counts.processing == 2
+    assert here.messages.batches.cancel(theirs.id).processing_status == "canceling"
+    assert other.messages.batches.retrieve(theirs.id).processing_status == "ended"
+    old_style = httpx2.get(emulator.url + "/v1/messages/batches",
+                           headers={"x-api-key": "a-third-key", "anthropic-version": "2023-06-01"})
+    assert [b["id"] for b in old_style.json()["data"]] == [theirs.id, mine.id]
+    assert here.schema_violations == [] and other.schema_violations == []
