@@ -1,11 +1,12 @@
 """Fault injection by named scenario.
 
 Each scenario is a JSON object with a `name`; `times` is how many times it fires before it is
-spent (default: unlimited, except `lose_create_response` and `cut_download`, default 1).
+spent (default: unlimited, except `drop_create`, `lose_create_response` and `cut_download`,
+default 1).
 
   http_error            {"status": 429|500|529|..., "route": "create"|"retrieve"|"list"|"cancel"|
-                         "delete"|"results"|"messages"|"count_tokens"|"any", "times": N,
-                         "retry_after": seconds}
+                         "delete"|"results"|"messages"|"count_tokens"|"list_models"|
+                         "retrieve_model"|"any", "times": N, "retry_after": seconds}
   result_errors         {"rates": {"api_error": r, "overloaded_error": r,
                          "invalid_request_error": r, "expired": r}, "seed": S}
   result_outcome        {"custom_ids": [...], "outcome": "api_error"|"overloaded_error"|
