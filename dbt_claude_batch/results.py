@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 
 from dbt_claude_batch.identifiers import literal, qualified
+from dbt_claude_batch.inspect import batches_view_sql, failures_view_sql
 from dbt_claude_batch.outputs import flattened_columns_sql
-from dbt_claude_batch.planning import key_attempts_sql, latest_outcomes_sql, retryable_sql, too_long_sql
+from dbt_claude_batch.planning import key_attempts_sql
 from dbt_claude_batch.pricing import cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
@@ -85,49 +86,6 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
            cache_read_input_tokens, cast(cost_usd as double) as cost_usd, service_tier, batch_id, attempt,
            request_hash, completed_at, harvest_seq, parts, shared_from
     from w {newer}"""
-
-
-def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str]) -> str:
-    cap, can_split = settings.effective_max_tokens_cap, settings.split_column is not None
-    retry = f"({retryable_sql('lo', cap, can_split)} and lo.tries < {int(settings.max_attempts)})"
-    return f"""select {_unpack_keys(key_types, 'lo.key_json')}, lo.custom_id, lo.batch_id, lo.attempt,
-        lo.result_type as kind, lo.error_type, lo.error_message, lo.canceled_by_user,
-        {retry} as retried_automatically,
-        case
-            when {retry} and lo.result_type = 'truncated' then
-                'resubmitted with max_tokens ' || least({cap}, lo.max_tokens * 2) || ' on the next dbt run'
-            when {retry} and {too_long_sql('lo')} then
-                'split on `' || {literal(settings.split_column or '')} || '` and resubmitted on the next dbt run'
-            when {retry} then 'resubmitted as it is on the next dbt run (attempt ' || (lo.attempt + 1) || ')'
-            when lo.result_type = 'canceled' and lo.canceled_by_user then
-                'canceled on purpose: run dbt with --vars ''{{claude_batch_resubmit_canceled: true}}'' to resubmit'
-            when lo.result_type = 'refused' then
-                'the model declined (see error_message): change the prompt or the row to resubmit'
-            when lo.result_type = 'truncated' then
-                'still cut off at max_tokens ' || lo.max_tokens || ': raise max_tokens_cap or shorten the answer'
-            when {too_long_sql('lo')} then
-                'prompt too long for the context window: set split_column, or shorten the prompt in the template'
-            when lo.result_type = 'errored' and lo.error_type = 'invalid_request_error' then
-                'fix the request (prompt template, model or settings); the changed request is resubmitted automatically'
-            when {retryable_sql('lo', cap, can_split)} then
-                'gave up after ' || lo.tries || ' attempts: raise max_attempts or change the request to retry'
-            else 'inspect error_message; change the request to resubmit'
-        end as next_action,
-        lo.harvested_at as failed_at
-    from ({latest_outcomes_sql(state)}) lo
-    where lo.result_type is not null and lo.result_type <> 'succeeded'"""
-
-
-def batches_view_sql(state: State) -> str:
-    return f"""select b.batch_id, b.kind, b.model_id as dbt_model, m.claude_models, b.processing_status,
-        b.created_at, b.ended_at, b.expires_at, b.cancel_initiated_at, b.archived_at,
-        b.n_submitted, b.n_deduplicated, b.n_processing, b.n_succeeded, b.n_errored, b.n_canceled, b.n_expired,
-        b.canceled_by_user, b.harvested_at, b.result_lines, b.reconciled, b.reconcile_note, b.polled_at
-    from {state.table('batches')} b
-    left join (select submission_id, list(distinct model order by model) as claude_models
-               from {state.table('requests')} where model_id = {literal(state.model_id)} group by all) m
-        using (submission_id)
-    where b.model_id = {literal(state.model_id)}"""
 
 
 def write_views(state: State, settings: Settings, database: str, schema: str, identifier: str,

@@ -1,0 +1,371 @@
+"""The one set of read queries over state for people: the per-model views, `status`, the snapshot, the report.
+
+`status_document` gathers, per batch model: batches in flight with their request counts, age, time
+left before expiry and an ETA from the observed rate; creates in doubt; spend billed so far and
+committed; failures by kind with their next action; when the model last ran.
+
+Two costs: with ``per_row=False`` it reads only per-batch tables (models, submissions, batches, runs),
+so the run path can call it on every run and during waits; the spend and failures sections need the
+per-row tables (outcomes, requests) and are left out (``None``) then.
+
+Every timestamp in state is naive UTC; the document carries ISO strings ending in ``Z``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from dbt_claude_batch.identifiers import literal, qualified
+from dbt_claude_batch.planning import latest_outcomes_sql, retryable_sql, too_long_sql
+from dbt_claude_batch.pricing import (BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M, cost_sql,
+                                      model_family_sql, prices_cte)
+from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.state import State, utcnow
+
+DOCUMENT_FORMAT = "dbt-claude-batch status 1"
+RUN_COLUMNS = ("run_id", "started_at", "finished_at", "n_source_rows", "n_submitted", "n_harvested",
+               "n_failed", "n_reused", "cost_usd", "outcome", "note")
+
+
+# -- the per-model views (written next to each model by every run) -----------------------------
+def _unpack_keys(key_types: dict[str, str], expr: str = "key_json") -> str:
+    return f"unnest(from_json({expr}, {literal(json.dumps(key_types))}))"
+
+
+def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str]) -> str:
+    """`<model>__failures`: one row per key whose latest attempt failed, with its next action in words."""
+    cap, can_split = settings.effective_max_tokens_cap, settings.split_column is not None
+    retry = f"({retryable_sql('lo', cap, can_split)} and lo.tries < {int(settings.max_attempts)})"
+    return f"""select {_unpack_keys(key_types, 'lo.key_json')}, lo.custom_id, lo.batch_id, lo.attempt,
+        lo.result_type as kind, lo.error_type, lo.error_message, lo.canceled_by_user,
+        {retry} as retried_automatically,
+        case
+            when {retry} and lo.result_type = 'truncated' then
+                'resubmitted with max_tokens ' || least({cap}, lo.max_tokens * 2) || ' on the next dbt run'
+            when {retry} and {too_long_sql('lo')} then
+                'split on `' || {literal(settings.split_column or '')} || '` and resubmitted on the next dbt run'
+            when {retry} then 'resubmitted as it is on the next dbt run (attempt ' || (lo.attempt + 1) || ')'
+            when lo.result_type = 'canceled' and lo.canceled_by_user then
+                'canceled on purpose: run dbt with --vars ''{{claude_batch_resubmit_canceled: true}}'' to resubmit'
+            when lo.result_type = 'refused' then
+                'the model declined (see error_message): change the prompt or the row to resubmit'
+            when lo.result_type = 'truncated' then
+                'still cut off at max_tokens ' || lo.max_tokens || ': raise max_tokens_cap or shorten the answer'
+            when {too_long_sql('lo')} then
+                'prompt too long for the context window: set split_column, or shorten the prompt in the template'
+            when lo.result_type = 'errored' and lo.error_type = 'invalid_request_error' then
+                'fix the request (prompt template, model or settings); the changed request is resubmitted automatically'
+            when {retryable_sql('lo', cap, can_split)} then
+                'gave up after ' || lo.tries || ' attempts: raise max_attempts or change the request to retry'
+            else 'inspect error_message; change the request to resubmit'
+        end as next_action,
+        lo.harvested_at as failed_at
+    from ({latest_outcomes_sql(state)}) lo
+    where lo.result_type is not null and lo.result_type <> 'succeeded'"""
+
+
+def batches_view_sql(state: State) -> str:
+    """`<model>__batches`: one row per batch of the model, with the Claude models its requests named."""
+    return f"""select b.batch_id, b.kind, b.model_id as dbt_model, m.claude_models, b.processing_status,
+        b.created_at, b.ended_at, b.expires_at, b.cancel_initiated_at, b.archived_at,
+        b.n_submitted, b.n_deduplicated, b.n_processing, b.n_succeeded, b.n_errored, b.n_canceled, b.n_expired,
+        b.canceled_by_user, b.harvested_at, b.result_lines, b.reconciled, b.reconcile_note, b.polled_at
+    from {state.table('batches')} b
+    left join (select submission_id, list(distinct model order by model) as claude_models
+               from {state.table('requests')} where model_id = {literal(state.model_id)} group by all) m
+        using (submission_id)
+    where b.model_id = {literal(state.model_id)}"""
+
+
+# -- small readers ---------------------------------------------------------------------------
+def rows(cursor, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+    """Run a query and return its rows as dicts (drained, as DuckDB cursors need)."""
+    result = cursor.execute(sql, params or [])
+    names = [d[0] for d in result.description]
+    return [dict(zip(names, row)) for row in result.fetchall()]
+
+
+def table_exists(cursor, schema: str, name: str) -> bool:
+    """Whether `schema.name` is a table or view in the current database."""
+    return bool(cursor.execute(
+        "select 1 from information_schema.tables where table_catalog = current_database() "
+        "and table_schema = ? and table_name = ?", [schema, name]).fetchall())
+
+
+def iso(value: datetime | None) -> str | None:
+    """Naive UTC timestamp -> ISO 8601 with a Z."""
+    return None if value is None else value.replace(microsecond=0).isoformat() + "Z"
+
+
+def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
+    return None if later is None or earlier is None else (later - earlier).total_seconds()
+
+
+def billed_cost_sql(alias: str = "o", prices: str = "p") -> str:
+    """What Anthropic billed for one outcome row: nothing without usage (errors), else `pricing.cost_sql`."""
+    usage = " + ".join(f"coalesce({alias}.{c}, 0)" for c in (
+        "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    return f"(case when {usage} = 0 then 0.0 else {cost_sql(alias, prices)} end)"
+
+
+def costed_outcomes_sql(schema: str) -> str:
+    """A `with` clause ending in `cb_o`: every outcome with its batch kind, `cost` (billed: 0 for an answer
+    shared or reused, which was not bought) and `full_cost` (what it would have cost if bought).
+
+    At list prices (`pricing.LIST_PRICES`): a model's own `prices` setting is not in state.
+    """
+    s = lambda t: qualified(schema, t)  # noqa: E731
+    return f"""with {prices_cte()},
+        cb_o as (
+            select o.*, o.shared_from_ is not null as shared, b.kind, p.input_price,
+                   {billed_cost_sql('o', 'p')} as full_cost,
+                   case when o.shared_from_ is not null then 0.0 else full_cost end as cost
+            -- shared_from hidden from cost_sql so that it prices the copied usage: what the answer was worth
+            from (select * replace (null::varchar as shared_from), shared_from as shared_from_ from {s('outcomes')}) o
+            join {s('batches')} b using (batch_id)
+            left join cb_prices p on p.model_family = {model_family_sql('o.answered_model')})"""
+
+
+# -- per-batch sections (cheap: every run may call these) --------------------------------------
+def batches_in_flight(cursor, schema: str, now: datetime) -> list[dict[str, Any]]:
+    """Batches whose results are not in state yet, with progress, age, time left and an ETA."""
+    found = rows(cursor, f"""select model_id, batch_id, kind, processing_status, created_at, expires_at, ended_at,
+            polled_at, n_submitted, n_processing, n_succeeded, n_errored, n_canceled, n_expired
+        from {qualified(schema, 'batches')} where harvested_at is null order by model_id, created_at, batch_id""")
+    for b in found:
+        for name in ("n_succeeded", "n_errored", "n_canceled", "n_expired"):
+            b[name] = b[name] or 0
+        done = b["n_succeeded"] + b["n_errored"] + b["n_canceled"] + b["n_expired"]
+        if b["n_processing"] is None:  # not polled yet
+            b["n_processing"] = max(b["n_submitted"] - done, 0)
+        b["age_seconds"] = max(_seconds(now, b["created_at"]) or 0.0, 0.0) if b["created_at"] else None
+        b["expires_in_seconds"] = _seconds(b["expires_at"], now)
+        b.update(_eta(b, done, now))
+        for name in ("created_at", "expires_at", "ended_at", "polled_at"):
+            b[name] = iso(b[name])
+    return found
+
+
+def _eta(b: dict[str, Any], done: int, now: datetime) -> dict[str, Any]:
+    """When the batch should end, from the rate its requests finished at until the last poll."""
+    if b["processing_status"] == "ended" or (b["n_processing"] == 0 and b["polled_at"]):
+        return {"eta_at": None, "eta_seconds": 0.0, "eta_note": "ended; the next dbt run collects the results"}
+    if b["kind"] == "sync":
+        return {"eta_at": None, "eta_seconds": None,
+                "eta_note": "synchronous pass interrupted; the next dbt run finishes it"}
+    elapsed = _seconds(b["polled_at"], b["created_at"])
+    if not done or not elapsed or elapsed <= 0:
+        return {"eta_at": None, "eta_seconds": None, "eta_note": "no request finished yet"}
+    eta_at = b["polled_at"] + (b["polled_at"] - b["created_at"]) * (b["n_processing"] / done)
+    note = f"at {done / elapsed * 60:.1f} requests/min"
+    if b["expires_at"] and eta_at > b["expires_at"]:
+        note += "; at this rate it would not end before it expires"
+    return {"eta_at": iso(eta_at), "eta_seconds": max(_seconds(eta_at, now), 0.0), "eta_note": note}
+
+
+def creates_in_doubt(cursor, schema: str) -> dict[str, int]:
+    """Submissions whose create may or may not have made a batch, per model."""
+    return dict(cursor.execute(
+        f"select model_id, count(*) from {qualified(schema, 'submissions')} "
+        "where status in ('creating', 'in_doubt') group by all").fetchall())
+
+
+def last_runs(cursor, schema: str) -> dict[str, dict[str, Any]]:
+    """Per model, its latest run: from the `runs` table where the state has one, else `models.updated_at`."""
+    latest: dict[str, dict[str, Any]] = {}
+    for m in rows(cursor, f"select model_id, updated_at from {qualified(schema, 'models')}"):
+        latest[m["model_id"]] = {"at": iso(m["updated_at"]), "from": "models.updated_at"}
+    if table_exists(cursor, schema, "runs"):
+        for r in rows(cursor, f"select * from {qualified(schema, 'runs')} "
+                              "qualify row_number() over (partition by model_id order by started_at desc) = 1"):
+            run = {k: (iso(r[k]) if isinstance(r.get(k), datetime) else r.get(k)) for k in RUN_COLUMNS if k in r}
+            latest[r["model_id"]] = {"at": run.get("finished_at") or run.get("started_at"), "from": "runs", **run}
+    return latest
+
+
+def runs_spend(cursor, schema: str) -> dict[str, float]:
+    """Per model, the cost the run summaries recorded (per-batch table; the snapshot's spend)."""
+    if not table_exists(cursor, schema, "runs"):
+        return {}
+    return {m: float(c) for m, c in cursor.execute(
+        f"select model_id, sum(cost_usd) from {qualified(schema, 'runs')} group by all").fetchall() if c is not None}
+
+
+# -- per-row sections (status and report only) ------------------------------------------------
+def spend(cursor, schema: str) -> dict[str, dict[str, Any]]:
+    """Per model: billed so far (every attempt, answers later replaced included) at list prices.
+
+    `avg_request_usd` is the mean billed cost of a request in the model's harvested batches (errors
+    cost nothing), the rate at which requests in flight are committed. Outcomes with usage but no
+    known price are counted in `unpriced_outcomes` and left out of the sums.
+    """
+    return {r.pop("model_id"): r for r in rows(cursor, f"""{costed_outcomes_sql(schema)}
+        select model_id, coalesce(sum(cost), 0.0) as billed_usd,
+               count(*) filter (where kind in ('batch', 'sync') and not shared and result_type <> 'missing')
+                   as billed_requests,
+               count(*) filter (where not shared and full_cost is null) as unpriced_outcomes,
+               avg(cost) filter (where kind = 'batch' and not shared and result_type <> 'missing') as avg_request_usd
+        from cb_o group by all""")}
+
+
+def failures_by_kind(cursor, schema: str, model_id: str) -> dict[str, Any]:
+    """A model's current failures (latest attempt per key) grouped by kind, each with its next action.
+
+    Reads the model's `<model>__failures` view, which every run writes with the model's own settings;
+    without it (a model in another database file), kinds and counts only.
+    """
+    # model_id is `schema.identifier` since state v4, `database.schema.identifier` before
+    view = next(iter(cursor.execute(
+        "select table_catalog, table_schema, table_name from information_schema.tables "
+        "where table_catalog || '.' || table_schema || '.' || table_name = $1 "
+        "or (table_catalog = current_database() and table_schema || '.' || table_name = $1) "
+        "order by table_catalog = current_database() desc", [model_id + "__failures"]
+    ).fetchall()), None)
+    if view:
+        groups = rows(cursor, f"""select kind, error_type, retried_automatically, count(*) as count,
+                mode(next_action) as next_action, min(error_message) as example_message
+            from {qualified(*view)} group by all order by count desc, kind, error_type""")
+    else:
+        groups = rows(cursor, f"""select result_type as kind, error_type, null::boolean as retried_automatically,
+                count(*) as count, null::varchar as next_action, min(error_message) as example_message
+            from ({latest_outcomes_sql(State(cursor, schema, model_id))})
+            where result_type is not null and result_type <> 'succeeded'
+            group by all order by count desc, kind, error_type""")
+    return {
+        "total": sum(g["count"] for g in groups),
+        "needs_you": sum(g["count"] for g in groups if g["retried_automatically"] is False),
+        "by_kind": groups,
+        "from": "view" if view else "state",
+    }
+
+
+# -- the document ----------------------------------------------------------------------------------
+def state_version(cursor, schema: str) -> int | None:
+    """The state schema's version, or None when the schema or its version table does not exist."""
+    if not table_exists(cursor, schema, "state_version"):
+        return None
+    return cursor.execute(f"select max(version) from {qualified(schema, 'state_version')}").fetchone()[0]
+
+
+def status_document(cursor, schema: str, per_row: bool = True, now: datetime | None = None) -> dict[str, Any]:
+    """Everything `status` shows, as one JSON-ready dict; see the module docstring for `per_row`."""
+    now = now or utcnow()
+    version = state_version(cursor, schema)
+    doc: dict[str, Any] = {"format": DOCUMENT_FORMAT, "generated_at": iso(now), "state_schema": schema,
+                           "state_version": version, "per_row": per_row, "models": []}
+    if version is None:
+        return doc
+    flying = batches_in_flight(cursor, schema, now)
+    doubt = creates_in_doubt(cursor, schema)
+    runs = last_runs(cursor, schema)
+    billed = spend(cursor, schema) if per_row else {}
+    from_runs = {} if per_row else runs_spend(cursor, schema)
+    for model_id in sorted(runs):
+        mine = [b for b in flying if b["model_id"] == model_id]
+        for b in mine:
+            del b["model_id"]
+        requests_in_flight = sum(b["n_submitted"] for b in mine if b["kind"] == "batch")
+        doc["models"].append({
+            "model_id": model_id,
+            "last_run": runs[model_id],
+            "in_flight": {"batches": len(mine), "requests": requests_in_flight, "creates_in_doubt": doubt.get(model_id, 0)},
+            "batches_in_flight": mine,
+            "spend": _spend_section(billed.get(model_id), from_runs.get(model_id), requests_in_flight, per_row),
+            "failures": failures_by_kind(cursor, schema, model_id) if per_row else None,
+        })
+    return doc
+
+
+def _spend_section(billed: dict | None, from_runs: float | None, requests_in_flight: int,
+                   per_row: bool) -> dict[str, Any]:
+    if not per_row:
+        return {"billed_usd": from_runs, "billed_from": "runs" if from_runs is not None else None,
+                "committed_usd": None, "avg_request_usd": None, "billed_requests": None, "unpriced_outcomes": None,
+                "requests_in_flight": requests_in_flight}
+    billed = billed or {"billed_usd": 0.0, "billed_requests": 0, "unpriced_outcomes": 0, "avg_request_usd": None}
+    avg = billed["avg_request_usd"]
+    return {"billed_usd": float(billed["billed_usd"]), "billed_from": "outcomes",
+            "committed_usd": (avg * requests_in_flight if avg is not None else (0.0 if not requests_in_flight else None)),
+            "avg_request_usd": avg, "billed_requests": billed["billed_requests"],
+            "unpriced_outcomes": billed["unpriced_outcomes"], "requests_in_flight": requests_in_flight}
+
+
+# -- history, for the report (per-row; never on the run path) -------------------------------------
+def _cache_saving_sql(alias: str = "cb_o") -> str:
+    """USD prompt caching saved on one bought outcome: reads at 0.1x instead of 1x, net of the write premiums."""
+    factor = f"(case when {alias}.service_tier = 'standard' then 1.0 else {BATCH_DISCOUNT} end)"
+    return (f"coalesce({factor} * {alias}.input_price * ("
+            f"coalesce({alias}.cache_read_input_tokens, 0) * {1 - CACHE_READ}"
+            f" - (coalesce({alias}.cache_creation_input_tokens, 0) - coalesce({alias}.cache_creation_1h_input_tokens, 0))"
+            f" * {CACHE_WRITE_5M - 1} - coalesce({alias}.cache_creation_1h_input_tokens, 0) * {CACHE_WRITE_1H - 1}"
+            f") / 1e6, 0.0)")
+
+
+def spend_per_day(cursor, schema: str) -> list[dict[str, Any]]:
+    """Billed USD per day (of harvest) and model, every attempt included."""
+    return rows(cursor, f"""{costed_outcomes_sql(schema)}
+        select cast(harvested_at as date) as day, model_id, sum(cost) as usd from cb_o group by all order by all""")
+
+
+def tokens_per_day(cursor, schema: str) -> list[dict[str, Any]]:
+    """Tokens bought per day: uncached input, cache writes, cache reads, output."""
+    return rows(cursor, f"""select cast(harvested_at as date) as day,
+            coalesce(sum(input_tokens), 0) as input, coalesce(sum(cache_creation_input_tokens), 0) as cache_write,
+            coalesce(sum(cache_read_input_tokens), 0) as cache_read, coalesce(sum(output_tokens), 0) as output
+        from {qualified(schema, 'outcomes')} where shared_from is null group by all order by all""")
+
+
+def savings(cursor, schema: str) -> list[dict[str, Any]]:
+    """Per model: billed USD, and what de-duplication, reuse of held answers and prompt caching saved."""
+    return rows(cursor, f"""{costed_outcomes_sql(schema)}
+        select model_id, sum(cost) as billed_usd,
+               count(*) filter (where shared and kind <> 'reuse') as n_deduplicated,
+               coalesce(sum(full_cost) filter (where shared and kind <> 'reuse'), 0) as deduplicated_usd,
+               count(*) filter (where shared and kind = 'reuse') as n_reused,
+               coalesce(sum(full_cost) filter (where shared and kind = 'reuse'), 0) as reused_usd,
+               coalesce(sum({_cache_saving_sql()}) filter (where not shared), 0) as caching_usd
+        from cb_o group by all order by all""")
+
+
+_CATEGORY = ("case when kind = 'reuse' then 'reused' when shared then 'de-duplicated' "
+             "when result_type = 'errored' and error_type = 'template_error' then 'template_error' "
+             "else result_type end")
+
+
+def outcome_mix(cursor, schema: str, now: datetime | None = None, limit: int = 30) -> dict[str, Any]:
+    """Outcomes per run (the latest `limit` runs that recorded any), or per batch where state has no runs."""
+    now = now or utcnow()
+    if table_exists(cursor, schema, "runs") and cursor.execute(
+            f"select count(*) from {qualified(schema, 'runs')}").fetchone()[0]:
+        found = rows(cursor, f"""{costed_outcomes_sql(schema)},
+            cb_runs as (select * from {qualified(schema, 'runs')} order by started_at desc limit {int(limit)})
+            select r.run_id as unit, r.model_id, r.started_at as stamp, {_CATEGORY} as category, count(*) as n
+            from cb_runs r join cb_o o on o.model_id = r.model_id
+                and o.harvested_at between r.started_at and coalesce(r.finished_at, ?::timestamp)
+            group by all order by stamp, unit, category""", [now])
+        return {"per": "run", "rows": found}
+    found = rows(cursor, f"""{costed_outcomes_sql(schema)},
+        cb_last as (select batch_id from {qualified(schema, 'batches')} where harvested_at is not null
+                    order by harvested_at desc limit {int(limit)})
+        select batch_id as unit, model_id, min(harvested_at) as stamp, {_CATEGORY} as category, count(*) as n
+        from cb_o where batch_id in (select batch_id from cb_last) group by all order by stamp, unit, category""")
+    return {"per": "batch", "rows": found}
+
+
+def turnaround(cursor, schema: str, now: datetime | None = None, limit: int = 40) -> list[dict[str, Any]]:
+    """The latest `limit` Message Batches: hours from create to end (or so far, in flight), against 24 h."""
+    return rows(cursor, f"""select batch_id, model_id, created_at, ended_at, expires_at, processing_status,
+            ended_at is null as in_flight,
+            greatest(epoch(coalesce(ended_at, ?::timestamp) - created_at) / 3600.0, 0) as hours
+        from {qualified(schema, 'batches')} where kind = 'batch' and created_at is not null
+        order by created_at desc limit {int(limit)}""", [now or utcnow()])
+
+
+def top_failure_messages(cursor, schema: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The most frequent failure messages over every attempt (rows affected, models, last seen)."""
+    return rows(cursor, f"""select result_type as kind, error_type, coalesce(error_message, '(no message)') as message,
+            count(*) as n, count(distinct model_id) as models, max(harvested_at) as last_seen
+        from {qualified(schema, 'outcomes')} where result_type <> 'succeeded'
+        group by all order by n desc, message limit {int(limit)}""")
