@@ -2,13 +2,14 @@
 
 Each subcommand registers itself in `build_parser`; its implementation is imported lazily
 inside its handler, so `dbt-claude-batch --help` stays fast and the product never loads the
-emulator. More subcommands (status, cancel) are added the same way.
+emulator. `status` and `report` share dbt's connection options (`_add_connection_options`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -47,11 +48,71 @@ def _add_emulator(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_emulator)
 
 
+def _add_connection_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the state is (dbt's conventions, or --database)")
+    g.add_argument("--project-dir", help="dbt project directory (default: DBT_PROJECT_DIR, else the current one)")
+    g.add_argument("--profiles-dir", help="directory of profiles.yml (default: DBT_PROFILES_DIR, else the current "
+                                          "directory when it has one, else ~/.dbt)")
+    g.add_argument("--profile", help="profile name (default: the one dbt_project.yml names)")
+    g.add_argument("--target", "-t", help="target name (default: DBT_TARGET, else the profile's target)")
+    g.add_argument("--database", metavar="FILE", help="the DuckDB file itself (skips the dbt project lookup)")
+    g.add_argument("--state-schema", default="dbt_claude_batch", help="the `state_schema` setting (default: %(default)s)")
+
+
+def _database_of(args: argparse.Namespace):
+    """A callable that locates the DuckDB file (again on each call, so --watch follows profile edits)."""
+    def locate() -> str:
+        from dbt_claude_batch.warehouse import Location, database_file
+
+        if args.database:
+            return os.path.abspath(args.database)
+        return database_file(Location(args.project_dir, args.profiles_dir, args.profile, args.target))
+    return locate
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from dbt_claude_batch.status import run
+
+    return run(_database_of(args), args.state_schema, as_json=args.json, watch=args.watch)
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="batches in flight, spend, failures and last runs of every batch model",
+                       description="Per batch model: batches in flight with progress, age, time left and ETA; "
+                                   "spend billed and committed; failures by kind with their next action; when it "
+                                   "last ran. Reads the DuckDB file read-only; while a running dbt holds its lock, "
+                                   "shows the snapshot that run keeps current. Exit 1 when there is nothing to show.")
+    _add_connection_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document (with --watch: one per line)")
+    p.add_argument("--watch", nargs="?", type=float, const=10.0, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS (default 10) until Ctrl-C")
+    p.set_defaults(func=_run_status)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from dbt_claude_batch.report import run
+
+    return run(_database_of(args), args.state_schema, args.out)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write one self-contained HTML page with charts of spend, outcomes and batches",
+                       description="Write one static HTML page (no network needed to open it): spend per day and "
+                                   "model, outcome mix per run, batch turnaround against the 24 h window, tokens "
+                                   "with cache reads and writes, de-duplication and reuse savings, top failure "
+                                   "messages. Needs the DuckDB file unlocked (run it when dbt is not running).")
+    _add_connection_options(p)
+    p.add_argument("--out", required=True, metavar="FILE.html", help="where to write the page")
+    p.set_defaults(func=_run_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbt-claude-batch",
                                      description="Run Claude over dbt tables through the Message Batches API.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_emulator(sub)
+    _add_status(sub)
+    _add_report(sub)
     return parser
 
 

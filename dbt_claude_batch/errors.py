@@ -33,5 +33,13 @@ class ApiError(DbtClaudeBatchError):
     """The Anthropic API refused a call in a way a later run will not fix by itself."""
 
 
+class NothingToShowError(DbtClaudeBatchError):
+    """`status` or `report` found nothing to read: no database file, no state schema, no batch models yet."""
+
+
+class DatabaseLockedError(DbtClaudeBatchError):
+    """A running dbt holds the DuckDB file's lock, so no other process can open it, not even read-only."""
+
+
 class StateError(DbtClaudeBatchError):
     """The state tables are in a shape this version cannot work with."""
