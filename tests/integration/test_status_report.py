@@ -51,6 +51,10 @@ def built(tmp_path_factory):
         emulator.stop()
 
 
+def _batches(emulator) -> list[dict]:
+    return emulator.ledger(requests=False)["batches"]
+
+
 def _cli(project: DbtProject, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """The console script as a user runs it: from elsewhere, finding the database through dbt's conventions."""
     return subprocess.run([CLI, *args, "--project-dir", str(project.root)], cwd=project.root.parent,
@@ -116,11 +120,11 @@ def test_status_answers_from_the_snapshot_while_a_dbt_run_holds_the_lock(built):
         con.close()
     project.load_table("items", _rows(40) + items(24, start=100) + items(16, start=200))
     project.configure(replace=False, wait_seconds=300, poll_interval_seconds=0.05)
-    before = len(created_batches(emulator))
+    before = len(_batches(emulator))
     run = project.popen("run", "-s", "+items_batch")
     try:
         deadline = time.monotonic() + 120
-        while len(created_batches(emulator)) == before:  # dbt has submitted and now waits, holding the lock
+        while len(_batches(emulator)) == before:  # dbt has submitted and now waits, holding the lock
             assert run.poll() is None and time.monotonic() < deadline, run.stdout.read()
         with pytest.raises(duckdb.IOException, match="lock"):
             duckdb.connect(str(project.db_path), read_only=True)
@@ -134,6 +138,9 @@ def test_status_answers_from_the_snapshot_while_a_dbt_run_holds_the_lock(built):
         assert "Showing the snapshot taken at" in text.stdout and "items_batch" in text.stdout
         assert doc["source"]["kind"] == "snapshot" and doc["per_row"] is False
         assert elapsed < 10 and run.poll() is None  # answered at once, without waiting for dbt
+        report = _cli(project, "report", "--out", str(project.root / "locked.html"), timeout=30)
+        assert report.returncode == 1 and "locked by a running dbt" in report.stderr.splitlines()[0]
+        assert not (project.root / "locked.html").exists()
         emulator.advance_clock(3601)  # the batches end; the waiting run harvests them and finishes
         output, _ = run.communicate(timeout=120)
     finally:

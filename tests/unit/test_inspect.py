@@ -175,3 +175,46 @@ def test_write_snapshot_next_to_the_database_file(tmp_path):
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".snapshot-")]  # no temp file left
     assert write_snapshot(duckdb.connect(), S) is None  # an in-memory database has no file to sit next to
     assert read_snapshot(str(tmp_path / "absent.json")) is None
+
+
+def _runs_table(con):
+    con.execute(f'create table if not exists "{S}".runs (run_id varchar, model_id varchar, started_at timestamp, '
+                "finished_at timestamp, n_source_rows bigint, n_submitted bigint, n_harvested bigint, n_failed bigint, "
+                "n_reused bigint, cost_usd double, outcome varchar, note varchar)")
+    con.execute(f'delete from "{S}".runs')
+
+
+def test_report_series_outcomes_per_run_savings_and_turnaround():
+    con = _state()
+    _model(con)
+    _batch(con, "b1", n=3, created=NOW - dt.timedelta(hours=2))
+    con.execute(f"update \"{S}\".batches set ended_at = created_at + interval 90 minute where batch_id = 'b1'")
+    _outcome(con, "b1", "1")
+    _outcome(con, "b1", "2", result="errored", error_type="api_error")
+    _outcome(con, "b1", "3", shared_from="1")  # de-duplicated copy: worth one answer
+    _batch(con, "reuse_1", kind="reuse", n=1)
+    _outcome(con, "reuse_1", "4", shared_from="1")  # reused from state: worth one answer
+    _batch(con, "b2", harvested=False, status="in_progress", created=NOW - dt.timedelta(minutes=30), n=5)
+    _runs_table(con)
+    con.execute(f"""insert into "{S}".runs (run_id, model_id, started_at, finished_at) values
+        ('early', ?, ?, ?), ('late', ?, ?, null)""",
+                [MODEL, NOW - dt.timedelta(hours=3), NOW - dt.timedelta(hours=2), MODEL, NOW - dt.timedelta(minutes=40)])
+
+    mix = inspect.outcome_mix(con, S, now=NOW)
+    assert mix["per"] == "run"
+    assert sorted((r["unit"], r["category"], r["n"]) for r in mix["rows"]) == [
+        ("late", "de-duplicated", 1), ("late", "errored", 1), ("late", "reused", 1), ("late", "succeeded", 1)]
+    (saved,) = inspect.savings(con, S)
+    assert (saved["n_deduplicated"], saved["n_reused"]) == (1, 1)
+    assert saved["billed_usd"] == pytest.approx(ONE_ANSWER)
+    assert saved["deduplicated_usd"] == pytest.approx(ONE_ANSWER) and saved["reused_usd"] == pytest.approx(ONE_ANSWER)
+    turn = {t["batch_id"]: t for t in inspect.turnaround(con, S, now=NOW)}
+    assert set(turn) == {"b1", "b2"}  # Message Batches only, not the reuse pseudo-batch
+    assert turn["b1"]["hours"] == pytest.approx(1.5) and not turn["b1"]["in_flight"]
+    assert turn["b2"]["hours"] == pytest.approx(0.5) and turn["b2"]["in_flight"]
+    assert [(r["message"], r["n"]) for r in inspect.top_failure_messages(con, S)] == [("(no message)", 1)]
+    (day,) = inspect.tokens_per_day(con, S)
+    assert (day["input"], day["output"]) == (1000, 100)  # the copies were not bought
+
+    con.execute(f'drop table "{S}".runs')
+    assert inspect.outcome_mix(con, S, now=NOW)["per"] == "batch"
