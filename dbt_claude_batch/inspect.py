@@ -150,11 +150,11 @@ def batches_in_flight(cursor, schema: str, now: datetime) -> list[dict[str, Any]
 
 def _eta(b: dict[str, Any], done: int, now: datetime) -> dict[str, Any]:
     """When the batch should end, from the rate its requests finished at until the last poll."""
-    if b["processing_status"] == "ended" or (b["n_processing"] == 0 and b["polled_at"]):
-        return {"eta_at": None, "eta_seconds": 0.0, "eta_note": "ended; the next dbt run collects the results"}
     if b["kind"] == "sync":
         return {"eta_at": None, "eta_seconds": None,
                 "eta_note": "synchronous pass interrupted; the next dbt run finishes it"}
+    if b["processing_status"] == "ended" or (b["n_processing"] == 0 and b["polled_at"]):
+        return {"eta_at": None, "eta_seconds": 0.0, "eta_note": "ended; the next dbt run collects the results"}
     elapsed = _seconds(b["polled_at"], b["created_at"])
     if not done or not elapsed or elapsed <= 0:
         return {"eta_at": None, "eta_seconds": None, "eta_note": "no request finished yet"}

@@ -200,7 +200,7 @@ def _once(database_of, state_schema, as_json, watching, out, err) -> int:
         err.flush()
         return 1
     if as_json:
-        out.write(json.dumps(doc, indent=None if watching else 2) + "\n")
+        out.write(json.dumps(doc, indent=None if watching else 2, default=str) + "\n")
     else:
         if watching and out.isatty():
             out.write("\x1b[H\x1b[2J")
