@@ -34,7 +34,7 @@ def load(database: str, state_schema: str) -> dict[str, Any]:
         if doc is None:
             raise DatabaseLockedError(
                 f"{database} is locked by a running dbt and there is no status snapshot ({path}) yet: "
-                f"try again when the run has finished.\n{locked}") from None
+                f"try again when the run has finished.\n{str(locked).splitlines()[-1]}") from None
         doc["source"] = {"kind": "snapshot", "path": path, "database": database}
     else:
         try:
@@ -144,7 +144,7 @@ def _spend_text(s: dict[str, Any]) -> str:
     if s["billed_from"] == "runs":
         billed = f"{_usd(s['billed_usd'])} billed (sum of the run summaries)"
     elif s["billed_from"] is None:
-        billed = "billed: not in the snapshot"
+        return "not in the snapshot" + (f" ({s['requests_in_flight']} requests in flight)" if s["requests_in_flight"] else "")
     else:
         billed = f"{_usd(s['billed_usd'])} billed ({s['billed_requests']} requests, every attempt)"
         if s["unpriced_outcomes"]:

@@ -62,7 +62,8 @@ def run(database_of: Callable[[], str], state_schema: str, out_path: str,
         except DatabaseLockedError as exc:
             raise DatabaseLockedError(
                 f"{database} is locked by a running dbt; the report reads every outcome, which the status "
-                f"snapshot does not hold: run the report when dbt has finished (`status` works meanwhile).\n{exc}"
+                f"snapshot does not hold: run the report when dbt has finished (`status` works meanwhile).\n"
+                f"{str(exc).splitlines()[-1]}"
             ) from None
         try:
             html = build_report(con, state_schema, database)
