@@ -7,8 +7,8 @@ from browser_harness import load_page, require_chromium
 
 def test_console_errors_exceptions_and_network_loads_are_detected(tmp_path):
     require_chromium()
-    page = tmp_path / "broken.html"
-    page.write_text('<!DOCTYPE html><html><body><p id="p">hello</p><img src="http://198.51.100.7/x.png">'
+    page = tmp_path / "broken.html"  # port 9 refuses at once: a load that fails fast, on any network
+    page.write_text('<!DOCTYPE html><html><body><p id="p">hello</p><img src="http://127.0.0.1:9/x.png">'
                     '<script>console.log("fine"); console.error("deliberate error"); null.boom;</script></body></html>')
 
     result = load_page(page, checks={"text": "document.getElementById('p').textContent"})
@@ -16,7 +16,7 @@ def test_console_errors_exceptions_and_network_loads_are_detected(tmp_path):
     assert result.evaluate == {"text": "hello"}
     assert "console.error: deliberate error" in result.console_errors
     assert any(e.startswith("uncaught exception: TypeError") and "boom" in e for e in result.console_errors)
-    assert result.external_requests == ["http://198.51.100.7/x.png"]
+    assert result.external_requests == ["http://127.0.0.1:9/x.png"]
     assert "log: fine" in result.console_messages and "log: fine" not in result.console_errors
 
 
