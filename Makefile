@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --only-binary=:all: -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# Two workers: most of a test's time is a dbt subprocess, and every test has its own files and emulator.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python integration_project/demo.py

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from dbt_claude_batch.errors import MissingApiKeyError
+from dbt_claude_batch.errors import ConfigError, MissingApiKeyError
 
 if TYPE_CHECKING:
     import anthropic
@@ -21,12 +21,29 @@ BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 
 def require_api_key() -> None:
     """Fail before any work when the key is missing."""
+    check_base_url()
     if not os.environ.get(API_KEY_ENV):
         raise MissingApiKeyError(
             f"{API_KEY_ENV} is not set: export your Anthropic API key in the environment that runs dbt "
             f"(for the local emulator any value works, with {BASE_URL_ENV}=http://127.0.0.1:PORT). "
             "Never put the key in dbt config: dbt writes config into target/."
         )
+
+
+def base_url_hint() -> str:
+    """A second line for errors when ANTHROPIC_BASE_URL looks wrong, else nothing."""
+    url = (os.environ.get(BASE_URL_ENV) or "").rstrip("/")
+    if url.endswith("/v1"):
+        return (f"\n{BASE_URL_ENV} is {url!r}: it must not end in /v1 (the SDK adds /v1/... itself); "
+                f"use {url[:-3]!r}.")
+    return ""
+
+
+def check_base_url() -> None:
+    """A base URL ending in /v1 makes every call a 404: say so before any work."""
+    hint = base_url_hint()
+    if hint:
+        raise ConfigError(f"{BASE_URL_ENV} ends in /v1: remove the /v1 suffix and run again.{hint}")
 
 
 class LazyClient:

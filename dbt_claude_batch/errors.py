@@ -43,3 +43,26 @@ class DatabaseLockedError(DbtClaudeBatchError):
 
 class StateError(DbtClaudeBatchError):
     """The state tables are in a shape this version cannot work with."""
+
+
+class ApiUnreachableError(ApiError):
+    """No connection to the API could be made; nothing was lost and the next run continues."""
+
+
+class SpendLimitError(ApiError):
+    """The workspace's spend limit is reached: no retry helps until it is raised or resets."""
+
+
+class RowTemplateError(TemplateError):
+    """The prompt template raised an error for one row (recorded as that row's failure)."""
+
+    def __init__(self, template: str, line: int | None, error: str):
+        self.template, self.line, self.error = template, line, error
+        super().__init__(self.for_key(None))
+
+    def for_key(self, key_json: str | None) -> str:
+        where = f"{self.template}" + (f" line {self.line}" if self.line else "")
+        row = f" for key {key_json}" if key_json else ""
+        return (f"Prompt template {where} raised {self.error}{row}: fix the template (e.g. guard that value) or "
+                "the row; the row is recorded as a failure of kind template_error and rendered again when "
+                "either changes.")

@@ -12,13 +12,13 @@ fully harvested or not at all, and the next run harvests it again.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Mapping
 
 from dbt_claude_batch.identifiers import literal
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.outputs import validate_outputs
 from dbt_claude_batch.state import State, utcnow
+from dbt_claude_batch.workdir import scratch
 
 _RESULT_COLUMNS = "{'custom_id': 'VARCHAR', 'result': 'JSON'}"
 _DOWNLOAD_CHUNK = 1 << 20
@@ -65,7 +65,7 @@ def harvest_batch(client, state: State, batch_id: str, archived: bool,
     if archived:
         _harvest_file(state, batch_id, None, output_schema, keep_message, archived=True)
         return True
-    with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
+    with scratch() as tmp:
         path = os.path.join(tmp, f"{batch_id}.jsonl")
         try:
             size = download_results(client, batch_id, path)
@@ -137,8 +137,13 @@ def load_lines(state: State, batch_id: str, path: str | None, output_schema=None
             ?,
             coalesce(l.result->>'$.message.usage.service_tier', 'batch'),
             null, null, {state.next_seq_sql()}
-        from cb_lines l join {requests} q on q.custom_id = l.custom_id and q.submission_id = ? and q.dedup_of is null""",
-        [batch_id, bool(canceled_by_user), keep_message, utcnow(), submission_id],
+        from cb_lines l join (
+            select custom_id, model_id from {requests} where submission_id = ? and dedup_of is null
+            -- the marker line (it proves whose batch this is) is kept for the bill, outside every table users see
+            union all
+            select marker_id, model_id from {state.table('submissions')} where submission_id = ? and marker_id is not null
+        ) q on q.custom_id = l.custom_id""",
+        [batch_id, bool(canceled_by_user), keep_message, utcnow(), submission_id, submission_id],
     )
     if output_schema:
         validate_outputs(state, batch_id, output_schema)
@@ -167,14 +172,24 @@ def finish_batch(state: State, batch_id: str, archived: bool = False) -> list[st
         [batch_id, "results_archived" if archived else "missing_result", reason, now, submission_id, batch_id],
     )
     _share_with_duplicates(state, batch_id, submission_id)
-    lines, matched, distinct = state.run(
-        f"""select count(*), count(q.custom_id), count(distinct l.custom_id)
+    marker = state.run(f"select marker_id from {state.table('submissions')} where submission_id = ?",
+                       [submission_id])[0][0]
+    lines, matched, distinct, marked = state.run(
+        f"""select count(*) filter (where l.custom_id is distinct from ?), count(q.custom_id),
+               count(distinct l.custom_id) filter (where l.custom_id is distinct from ?),
+               count(*) filter (where l.custom_id = ?)
         from cb_lines l left join {requests} q on q.custom_id = l.custom_id and q.submission_id = ?""",
-        [submission_id],
+        [marker, marker, marker, submission_id],
     )[0]
     notes = []
     if n_counted != n_submitted:
         notes.append(f"request_counts sum to {n_counted}, {n_submitted} submitted")
+    if marker and not archived:
+        if marked != 1:
+            notes.append(f"the marker request came back {marked} times")
+        else:
+            state.move_marker_count(batch_id, state.run(
+                "select result->>'$.type' from cb_lines where custom_id = ?", [marker])[0][0])
     if not archived and lines != n_submitted:
         notes.append(f"results file has {lines} lines, {n_submitted} submitted")
     if matched != lines:

@@ -118,7 +118,8 @@ def retryable_sql(alias: str, max_tokens_cap: int, can_split: bool) -> str:
     split = f" or {too_long_sql(alias)}" if can_split else ""
     return (
         f"({alias}.result_type in ('expired', 'missing', 'invalid_output')"
-        f" or ({alias}.result_type = 'errored' and coalesce({alias}.error_type, '') <> 'invalid_request_error')"
+        f" or ({alias}.result_type = 'errored'"
+        f" and coalesce({alias}.error_type, '') not in ('invalid_request_error', 'template_error'))"
         f" or ({alias}.result_type = 'canceled' and not {alias}.canceled_by_user)"
         f" or ({alias}.result_type = 'truncated' and coalesce({alias}.max_tokens, 0) < {int(max_tokens_cap)})"
         f"{split})"
@@ -184,7 +185,8 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
 RENDERED_COLUMNS = {
     "ordinal": "BIGINT", "custom_id": "VARCHAR", "part": "INTEGER", "parts": "INTEGER",
     "request_hash": "VARCHAR", "max_tokens": "INTEGER", "dedup_of": "VARCHAR", "reason": "VARCHAR",
-    "chunk": "INTEGER", "include": "BOOLEAN",
+    "chunk": "INTEGER", "include": "BOOLEAN", "lane": "VARCHAR", "cost": "DOUBLE", "line_offset": "BIGINT",
+    "line_length": "BIGINT", "error": "VARCHAR",
 }
 
 

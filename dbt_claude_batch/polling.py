@@ -22,12 +22,11 @@ def refresh(client: anthropic.Anthropic, state: State) -> list[tuple[str, bool]]
             logger.warning(f"batch {batch_id} no longer exists; its requests become failures to resubmit")
             ended.append((batch_id, True))
             continue
-        state.update_batch(batch)
-        counts = batch.request_counts
+        counts = state.update_batch(batch)
         logger.info(
             f"{state.model_id} batch {batch_id} {batch.processing_status}: "
-            f"{counts.processing} processing, {counts.succeeded} succeeded, {counts.errored} errored, "
-            f"{counts.canceled} canceled, {counts.expired} expired"
+            f"{counts['processing']} processing, {counts['succeeded']} succeeded, {counts['errored']} errored, "
+            f"{counts['canceled']} canceled, {counts['expired']} expired"
         )
         if batch.processing_status == "ended":
             ended.append((batch_id, batch.archived_at is not None))

@@ -2,6 +2,7 @@
 
 A template is a Jinja2 file rendered in a sandbox with StrictUndefined, over the row's columns. Row
 values are passed as data and never parsed as a template, so ``{{ }}`` inside a row is sent verbatim.
+A NULL column renders as empty text (a template can still test it: ``{% if x is none %}``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import traceback
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -16,13 +18,20 @@ import jinja2
 import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from dbt_claude_batch.errors import TemplateError
+from dbt_claude_batch.errors import RowTemplateError, TemplateError
 from dbt_claude_batch.settings import Settings
 
 # Bumped whenever the shape of the request built from the same inputs changes, so every row is resubmitted.
-REQUEST_FORMAT_VERSION = 1
+# 2: NULL renders as empty text instead of "None".
+REQUEST_FORMAT_VERSION = 2
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+def _finalize(value: Any) -> Any:
+    return "" if value is None else value
+
+
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False,
+                            finalize=_finalize)
 
 
 def resolve_template_path(path: str, project_dir: str | None) -> Path:
@@ -81,15 +90,16 @@ class Prompt:
         )
 
     def render(self, row: Mapping[str, Any]) -> str:
+        """The prompt text for one row; raises RowTemplateError (with the template line) if rendering fails."""
         if self._template is None:
             value = row[self.settings.prompt_column]
             return "" if value is None else str(value)
         try:
             return self._template.render(**{c: row[c] for c in self.columns})
-        except jinja2.TemplateError as exc:
-            raise TemplateError(
-                f"Prompt template {self.path} failed to render: fix the template.\n{type(exc).__name__}: {exc}"
-            ) from None
+        except Exception as exc:  # noqa: BLE001 - any error a template raises is that row's failure
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<template>"]
+            line = frames[-1].lineno if frames else getattr(exc, "lineno", None)
+            raise RowTemplateError(str(self.path), line, f"{type(exc).__name__}: {exc}") from None
 
     def fingerprint(self) -> str:
         """A digest of everything outside the row that shapes a request."""

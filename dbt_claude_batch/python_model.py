@@ -11,15 +11,15 @@
 from __future__ import annotations
 
 import json
-import tempfile
+import sys
 import time
 from typing import Any
 
-from dbt_claude_batch import planning
+from dbt_claude_batch import dbt_node, planning
 from dbt_claude_batch.client import LazyClient, require_api_key
-from dbt_claude_batch.errors import BudgetExceededError, ConfigError
-from dbt_claude_batch.identifiers import qualified
-from dbt_claude_batch.keys import check_custom_ids_unique, check_keys
+from dbt_claude_batch.errors import BudgetExceededError, ConfigError, TemplateError
+from dbt_claude_batch.identifiers import qualified, quote
+from dbt_claude_batch.keys import check_custom_ids_unique, check_keys, custom_id_sql
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.pricing import BATCH_DISCOUNT
 from dbt_claude_batch.prompts import Prompt
@@ -27,6 +27,7 @@ from dbt_claude_batch.results import results_sql, write_views
 from dbt_claude_batch.run_vars import RunVars
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
+from dbt_claude_batch.workdir import clean_stale, scratch
 
 # `auto` goes synchronous when the batch window (up to 24 h) plus this margin would miss the deadline.
 AUTO_MARGIN_HOURS = 1.0
@@ -45,7 +46,10 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     require_api_key()
     api = LazyClient()
     this = dbt.this
-    model_id = f"{this.database}.{this.schema}.{this.identifier}"
+    # The catalog name is left out on purpose: DuckDB takes it from the file name, and copying or
+    # renaming the file must not orphan the state (and buy every answer again).
+    model_id = f"{this.schema}.{this.identifier}"
+    _check_unique_key(cfg, this.identifier)
     run_vars = RunVars.from_dbt(this.identifier)
     state = State(session.cursor(), cfg.state_schema, model_id)
 
@@ -63,8 +67,10 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     key_types = {c: types[c] for c in cfg.key}
 
     state.ensure()
+    _check_key_change(state, cfg, this.identifier, dbt.is_incremental)
     state.record_model(list(cfg.key), key_types)
     _drop_leaked_tmp_tables(state, this)
+    clean_stale()
     n_staged = planning.stage(state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model,
                               prompt.fingerprint())
     digest = planning.staged_digest(state, _planning_seed(cfg))
@@ -72,24 +78,46 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
             and not state.unsettled_submissions() and not state.unfinished_sync_batches()):
         # Same source, same settings, and the last run left nothing to do: skip the planning join.
         logger.info(f"{model_id}: {n_staged} source rows, unchanged since the last run: nothing to submit")
-        return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started)
+        return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started, source_sql)
     state.set_quiet_digest(None)
     check_custom_ids_unique(state.cursor, planning.STAGED)
 
+    try:
+        sent = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types)
+    except Exception as exc:
+        anthropic = sys.modules.get("anthropic")
+        if anthropic is not None and isinstance(exc, anthropic.APIConnectionError):
+            from dbt_claude_batch.submission import unreachable_error
+
+            raise unreachable_error(exc, "talking to the Message Batches API") from None
+        raise
+    if sent is None:  # a sample preview
+        return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started, source_sql, only_new=True)
+    if not sent and not run_vars.any() and not state.unharvested_batches() and not state.unsettled_submissions():
+        state.set_quiet_digest(digest)
+    return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started, source_sql)
+
+
+def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,
+              source_sql: str, this, key_types: dict[str, str]) -> int | None:
+    """Settle, cancel, poll, harvest, submit and wait; return the request lines sent (None for a sample)."""
+    model_id = state.model_id
     if run_vars.sample_size:
         from dbt_claude_batch.sample import run_sample
 
+        if not n_staged:
+            raise ConfigError(
+                f"`claude_batch_sample` asked for {run_vars.sample_size} rows, but the source of {model_id} is "
+                "empty: load rows into the staging model, or run without the var."
+            )
         run_sample(api.get(), state, prompt, cfg, run_vars.sample_size, this, key_types, source_sql)
-        return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started, only_new=True)
+        return None
 
     for batch_id in state.unfinished_sync_batches():
         from dbt_claude_batch.sync import finish_interrupted
 
         finish_interrupted(state, batch_id)
-    if state.unsettled_submissions():
-        from dbt_claude_batch.submission import settle_unsettled
-
-        settle_unsettled(api.get(), state, cfg.in_doubt_grace_seconds)
+    _settle(api, state, cfg)
     if run_vars.cancel and state.unharvested_batches():
         from dbt_claude_batch.polling import cancel_in_flight
 
@@ -106,18 +134,77 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     if not sent:
         logger.info(f"{model_id}: {n_staged} source rows, nothing to submit")
 
-    if cfg.wait_seconds > 0 and state.unharvested_batches():
+    if cfg.wait_seconds > 0 and (state.unharvested_batches() or state.unsettled_submissions()):
         from dbt_claude_batch.polling import wait_until
 
         def step() -> bool:
+            _settle(api, state, cfg)
             _poll_and_harvest(api, state, cfg)
-            return not state.unharvested_batches()
+            return not state.unharvested_batches() and not state.unsettled_submissions()
 
         if not wait_until(time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
             logger.info(f"{model_id}: batches still in flight; the next run collects them")
-    if not sent and not run_vars.any() and not state.unharvested_batches() and not state.unsettled_submissions():
-        state.set_quiet_digest(digest)
-    return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started)
+    return sent
+
+
+def _settle(api: LazyClient, state: State, cfg: Settings) -> None:
+    if state.unsettled_submissions():
+        from dbt_claude_batch.submission import settle_unsettled
+
+        settle_unsettled(api.get(), state, cfg.in_doubt_grace_seconds, cfg.clock_skew_seconds)
+
+
+def _check_unique_key(cfg: Settings, identifier: str) -> None:
+    """dbt merges returned rows on `unique_key`: it must be the same columns as the batch `key`."""
+    unique_key = dbt_node.unique_key(identifier)
+    if unique_key is not None and set(unique_key) != set(cfg.key):
+        raise ConfigError(
+            f"Model {identifier} has unique_key {list(unique_key)} but claude_batch key {list(cfg.key)}: set both to "
+            "the same column(s) (dbt merges results on unique_key, answers are kept per key); nothing was submitted."
+        )
+
+
+def _check_key_change(state: State, cfg: Settings, identifier: str, is_incremental: bool) -> None:
+    """A new `key` means new custom_ids: allowed only while the results table is rebuilt from scratch."""
+    recorded = state.recorded_key()
+    if recorded is None:
+        _warn_if_state_elsewhere(state, is_incremental)
+        return
+    if recorded == list(cfg.key) or not state.has_state():
+        return
+    if is_incremental:
+        raise ConfigError(
+            f"Setting `key` of {state.model_id} changed from {recorded} to {list(cfg.key)}: rebuild the table on the "
+            f"new key with `dbt run --full-refresh -s {identifier}` (answers to unchanged requests are reused, not "
+            "bought again), or set `key` back; nothing was submitted."
+        )
+    logger.warning(f"{state.model_id}: key changed from {recorded} to {list(cfg.key)}; the table is rebuilt on "
+                   "the new key")
+
+
+def _warn_if_state_elsewhere(state: State, is_incremental: bool) -> None:
+    """A model without state here, but with state in another schema or a table already built: say it re-buys."""
+    others = []
+    for (schema,) in state.run(
+        "select table_schema from information_schema.tables where table_name = 'models' and table_schema <> ? "
+        "and table_catalog = current_database()", [state.schema]
+    ):
+        try:
+            if state.run(f"select 1 from {quote(schema)}.models where model_id = ? limit 1", [state.model_id]):
+                others.append(schema)
+        except Exception:  # noqa: BLE001 - a table of that name that is not ours
+            continue
+    if others:
+        logger.warning(
+            f"{state.model_id}: state_schema is {state.schema!r}, which has no state for this model, but "
+            f"{', '.join(repr(o) for o in others)} has: every row is submitted (and paid for) again. Set "
+            f"`state_schema: {others[0]}` to keep using the answers held there."
+        )
+    elif is_incremental:
+        logger.warning(
+            f"{state.model_id}: the results table exists but state_schema {state.schema!r} holds no state for it "
+            "(state reset, or state_schema changed): every row is submitted (and paid for) again."
+        )
 
 
 def _planning_seed(cfg: Settings) -> str:
@@ -126,21 +213,37 @@ def _planning_seed(cfg: Settings) -> str:
 
 
 def _submit(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int, source_sql: str) -> int:
-    """Render, check the budget, route and send the pending rows; return the number of request lines sent."""
+    """Render, reuse held answers, check names and budget, route and send the pending rows.
+
+    Returns the number of request lines sent.
+    """
     from dbt_claude_batch import submission
+    from dbt_claude_batch.local_outcomes import record_template_errors, reuse_held_answers
     from dbt_claude_batch.spool import build_spool
     from dbt_claude_batch.sync import run_sync
 
-    with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
+    with scratch() as tmp:
         spool = build_spool(state, prompt, cfg, tmp, source_sql)
         planning.record_aliases(state)
+        n_errors = record_template_errors(state)
+        n_reused = reuse_held_answers(state)
+        if n_reused:
+            spool.refresh_counts()
+            logger.info(f"{state.model_id}: {n_reused} requests already answered in state: reused, not bought again")
+        if n_errors:
+            logger.warning(f"{state.model_id}: the prompt template raised for {n_errors} row(s); they are recorded "
+                           "as failures of kind template_error (see the failures table)")
+            if not spool.chunks and not n_reused:
+                first = state.run(f"select error from {planning.RENDERED} where reason = 'template_error' limit 1")
+                raise TemplateError(f"{first[0][0]}\nIt raised for every one of the {n_errors} rows to submit; "
+                                    "nothing was submitted.")
         if not spool.chunks:
             return 0
         reasons = planning.reason_counts(state)
         batch_lines = sum(c.n for c in spool.chunks if c.lane == "batch")
         route, why = choose_route(cfg, batch_lines)
-        estimate = spool.list_price_usd.get("sync", 0.0) + spool.list_price_usd.get("batch", 0.0) * (
-            BATCH_DISCOUNT if route == "batch" else 1.0)
+        prices = spool.list_price_usd()
+        estimate = prices.get("sync", 0.0) + prices.get("batch", 0.0) * (BATCH_DISCOUNT if route == "batch" else 1.0)
         logger.info(
             f"{state.model_id}: {n_staged} source rows, {sum(reasons.values())} to submit "
             f"({', '.join(f'{v} {k}' for k, v in reasons.items())}) as {spool.n_lines} requests"
@@ -148,12 +251,24 @@ def _submit(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_stag
             + f"; route: {route} ({why}); estimated cost at most ${estimate:.4f}"
         )
         _check_budget(cfg, spool, estimate)
+        _check_models(api, state, cfg)
         for chunk in spool.chunks:
             if chunk.lane == "sync" or route == "sync":
                 run_sync(api.get(), state, spool, chunk, cfg)
             else:
-                submission.submit_chunk(api.get(), state, spool, chunk)
+                submission.submit_chunk(api.get(), state, spool, chunk, cfg.in_doubt_grace_seconds,
+                                        cfg.clock_skew_seconds)
         return spool.n_lines
+
+
+def _check_models(api: LazyClient, state: State, cfg: Settings) -> None:
+    from dbt_claude_batch.model_names import check_model_names
+
+    names = [r[0] for r in state.run(
+        f"select distinct p.__cb_model from {planning.PENDING} p join {planning.RENDERED} r "
+        "on r.ordinal = p.__cb_ordinal where r.include")]
+    setting = f"column `{cfg.model_column}`" if cfg.model_column else "setting `model`"
+    check_model_names(api.get(), names, cfg.extra_models, setting)
 
 
 def choose_route(cfg: Settings, n_requests: int) -> tuple[str, str]:
@@ -186,14 +301,16 @@ def _check_budget(cfg: Settings, spool, estimate: float) -> None:
 
 
 def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
-            only_new: bool = False):
+            source_sql: str, only_new: bool = False):
     write_views(state, cfg, this.database, this.schema, this.identifier, key_types)
     for temp in (planning.STAGED, planning.PENDING, planning.RENDERED):
         state.run(f"drop table if exists {temp}")
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
     watermark = existing is not None and _has_column(state, this, "harvest_seq")
+    # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
+    current = None if is_incremental else f"select {custom_id_sql(cfg.key)} from ({source_sql})"
     logger.info(f"{state.model_id}: dbt_claude_batch work took {time.perf_counter() - started:.2f}s")
-    return session.sql(results_sql(state, cfg, key_types, existing, watermark))
+    return session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current))
 
 
 def _has_column(state: State, this, column: str) -> bool:

@@ -24,18 +24,20 @@ def _unpack_keys(key_types: dict[str, str], expr: str = "key_json") -> str:
 
 
 def results_sql(state: State, settings: Settings, key_types: dict[str, str], existing: str | None,
-                watermark: bool = False) -> str:
+                watermark: bool = False, current_keys: str | None = None) -> str:
     """Latest successful result per key; with `existing`, only those newer than what that table holds.
 
     With `watermark`, only keys with an outcome recorded after the newest `harvest_seq` in `existing`
     are considered. The watermark is read from the table itself, so a run whose merge never happened
-    is simply caught up by the next one.
+    is simply caught up by the next one. With `current_keys` (a query of custom_ids), only those keys.
     """
     newer = (
         f"where not exists (select 1 from {existing} e where e.custom_id = w.custom_id and e.attempt >= w.attempt)"
         if existing
         else ""
     )
+    if current_keys:
+        newer += (" and " if newer else "where ") + f"w.custom_id in ({current_keys})"
     recent = None
     if existing and watermark:
         recent = (

@@ -46,6 +46,10 @@ class Settings:
     max_batch_bytes: int = 256_000_000
     state_schema: str = "dbt_claude_batch"
     in_doubt_grace_seconds: float = 3600.0
+    # a batch created this long before a create's intent (by the server's clock) is still a candidate
+    clock_skew_seconds: float = 300.0
+    # model names accepted although the Models API does not list them (new or private models)
+    extra_models: tuple[str, ...] = ()
     # routing between the Message Batches API and synchronous Messages calls
     mode: str = "batch"
     sync_concurrency: int = 4
@@ -89,6 +93,9 @@ class Settings:
         if "key" not in merged:
             raise ConfigError("Setting `key` is missing: name the primary key column(s), e.g. key='ticket_id'.")
         merged["key"] = _as_names("key", merged["key"])
+        merged["extra_models"] = merged.get("extra_models") or ()
+        if merged["extra_models"]:
+            merged["extra_models"] = tuple(_as_names("extra_models", merged["extra_models"]))
         if merged.get("stop_sequences") is not None:
             merged["stop_sequences"] = tuple(_as_names("stop_sequences", merged["stop_sequences"]))
         merged["params"] = dict(merged.get("params") or {})
@@ -106,6 +113,11 @@ class Settings:
             )
         if not self.model and not self.model_column:
             raise ConfigError("Setting `model` is missing: name the Claude model, e.g. model='claude-haiku-4-5'.")
+        if self.model is not None and not isinstance(self.model, str):
+            raise ConfigError(
+                f"Setting `model` must be a model name in quotes, e.g. model: 'claude-haiku-4-5'; got {self.model!r} "
+                f"({type(self.model).__name__}): fix it in the model's claude_batch settings."
+            )
         for name in ("max_tokens", "max_attempts", "max_requests_per_batch", "max_batch_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -120,7 +132,7 @@ class Settings:
                 f"Setting `max_batch_bytes` is {self.max_batch_bytes}; the API accepts at most "
                 f"{API_MAX_BATCH_BYTES} bytes per batch: lower it."
             )
-        for name in ("wait_seconds", "poll_interval_seconds", "in_doubt_grace_seconds"):
+        for name in ("wait_seconds", "poll_interval_seconds", "in_doubt_grace_seconds", "clock_skew_seconds"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"Setting `{name}` must be a number of seconds >= 0; got {value!r}.")

@@ -18,18 +18,24 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbt_claude_batch.errors import SourceDataError
-from dbt_claude_batch.planning import PENDING, RENDERED, STAGED, candidate_rows_sql, load_rendered
+from dbt_claude_batch.errors import RowTemplateError, SourceDataError
+from dbt_claude_batch.log import logger
+from dbt_claude_batch.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
+                                       load_rendered)
 from dbt_claude_batch.pricing import estimate_input_tokens, list_price
 from dbt_claude_batch.prompts import Prompt, canonical_json, request_params
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
 
 _ENVELOPE = len(b'{"requests":[]}')
+# Every batch carries one marker request (see submission.py); room for it is kept in each chunk.
+MARKER_PREFIX = "dbt_claude_batch-proof-"
+_MARKER_RESERVE_BYTES = 256
 _READ_ROWS = 10_000
 # Parts of a split prompt aim at half the context window: the estimate is rough, and the model needs
 # room for the instructions around the part.
 _SPLIT_FILL = 0.5
+VERDICT_COLUMNS = list(RENDERED_COLUMNS)
 # A prompt is split up front when its estimate passes this share of the context window.
 _SPLIT_THRESHOLD = 0.9
 
@@ -45,16 +51,30 @@ class Chunk:
     n_bytes: int = 0
     offset: int = 0
     length: int = 0
+    model: str = ""  # the first line's model, also used by the marker request
+    filtered: bool = False  # some lines were answered from state and are left out when sending
+
+
+def marker_id(submission_id: str) -> str:
+    """The custom_id of a submission's marker request: it names the submission, and nothing else."""
+    return MARKER_PREFIX + submission_id.replace("-", "")
+
+
+def marker_line(custom_id: str, model: str) -> bytes:
+    """The marker request: one line, ~10 input tokens and 1 output token."""
+    params = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ok"}]}
+    return json.dumps({"custom_id": custom_id, "params": params}, separators=(",", ":")).encode()
 
 
 @dataclass
 class Spool:
     directory: str
+    state: State | None = None
     chunks: list[Chunk] = field(default_factory=list)
-    list_price_usd: dict[str, float] = field(default_factory=dict)  # per lane, at list (synchronous) prices
     unpriced_models: set[str] = field(default_factory=set)
     n_lines: int = 0
     n_deduplicated: int = 0
+    n_template_errors: int = 0
 
     def lane_path(self, lane: str) -> str:
         return os.path.join(self.directory, f"requests-{lane}.jsonl")
@@ -64,17 +84,44 @@ class Spool:
         return os.path.join(self.directory, "verdicts.csv")
 
     def lines_of(self, chunk: Chunk) -> bytes:
+        """The chunk's request lines, without those answered from state (see local_outcomes.py)."""
         with open(chunk.path, "rb") as spool:
             spool.seek(chunk.offset)
-            return spool.read(chunk.length)
+            data = spool.read(chunk.length)
+        if not chunk.filtered:
+            return data
+        ranges = self.state.run(
+            f"select line_offset, line_length from {RENDERED} where chunk = ? and include and dedup_of is null "
+            "order by line_offset", [chunk.index])
+        return b"".join(data[o - chunk.offset:o - chunk.offset + n] for o, n in ranges)
 
-    def body_of(self, chunk: Chunk) -> bytes:
+    def body_of(self, chunk: Chunk, marker: bytes | None = None) -> bytes:
         """The create body for a chunk, built from raw bytes (no Python objects per request)."""
-        return b'{"requests":[' + self.lines_of(chunk)[:-1].replace(b"\n", b",") + b"]}"
+        lines = self.lines_of(chunk)[:-1].replace(b"\n", b",")
+        if marker is not None:
+            lines = lines + b"," + marker if lines else marker
+        return b'{"requests":[' + lines + b"]}"
+
+    def list_price_usd(self) -> dict[str, float]:
+        """Estimated list-price cost per lane of the lines still to send."""
+        return dict(self.state.run(
+            f"select lane, sum(cost) from {RENDERED} where include and dedup_of is null group by lane"))
+
+    def refresh_counts(self) -> None:
+        """After some lines were answered from state: recount lines per chunk, drop empty chunks."""
+        rows = dict((c, (n, b)) for c, n, b in self.state.run(
+            f"select chunk, count(*), sum(line_length) from {RENDERED} where include and dedup_of is null "
+            "group by chunk"))
+        for chunk in self.chunks:
+            n, n_bytes = rows.get(chunk.index, (0, 0))
+            if n != chunk.n:
+                chunk.n, chunk.n_bytes, chunk.filtered = n, int(n_bytes), True
+        self.chunks = [c for c in self.chunks if c.n]
+        self.n_lines = sum(c.n for c in self.chunks)
 
 
 def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str, source_sql: str) -> Spool:
-    spool = Spool(directory)
+    spool = Spool(directory, state)
     rows = candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}")
     reader = state.cursor.sql(rows).to_arrow_reader(_READ_ROWS)
     try:
@@ -126,18 +173,18 @@ class _Writer:
         self.spool = spool
         self.prompt = prompt
         self.settings = settings
-        self.limit_bytes = settings.max_batch_bytes - _ENVELOPE
+        self.limit_bytes = settings.max_batch_bytes - _ENVELOPE - _MARKER_RESERVE_BYTES
+        self.limit_requests = settings.max_requests_per_batch - 1  # the marker takes one
         self.current: dict[str, Chunk] = {}
         self.files: dict[str, Any] = {}
         self.offsets: dict[str, int] = {}
-        self.groups: dict[str, tuple[list[str], int, str]] = {}  # leader custom_id -> (sent ids, chunk, hash)
+        self.groups: dict[str, tuple[list[str], Chunk, str]] = {}  # leader custom_id -> (sent ids, chunk, hash)
 
     def write(self, reader) -> None:
         try:
             with open(self.spool.verdicts, "w", newline="") as verdicts:
                 self.verdicts = csv.writer(verdicts)
-                self.verdicts.writerow(["ordinal", "custom_id", "part", "parts", "request_hash", "max_tokens",
-                                        "dedup_of", "reason", "chunk", "include"])
+                self.verdicts.writerow(VERDICT_COLUMNS)
                 for record_batch in reader:
                     data = record_batch.to_pydict()
                     for i in range(record_batch.num_rows):
@@ -145,6 +192,13 @@ class _Writer:
         finally:
             for handle in self.files.values():
                 handle.close()
+
+    def verdict(self, ordinal: int, custom_id: str, request_hash: str, reason: str, include: bool,
+                part: int = 1, parts: int = 1, max_tokens: Any = "", dedup_of: str = "", chunk: Chunk | None = None,
+                cost: float = 0.0, offset: Any = "", length: Any = "", error: str = "") -> None:
+        self.verdicts.writerow([ordinal, custom_id, part, parts, request_hash, max_tokens, dedup_of, reason,
+                                "" if chunk is None else chunk.index, include, "" if chunk is None else chunk.lane,
+                                cost, offset, length, error])
 
     def row(self, row: dict[str, Any]) -> None:
         ordinal, key_id, reason = row["__cb_ordinal"], row["__cb_custom_id"], row["__cb_reason"]
@@ -154,7 +208,18 @@ class _Writer:
             ids, chunk, request_hash = shared
         else:
             values = {c: row[c] for c in self.prompt.columns}
-            base = request_params(self.settings, self.prompt.render(values), row["__cb_model"])
+            try:
+                base = request_params(self.settings, self.prompt.render(values), row["__cb_model"])
+            except RowTemplateError as exc:
+                # One row's failure does not hold back the others: it is recorded as a failure of kind
+                # template_error, and rendered again when the row or the template changes.
+                message = exc.for_key(row["__cb_key_json"])
+                if not self.spool.n_template_errors:
+                    logger.warning(message.splitlines()[0])
+                self.spool.n_template_errors += 1
+                self.verdict(ordinal, key_id, "template_error:" + row["__cb_input_hash"], "template_error", False,
+                             error=message)
+                return
             request_hash = hashlib.sha256(canonical_json(base).encode("utf-8")).hexdigest()
         if reason == "maybe_changed":
             if request_hash != row["__cb_prev_request_hash"]:
@@ -162,14 +227,14 @@ class _Writer:
             elif row["__cb_would_retry"]:
                 reason = "retry"
             else:
-                self.verdicts.writerow([ordinal, key_id, 1, 1, request_hash, "", "", "unchanged", "", False])
+                self.verdict(ordinal, key_id, request_hash, "unchanged", False)
                 return
         max_tokens = row["__cb_max_tokens"] or self.settings.max_tokens
         if shared is not None:
             for part, sent_id in enumerate(ids, start=1):
                 follower = key_id if len(ids) == 1 else part_custom_id(key_id, part)
-                self.verdicts.writerow([ordinal, follower, part, len(ids), request_hash, max_tokens,
-                                        sent_id, reason, chunk, True])
+                self.verdict(ordinal, follower, request_hash, reason, True, part, len(ids), max_tokens, sent_id,
+                             chunk)
             self.spool.n_deduplicated += 1
             return
         lane = "sync" if row["__cb_rerun"] else "batch"
@@ -177,12 +242,12 @@ class _Writer:
         ids, chunk = [], None
         for part, params in enumerate(requests, start=1):
             custom_id = key_id if len(requests) == 1 else part_custom_id(key_id, part)
-            chunk = self.emit(lane, custom_id, params, row["__cb_key_json"])
+            chunk, offset, size, cost = self.emit(lane, custom_id, params, row["__cb_key_json"])
             ids.append(custom_id)
-            self.verdicts.writerow([ordinal, custom_id, part, len(requests), request_hash, max_tokens, "",
-                                    reason, chunk.index, True])
+            self.verdict(ordinal, custom_id, request_hash, reason, True, part, len(requests), max_tokens, "", chunk,
+                         cost, offset, size)
         if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
-            self.groups[key_id] = (ids, chunk.index, request_hash)
+            self.groups[key_id] = (ids, chunk, request_hash)
 
     def parts(self, row: dict[str, Any], values: dict[str, Any], base: dict[str, Any], max_tokens: int) -> list[dict]:
         """The request(s) for one row: one, or several when the prompt is too long and may be split."""
@@ -200,7 +265,8 @@ class _Writer:
             out.append({**part_params, "max_tokens": max_tokens})
         return out
 
-    def emit(self, lane: str, custom_id: str, params: dict[str, Any], key_json: str) -> Chunk:
+    def emit(self, lane: str, custom_id: str, params: dict[str, Any], key_json: str) -> tuple[Chunk, int, int, float]:
+        """Append one request line; return its chunk, offset, size and estimated list-price cost."""
         line = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False,
                           separators=(",", ":"), default=str).encode("utf-8")
         size = len(line) + 1  # the comma or newline that follows it
@@ -214,11 +280,12 @@ class _Writer:
             self.files[lane] = open(self.spool.lane_path(lane), "wb")
             self.offsets[lane] = 0
         chunk = self.current.get(lane)
-        if chunk is None or chunk.n >= self.settings.max_requests_per_batch or chunk.n_bytes + size > self.limit_bytes:
+        if chunk is None or chunk.n >= self.limit_requests or chunk.n_bytes + size > self.limit_bytes:
             chunk = Chunk(index=len(self.spool.chunks), lane=lane, path=self.spool.lane_path(lane),
-                          offset=self.offsets[lane])
+                          offset=self.offsets[lane], model=params["model"])
             self.spool.chunks.append(chunk)
             self.current[lane] = chunk
+        offset = self.offsets[lane]
         self.files[lane].write(line)
         self.files[lane].write(b"\n")
         chunk.n += 1
@@ -227,9 +294,9 @@ class _Writer:
         self.offsets[lane] += size
         self.spool.n_lines += 1
         price = list_price(params["model"], self.settings.prices)
+        cost = 0.0
         if price is None:
             self.spool.unpriced_models.add(params["model"])
         else:
             cost = (estimate_input_tokens(params) * price[0] + params["max_tokens"] * price[1]) / 1e6
-            self.spool.list_price_usd[lane] = self.spool.list_price_usd.get(lane, 0.0) + cost
-        return chunk
+        return chunk, offset, size, cost

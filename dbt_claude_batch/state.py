@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 from dbt_claude_batch.errors import StateError
 from dbt_claude_batch.identifiers import literal, qualified
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -120,9 +120,78 @@ _MIGRATIONS: dict[int, list[str]] = {
         "create sequence if not exists {s}.outcome_seq",
         "alter table {s}.outcomes add column harvest_seq bigint",
     ],
+    # v4: a model's identity is `schema.identifier`, without the catalog name, which DuckDB takes from
+    # the file name (copying or renaming the file must not lose the state); every batch create carries
+    # a marker request whose custom_id proves whose batch it is; candidates that lack it are foreign;
+    # answers held are reused by request hash; one row per run.
+    4: [
+        *[
+            f"update {{s}}.{table} set model_id = array_to_string(string_split(model_id, '.')[-2:], '.') "
+            "where len(string_split(model_id, '.')) > 2"
+            for table in ("submissions", "requests", "batches", "outcomes")
+        ],
+        # The same model seen under two file names collapses to one: keep the most recent record.
+        """delete from {s}.models where rowid not in (
+            select arg_max(rowid, updated_at) from {s}.models
+            group by array_to_string(string_split(model_id, '.')[-2:], '.'))""",
+        "update {s}.models set model_id = array_to_string(string_split(model_id, '.')[-2:], '.') "
+        "where len(string_split(model_id, '.')) > 2",
+        """create table {s}.input_aliases_v4 as
+            select distinct on (m, custom_id, input_hash)
+                array_to_string(string_split(model_id, '.')[-2:], '.') as m, custom_id, input_hash, request_hash
+            from {s}.input_aliases""",
+        "drop table {s}.input_aliases",
+        """create table {s}.input_aliases (
+            model_id varchar not null,
+            custom_id varchar not null,
+            input_hash varchar not null,
+            request_hash varchar not null,
+            primary key (model_id, custom_id, input_hash))""",
+        "insert into {s}.input_aliases select * from {s}.input_aliases_v4",
+        "drop table {s}.input_aliases_v4",
+        "alter table {s}.submissions add column marker_id varchar",
+        """create table if not exists {s}.foreign_batches (
+            submission_id varchar not null,
+            batch_id varchar not null,
+            checked_at timestamp not null,
+            note varchar,
+            primary key (submission_id, batch_id))""",
+        "alter table {s}.outcomes add column reused_from varchar",  # batch_id of the answer reused
+        # The n_* counts are the rows' requests: the marker is taken out of the count it is in (this column).
+        "alter table {s}.batches add column marker_in varchar",
+        """create table if not exists {s}.runs (
+            run_id varchar primary key,
+            model_id varchar not null,
+            started_at timestamp not null,
+            finished_at timestamp,
+            n_source_rows bigint,
+            n_submitted bigint,
+            n_harvested bigint,
+            n_failed bigint,
+            n_reused bigint,
+            cost_usd double,
+            outcome varchar,
+            note varchar)""",
+    ],
+}
+
+# Columns every state table must have at the current version; a table in the state schema without
+# them is not ours (or was damaged), and the run stops before touching it.
+EXPECTED_COLUMNS = {
+    "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest"),
+    "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id"),
+    "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
+                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of"),
+    "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
+                "harvested_at"),
+    "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from"),
+    "input_aliases": ("model_id", "custom_id", "input_hash", "request_hash"),
+    "foreign_batches": ("submission_id", "batch_id", "checked_at"),
+    "runs": ("run_id", "model_id", "started_at"),
 }
 
 _ensure_lock = threading.Lock()
+_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
 def utcnow() -> datetime:
@@ -170,24 +239,74 @@ class State:
 
     # -- schema ---------------------------------------------------------------------------------
     def ensure(self) -> None:
-        """Create or upgrade the state schema; idempotent and safe across dbt threads."""
+        """Create or upgrade the state schema; idempotent and safe across dbt threads.
+
+        A table of the state schema that is not ours (or was damaged) stops the run with a
+        `StateError` before anything is written, rather than a raw database error later.
+        """
+        import duckdb
+
         s = qualified(self.schema)
         with _ensure_lock:
-            self.run(f"create schema if not exists {s}")
-            self.run(
-                f"create table if not exists {s}.state_version (version integer not null, applied_at timestamp not null)"
-            )
-            current = self.run(f"select coalesce(max(version), 0) from {s}.state_version")[0][0]
+            try:
+                self.run(f"create schema if not exists {s}")
+                self.run(
+                    f"create table if not exists {s}.state_version (version integer not null, applied_at timestamp not null)"
+                )
+                current = self.run(f"select coalesce(max(version), 0) from {s}.state_version")[0][0]
+            except duckdb.Error as exc:
+                raise self._foreign("state_version", str(exc)) from None
             if current > SCHEMA_VERSION:
                 raise StateError(
                     f"State schema {self.schema} is at version {current}, newer than this dbt-claude-batch "
                     f"understands ({SCHEMA_VERSION}): upgrade the dbt-claude-batch package."
                 )
+            if current == 0:
+                clash = self._tables() & set(EXPECTED_COLUMNS)
+                if clash:
+                    raise self._foreign(sorted(clash)[0], "the schema has no state_version record")
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                with self.transaction():
-                    for ddl in _MIGRATIONS[version]:
-                        self.run(ddl.format(s=s))
-                    self.run(f"insert into {s}.state_version values (?, ?)", [version, utcnow()])
+                try:
+                    with self.transaction():
+                        for ddl in _MIGRATIONS[version]:
+                            self.run(ddl.format(s=s))
+                        self.run(f"insert into {s}.state_version values (?, ?)", [version, utcnow()])
+                except duckdb.Error as exc:
+                    raise StateError(
+                        f"Upgrading state schema {self.schema} to version {version} failed: it holds tables that "
+                        "dbt-claude-batch did not create. Set `state_schema` to another schema, or move those "
+                        f"tables away, and run again.\n{exc}"
+                    ) from None
+            self._check_columns()
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.run(
+            "select table_name from information_schema.tables where table_schema = ? "
+            "and table_catalog = current_database()", [self.schema])}
+
+    def _check_columns(self) -> None:
+        rows = self.run(
+            "select table_name, list(column_name) from information_schema.columns where table_schema = ? "
+            "and table_catalog = current_database() group by all", [self.schema])
+        present = {name: set(cols) for name, cols in rows}
+        for table, needed in EXPECTED_COLUMNS.items():
+            missing = [c for c in needed if c not in present.get(table, set())]
+            if missing:
+                raise self._foreign(table, f"missing column(s) {', '.join(missing)}")
+
+    def _foreign(self, table: str, detail: str) -> StateError:
+        return StateError(
+            f"Table {self.schema}.{table} is not dbt-claude-batch state or was damaged ({detail}): set "
+            "`state_schema` to a schema of its own, or restore/rename that table; nothing was submitted."
+        )
+
+    def has_state(self) -> bool:
+        """Whether this model has ever recorded a request."""
+        return bool(self.run(f"select 1 from {self.table('requests')} where model_id = ? limit 1", [self.model_id]))
+
+    def recorded_key(self) -> list[str] | None:
+        rows = self.run(f"select key_columns from {self.table('models')} where model_id = ?", [self.model_id])
+        return json.loads(rows[0][0]) if rows else None
 
     def record_model(self, key_columns: list[str], key_types: dict[str, str]) -> None:
         self.run(
@@ -205,13 +324,14 @@ class State:
         self.run(f"update {self.table('models')} set quiet_digest = ? where model_id = ?", [digest, self.model_id])
 
     # -- submissions ----------------------------------------------------------------------------
-    def record_intent(self, submission_id: str, n_requests: int, n_bytes: int, requests_sql: str) -> None:
+    def record_intent(self, submission_id: str, n_requests: int, n_bytes: int, requests_sql: str,
+                      marker_id: str | None = None) -> None:
         """Record a submission before its create call, with its requests, in one transaction."""
         with self.transaction():
             self.run(
-                f"insert into {self.table('submissions')} (submission_id, model_id, status, n_requests, n_bytes, intent_at) "
-                "values (?, ?, 'creating', ?, ?, ?)",
-                [submission_id, self.model_id, n_requests, n_bytes, utcnow()],
+                f"insert into {self.table('submissions')} (submission_id, model_id, status, n_requests, n_bytes, "
+                "intent_at, marker_id) values (?, ?, 'creating', ?, ?, ?, ?)",
+                [submission_id, self.model_id, n_requests, n_bytes, utcnow(), marker_id],
             )
             self.run(
                 f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
@@ -248,20 +368,50 @@ class State:
         )
 
     def unsettled_submissions(self) -> list[tuple]:
-        """Submissions whose create may or may not have made a batch: (id, n_requests, intent_at, status)."""
+        """Submissions whose create may or may not have made a batch: (id, n_requests, intent_at, marker_id)."""
         return self.run(
-            f"select submission_id, n_requests, intent_at, status from {self.table('submissions')} "
+            f"select submission_id, n_requests, intent_at, marker_id from {self.table('submissions')} "
             "where model_id = ? and status in ('creating', 'in_doubt') order by intent_at",
             [self.model_id],
         )
 
+    def known_batch_ids(self, batch_ids: Sequence[str]) -> set[str]:
+        """Which of these batches this state already knows (its own, of any model)."""
+        if not batch_ids:
+            return set()
+        rows = self.run(f"select batch_id from {self.table('batches')} where batch_id in (select unnest(?))",
+                        [list(batch_ids)])
+        return {r[0] for r in rows}
+
+    def foreign_batch_ids(self, submission_id: str) -> set[str]:
+        rows = self.run(f"select batch_id from {self.table('foreign_batches')} where submission_id = ?",
+                        [submission_id])
+        return {r[0] for r in rows}
+
+    def record_foreign(self, submission_id: str, batch_id: str, note: str) -> None:
+        self.run(
+            f"insert or ignore into {self.table('foreign_batches')} values (?, ?, ?, ?)",
+            [submission_id, batch_id, utcnow(), note],
+        )
+
     # -- batches --------------------------------------------------------------------------------
-    def update_batch(self, batch) -> None:
-        counts = batch.request_counts
+    def update_batch(self, batch) -> dict[str, int]:
+        """Record a batch as the API shows it; return its counts of the rows' requests (marker taken out).
+
+        The marker is taken out of the first non-empty count (processing while in progress, usually
+        succeeded once ended); harvest moves it to the count its result really is in.
+        """
+        counts = {k: getattr(batch.request_counts, k) for k in _COUNTS}
+        marker_in = None
+        if self.run(f"select marker_id is not null from {self.table('submissions')} s join {self.table('batches')} b "
+                    "using (submission_id) where b.batch_id = ?", [batch.id]) == [(True,)]:
+            marker_in = next((k for k in _COUNTS if counts[k] > 0), None)
+            if marker_in:
+                counts[marker_in] -= 1
         self.run(
             f"update {self.table('batches')} set processing_status = ?, created_at = ?, expires_at = ?, "
             "ended_at = ?, cancel_initiated_at = ?, archived_at = ?, n_processing = ?, n_succeeded = ?, "
-            "n_errored = ?, n_canceled = ?, n_expired = ?, polled_at = ? where batch_id = ?",
+            "n_errored = ?, n_canceled = ?, n_expired = ?, polled_at = ?, marker_in = ? where batch_id = ?",
             [
                 batch.processing_status,
                 as_utc(batch.created_at),
@@ -269,15 +419,25 @@ class State:
                 as_utc(batch.ended_at),
                 as_utc(batch.cancel_initiated_at),
                 as_utc(batch.archived_at),
-                counts.processing,
-                counts.succeeded,
-                counts.errored,
-                counts.canceled,
-                counts.expired,
+                *counts.values(),
                 utcnow(),
+                marker_in,
                 batch.id,
             ],
         )
+        return counts
+
+    def move_marker_count(self, batch_id: str, actual: str) -> None:
+        """Harvest knows the marker's real result: take it out of that count instead (see update_batch)."""
+        if actual not in _COUNTS:
+            return
+        rows = self.run(f"select marker_in from {self.table('batches')} where batch_id = ?", [batch_id])
+        was = rows[0][0] if rows else None
+        if was is None or was == actual:
+            return
+        self.run(
+            f"update {self.table('batches')} set n_{was} = n_{was} + 1, n_{actual} = n_{actual} - 1, marker_in = ? "
+            "where batch_id = ?", [actual, batch_id])
 
     def mark_canceled_by_user(self, batch_id: str) -> None:
         self.run(f"update {self.table('batches')} set canceled_by_user = true where batch_id = ?", [batch_id])

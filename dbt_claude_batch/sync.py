@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -26,6 +25,7 @@ from dbt_claude_batch.planning import pending_requests_sql
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.spool import Chunk, Spool
 from dbt_claude_batch.state import State, utcnow
+from dbt_claude_batch.workdir import scratch
 
 SYNC_RETRIES = 6
 # Paid answers reach the state at least this often, so a crash loses (and the next run pays again for)
@@ -69,7 +69,7 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
         result = call_messages(sync_client, request["params"])
         return json.dumps({"custom_id": request["custom_id"], "result": result}, separators=(",", ":")).encode()
 
-    with tempfile.TemporaryDirectory(prefix="dbt_claude_batch_") as tmp:
+    with scratch() as tmp:
         everything = os.path.join(tmp, "all.jsonl")
         group, group_no, flushed_at, recorded = [], 0, time.monotonic(), 0
         with ThreadPoolExecutor(max_workers=concurrency) as pool, open(everything, "wb") as out:

@@ -209,8 +209,39 @@ def items(n: int, start: int = 1, prefix: str = "body") -> list[dict]:
     return [{"id": i, "body": f"{prefix} number {i} with some text"} for i in range(start, start + n)]
 
 
+MARKER_PREFIX = "dbt_claude_batch-proof-"
+
+
+def is_marker(custom_id: str) -> bool:
+    return custom_id.startswith(MARKER_PREFIX)
+
+
 def created_batches(emulator) -> list[dict]:
-    return emulator.ledger()["batches"]
+    """The emulator's batches; `request_count` counts the rows' requests, `marker` says one more was the proof."""
+    ledger = emulator.ledger()
+    marked = {r["batch_id"] for r in ledger["requests"] if is_marker(r["custom_id"])}
+    out = []
+    for batch in ledger["batches"]:
+        batch = dict(batch, marker=batch["id"] in marked)
+        batch["request_count"] -= batch["marker"]
+        out.append(batch)
+    return out
+
+
+def row_requests(emulator) -> list[dict]:
+    """Requests the emulator received for rows (marker requests left out)."""
+    return [r for r in emulator.ledger()["requests"] if not is_marker(r["custom_id"])]
+
+
+def marker_cost(project: "DbtProject") -> float:
+    """What the marker requests (one per batch, see submission.py) cost, from the state's own outcomes."""
+    from dbt_claude_batch.pricing import cost_sql, model_family_sql, prices_cte
+
+    return project.query(
+        f"with {prices_cte()} select coalesce(sum({cost_sql('o', 'p')}), 0) from dbt_claude_batch.outcomes o "
+        f"left join cb_prices p on p.model_family = {model_family_sql('o.answered_model')} "
+        f"where o.custom_id like '{MARKER_PREFIX}%'"
+    )[0][0]
 
 
 def create_calls(emulator) -> int:

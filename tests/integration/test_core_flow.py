@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from dbt_harness import create_calls, created_batches, expected_answer, items
+from dbt_harness import create_calls, created_batches, expected_answer, items, marker_cost, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 
@@ -41,8 +41,9 @@ def test_cost_matches_emulator_bill(project, emulator):
     project.run()
     ours = project.query("select sum(cost_usd) from main.items_batch")[0][0]
     billed = emulator.ledger(requests=False)["bill"]["total_usd"]
-    assert ours > 0
-    assert abs(ours - billed) < 1e-9
+    markers = marker_cost(project)
+    assert ours > 0 and 0 < markers < ours / 100  # the proof of ownership costs a fraction of a row
+    assert abs(ours + markers - billed) < 1e-9
 
 
 def test_nothing_to_do_run_makes_no_create_call(project, emulator):
@@ -72,8 +73,8 @@ def test_changed_row_is_resubmitted_alone(project, emulator):
 
     batches = created_batches(emulator)
     assert [b["request_count"] for b in batches] == [20, 1] or [b["request_count"] for b in batches] == [1, 20]
-    second = [r for r in emulator.ledger()["requests"] if r["batch_id"] != batches[-1]["id"]] or []
-    resubmitted = {r["custom_id"] for r in emulator.ledger()["requests"]
+    second = [r for r in row_requests(emulator) if r["batch_id"] != batches[-1]["id"]] or []
+    resubmitted = {r["custom_id"] for r in row_requests(emulator)
                    if r["batch_id"] == next(b["id"] for b in batches if b["request_count"] == 1)}
     assert resubmitted == {"5"}
     results = project.results()
@@ -161,7 +162,9 @@ def test_batches_split_by_count_and_bytes(project, emulator):
     project.load_table("items", items(70))
     project.configure(replace=False, max_requests_per_batch=30, **FAST)
     project.run()
-    assert sorted(b["request_count"] for b in created_batches(emulator)) == [10, 30, 30]
+    # The limit counts API requests: each batch also carries its marker request.
+    assert sorted(b["request_count"] for b in created_batches(emulator)) == [12, 29, 29]
+    assert all(b["marker"] for b in created_batches(emulator))
 
     project.load_table("items", items(70) + items(20, start=71, prefix="x" * 400))
     project.configure(replace=False, max_batch_bytes=4000)
@@ -189,8 +192,13 @@ def test_reset_batch_state_starts_over_but_refuses_with_batches_in_flight(projec
     assert "has 1 batch(es) in flight: cancel them first" in out
 
     emulator.advance_clock(3601)
+    project.configure(replace=False, **FAST)
     project.run()
     assert len(project.results()) == 4
+    out = project.dbt("run-operation", "dbt_claude_batch.reset_batch_state", "--args", "{model: items_btach}",
+                      expect_ok=False).stdout
+    assert "No state for model main.items_btach in dbt_claude_batch: check the model name" in out
+    assert "main.items_batch" in out  # the models that do have state are listed
     project.dbt("run-operation", "dbt_claude_batch.reset_batch_state", "--args", "{model: items_batch}")
     assert project.query("select count(*) from dbt_claude_batch.requests") == [(0,)]
     project.run()
@@ -203,7 +211,7 @@ def test_batches_view_names_models(project, emulator):
     project.configure(replace=False, model_column="model", **FAST)
     project.run()
     (row,) = project.query("select dbt_model, claude_models, n_submitted from main.items_batch__batches")
-    assert row[0].endswith(".main.items_batch")
+    assert row[0] == "main.items_batch"  # no catalog name: a copied or renamed file keeps its state
     assert row[1] == ["claude-haiku-4-5", "claude-sonnet-4-6"] and row[2] == 2
 
 
