@@ -32,7 +32,10 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
     is simply caught up by the next one. With `current_keys` (a query of custom_ids), only those keys.
     """
     newer = (
-        f"where not exists (select 1 from {existing} e where e.custom_id = w.custom_id and e.attempt >= w.attempt)"
+        # An older attempt never replaces a newer one; after reset_batch_state attempts count from 1
+        # again, and the newer harvest_seq lets those answers in.
+        f"where not exists (select 1 from {existing} e where e.custom_id = w.custom_id and e.attempt >= w.attempt "
+        f"and coalesce(e.harvest_seq, 0) >= w.harvest_seq)"
         if existing
         else ""
     )

@@ -25,11 +25,16 @@
     select (select count(*) from {{ st }}.models where model_id = {{ id_literal }})
          + (select count(*) from {{ st }}.requests where model_id = {{ id_literal }})
   {%- endset -%}
-  {%- if run_query(has_sql).columns[0].values()[0] == 0 -%}
+  {%- set schema_sql -%}
+    select count(*) from information_schema.tables where table_schema = '{{ state_schema | replace("'", "''") }}'
+      and table_name in ('models', 'requests') and table_catalog = current_database()
+  {%- endset -%}
+  {%- set has_tables = run_query(schema_sql).columns[0].values()[0] == 2 -%}
+  {%- if not has_tables or run_query(has_sql).columns[0].values()[0] == 0 -%}
     {{ exceptions.raise_compiler_error(
         "No state for model " ~ model_id ~ " in " ~ state_schema ~ ": check the model name (and `schema` or "
         ~ "`state_schema` if they are not the defaults); nothing was reset. Models with state: "
-        ~ (run_query(known_sql).columns[0].values()[0] or "none")) }}
+        ~ ((run_query(known_sql).columns[0].values()[0] if has_tables else none) or "none")) }}
   {%- endif -%}
   {%- set in_flight_sql -%}
     select count(*) from {{ st }}.batches where model_id = {{ id_literal }} and harvested_at is null

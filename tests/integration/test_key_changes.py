@@ -1,0 +1,66 @@
+"""A key change can't corrupt a model: it is refused until the table is rebuilt, and a rebuild holds
+exactly one row per key of the current source."""
+
+from __future__ import annotations
+
+from dbt_harness import create_calls, expected_answer
+
+FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
+ROWS = [{"id": i, "tenant": t, "body": f"body {i} {t}"} for i in range(1, 7) for t in ("a", "b")][:9]
+
+
+def _first_line_of_error(out: str, needle: str) -> str:
+    return next(line for line in out.splitlines() if needle in line)
+
+
+def test_a_changed_key_is_refused_until_full_refresh_which_reuses_the_answers(project, emulator):
+    project.load_table("items", [r for r in ROWS if r["tenant"] == "a"])
+    project.write("prompts/item.j2", "Item {{ id }}: {{ body }}")
+    project.configure(replace=False, **FAST)
+    project.run()
+    assert create_calls(emulator) == 1
+    project.load_table("items", ROWS)
+    project.write_model(unique_key=["id", "tenant"])
+    project.configure(replace=False, key=["id", "tenant"])
+
+    out = project.run(expect_ok=False).stdout
+
+    assert "Setting `key` of main.items_batch changed from ['id'] to ['id', 'tenant']: rebuild the table" in out
+    assert "dbt run --full-refresh -s items_batch" in out
+    assert create_calls(emulator) == 1
+
+    project.dbt("run", "--full-refresh", "-s", "+items_batch")
+
+    assert create_calls(emulator) == 2  # only the tenant-b rows are new; tenant-a answers are reused
+    rows = project.query("select id, tenant, output_text from main.items_batch order by all")
+    assert len(rows) == len(ROWS) == len({(r[0], r[1]) for r in rows})
+    for (id_, tenant, text), row in zip(rows, sorted(ROWS, key=lambda r: (r["id"], r["tenant"]))):
+        assert (id_, tenant) == (row["id"], row["tenant"])
+        assert text == expected_answer(id_, row["body"])
+    project.run()
+    assert create_calls(emulator) == 2
+
+
+def test_a_key_that_disagrees_with_unique_key_fails_before_any_call(project, emulator):
+    project.load_table("items", ROWS)
+    project.configure(replace=False, key=["id", "tenant"], **FAST)  # the model's unique_key stays "id"
+
+    out = project.run(expect_ok=False).stdout
+
+    line = _first_line_of_error(out, "has unique_key")
+    assert "Model items_batch has unique_key ['id'] but claude_batch key ['id', 'tenant']: set both" in line
+    assert emulator.ledger(requests=False)["calls"] == {}
+
+
+def test_full_refresh_drops_keys_no_longer_in_the_source_and_incremental_keeps_them(project, emulator):
+    rows = [{"id": i, "body": f"body {i}"} for i in range(1, 6)]
+    project.load_table("items", rows)
+    project.configure(replace=False, **FAST)
+    project.run()
+    project.load_table("items", rows[:3])
+
+    project.run()
+    assert sorted(project.results()) == [1, 2, 3, 4, 5]  # incremental: kept
+    project.dbt("run", "--full-refresh", "-s", "+items_batch")
+    assert sorted(project.results()) == [1, 2, 3]
+    assert create_calls(emulator) == 1
