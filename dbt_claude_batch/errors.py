@@ -66,3 +66,7 @@ class RowTemplateError(TemplateError):
         return (f"Prompt template {where} raised {self.error}{row}: fix the template (e.g. guard that value) or "
                 "the row; the row is recorded as a failure of kind template_error and rendered again when "
                 "either changes.")
+
+
+class RunHealthError(DbtClaudeBatchError):
+    """Too much of what a run harvested failed for reasons no retry fixes (see `max_failure_ratio`)."""

@@ -1,4 +1,5 @@
-"""The one set of read queries over state for people: the per-model views, `status`, the snapshot, the report.
+"""The one set of read queries over state for people: `status`, the snapshot, the report, and (in
+`views`, which this module uses too) the views next to each model and in the state schema.
 
 `status_document` gathers, per batch model: batches in flight with their request counts, age, time
 left before expiry and an ETA from the observed rate; creates in doubt; spend billed so far and
@@ -13,72 +14,17 @@ Every timestamp in state is naive UTC; the document carries ISO strings ending i
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-from dbt_claude_batch.identifiers import literal, qualified
-from dbt_claude_batch.planning import latest_outcomes_sql, retryable_sql, too_long_sql
+from dbt_claude_batch.identifiers import qualified
+from dbt_claude_batch.planning import latest_outcomes_sql
 from dbt_claude_batch.pricing import (BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M, cost_sql,
                                       model_family_sql, prices_cte)
-from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State, utcnow
+from dbt_claude_batch.views import RUN_COLUMNS, model_views
 
 DOCUMENT_FORMAT = "dbt-claude-batch status 1"
-RUN_COLUMNS = ("run_id", "started_at", "finished_at", "n_source_rows", "n_submitted", "n_harvested",
-               "n_failed", "n_reused", "cost_usd", "outcome", "note")
-
-
-# -- the per-model views (written next to each model by every run) -----------------------------
-def _unpack_keys(key_types: dict[str, str], expr: str = "key_json") -> str:
-    return f"unnest(from_json({expr}, {literal(json.dumps(key_types))}))"
-
-
-def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str]) -> str:
-    """`<model>__failures`: one row per key whose latest attempt failed, with its next action in words."""
-    cap, can_split = settings.effective_max_tokens_cap, settings.split_column is not None
-    retry = f"({retryable_sql('lo', cap, can_split)} and lo.tries < {int(settings.max_attempts)})"
-    return f"""select {_unpack_keys(key_types, 'lo.key_json')}, lo.custom_id, lo.batch_id, lo.attempt,
-        lo.result_type as kind, lo.error_type, lo.error_message, lo.canceled_by_user,
-        {retry} as retried_automatically,
-        case
-            when {retry} and lo.result_type = 'truncated' then
-                'resubmitted with max_tokens ' || least({cap}, lo.max_tokens * 2) || ' on the next dbt run'
-            when {retry} and {too_long_sql('lo')} then
-                'split on `' || {literal(settings.split_column or '')} || '` and resubmitted on the next dbt run'
-            when {retry} then 'resubmitted as it is on the next dbt run (attempt ' || (lo.attempt + 1) || ')'
-            when lo.result_type = 'canceled' and lo.canceled_by_user then
-                'canceled on purpose: run dbt with --vars ''{{claude_batch_resubmit_canceled: true}}'' to resubmit'
-            when lo.result_type = 'refused' then
-                'the model declined (see error_message): change the prompt or the row to resubmit'
-            when lo.result_type = 'truncated' then
-                'still cut off at max_tokens ' || lo.max_tokens || ': raise max_tokens_cap or shorten the answer'
-            when {too_long_sql('lo')} then
-                'prompt too long for the context window: set split_column, or shorten the prompt in the template'
-            when lo.error_type = 'template_error' then
-                'fix the template at the line named in error_message, or the row; it is rendered again when either changes'
-            when lo.result_type = 'errored' and lo.error_type = 'invalid_request_error' then
-                'fix the request (prompt template, model or settings); the changed request is resubmitted automatically'
-            when {retryable_sql('lo', cap, can_split)} then
-                'gave up after ' || lo.tries || ' attempts: raise max_attempts or change the request to retry'
-            else 'inspect error_message; change the request to resubmit'
-        end as next_action,
-        lo.harvested_at as failed_at
-    from ({latest_outcomes_sql(state)}) lo
-    where lo.result_type is not null and lo.result_type <> 'succeeded'"""
-
-
-def batches_view_sql(state: State) -> str:
-    """`<model>__batches`: one row per batch of the model, with the Claude models its requests named."""
-    return f"""select b.batch_id, b.kind, b.model_id as dbt_model, m.claude_models, b.processing_status,
-        b.created_at, b.ended_at, b.expires_at, b.cancel_initiated_at, b.archived_at,
-        b.n_submitted, b.n_deduplicated, b.n_processing, b.n_succeeded, b.n_errored, b.n_canceled, b.n_expired,
-        b.canceled_by_user, b.harvested_at, b.result_lines, b.reconciled, b.reconcile_note, b.polled_at
-    from {state.table('batches')} b
-    left join (select submission_id, list(distinct model order by model) as claude_models
-               from {state.table('requests')} where model_id = {literal(state.model_id)} group by all) m
-        using (submission_id)
-    where b.model_id = {literal(state.model_id)}"""
 
 
 # -- small readers ---------------------------------------------------------------------------
@@ -218,17 +164,11 @@ def failures_by_kind(cursor, schema: str, model_id: str) -> dict[str, Any]:
     Reads the model's `<model>__failures` view, which every run writes with the model's own settings;
     without it (a model in another database file), kinds and counts only.
     """
-    # model_id is `schema.identifier` since state v4, `database.schema.identifier` before
-    view = next(iter(cursor.execute(
-        "select table_catalog, table_schema, table_name from information_schema.tables "
-        "where table_catalog || '.' || table_schema || '.' || table_name = $1 "
-        "or (table_catalog = current_database() and table_schema || '.' || table_name = $1) "
-        "order by table_catalog = current_database() desc", [model_id + "__failures"]
-    ).fetchall()), None)
+    view = model_views(cursor, "__failures").get(model_id)
     if view:
         groups = rows(cursor, f"""select kind, error_type, retried_automatically, count(*) as count,
                 mode(next_action) as next_action, min(error_message) as example_message
-            from {qualified(*view)} group by all order by count desc, kind, error_type""")
+            from {view} group by all order by count desc, kind, error_type""")
     else:
         groups = rows(cursor, f"""select result_type as kind, error_type, null::boolean as retried_automatically,
                 count(*) as count, null::varchar as next_action, min(error_message) as example_message
@@ -265,9 +205,7 @@ def status_document(cursor, schema: str, per_row: bool = True, now: datetime | N
     billed = spend(cursor, schema) if per_row else {}
     from_runs = {} if per_row else runs_spend(cursor, schema)
     for model_id in sorted(runs):
-        mine = [b for b in flying if b["model_id"] == model_id]
-        for b in mine:
-            del b["model_id"]
+        mine = [{k: v for k, v in b.items() if k != "model_id"} for b in flying if b["model_id"] == model_id]
         requests_in_flight = sum(b["n_submitted"] for b in mine if b["kind"] == "batch")
         doc["models"].append({
             "model_id": model_id,

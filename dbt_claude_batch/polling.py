@@ -24,7 +24,7 @@ def refresh(client: anthropic.Anthropic, state: State) -> list[tuple[str, bool]]
             continue
         counts = state.update_batch(batch)
         logger.info(
-            f"{state.model_id} batch {batch_id} {batch.processing_status}: "
+            f"batch {batch_id} {batch.processing_status}: "
             f"{counts['processing']} processing, {counts['succeeded']} succeeded, {counts['errored']} errored, "
             f"{counts['canceled']} canceled, {counts['expired']} expired"
         )

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -17,15 +18,17 @@ from typing import Any
 
 from dbt_claude_batch import dbt_node, planning
 from dbt_claude_batch.client import LazyClient, require_api_key
-from dbt_claude_batch.errors import BudgetExceededError, ConfigError, TemplateError
+from dbt_claude_batch.errors import BudgetExceededError, ConfigError, RunHealthError, TemplateError
 from dbt_claude_batch.identifiers import qualified, quote
 from dbt_claude_batch.keys import check_custom_ids_unique, check_keys, custom_id_sql
-from dbt_claude_batch.log import logger
+from dbt_claude_batch.log import for_model, logger
 from dbt_claude_batch.pricing import BATCH_DISCOUNT
 from dbt_claude_batch.prompts import Prompt
 from dbt_claude_batch.results import results_sql, write_views
+from dbt_claude_batch.run_record import UNFIXABLE_KINDS, RunRecord, finish_run, start_run
 from dbt_claude_batch.run_vars import RunVars
 from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.snapshot import write_snapshot
 from dbt_claude_batch.state import State
 from dbt_claude_batch.workdir import clean_stale, scratch
 
@@ -44,11 +47,17 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     started = time.perf_counter()
     cfg = Settings.build(settings, kwargs)
     require_api_key()
-    api = LazyClient()
     this = dbt.this
     # The catalog name is left out on purpose: DuckDB takes it from the file name, and copying or
     # renaming the file must not orphan the state (and buy every answer again).
     model_id = f"{this.schema}.{this.identifier}"
+    with for_model(model_id):
+        return _run(dbt, session, source, cfg, model_id, started)
+
+
+def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
+    api = LazyClient()
+    this = dbt.this
     _check_unique_key(cfg, this.identifier)
     run_vars = RunVars.from_dbt(this.identifier)
     state = State(session.cursor(), cfg.state_schema, model_id)
@@ -69,33 +78,43 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     state.ensure()
     _check_key_change(state, cfg, this.identifier, dbt.is_incremental)
     state.record_model(list(cfg.key), key_types)
-    _drop_leaked_tmp_tables(state, this)
-    clean_stale()
-    n_staged = planning.stage(state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model,
-                              prompt.fingerprint())
-    digest = planning.staged_digest(state, _planning_seed(cfg))
-    if (digest == state.quiet_digest() and not run_vars.any() and not state.unharvested_batches()
-            and not state.unsettled_submissions() and not state.unfinished_sync_batches()):
-        # Same source, same settings, and the last run left nothing to do: skip the planning join.
-        logger.info(f"{model_id}: {n_staged} source rows, unchanged since the last run: nothing to submit")
-        return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started, source_sql)
-    state.set_quiet_digest(None)
-    check_custom_ids_unique(state.cursor, planning.STAGED)
-
+    record = start_run(state)
+    finish = functools.partial(_finish, session, state, cfg, this, key_types, dbt.is_incremental, started,
+                               source_sql, record)
     try:
-        sent = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types)
-    except Exception as exc:
-        anthropic = sys.modules.get("anthropic")
-        if anthropic is not None and isinstance(exc, anthropic.APIConnectionError):
-            from dbt_claude_batch.submission import unreachable_error
+        _drop_leaked_tmp_tables(state, this)
+        clean_stale()
+        n_staged = record.n_source_rows = planning.stage(
+            state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model, prompt.fingerprint())
+        digest = planning.staged_digest(state, _planning_seed(cfg))
+        if (digest == state.quiet_digest() and not run_vars.any() and not state.unharvested_batches()
+                and not state.unsettled_submissions() and not state.unfinished_sync_batches()):
+            # Same source, same settings, and the last run left nothing to do: skip the planning join.
+            logger.info(f"{n_staged} source rows, unchanged since the last run: nothing to submit")
+            return finish()
+        state.set_quiet_digest(None)
+        check_custom_ids_unique(state.cursor, planning.STAGED)
 
-            raise unreachable_error(exc, "talking to the Message Batches API") from None
+        try:
+            sent = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types)
+        except Exception as exc:
+            anthropic = sys.modules.get("anthropic")
+            if anthropic is not None and isinstance(exc, anthropic.APIConnectionError):
+                from dbt_claude_batch.submission import unreachable_error
+
+                raise unreachable_error(exc, "talking to the Message Batches API") from None
+            raise
+        if sent is None:  # a sample preview
+            return finish(only_new=True)
+        record.n_submitted = sent
+        if not sent and not run_vars.any() and not state.unharvested_batches() and not state.unsettled_submissions():
+            state.set_quiet_digest(digest)
+        return finish()
+    except BaseException as exc:
+        if not record.finished:
+            finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                       cfg.prices)
         raise
-    if sent is None:  # a sample preview
-        return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started, source_sql, only_new=True)
-    if not sent and not run_vars.any() and not state.unharvested_batches() and not state.unsettled_submissions():
-        state.set_quiet_digest(digest)
-    return _finish(session, state, cfg, this, key_types, dbt.is_incremental, started, source_sql)
 
 
 def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,
@@ -140,6 +159,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
         def step() -> bool:
             _settle(api, state, cfg)
             _poll_and_harvest(api, state, cfg)
+            write_snapshot(state.cursor, cfg.state_schema)
             return not state.unharvested_batches() and not state.unsettled_submissions()
 
         if not wait_until(time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
@@ -301,7 +321,7 @@ def _check_budget(cfg: Settings, spool, estimate: float) -> None:
 
 
 def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
-            source_sql: str, only_new: bool = False):
+            source_sql: str, record: RunRecord, only_new: bool = False):
     write_views(state, cfg, this.database, this.schema, this.identifier, key_types)
     for temp in (planning.STAGED, planning.PENDING, planning.RENDERED):
         state.run(f"drop table if exists {temp}")
@@ -309,8 +329,28 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     watermark = existing is not None and _has_column(state, this, "harvest_seq")
     # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
     current = None if is_incremental else f"select {custom_id_sql(cfg.key)} from ({source_sql})"
-    logger.info(f"{state.model_id}: dbt_claude_batch work took {time.perf_counter() - started:.2f}s")
-    return session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current))
+    results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current))
+    finish_run(state, record, "ok", prices=cfg.prices)
+    logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
+    write_snapshot(state.cursor, cfg.state_schema)
+    _check_health(cfg, record)
+    return results
+
+
+def _check_health(cfg: Settings, record: RunRecord) -> None:
+    """Fail the model (red) when too much of what this run harvested failed for a reason no retry fixes.
+
+    Everything is recorded first: the next run continues, and its merge catches up this run's results.
+    """
+    unfixable = sum(record.by_kind.get(k, 0) for k in UNFIXABLE_KINDS)
+    if not record.n_harvested or unfixable / record.n_harvested <= cfg.max_failure_ratio:
+        return
+    raise RunHealthError(
+        f"{unfixable} of the {record.n_harvested} requests this run harvested failed for a reason no retry fixes "
+        f"({', '.join(f'{record.by_kind[k]} {k}' for k in UNFIXABLE_KINDS if record.by_kind.get(k))}), over "
+        f"max_failure_ratio {cfg.max_failure_ratio:g}: see the model's __failures table (error_message, "
+        "next_action), fix the requests, and run again. Everything was recorded; the results merge on the next run."
+    )
 
 
 def _has_column(state: State, this, column: str) -> bool:

@@ -1,4 +1,4 @@
-"""What users query: the results rows the model returns, and the failures and batches views.
+"""What users query: the results rows the model returns, and the views over state (SQL in `views`).
 
 Original key columns come back with their original types (packed as JSON in state, unpacked with the
 types recorded from the source), so users join with ``using (ticket_id)``, never through custom_id.
@@ -9,14 +9,22 @@ blank line between parts) or as a JSON array of the part answers (`json_array`).
 from __future__ import annotations
 
 import json
+import threading
+
+import duckdb
 
 from dbt_claude_batch.identifiers import literal, qualified
-from dbt_claude_batch.inspect import batches_view_sql, failures_view_sql
+from dbt_claude_batch.log import logger
 from dbt_claude_batch.outputs import flattened_columns_sql
 from dbt_claude_batch.planning import key_attempts_sql
 from dbt_claude_batch.pricing import cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
+from dbt_claude_batch.views import (STATE_VIEWS, all_failures_sql, all_runs_sql, batches_view_sql,
+                                    failures_view_sql, keys_view_sql)
+
+# dbt runs models on threads of one process: two replacing the same state view at once would conflict.
+_state_views_lock = threading.Lock()
 
 
 def _unpack_keys(key_types: dict[str, str], expr: str = "key_json") -> str:
@@ -34,8 +42,8 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
     newer = (
         # An older attempt never replaces a newer one; after reset_batch_state attempts count from 1
         # again, and the newer harvest_seq lets those answers in.
-        f"where not exists (select 1 from {existing} e where e.custom_id = w.custom_id and e.attempt >= w.attempt "
-        f"and coalesce(e.harvest_seq, 0) >= w.harvest_seq)"
+        f"where not exists (select 1 from {existing} e where e.custom_id = w.custom_id and e.attempt >= w.attempt"
+        + (" and coalesce(e.harvest_seq, 0) >= w.harvest_seq)" if watermark else ")")
         if existing
         else ""
     )
@@ -94,10 +102,38 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
 
 
 def write_views(state: State, settings: Settings, database: str, schema: str, identifier: str,
-                key_types: dict[str, str]) -> tuple[str, str]:
-    """(Re)create `<model>__failures` and `<model>__batches` next to the model; returns their names."""
-    failures = qualified(database, schema, f"{identifier}__failures")
-    batches = qualified(database, schema, f"{identifier}__batches")
-    state.run(f"create or replace view {failures} as {failures_view_sql(state, settings, key_types)}")
-    state.run(f"create or replace view {batches} as {batches_view_sql(state)}")
-    return failures, batches
+                key_types: dict[str, str], source_sql: str | None = None) -> list[str]:
+    """(Re)create the views next to the model, then the state views; returns the per-model views' names.
+
+    `<model>__failures` and `<model>__batches` always; `<model>__keys` (every key of the current
+    source with its status, which the package's generic tests read) when `source_sql`, the query of
+    the model's source, is given. The key columns are those of `key_types`, in its order.
+    """
+    views = {"failures": failures_view_sql(state, settings, key_types), "batches": batches_view_sql(state)}
+    if source_sql is not None:
+        views["keys"] = keys_view_sql(state, settings, source_sql, list(key_types))
+    names = []
+    for suffix, sql in views.items():
+        name = qualified(database, schema, f"{identifier}__{suffix}")
+        state.run(f"create or replace view {name} as {sql}")
+        names.append(name)
+    write_state_views(state)
+    return names
+
+
+def write_state_views(state: State) -> None:
+    """(Re)create `all_failures`, `all_batches` and `all_runs` in the state schema: views only, cheap.
+
+    They are the dbt sources of the package. One that cannot be written (a table of that name that is
+    not ours) is logged and left as it is: the model's results do not depend on it.
+    """
+    sql = {"all_failures": lambda: all_failures_sql(state.cursor, state.schema),
+           "all_batches": lambda: batches_view_sql(state, every_model=True),
+           "all_runs": lambda: all_runs_sql(state.schema)}
+    with _state_views_lock:
+        for name in STATE_VIEWS:
+            try:
+                state.run(f"create or replace view {state.table(name)} as {sql[name]()}")
+            except duckdb.Error as exc:
+                logger.warning(f"{state.model_id}: could not write the view {state.schema}.{name} "
+                               f"(source dbt_claude_batch.{name} may be stale): {exc}")

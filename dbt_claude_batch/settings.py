@@ -48,6 +48,8 @@ class Settings:
     in_doubt_grace_seconds: float = 3600.0
     # a batch created this long before a create's intent (by the server's clock) is still a candidate
     clock_skew_seconds: float = 300.0
+    # a run fails (red) when more than this share of what it harvested failed for a reason no retry fixes
+    max_failure_ratio: float = 0.5
     # model names accepted although the Models API does not list them (new or private models)
     extra_models: tuple[str, ...] = ()
     # routing between the Message Batches API and synchronous Messages calls
@@ -162,6 +164,9 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"Setting `{name}` must be a positive integer; got {value!r}.")
+        if (not isinstance(self.max_failure_ratio, (int, float)) or isinstance(self.max_failure_ratio, bool)
+                or not 0 <= self.max_failure_ratio <= 1):
+            raise ConfigError(f"Setting `max_failure_ratio` must be a number from 0 to 1; got {self.max_failure_ratio!r}.")
         for name in ("deadline_hours", "max_cost_usd"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
