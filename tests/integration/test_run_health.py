@@ -1,0 +1,69 @@
+"""What a scheduler sees: exit status, one summary line per run, log lines naming the model, `runs`."""
+
+from __future__ import annotations
+
+import re
+
+from dbt_harness import items
+
+FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
+
+
+def test_every_request_failing_for_a_reason_no_retry_fixes_turns_the_run_red(project, emulator):
+    project.load_table("items", items(10))
+    # An unknown model let through the name check: every request comes back invalid.
+    project.configure(replace=False, model="claude-haiku-9", extra_models=["claude-haiku-9"], **FAST)
+
+    out = project.run(expect_ok=False).stdout
+
+    assert "10 of the 10 requests this run harvested failed for a reason no retry fixes (10 invalid_request)" in out
+    assert "over max_failure_ratio 0.5" in out
+    assert len(project.failures()) == 10  # everything was recorded before the run failed
+    assert project.query("select outcome, n_harvested, n_failed from dbt_claude_batch.runs order by started_at") == [
+        ("ok", 10, 10)]
+
+
+def test_a_few_retryable_failures_stay_green_and_are_resubmitted(project, emulator):
+    emulator.add_scenario({"name": "result_errors", "rates": {"api_error": 0.3}, "times": 1})
+    project.load_table("items", items(20))
+    project.configure(replace=False, **FAST)
+
+    out = project.run().stdout
+
+    summary = next(line for line in out.splitlines() if "run summary:" in line)
+    match = re.search(r"dbt_claude_batch main\.items_batch: run summary: 20 source rows, submitted 20, "
+                      r"harvested 20 \((\d+) succeeded; failed: (\d+) errored\), reused 0, cost of this run \$0\.\d{4}",
+                      summary)
+    assert match and int(match.group(1)) + int(match.group(2)) == 20 and int(match.group(2)) > 0
+    emulator.clear_scenarios()
+    project.run()
+    assert len(project.results()) == 20
+
+
+def test_log_lines_name_the_model_without_an_adapter_prefix(project, emulator):
+    project.load_table("items", items(3))
+    project.configure(replace=False, **FAST)
+    out = project.run().stdout
+    ours = [line for line in out.splitlines() if "dbt_claude_batch" in line and "Running with" not in line]
+    assert ours and all("dbt_claude_batch main.items_batch: " in line for line in ours)
+    assert not any("adapter:" in line for line in ours)
+    log = (project.root / "logs" / "dbt.log").read_text()
+    assert "dbt_claude_batch main.items_batch: submitted batch" in log
+
+
+def test_runs_records_each_run_and_its_outcome(project, emulator):
+    project.load_table("items", items(4))
+    project.configure(replace=False, **FAST)
+    project.run()
+    project.run()
+    project.configure(replace=False, model=123)
+    project.run(expect_ok=False)  # a settings error: no state touched, no run recorded
+    project.configure(replace=False, model="claude-haiku-4-5", max_cost_usd=0.0)
+    project.load_table("items", items(5))
+    project.run(expect_ok=False)
+    rows = project.query("select outcome, n_source_rows, n_submitted, n_harvested, n_reused, cost_usd > 0, "
+                         "note from dbt_claude_batch.runs order by started_at")
+    assert rows[0][:6] == ("ok", 4, 4, 4, 0, True)
+    assert rows[1][:6] == ("ok", 4, 0, 0, 0, False)
+    assert rows[2][0] == "error" and rows[2][6].startswith("Estimated cost $")
+    assert len(rows) == 3
