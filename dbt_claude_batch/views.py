@@ -146,8 +146,9 @@ def all_failures_sql(cursor, schema: str) -> str:
             parts.append(f"select {literal(model_id)} as dbt_model, {packed} as key_json, {rest} from {views[model_id]}")
         else:
             parts.append(f"""select {literal(model_id)} as dbt_model, key_json, custom_id, batch_id, attempt,
-                result_type as kind, error_type, error_message, canceled_by_user, null::boolean, null::varchar,
-                harvested_at from ({latest_outcomes_sql(State(cursor, schema, model_id))})
+                result_type as kind, error_type, error_message, canceled_by_user,
+                null::boolean as retried_automatically, null::varchar as next_action, harvested_at as failed_at
+                from ({latest_outcomes_sql(State(cursor, schema, model_id))})
                 where result_type is not null and result_type <> 'succeeded'""")
     return "\nunion all ".join(parts) or (
         "select null::varchar as dbt_model, null::json as key_json, null::varchar as custom_id, "

@@ -1,0 +1,119 @@
+"""The views the package's dbt tests and sources read, over hand-made state (pure DuckDB)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from dbt_claude_batch.results import write_state_views, write_views
+from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.state import State
+from dbt_claude_batch.views import STATE_VIEWS
+
+S = "dbt_claude_batch"
+NOW = dt.datetime(2026, 3, 1, 12, 0, 0)
+SETTINGS = Settings.build(None, {"key": "id", "prompt_column": "p", "model": "claude-haiku-4-5"})
+PACKAGE_YAML = Path(__file__).resolve().parents[2] / "models" / "dbt_claude_batch_state.yml"
+
+
+def _submission(state, sub, keys, status="submitted", outcome=None, attempt=1, error_type=None):
+    """One create of `keys` (ids) at `attempt`; `outcome` is every key's result_type, None while in flight."""
+    batch_id = f"b-{sub}" if status == "submitted" else None
+    state.run(f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, "
+              "n_bytes, intent_at) values (?, ?, ?, ?, ?, 10, ?)", [sub, state.model_id, status, batch_id, len(keys), NOW])
+    if batch_id:
+        state.run(f"insert into {state.table('batches')} (batch_id, model_id, submission_id, n_submitted) "
+                  "values (?, ?, ?, ?)", [batch_id, state.model_id, sub, len(keys)])
+    for k in keys:
+        state.run(f"insert into {state.table('requests')} (submission_id, model_id, custom_id, key_custom_id, key_json, "
+                  "input_hash, request_hash, attempt) values (?, ?, ?, ?, ?, 'in', ?, ?)",
+                  [sub, state.model_id, str(k), str(k), f'{{"id":{k}}}', f"h{k}-{attempt}", attempt])
+        if outcome:
+            state.run(f"insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, error_type, "
+                      "harvested_at) values (?, ?, ?, ?, ?, ?)", [batch_id, str(k), state.model_id, outcome, error_type, NOW])
+
+
+def _state(con, model_id="main.items"):
+    state = State(con, S, model_id)
+    state.ensure()
+    state.record_model(["id"], {"id": "BIGINT"})
+    return state
+
+
+def test_keys_view_gives_each_source_key_the_status_of_its_latest_attempt():
+    con = duckdb.connect()
+    con.execute("create table main.src as select range as id from range(1, 9) where range <> 6")
+    state = _state(con)
+    _submission(state, "s1", [1, 2, 6], outcome="succeeded")
+    _submission(state, "s2", [2], attempt=2)                                    # a retry in flight
+    _submission(state, "s3", [3], outcome="errored", error_type="api_error")
+    _submission(state, "s4", [4], outcome="errored", error_type="invalid_request_error")
+    _submission(state, "s5", [7], status="in_doubt")                            # create unanswered: waits
+    _submission(state, "s6", [8], status="abandoned")                           # never reached the API
+
+    names = write_views(state, SETTINGS, "memory", "main", "items", {"id": "BIGINT"}, source_sql="select * from main.src")
+
+    assert names[-1] == '"memory"."main"."items__keys"'
+    got = {r[0]: r[1:] for r in con.execute(
+        "select id, status, kind, error_type, retried_automatically, has_result from main.items__keys").fetchall()}
+    assert got == {
+        1: ("result", None, None, None, True),
+        2: ("in_flight", None, None, None, True),
+        3: ("failure", "errored", "api_error", True, False),
+        4: ("failure", "errored", "invalid_request_error", False, False),
+        5: ("none", None, None, None, False),
+        7: ("in_flight", None, None, None, False),
+        8: ("none", None, None, None, False),
+    }  # 6 has state but is no longer in the source
+
+
+def test_without_source_sql_no_keys_view_is_written():
+    con = duckdb.connect()
+    state = _state(con)
+    assert write_views(state, SETTINGS, "memory", "main", "items", {"id": "BIGINT"}) == [
+        '"memory"."main"."items__failures"', '"memory"."main"."items__batches"']
+
+
+def test_all_failures_reads_each_models_view_and_falls_back_to_state_without_one():
+    con = duckdb.connect()
+    a = _state(con, "main.a")
+    _submission(a, "a1", [1, 2], outcome="errored", error_type="invalid_request_error")
+    write_views(a, SETTINGS, "memory", "main", "a", {"id": "BIGINT"})
+    b = _state(con, "other.b")  # no view of its own in this database
+    _submission(b, "b1", [9], outcome="expired")
+
+    write_state_views(b)
+
+    got = con.execute(f"select dbt_model, key_json::varchar, kind, retried_automatically, next_action is not null "
+                      f"from {S}.all_failures order by all").fetchall()
+    assert got == [("main.a", '{"id":1}', "errored", False, True), ("main.a", '{"id":2}', "errored", False, True),
+                   ("other.b", '{"id":9}', "expired", None, False)]
+    assert con.execute(f"select dbt_model, count(*) from {S}.all_batches group by all order by all").fetchall() == [
+        ("main.a", 1), ("other.b", 1)]
+
+
+def test_state_views_have_exactly_the_columns_the_package_documents():
+    con = duckdb.connect()
+    write_state_views(_state(con))  # no failures at all: all_failures is still typed
+    documented = {t["name"]: [c["name"] for c in t["columns"]]
+                  for t in yaml.safe_load(PACKAGE_YAML.read_text())["sources"][0]["tables"]}
+    assert set(documented) == set(STATE_VIEWS)
+    for name in STATE_VIEWS:
+        columns = [r[0] for r in con.execute(
+            "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
+            "order by ordinal_position", [S, name]).fetchall()]
+        assert columns == documented[name], name
+
+
+def test_a_table_in_the_way_of_a_state_view_leaves_the_run_alone():
+    con = duckdb.connect()
+    state = _state(con)
+    con.execute(f"create table {S}.all_runs (x int)")
+
+    write_state_views(state)  # logs a warning, raises nothing
+
+    assert con.execute(f"select count(*) from {S}.all_runs").fetchone() == (0,)
+    assert con.execute(f"select count(*) from {S}.all_batches").fetchone() == (0,)
