@@ -6,10 +6,12 @@
    wiped first) with a fault scenario: about 5% of requests come back `errored` with server errors
    (api_error 3%, overloaded_error 2%), and a batch takes 2 seconds to end.
 2. Builds integration_project into a fresh DuckDB file (integration_project/demo.duckdb):
-   `dbt deps`, `dbt seed` (500 support tickets), `dbt run` (staging view + the `ticket_triage`
-   batch model, which submits one batch, waits for it and harvests it).
+   `dbt deps`, `dbt build`: the seed (500 support tickets), the staging view, the `ticket_triage`
+   and `ticket_extraction` batch models (each submits, waits and harvests), then their tests,
+   among them the package's health tests, which the ~5% of server errors (retried by themselves)
+   keep green.
 3. Shows the label counts, a few classified tickets, the failures and batches tables, and the bill.
-4. Clears the fault scenario, runs `dbt run` again: only the failed tickets are resubmitted, in a
+4. Clears the fault scenario, runs `dbt build` again: only the failed tickets are resubmitted, in a
    second batch, and the failures table is empty.
 5. Stops the emulator (always, also on Ctrl-C).
 
@@ -217,10 +219,9 @@ def run() -> None:
         print(f"dbt runs with ANTHROPIC_BASE_URL={emu.url} and ANTHROPIC_API_KEY={FAKE_API_KEY} "
               "(a fake key: nothing reaches Anthropic)", flush=True)
 
-        heading("Build integration_project: dbt deps, dbt seed, dbt run")
+        heading("Build integration_project: dbt deps, dbt build (seed, models, tests)")
         dbt(env, "deps")
-        dbt(env, "seed")
-        dbt(env, "run")
+        dbt(env, "build")
 
         heading("First run: results, failures, batches, bill")
         show_results()
@@ -231,9 +232,9 @@ def run() -> None:
         print(f"\nFirst run: {first_results} tickets classified, {first_failures} failed "
               "(server errors from the fault scenario).", flush=True)
 
-        heading("Clear the fault scenario, dbt run again: the failed tickets are resubmitted")
+        heading("Clear the fault scenario, dbt build again: the failed tickets are resubmitted")
         print(f"DELETE /_emulator/scenarios -> {emu.call('DELETE', '/_emulator/scenarios')}", flush=True)
-        dbt(env, "run")
+        dbt(env, "build")
 
         heading("Second run: results, failures, batches, bill")
         show_results()
