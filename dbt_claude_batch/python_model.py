@@ -143,6 +143,11 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
         cancel_in_flight(api.get(), state)
     _poll_and_harvest(api, state, cfg)
 
+    if run_vars.rerun_keys:
+        missing = run_vars.missing_rerun_keys(state.cursor, planning.STAGED, cfg.key)
+        if missing:
+            logger.warning(f"claude_batch_rerun_keys names {len(missing)} key(s) the source does not have: "
+                           f"{', '.join(map(repr, missing[:10]))}; they are ignored")
     n_candidates = planning.plan(
         state, cfg.max_attempts, run_vars.resubmit_canceled, cfg.effective_max_tokens_cap, cfg.max_tokens,
         can_split=cfg.split_column is not None, rerun_filter=run_vars.rerun_filter(cfg.key),
@@ -162,7 +167,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
             write_snapshot(state.cursor, cfg.state_schema)
             return not state.unharvested_batches() and not state.unsettled_submissions()
 
-        if not wait_until(time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
+        if not wait_until(state, time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
             logger.info(f"{model_id}: batches still in flight; the next run collects them")
     return sent
 
@@ -329,7 +334,9 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     watermark = existing is not None and _has_column(state, this, "harvest_seq")
     # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
     current = None if is_incremental else f"select {custom_id_sql(cfg.key)} from ({source_sql})"
-    results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current))
+    flag = existing is None or _has_column(state, this, "newer_request_in_flight")
+    results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current,
+                                      flag_column=flag))
     finish_run(state, record, "ok", prices=cfg.prices)
     logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
     write_snapshot(state.cursor, cfg.state_schema)

@@ -32,23 +32,34 @@ def _unpack_keys(key_types: dict[str, str], expr: str = "key_json") -> str:
 
 
 def results_sql(state: State, settings: Settings, key_types: dict[str, str], existing: str | None,
-                watermark: bool = False, current_keys: str | None = None) -> str:
+                watermark: bool = False, current_keys: str | None = None, flag_column: bool = True) -> str:
     """Latest successful result per key; with `existing`, only those newer than what that table holds.
 
-    With `watermark`, only keys with an outcome recorded after the newest `harvest_seq` in `existing`
-    are considered. The watermark is read from the table itself, so a run whose merge never happened
-    is simply caught up by the next one. With `current_keys` (a query of custom_ids), only those keys.
+    With `watermark`, only keys with an outcome recorded after the newest `harvest_seq` in `existing`,
+    or with a request in flight, are considered. The watermark is read from the table itself, so a run
+    whose merge never happened is simply caught up by the next one. With `current_keys` (a query of
+    custom_ids), only those keys. `newer_request_in_flight` says a row's answer is about to be
+    replaced; `flag_column` is false for a table built before that column existed.
     """
+    flag = "coalesce(f.flying_attempt > w.attempt, false)"
+    flag_differs = f" and e.newer_request_in_flight is not distinct from {flag}" if flag_column else ""
     newer = (
         # An older attempt never replaces a newer one; after reset_batch_state attempts count from 1
         # again, and the newer harvest_seq lets those answers in.
         f"where not exists (select 1 from {existing} e where e.custom_id = w.custom_id and e.attempt >= w.attempt"
-        + (" and coalesce(e.harvest_seq, 0) >= w.harvest_seq)" if watermark else ")")
+        + (" and coalesce(e.harvest_seq, 0) >= w.harvest_seq" + flag_differs + ")" if watermark else ")")
         if existing
         else ""
     )
     if current_keys:
         newer += (" and " if newer else "where ") + f"w.custom_id in ({current_keys})"
+    in_flight = (
+        f"select coalesce(r.key_custom_id, r.custom_id) as custom_id, max(r.attempt) as flying_attempt "
+        f"from {state.table('requests')} r join {state.table('submissions')} s using (submission_id) "
+        f"left join {state.table('batches')} b on b.batch_id = s.batch_id "
+        f"where s.model_id = {literal(state.model_id)} and s.status in ('creating', 'in_doubt', 'submitted') "
+        f"and b.harvested_at is null group by all"
+    )
     recent = None
     if existing and watermark:
         recent = (
@@ -56,13 +67,15 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
             f"join {state.table('submissions')} s on s.batch_id = o.batch_id "
             f"join {state.table('requests')} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id "
             f"where o.model_id = {literal(state.model_id)} "
-            f"and coalesce(o.harvest_seq, 0) > (select coalesce(max(harvest_seq), -1) from {existing})"
+            f"and coalesce(o.harvest_seq, 0) > (select coalesce(max(harvest_seq), -1) from {existing}) "
+            f"union select custom_id from cb_in_flight"
         )
     if settings.split_join == "json_array":
         text = "case when count(*) = 1 then any_value(output_text) else to_json(list(output_text order by part))::varchar end"
     else:
         text = "string_agg(output_text, chr(10) || chr(10) order by part)"
     return f"""with {prices_cte(settings.prices)},
+    cb_in_flight as ({in_flight}),
     cb_best as (
         select custom_id, attempt from ({key_attempts_sql(state, recent)})
         where result_type = 'succeeded'
@@ -97,8 +110,9 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
            {flattened_columns_sql(settings.output_columns)},
            stop_reason, answered_model, input_tokens, output_tokens, cache_creation_input_tokens,
            cache_read_input_tokens, cast(cost_usd as double) as cost_usd, service_tier, batch_id, attempt,
-           request_hash, completed_at, harvest_seq, parts, shared_from
-    from w {newer}"""
+           request_hash, completed_at, harvest_seq, parts, shared_from,
+           {flag} as newer_request_in_flight
+    from w left join cb_in_flight f using (custom_id) {newer}"""
 
 
 def write_views(state: State, settings: Settings, database: str, schema: str, identifier: str,

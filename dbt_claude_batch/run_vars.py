@@ -1,6 +1,7 @@
-"""The dbt vars a batch model reads from the command line (`--vars`).
+"""The dbt vars a batch model reads: `--vars` on the command line over `vars:` in dbt_project.yml.
 
-Python models cannot call `var()`, so these come from dbt's invocation flags.
+Python models cannot call `var()`, so these come from dbt's invocation flags and the project file:
+top-level `vars:` and those under the project's own name count (dbt's scoping); `--vars` wins.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class RunVars:
 
     @classmethod
     def from_dbt(cls, identifier: str) -> "RunVars":
-        return cls.parse(_cli_vars(), identifier)
+        return cls.parse({**_project_vars(), **_cli_vars()}, identifier)
 
     @classmethod
     def parse(cls, values: dict[str, Any], identifier: str) -> "RunVars":
@@ -34,6 +35,8 @@ class RunVars:
         if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
             raise ConfigError(f"Var `{VAR_SAMPLE}` must be a number of rows, e.g. --vars '{{{VAR_SAMPLE}: 20}}'.")
         keys = values.get(VAR_RERUN_KEYS) or ()
+        if isinstance(keys, dict):  # {model_name: [keys]}: only for the models named
+            keys = keys.get(identifier) or ()
         if not isinstance(keys, (list, tuple)):
             keys = (keys,)
         return cls(
@@ -46,6 +49,15 @@ class RunVars:
     def any(self) -> bool:
         """True when a var asks this run for something beyond the usual."""
         return bool(self.cancel or self.resubmit_canceled or self.sample_size or self.rerun_keys)
+
+    def missing_rerun_keys(self, cursor, staged: str, key: Sequence[str]) -> list:
+        """Keys named in `claude_batch_rerun_keys` that the source does not have (to warn about)."""
+        missing = []
+        for item in self.rerun_keys:
+            one = RunVars(rerun_keys=(item,)).rerun_filter(key)
+            if not cursor.execute(f"select count(*) from {staged} st where {one}").fetchall()[0][0]:
+                missing.append(item)
+        return missing
 
     def rerun_filter(self, key: Sequence[str]) -> str | None:
         """SQL over the staged table selecting the keys to re-run now (by their values as text)."""
@@ -76,6 +88,25 @@ def _names_model(value: Any, identifier: str) -> bool:
     if isinstance(value, (list, tuple)):
         return identifier in value
     return False
+
+
+def _project_vars() -> dict:
+    """`vars:` of the dbt project being run: global ones, then those scoped to the project itself."""
+    try:
+        import yaml
+        from dbt.flags import get_flags
+
+        project_dir = getattr(get_flags(), "PROJECT_DIR", None) or "."
+        with open(f"{project_dir}/dbt_project.yml", encoding="utf-8") as handle:
+            project = yaml.safe_load(handle) or {}
+    except Exception:  # noqa: BLE001 - outside a dbt invocation, or no project file: no project vars
+        return {}
+    found = project.get("vars") or {}
+    if not isinstance(found, dict):
+        return {}
+    scoped = found.get(project.get("name")) if isinstance(found.get(project.get("name")), dict) else {}
+    return {**{k: v for k, v in found.items() if k.startswith("claude_batch_")},
+            **{k: v for k, v in scoped.items() if k.startswith("claude_batch_")}}
 
 
 def _cli_vars() -> dict:

@@ -29,8 +29,12 @@ def _attempt(state, attempt, batch_id, text, harvested_at):
     state.run(f"insert into {state.table('requests')} (submission_id, model_id, custom_id, key_custom_id, key_json, "
               "input_hash, request_hash, attempt, model) values (?, ?, 'k1', 'k1', '{\"id\":1}', 'in', ?, ?, 'claude-haiku-4-5')",
               [sub, MODEL, f"hash-{attempt}", attempt])
-    state.run(f"insert into {state.table('batches')} (batch_id, model_id, submission_id, n_submitted, ended_at) "
-              "values (?, ?, ?, 1, ?)", [batch_id, MODEL, sub, harvested_at])
+    state.run(f"insert into {state.table('batches')} (batch_id, model_id, submission_id, n_submitted, ended_at, "
+              "harvested_at) values (?, ?, ?, 1, ?, ?)", [batch_id, MODEL, sub, harvested_at, harvested_at])
+    if text is None:  # still in flight: no outcome, batch not harvested
+        state.run(f"update {state.table('batches')} set ended_at = null, harvested_at = null where batch_id = ?",
+                  [batch_id])
+        return
     state.run(f"insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, output_text, "
               "answered_model, input_tokens, output_tokens, harvested_at) "
               "values (?, 'k1', ?, 'succeeded', ?, 'claude-haiku-4-5', 10, 2, ?)",
@@ -88,10 +92,27 @@ def test_watermark_reads_only_outcomes_the_table_has_not_seen():
               "values ('batch-b', 'k2', ?, 'succeeded', 'answer b', 'claude-haiku-4-5', 1, 1, ?, 7)", [MODEL, t0])
 
     # The table saw everything up to seq 3 (key 1): only key 2 is read again.
-    con.execute("create table seen as select 'k1' as custom_id, 1 as attempt, 3 as harvest_seq")
+    con.execute("create table seen as select 'k1' as custom_id, 1 as attempt, 3 as harvest_seq, "
+                "false as newer_request_in_flight")
     rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall()
     assert [r[2] for r in rows] == ["answer b"]
     # A merge that never happened leaves the table behind: the next run catches up on everything.
     con.execute("create table behind as select * from seen where false")
     rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "behind", watermark=True)).fetchall()
     assert sorted(r[2] for r in rows) == ["answer a", "answer b"]
+
+
+def test_a_row_whose_key_has_a_newer_request_in_flight_says_so_until_the_answer_lands():
+    con, state = _state()
+    t0 = dt.datetime(2026, 1, 1)
+    _attempt(state, 1, "batch-a", "answer a", t0)
+    state.run(f"update {state.table('outcomes')} set harvest_seq = 3")
+    con.execute("create table seen as select 'k1' as custom_id, 1 as attempt, 3 as harvest_seq, "
+                "false as newer_request_in_flight")
+    _attempt(state, 2, "batch-b", None, t0)  # the row changed: attempt 2 is in flight
+
+    rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall()
+    assert [(r[2], r[-1]) for r in rows] == [("answer a", True)]  # the old answer, marked as about to change
+
+    con.execute("update seen set newer_request_in_flight = true")  # what dbt's merge did
+    assert con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall() == []

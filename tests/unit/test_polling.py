@@ -1,0 +1,31 @@
+"""Poll cadence: early polls come quickly, a known expected end is aimed at, never faster than 5 s."""
+
+from __future__ import annotations
+
+import pytest
+
+from dbt_claude_batch.polling import next_wait
+
+
+def _bounds(value: float) -> tuple[float, float]:
+    return value * 0.8, value * 1.2
+
+
+@pytest.mark.parametrize("polls, expected", [(0, 5), (1, 10), (2, 20), (3, 40), (4, 45), (9, 45)])
+def test_first_polls_double_from_five_seconds_up_to_the_interval(polls, expected):
+    low, high = _bounds(expected)
+    for _ in range(50):
+        assert low <= next_wait(45, 10_000, polls) <= high
+
+
+def test_a_known_expected_end_is_aimed_at_but_never_below_five_seconds():
+    for _ in range(50):
+        assert 0.8 * 12 <= next_wait(45, 10_000, polls=3, until_expected=12) <= 1.2 * 12
+        assert 0.8 * 5 <= next_wait(45, 10_000, polls=3, until_expected=1) <= 1.2 * 5
+        assert 0.8 * 30 <= next_wait(45, 10_000, polls=0, until_expected=30) <= 1.2 * 30
+
+
+def test_never_past_the_wait_budget_and_tiny_intervals_stay_tiny():
+    for _ in range(50):
+        assert next_wait(45, 3, polls=5) <= 3
+        assert next_wait(0.05, 100, polls=7) <= 0.06
