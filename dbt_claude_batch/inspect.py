@@ -76,6 +76,23 @@ def costed_outcomes_sql(schema: str) -> str:
             left join cb_prices p on p.model_family = {model_family_sql('o.answered_model')})"""
 
 
+def spend_view_sql(schema: str) -> str:
+    """`all_spend`: what was billed, per day of harvest, batch model and Claude model, every attempt
+    included (answers later replaced too; the marker requests too), at list prices. Its sum is the bill."""
+    return f"""{costed_outcomes_sql(schema)}
+        select cast(harvested_at as date) as day, model_id as dbt_model, answered_model,
+               count(*) filter (where not shared and result_type not in ('missing') and input_tokens is not null)
+                   as requests_billed,
+               count(*) filter (where shared) as answers_not_bought,
+               sum(input_tokens) filter (where not shared) as input_tokens,
+               sum(output_tokens) filter (where not shared) as output_tokens,
+               sum(cache_creation_input_tokens) filter (where not shared) as cache_creation_input_tokens,
+               sum(cache_read_input_tokens) filter (where not shared) as cache_read_input_tokens,
+               coalesce(sum(cost), 0.0) as billed_usd,
+               coalesce(sum(full_cost) filter (where shared), 0.0) as saved_usd
+        from cb_o where answered_model is not null group by all"""
+
+
 # -- per-batch sections (cheap: every run may call these) --------------------------------------
 def batches_in_flight(cursor, schema: str, now: datetime) -> list[dict[str, Any]]:
     """Batches whose results are not in state yet, with progress, age, time left and an ETA."""

@@ -14,6 +14,7 @@ import threading
 import duckdb
 
 from dbt_claude_batch.identifiers import literal, qualified
+from dbt_claude_batch.inspect import spend_view_sql
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.outputs import flattened_columns_sql
 from dbt_claude_batch.planning import key_attempts_sql
@@ -143,7 +144,8 @@ def write_state_views(state: State) -> None:
     """
     sql = {"all_failures": lambda: all_failures_sql(state.cursor, state.schema),
            "all_batches": lambda: batches_view_sql(state, every_model=True),
-           "all_runs": lambda: all_runs_sql(state.schema)}
+           "all_runs": lambda: all_runs_sql(state.schema),
+           "all_spend": lambda: spend_view_sql(state.schema)}
     with _state_views_lock:
         for name in STATE_VIEWS:
             try:

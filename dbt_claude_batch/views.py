@@ -110,7 +110,7 @@ def keys_view_sql(state: State, settings: Settings, source_sql: str, key: Sequen
 
 
 # -- the views across every model, in the state schema (dbt sources of the package) -------------
-STATE_VIEWS = ("all_failures", "all_batches", "all_runs")
+STATE_VIEWS = ("all_failures", "all_batches", "all_runs", "all_spend")
 _FAILURE_COLUMNS = ("custom_id", "batch_id", "attempt", "kind", "error_type", "error_message", "canceled_by_user",
                     "retried_automatically", "next_action", "failed_at")
 

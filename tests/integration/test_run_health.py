@@ -67,3 +67,28 @@ def test_runs_records_each_run_and_its_outcome(project, emulator):
     assert rows[1][:6] == ("ok", 4, 0, 0, 0, False)
     assert rows[2][0] == "error" and rows[2][6].startswith("Estimated cost $")
     assert len(rows) == 3
+
+
+def test_all_spend_matches_the_bill_to_the_cent_with_replaced_answers(project, emulator):
+    rows = items(6)
+    project.load_table("items", rows)
+    project.configure(replace=False, **FAST)
+    project.run()
+    rows[0]["body"] = "edited, so its first answer is replaced"
+    project.load_table("items", rows)
+    emulator.configure(processing_delay=3600)
+    project.configure(replace=False, wait_seconds=0)
+    project.run()
+    flagged = project.results()[1]
+    assert flagged["newer_request_in_flight"] is True and flagged["attempt"] == 1  # old answer, about to change
+    assert project.results()[2]["newer_request_in_flight"] is False
+    emulator.advance_clock(3601)
+    project.configure(replace=False, **FAST)
+    project.run()
+
+    billed = emulator.ledger(requests=False)["bill"]["total_usd"]
+    spend = project.query("select sum(billed_usd) from dbt_claude_batch.all_spend")[0][0]
+    held = project.query("select sum(cost_usd) from main.items_batch")[0][0]
+    assert round(spend, 2) == round(billed, 2) and abs(spend - billed) < 1e-9
+    assert held < billed  # the results table holds only the answers rows have now
+    assert project.results()[1]["newer_request_in_flight"] is False and project.results()[1]["attempt"] == 2
