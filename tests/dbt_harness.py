@@ -53,6 +53,7 @@ class DbtProject:
         self.db_path = self.root / "warehouse.duckdb"
         self.settings: dict[str, Any] = {}
         self.post_hook = True
+        self.project_vars: dict[str, Any] = {}  # `vars:` of dbt_project.yml (written by `configure`)
         self.env_overrides: dict[str, str | None] = {}
         self.root.mkdir(parents=True, exist_ok=True)
         self.write("profiles.yml", yaml.safe_dump({
@@ -86,6 +87,7 @@ class DbtProject:
             "name": "test_project", "version": "1.0.0", "config-version": 2, "profile": "test_project",
             "model-paths": ["models"], "macro-paths": ["macros"],
             "models": {"test_project": {self.model: model_cfg}},
+            **({"vars": self.project_vars} if self.project_vars else {}),
         }, sort_keys=False))
 
     # data ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from dbt_harness import items
+from dbt_harness import create_calls, items
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 
@@ -92,3 +92,19 @@ def test_all_spend_matches_the_bill_to_the_cent_with_replaced_answers(project, e
     assert round(spend, 2) == round(billed, 2) and abs(spend - billed) < 1e-9
     assert held < billed  # the results table holds only the answers rows have now
     assert project.results()[1]["newer_request_in_flight"] is False and project.results()[1]["attempt"] == 2
+
+
+def test_project_level_vars_count_and_rerun_keys_can_name_one_model(project, emulator):
+    project.load_table("items", items(8))
+    project.project_vars = {"claude_batch_sample": 3}
+    project.configure(replace=False, **FAST)
+    out = project.run().stdout
+    assert len(project.rows_by_key("main.items_batch__sample")) == 3  # the sample var from dbt_project.yml
+    assert create_calls(emulator) == 0
+
+    project.project_vars = {}
+    project.configure(replace=False)
+    project.run()
+    out = project.run(vars={"claude_batch_rerun_keys": {"other_model": [1], "items_batch": [2, 99]}}).stdout
+    assert "claude_batch_rerun_keys names 1 key(s) the source does not have: 99; they are ignored" in out
+    assert {k for k, r in project.results().items() if r["attempt"] == 2} == {2}
