@@ -145,6 +145,15 @@ class Emulator:
 
 
 # --------------------------------------------------------------------------------- dbt
+def cli(*args: str) -> None:
+    """The package's console script, as a user types it (`dbt-claude-batch status`, `report`)."""
+    cmd = [str(Path(sys.executable).parent / "dbt-claude-batch"), *args]
+    print(f"\n$ dbt-claude-batch {' '.join(args)}", flush=True)
+    code = subprocess.call(cmd, cwd=PROJECT)
+    if code != 0:
+        raise DemoFailed(f"`dbt-claude-batch {' '.join(args)}` failed with exit code {code}")
+
+
 def dbt(env: dict[str, str], *args: str) -> None:
     cmd = [str(DBT), *args]
     print(f"\n$ cd {PROJECT.name} && dbt {' '.join(args)}", flush=True)
@@ -276,6 +285,11 @@ def run() -> None:
         print(f"\nSecond run: {first_failures} failed tickets resubmitted in batch {batches[1][0]}; "
               f"{results} of {EXPECTED_TICKETS} tickets classified, 0 failures; "
               f"total bill ${total:.6f}.", flush=True)
+
+        heading("Status and report: what a person on call looks at")
+        cli("status", "--database", str(DB_PATH))
+        report = PROJECT / "target" / "dbt_claude_batch_report.html"
+        cli("report", "--database", str(DB_PATH), "--out", str(report))
     finally:
         heading("Stop the emulator")
         emu.stop()
