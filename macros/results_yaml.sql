@@ -92,7 +92,7 @@
       ['cache_read_input_tokens', "Input tokens read from the prompt cache."],
       ['cost_usd', "USD this answer cost: batch prices for batch results, list prices for synchronous ones; 0 "
                    ~ "for an answer shared by de-duplication or reused from state. Answers later replaced are "
-                   ~ "not in this table; the `all_runs` source and `dbt-claude-batch status` count every attempt."],
+                   ~ "not in this table; the `all_spend` source has the bill, every attempt included."],
       ['service_tier', "`batch` (Message Batches API) or `standard` (synchronous Messages API)."],
       ['batch_id', "The batch that answered: `msgbatch_...`, `sync_...` for a synchronous pass, `reuse_...` "
                    ~ "for an answer taken from state."],

@@ -9,6 +9,8 @@ import yaml
 
 from dbt_harness import items
 
+from dbt_claude_batch.views import STATE_VIEWS
+
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 SCHEMA = {
     "type": "object",
@@ -16,7 +18,7 @@ SCHEMA = {
     "required": ["label", "score"],
     "additionalProperties": False,
 }
-SOURCES = [f"source.dbt_claude_batch.dbt_claude_batch.{name}" for name in ("all_failures", "all_batches", "all_runs")]
+SOURCES = [f"source.dbt_claude_batch.dbt_claude_batch.{name}" for name in STATE_VIEWS]
 SINGULAR = """-- depends_on: {{ ref('items_batch') }}
 select * from {{ source('dbt_claude_batch', 'all_batches') }} where not reconciled
 """
@@ -55,7 +57,7 @@ def test_state_sources_are_documented_listed_and_testable_and_results_yaml_names
         assert all(described.values()), uid
     assert set(manifest["nodes"]["model.test_project.items_batch"]["columns"]) == set(table)
     (singular,) = [u for u in manifest["nodes"] if u.startswith("test.test_project.state_batches_reconciled")]
-    assert set(manifest["parent_map"][singular]) == {SOURCES[1], "model.test_project.items_batch"}
+    assert set(manifest["parent_map"][singular]) == {SOURCES[STATE_VIEWS.index("all_batches")], "model.test_project.items_batch"}
     health = {n["test_metadata"]["name"] for n in manifest["nodes"].values()
               if n["resource_type"] == "test" and (n.get("test_metadata") or {}).get("namespace") == "dbt_claude_batch"}
     assert health == {"no_key_dropped", "failure_ratio", "batches_reconciled", "no_failure_needs_you"}
