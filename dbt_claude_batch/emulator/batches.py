@@ -14,6 +14,11 @@ cancel, and the rest are `canceled`. Cancelling an ended batch returns it unchan
 (undocumented in the API reference; chosen so a cancel is idempotent).
 After 29 days from created_at (or while `archive_results` is armed) an ended batch is archived:
 `archived_at` is set and its results return 404.
+The processing queue (for the `queue_limit` scenario): every request of every batch that its next
+access would still show `in_progress` or `canceling`, across all API keys (one workspace). It is
+read from the records alone (no access, no processing, no per-request work): a batch never accessed
+yet counts until its first access (or until expires_at), an accessed one until its end time on the
+clock, a canceling one until the access that ends it.
 """
 
 from __future__ import annotations
@@ -77,6 +82,40 @@ def create(state, raw_body: bytes, requests: list[dict], version: str) -> dict:
         state.requests_cache[record["id"]] = requests
         state.ledger.ensure_batch(record["id"])
         return record
+
+
+def in_queue(record: dict, now: float) -> bool:
+    """Whether the batch's next access at `now` would show it not ended (see the module
+    docstring); a pure reading of the record, so counting the queue changes nothing."""
+    status = record["processing_status"]
+    if record["deleted"] or status == "ended":
+        return False
+    if status == "canceling":
+        return True  # ends on its next access
+    if record.get("first_access_pending"):
+        return now < record["expires_at"]  # the first access shows it in progress, unless expired
+    runs_out = record["never_end"] or record["end_at"] >= record["expires_at"]
+    return now < (record["expires_at"] if runs_out else record["end_at"])
+
+
+def queue_size(state) -> tuple[int, int]:
+    """(requests, batches) in the processing queue now: one pass over the batch records, summing
+    their request counts. Caller holds state.lock."""
+    now = state.clock.now()
+    requests = batches = 0
+    for record in state.records.values():
+        if in_queue(record, now):
+            requests += record["request_count"]
+            batches += 1
+    return requests, batches
+
+
+def queue_view(state) -> dict:
+    """The processing queue as the control API shows it. Caller holds state.lock."""
+    requests, count = queue_size(state)
+    armed = state.scenarios.queue_limit()
+    return {"queued_requests": requests, "queued_batches": count,
+            "limit": armed["max_requests"] if armed else None}
 
 
 def _requests(state, batch_id: str) -> list[dict]:
@@ -193,6 +232,7 @@ def results_path(state, batch_id: str):
 def ledger_view(state, with_requests: bool) -> dict:
     records = sorted(state.records.values(), key=lambda r: r["seq"])
     out = state.ledger.snapshot()
+    out["queue"] = queue_view(state)
     out["batches"] = [{"id": r["id"], "created_at": rfc3339(r["created_at"]), "request_count": r["request_count"],
                        "processing_status": r["processing_status"], "deleted": r["deleted"]} for r in records]
     if with_requests:

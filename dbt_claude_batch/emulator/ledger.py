@@ -4,7 +4,9 @@
 connection was closed after the batch was created counts as "lost", one closed before anything
 was created as "dropped", a cut download as "cut"). `dropped_creates` lists those unanswered
 creates in order, {"when": "before"|"after", "batch_id": id or None}, so a test can tell whether
-a batch exists. The bill counts succeeded requests only: batch results at 50%, synchronous
+a batch exists. `queue_refusals` lists the creates the `queue_limit` scenario refused, in order,
+{"queued": requests already in the processing queue, "requested": requests in the refused create,
+"limit": max_requests}. The bill counts succeeded requests only: batch results at 50%, synchronous
 messages at full price.
 """
 
@@ -30,6 +32,7 @@ class Ledger:
         self.messages: list[dict] = saved.get("messages", [])
         self.bill: dict = saved.get("bill") or _empty_bill()
         self.dropped_creates: list[dict] = saved.get("dropped_creates", [])
+        self.queue_refusals: list[dict] = saved.get("queue_refusals", [])
         self.dirty = False
 
     def count_call(self, route: str, status: int | str) -> None:
@@ -47,6 +50,12 @@ class Ledger:
         """A create left unanswered: `before` created nothing, `after` created `batch_id`."""
         with self._lock:
             self.dropped_creates.append({"when": when, "batch_id": batch_id})
+            self.dirty = True
+
+    def record_queue_refusal(self, queued: int, requested: int, limit: int) -> None:
+        """A create refused by the queue_limit scenario (nothing was created)."""
+        with self._lock:
+            self.queue_refusals.append({"queued": queued, "requested": requested, "limit": limit})
             self.dirty = True
 
     def charge(self, model: str, usage: dict, batch_id: str | None) -> float:
@@ -75,5 +84,6 @@ class Ledger:
             return {"calls": {k: dict(v) for k, v in self.calls.items()},
                     "messages": list(self.messages),
                     "dropped_creates": [dict(d) for d in self.dropped_creates],
+                    "queue_refusals": [dict(q) for q in self.queue_refusals],
                     "bill": {**self.bill, "by_batch": dict(self.bill["by_batch"]),
                              "by_model": dict(self.bill["by_model"]), "tokens": dict(self.bill["tokens"])}}

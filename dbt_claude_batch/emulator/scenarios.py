@@ -21,6 +21,11 @@ default 1).
   spend_limit           {"route": "create" (default)|..., "times": N} 429 rate_limit_error
                          "workspace has reached its spend limit", without retry-after
   never_end             {} batches created while active do not end before expires_at
+  queue_limit           {"max_requests": N, "retry_after": seconds (default 60), "times": N}
+                         a create whose requests, added to those of every batch still in the
+                         processing queue (see batches.in_queue), would exceed N is refused
+                         with 429 rate_limit_error and a retry-after header; nothing is
+                         created. `times` (default unlimited) counts refusals.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ OUTCOME_MESSAGES = {
 }
 DEFAULT_TIMES = {"lose_create_response": 1, "drop_create": 1, "cut_download": 1}
 NAMES = ("http_error", "result_errors", "result_outcome", "cut_download", "missing_results",
-         "archive_results", "lose_create_response", "drop_create", "spend_limit", "never_end")
+         "archive_results", "lose_create_response", "drop_create", "spend_limit", "never_end",
+         "queue_limit")
+QUEUE_RETRY_AFTER = 60
 DROP_WHEN = ("before", "after")
 
 
@@ -69,6 +76,15 @@ def normalise(raw: object) -> dict:
         s.setdefault("route", "create")
         if s["route"] not in ROUTES:
             raise ScenarioError(f"route must be one of {ROUTES}")
+    elif name == "queue_limit":
+        limit = s.get("max_requests")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ScenarioError("queue_limit needs max_requests: an integer >= 0")
+        if s.get("retry_after") is None:
+            s["retry_after"] = QUEUE_RETRY_AFTER
+        elif not isinstance(s["retry_after"], (int, float)) or isinstance(s["retry_after"], bool) \
+                or s["retry_after"] < 0:
+            raise ScenarioError("queue_limit retry_after must be a number of seconds >= 0")
     elif name == "drop_create":
         if s.get("when") not in DROP_WHEN:
             raise ScenarioError(f"drop_create needs \"when\": one of {DROP_WHEN}")
@@ -143,6 +159,26 @@ class Scenarios:
     def spend_limit(self, route: str) -> dict | None:
         """The spend_limit refusing a call on `route`, if one is armed (spends one use)."""
         return self.fire("spend_limit", lambda s: s["route"] in (route, "any"))
+
+    def queue_limit(self) -> dict | None:
+        """The tightest armed queue_limit (smallest max_requests), or None; spends nothing."""
+        with self._lock:
+            limits = [s for s in self.armed if s["name"] == "queue_limit"]
+            return dict(min(limits, key=lambda s: s["max_requests"])) if limits else None
+
+    def queue_refusal(self, queued: int, requested: int) -> dict | None:
+        """The queue_limit refusing a create of `requested` requests while `queued` wait in the
+        processing queue, if one is armed and would be exceeded (spends one use), else None."""
+        with self._lock:
+            limits = [s for s in self.armed if s["name"] == "queue_limit"]
+            if not limits:
+                return None
+            tightest = min(limits, key=lambda s: s["max_requests"])
+            if queued + requested <= tightest["max_requests"]:
+                return None
+            fired = dict(tightest)
+            self._spend(tightest)
+            return fired
 
     def drop_create(self, when: str) -> dict | None:
         """The drop_create (or its alias lose_create_response) due at `when`, spending one use."""

@@ -34,6 +34,9 @@ ROUTES = [
 ]
 SPEND_LIMIT_MESSAGE = ("Your workspace has reached its spend limit; requests are refused until the limit "
                        "is raised or the period resets (emulator scenario spend_limit)")
+QUEUE_LIMIT_MESSAGE = ("Number of batch requests in the processing queue would exceed the limit of {limit} "
+                       "for your workspace (queued: {queued}, in this request: {requested}); retry after "
+                       "queued batches have ended (emulator scenario queue_limit)")
 ROUTES = [(m, re.compile(p + r"/?$"), name, template) for m, p, name, template in ROUTES]
 
 
@@ -170,6 +173,19 @@ class Handler(BaseHTTPRequestHandler):
     # API routes (called with state.lock held) ------------------------------------------
     def _route_create(self, raw, batch_id, url, version) -> None:
         reqs = validation.check_create_body(self._json(raw))
+        state = self.state
+        if state.scenarios.queue_limit() is not None:
+            # Checked under state.lock, so two concurrent creates cannot both slip under the limit.
+            queued, _ = batches.queue_size(state)
+            refusal = state.scenarios.queue_refusal(queued, len(reqs))
+            if refusal is not None:
+                limit = refusal["max_requests"]
+                state.ledger.record_queue_refusal(queued, len(reqs), limit)
+                retry_after = refusal["retry_after"]
+                raise Reply(429, "rate_limit_error",
+                            QUEUE_LIMIT_MESSAGE.format(limit=limit, queued=queued, requested=len(reqs)),
+                            {"retry-after": str(int(retry_after)) if float(retry_after).is_integer()
+                             else str(retry_after)})
         record = batches.create(self.state, raw, reqs, version)
         if self.state.scenarios.drop_create("after") is not None:
             self.state.ledger.record_dropped_create("after", record["id"])
@@ -263,6 +279,9 @@ class Handler(BaseHTTPRequestHandler):
                 state.scenarios.add(body)
                 state.save()
                 return self._send(200, {"scenarios": state.scenarios.listing()})
+            if path == "/_emulator/queue" and method == "GET":
+                with state.lock:
+                    return self._send(200, batches.queue_view(state))
             if path == "/_emulator/ledger" and method == "GET":
                 with_requests = parse_qs(url.query).get("requests", ["true"])[-1].lower() != "false"
                 with state.lock:
