@@ -46,7 +46,7 @@ def test_an_errored_bad_edit_reverted_reuses_the_first_answer(project, emulator)
     project.run()
     # A model name the API does not know, let through on purpose: every row comes back errored.
     project.configure(replace=False, model="claude-haiku-9", extra_models=["claude-haiku-9"])
-    project.run()
+    project.run(expect_ok=False)  # red: every request failed for a reason no retry fixes
     assert {f["error_type"] for f in project.failures().values()} == {"invalid_request_error"}
     project.configure(replace=False, model="claude-haiku-4-5", extra_models=None)
 
