@@ -16,13 +16,14 @@ import sys
 import time
 from typing import Any
 
-from dbt_claude_batch import dbt_node, planning
+from dbt_claude_batch import planning
 from dbt_claude_batch.client import LazyClient, require_api_key
 from dbt_claude_batch.errors import BudgetExceededError, ConfigError, RunHealthError, TemplateError
-from dbt_claude_batch.identifiers import qualified, quote
+from dbt_claude_batch.identifiers import qualified
 from dbt_claude_batch.keys import check_custom_ids_unique, check_keys, custom_id_sql
 from dbt_claude_batch.log import for_model, logger
 from dbt_claude_batch.pricing import BATCH_DISCOUNT
+from dbt_claude_batch.preflight import check_key_change, check_unique_key
 from dbt_claude_batch.prompts import Prompt
 from dbt_claude_batch.results import results_sql, write_views
 from dbt_claude_batch.run_record import UNFIXABLE_KINDS, RunRecord, finish_run, start_run
@@ -58,7 +59,7 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
 def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
     api = LazyClient()
     this = dbt.this
-    _check_unique_key(cfg, this.identifier)
+    check_unique_key(cfg, this.identifier)
     run_vars = RunVars.from_dbt(this.identifier)
     state = State(session.cursor(), cfg.state_schema, model_id)
 
@@ -76,7 +77,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
     key_types = {c: types[c] for c in cfg.key}
 
     state.ensure()
-    _check_key_change(state, cfg, this.identifier, dbt.is_incremental)
+    check_key_change(state, cfg, this.identifier, dbt.is_incremental)
     state.record_model(list(cfg.key), key_types)
     record = start_run(state)
     finish = functools.partial(_finish, session, state, cfg, this, key_types, dbt.is_incremental, started,
@@ -177,59 +178,6 @@ def _settle(api: LazyClient, state: State, cfg: Settings) -> None:
         from dbt_claude_batch.submission import settle_unsettled
 
         settle_unsettled(api.get(), state, cfg.in_doubt_grace_seconds, cfg.clock_skew_seconds)
-
-
-def _check_unique_key(cfg: Settings, identifier: str) -> None:
-    """dbt merges returned rows on `unique_key`: it must be the same columns as the batch `key`."""
-    unique_key = dbt_node.unique_key(identifier)
-    if unique_key is not None and set(unique_key) != set(cfg.key):
-        raise ConfigError(
-            f"Model {identifier} has unique_key {list(unique_key)} but claude_batch key {list(cfg.key)}: set both to "
-            "the same column(s) (dbt merges results on unique_key, answers are kept per key); nothing was submitted."
-        )
-
-
-def _check_key_change(state: State, cfg: Settings, identifier: str, is_incremental: bool) -> None:
-    """A new `key` means new custom_ids: allowed only while the results table is rebuilt from scratch."""
-    recorded = state.recorded_key()
-    if recorded is None:
-        _warn_if_state_elsewhere(state, is_incremental)
-        return
-    if recorded == list(cfg.key) or not state.has_state():
-        return
-    if is_incremental:
-        raise ConfigError(
-            f"Setting `key` of {state.model_id} changed from {recorded} to {list(cfg.key)}: rebuild the table on the "
-            f"new key with `dbt run --full-refresh -s {identifier}` (answers to unchanged requests are reused, not "
-            "bought again), or set `key` back; nothing was submitted."
-        )
-    logger.warning(f"{state.model_id}: key changed from {recorded} to {list(cfg.key)}; the table is rebuilt on "
-                   "the new key")
-
-
-def _warn_if_state_elsewhere(state: State, is_incremental: bool) -> None:
-    """A model without state here, but with state in another schema or a table already built: say it re-buys."""
-    others = []
-    for (schema,) in state.run(
-        "select table_schema from information_schema.tables where table_name = 'models' and table_schema <> ? "
-        "and table_catalog = current_database()", [state.schema]
-    ):
-        try:
-            if state.run(f"select 1 from {quote(schema)}.models where model_id = ? limit 1", [state.model_id]):
-                others.append(schema)
-        except Exception:  # noqa: BLE001 - a table of that name that is not ours
-            continue
-    if others:
-        logger.warning(
-            f"{state.model_id}: state_schema is {state.schema!r}, which has no state for this model, but "
-            f"{', '.join(repr(o) for o in others)} has: every row is submitted (and paid for) again. Set "
-            f"`state_schema: {others[0]}` to keep using the answers held there."
-        )
-    elif is_incremental:
-        logger.warning(
-            f"{state.model_id}: the results table exists but state_schema {state.schema!r} holds no state for it "
-            "(state reset, or state_schema changed): every row is submitted (and paid for) again."
-        )
 
 
 def _planning_seed(cfg: Settings) -> str:

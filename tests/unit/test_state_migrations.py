@@ -7,7 +7,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from dbt_claude_batch import state as state_module
+from dbt_claude_batch import migrations as state_module
 from dbt_claude_batch.errors import StateError
 from dbt_claude_batch.state import SCHEMA_VERSION, State
 
@@ -17,7 +17,7 @@ def _database_at(version: int):
     con.execute('create schema "dbt_claude_batch"')
     con.execute('create table "dbt_claude_batch".state_version (version integer not null, applied_at timestamp not null)')
     for v in range(1, version + 1):
-        for ddl in state_module._MIGRATIONS[v]:
+        for ddl in state_module.MIGRATIONS[v]:
             con.execute(ddl.format(s='"dbt_claude_batch"'))
         con.execute('insert into "dbt_claude_batch".state_version values (?, ?)', [v, dt.datetime(2026, 1, 1)])
     return con

@@ -1,0 +1,177 @@
+"""The state schema, version by version: the DDL that creates or upgrades it, and what it must hold.
+
+`State.ensure` applies the missing versions in order, each in one transaction, and records them in
+`state_version`; a database at a newer version than `SCHEMA_VERSION` is refused.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 4
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """create table if not exists {s}.models (
+            model_id varchar primary key,
+            key_columns json not null,
+            key_types json not null,
+            updated_at timestamp not null)""",
+        """create table if not exists {s}.submissions (
+            submission_id varchar primary key,
+            model_id varchar not null,
+            status varchar not null,        -- creating | submitted | in_doubt | rejected | abandoned
+            batch_id varchar,
+            n_requests integer not null,
+            n_bytes bigint not null,
+            intent_at timestamp not null,
+            settled_at timestamp,
+            note varchar)""",
+        """create table if not exists {s}.requests (
+            submission_id varchar not null,
+            model_id varchar not null,
+            custom_id varchar not null,
+            key_json json not null,
+            input_hash varchar not null,    -- SQL digest of the row's prompt inputs + settings
+            request_hash varchar not null,  -- sha256 of the rendered request params
+            attempt integer not null,
+            model varchar,
+            primary key (submission_id, custom_id))""",
+        """create table if not exists {s}.batches (
+            batch_id varchar primary key,
+            model_id varchar not null,
+            submission_id varchar not null,
+            processing_status varchar,
+            created_at timestamp,
+            expires_at timestamp,
+            ended_at timestamp,
+            cancel_initiated_at timestamp,
+            archived_at timestamp,
+            n_processing integer,
+            n_succeeded integer,
+            n_errored integer,
+            n_canceled integer,
+            n_expired integer,
+            n_submitted integer not null,
+            canceled_by_user boolean not null default false,
+            polled_at timestamp,
+            harvested_at timestamp,
+            result_lines integer,
+            reconciled boolean,
+            reconcile_note varchar)""",
+        """create table if not exists {s}.outcomes (
+            batch_id varchar not null,
+            custom_id varchar not null,
+            model_id varchar not null,
+            result_type varchar not null,   -- succeeded | errored | canceled | expired | missing
+            error_type varchar,
+            error_message varchar,
+            canceled_by_user boolean not null default false,
+            output_text varchar,
+            stop_reason varchar,
+            answered_model varchar,
+            input_tokens bigint,
+            output_tokens bigint,
+            cache_creation_input_tokens bigint,
+            cache_creation_1h_input_tokens bigint,
+            cache_read_input_tokens bigint,
+            message json,
+            harvested_at timestamp not null,
+            primary key (batch_id, custom_id))""",
+        # Inputs that changed but render to an already-known request: remembered so the next run
+        # needs no rendering to know the row is unchanged.
+        """create table if not exists {s}.input_aliases (
+            model_id varchar not null,
+            custom_id varchar not null,
+            input_hash varchar not null,
+            request_hash varchar not null,
+            primary key (model_id, custom_id, input_hash))""",
+    ],
+    # v2: synchronous calls, de-duplication, split requests, max_tokens escalation, structured output.
+    2: [
+        "alter table {s}.requests add column key_custom_id varchar",  # the key's id; custom_id is per part
+        "update {s}.requests set key_custom_id = custom_id where key_custom_id is null",
+        "alter table {s}.requests add column part integer default 1",
+        "alter table {s}.requests add column parts integer default 1",
+        "alter table {s}.requests add column max_tokens integer",
+        "alter table {s}.requests add column dedup_of varchar",  # custom_id of the identical request sent instead
+        "alter table {s}.batches add column kind varchar default 'batch'",  # batch | sync
+        "alter table {s}.batches add column n_deduplicated integer default 0",
+        "alter table {s}.outcomes add column service_tier varchar",
+        "alter table {s}.outcomes add column shared_from varchar",  # de-duplicated: the custom_id whose answer this is
+        "alter table {s}.outcomes add column output_json json",
+    ],
+    # v3: the digest of a source that left nothing to do, so an unchanged source skips planning; a
+    # monotonic harvest sequence, so a results table knows which outcomes it has already seen.
+    3: [
+        "alter table {s}.models add column quiet_digest varchar",
+        "create sequence if not exists {s}.outcome_seq",
+        "alter table {s}.outcomes add column harvest_seq bigint",
+    ],
+    # v4: a model's identity is `schema.identifier`, without the catalog name, which DuckDB takes from
+    # the file name (copying or renaming the file must not lose the state); every batch create carries
+    # a marker request whose custom_id proves whose batch it is; candidates that lack it are foreign;
+    # answers held are reused by request hash; one row per run.
+    4: [
+        *[
+            f"update {{s}}.{table} set model_id = array_to_string(string_split(model_id, '.')[-2:], '.') "
+            "where len(string_split(model_id, '.')) > 2"
+            for table in ("submissions", "requests", "batches", "outcomes")
+        ],
+        # The same model seen under two file names collapses to one: keep the most recent record.
+        """delete from {s}.models where rowid not in (
+            select arg_max(rowid, updated_at) from {s}.models
+            group by array_to_string(string_split(model_id, '.')[-2:], '.'))""",
+        "update {s}.models set model_id = array_to_string(string_split(model_id, '.')[-2:], '.') "
+        "where len(string_split(model_id, '.')) > 2",
+        """create table {s}.input_aliases_v4 as
+            select distinct on (m, custom_id, input_hash)
+                array_to_string(string_split(model_id, '.')[-2:], '.') as m, custom_id, input_hash, request_hash
+            from {s}.input_aliases""",
+        "drop table {s}.input_aliases",
+        """create table {s}.input_aliases (
+            model_id varchar not null,
+            custom_id varchar not null,
+            input_hash varchar not null,
+            request_hash varchar not null,
+            primary key (model_id, custom_id, input_hash))""",
+        "insert into {s}.input_aliases select * from {s}.input_aliases_v4",
+        "drop table {s}.input_aliases_v4",
+        "alter table {s}.submissions add column marker_id varchar",
+        """create table if not exists {s}.foreign_batches (
+            submission_id varchar not null,
+            batch_id varchar not null,
+            checked_at timestamp not null,
+            note varchar,
+            primary key (submission_id, batch_id))""",
+        "alter table {s}.outcomes add column reused_from varchar",  # batch_id of the answer reused
+        # The n_* counts are the rows' requests: the marker is taken out of the count it is in (this column).
+        "alter table {s}.batches add column marker_in varchar",
+        """create table if not exists {s}.runs (
+            run_id varchar primary key,
+            model_id varchar not null,
+            started_at timestamp not null,
+            finished_at timestamp,
+            n_source_rows bigint,
+            n_submitted bigint,
+            n_harvested bigint,
+            n_failed bigint,
+            n_reused bigint,
+            cost_usd double,
+            outcome varchar,
+            note varchar)""",
+    ],
+}
+
+# Columns every state table must have at the current version; a table in the state schema without
+# them is not ours (or was damaged), and the run stops before touching it.
+EXPECTED_COLUMNS = {
+    "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest"),
+    "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id"),
+    "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
+                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of"),
+    "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
+                "harvested_at"),
+    "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from"),
+    "input_aliases": ("model_id", "custom_id", "input_hash", "request_hash"),
+    "foreign_batches": ("submission_id", "batch_id", "checked_at"),
+    "runs": ("run_id", "model_id", "started_at"),
+}
