@@ -159,14 +159,16 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
     if not sent:
         logger.info(f"{model_id}: {n_staged} source rows, nothing to submit")
 
-    if cfg.wait_seconds > 0 and (state.unharvested_batches() or state.unsettled_submissions()):
+    # Worth waiting for: batches in flight, and unanswered creates whose candidates may prove theirs.
+    # One in doubt with no candidate only waits out its grace period, which is not this run's to spend.
+    if cfg.wait_seconds > 0 and (state.unharvested_batches() or state.awaiting_proof()):
         from dbt_claude_batch.polling import wait_until
 
         def step() -> bool:
             _settle(api, state, cfg)
             _poll_and_harvest(api, state, cfg)
             write_snapshot(state.cursor, cfg.state_schema)
-            return not state.unharvested_batches() and not state.unsettled_submissions()
+            return not state.unharvested_batches() and not state.awaiting_proof()
 
         if not wait_until(state, time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
             logger.info(f"{model_id}: batches still in flight; the next run collects them")

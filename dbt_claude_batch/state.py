@@ -198,6 +198,12 @@ class State:
             [status, utcnow(), note, submission_id],
         )
 
+    def awaiting_proof(self) -> bool:
+        """Whether an unanswered create has candidate batches still in progress (worth waiting for)."""
+        return bool(self.run(
+            f"select 1 from {self.table('submissions')} where model_id = ? and (status = 'creating' "
+            "or (status = 'in_doubt' and starts_with(note, 'proof pending'))) limit 1", [self.model_id]))
+
     def unsettled_submissions(self) -> list[tuple]:
         """Submissions whose create may or may not have made a batch: (id, n_requests, intent_at, marker_id)."""
         return self.run(

@@ -192,6 +192,7 @@ def test_reset_batch_state_starts_over_but_refuses_with_batches_in_flight(projec
     assert "has 1 batch(es) in flight: cancel them first" in out
 
     emulator.advance_clock(3601)
+    emulator.configure(processing_delay=0)
     project.configure(replace=False, **FAST)
     project.run()
     assert len(project.results()) == 4
