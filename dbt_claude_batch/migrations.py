@@ -136,6 +136,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "insert into {s}.input_aliases select * from {s}.input_aliases_v4",
         "drop table {s}.input_aliases_v4",
         "alter table {s}.submissions add column marker_id varchar",
+        "alter table {s}.submissions add column est_cost_usd double",  # committed while in flight
         """create table if not exists {s}.foreign_batches (
             submission_id varchar not null,
             batch_id varchar not null,
@@ -165,7 +166,8 @@ MIGRATIONS: dict[int, list[str]] = {
 # them is not ours (or was damaged), and the run stops before touching it.
 EXPECTED_COLUMNS = {
     "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest"),
-    "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id"),
+    "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
+                    "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
                  "key_custom_id", "part", "parts", "max_tokens", "dedup_of"),
     "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",

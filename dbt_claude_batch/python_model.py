@@ -18,11 +18,10 @@ from typing import Any
 
 from dbt_claude_batch import planning
 from dbt_claude_batch.client import LazyClient, require_api_key
-from dbt_claude_batch.errors import BudgetExceededError, ConfigError, RunHealthError, TemplateError
+from dbt_claude_batch.errors import ConfigError, RunHealthError
 from dbt_claude_batch.identifiers import qualified
 from dbt_claude_batch.keys import check_custom_ids_unique, check_keys, custom_id_sql
 from dbt_claude_batch.log import for_model, logger
-from dbt_claude_batch.pricing import BATCH_DISCOUNT
 from dbt_claude_batch.preflight import check_key_change, check_unique_key
 from dbt_claude_batch.prompts import Prompt
 from dbt_claude_batch.results import results_sql, write_views
@@ -31,11 +30,7 @@ from dbt_claude_batch.run_vars import RunVars
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.snapshot import write_snapshot
 from dbt_claude_batch.state import State
-from dbt_claude_batch.workdir import clean_stale, scratch
-
-# `auto` goes synchronous when the batch window (up to 24 h) plus this margin would miss the deadline.
-AUTO_MARGIN_HOURS = 1.0
-
+from dbt_claude_batch.workdir import clean_stale
 
 def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: Any):
     """Run one batch model: settle, poll, harvest, submit what is new or changed, return new results.
@@ -97,7 +92,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
         check_custom_ids_unique(state.cursor, planning.STAGED)
 
         try:
-            sent = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types)
+            done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types)
         except Exception as exc:
             anthropic = sys.modules.get("anthropic")
             if anthropic is not None and isinstance(exc, anthropic.APIConnectionError):
@@ -105,10 +100,12 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
 
                 raise unreachable_error(exc, "talking to the Message Batches API") from None
             raise
-        if sent is None:  # a sample preview
+        if done is None:  # a sample preview
             return finish(only_new=True)
+        sent, waiting = done
         record.n_submitted = sent
-        if not sent and not run_vars.any() and not state.unharvested_batches() and not state.unsettled_submissions():
+        if (not sent and not waiting and not run_vars.any() and not state.unharvested_batches()
+                and not state.unsettled_submissions()):
             state.set_quiet_digest(digest)
         return finish()
     except BaseException as exc:
@@ -119,8 +116,9 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
 
 
 def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,
-              source_sql: str, this, key_types: dict[str, str]) -> int | None:
-    """Settle, cancel, poll, harvest, submit and wait; return the request lines sent (None for a sample)."""
+              source_sql: str, this, key_types: dict[str, str]) -> tuple[int, int] | None:
+    """Settle, cancel, poll, harvest, submit and wait; return the request lines sent and those left
+    waiting for room in the queue (None for a sample)."""
     model_id = state.model_id
     if run_vars.sample_size:
         from dbt_claude_batch.sample import run_sample
@@ -153,10 +151,12 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
         state, cfg.max_attempts, run_vars.resubmit_canceled, cfg.effective_max_tokens_cap, cfg.max_tokens,
         can_split=cfg.split_column is not None, rerun_filter=run_vars.rerun_filter(cfg.key),
     )
-    sent = 0
+    sent = waiting = 0
     if n_candidates:
-        sent = _submit(api, state, prompt, cfg, n_staged, source_sql)
-    if not sent:
+        from dbt_claude_batch.dispatch import submit_pending
+
+        sent, waiting = submit_pending(api, state, prompt, cfg, n_staged, source_sql)
+    if not sent and not waiting:
         logger.info(f"{model_id}: {n_staged} source rows, nothing to submit")
 
     # Worth waiting for: batches in flight, and unanswered creates whose candidates may prove theirs.
@@ -172,7 +172,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
 
         if not wait_until(state, time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
             logger.info(f"{model_id}: batches still in flight; the next run collects them")
-    return sent
+    return sent, waiting
 
 
 def _settle(api: LazyClient, state: State, cfg: Settings) -> None:
@@ -185,94 +185,6 @@ def _settle(api: LazyClient, state: State, cfg: Settings) -> None:
 def _planning_seed(cfg: Settings) -> str:
     """Settings that change what planning decides without changing any input hash."""
     return json.dumps([cfg.max_attempts, cfg.effective_max_tokens_cap, cfg.split_column, cfg.dedupe])
-
-
-def _submit(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int, source_sql: str) -> int:
-    """Render, reuse held answers, check names and budget, route and send the pending rows.
-
-    Returns the number of request lines sent.
-    """
-    from dbt_claude_batch import submission
-    from dbt_claude_batch.local_outcomes import record_template_errors, reuse_held_answers
-    from dbt_claude_batch.spool import build_spool
-    from dbt_claude_batch.sync import run_sync
-
-    with scratch() as tmp:
-        spool = build_spool(state, prompt, cfg, tmp, source_sql)
-        planning.record_aliases(state)
-        n_errors = record_template_errors(state)
-        n_reused = reuse_held_answers(state)
-        if n_reused:
-            spool.refresh_counts()
-            logger.info(f"{state.model_id}: {n_reused} requests already answered in state: reused, not bought again")
-        if n_errors:
-            logger.warning(f"{state.model_id}: the prompt template raised for {n_errors} row(s); they are recorded "
-                           "as failures of kind template_error (see the failures table)")
-            if not spool.chunks and not n_reused:
-                first = state.run(f"select error from {planning.RENDERED} where reason = 'template_error' limit 1")
-                raise TemplateError(f"{first[0][0]}\nIt raised for every one of the {n_errors} rows to submit; "
-                                    "nothing was submitted.")
-        if not spool.chunks:
-            return 0
-        reasons = planning.reason_counts(state)
-        batch_lines = sum(c.n for c in spool.chunks if c.lane == "batch")
-        route, why = choose_route(cfg, batch_lines)
-        prices = spool.list_price_usd()
-        estimate = prices.get("sync", 0.0) + prices.get("batch", 0.0) * (BATCH_DISCOUNT if route == "batch" else 1.0)
-        logger.info(
-            f"{state.model_id}: {n_staged} source rows, {sum(reasons.values())} to submit "
-            f"({', '.join(f'{v} {k}' for k, v in reasons.items())}) as {spool.n_lines} requests"
-            + (f", {spool.n_deduplicated} sharing an identical request" if spool.n_deduplicated else "")
-            + f"; route: {route} ({why}); estimated cost at most ${estimate:.4f}"
-        )
-        _check_budget(cfg, spool, estimate)
-        _check_models(api, state, cfg)
-        for chunk in spool.chunks:
-            if chunk.lane == "sync" or route == "sync":
-                run_sync(api.get(), state, spool, chunk, cfg)
-            else:
-                submission.submit_chunk(api.get(), state, spool, chunk, cfg.in_doubt_grace_seconds,
-                                        cfg.clock_skew_seconds)
-        return spool.n_lines
-
-
-def _check_models(api: LazyClient, state: State, cfg: Settings) -> None:
-    from dbt_claude_batch.model_names import check_model_names
-
-    names = [r[0] for r in state.run(
-        f"select distinct p.__cb_model from {planning.PENDING} p join {planning.RENDERED} r "
-        "on r.ordinal = p.__cb_ordinal where r.include")]
-    setting = f"column `{cfg.model_column}`" if cfg.model_column else "setting `model`"
-    check_model_names(api.get(), names, cfg.extra_models, setting)
-
-
-def choose_route(cfg: Settings, n_requests: int) -> tuple[str, str]:
-    """Where the pending requests go, and why (logged)."""
-    if cfg.mode != "auto":
-        return cfg.mode, f"mode: {cfg.mode}"
-    if n_requests <= cfg.auto_sync_max_requests:
-        return "sync", f"{n_requests} requests <= auto_sync_max_requests {cfg.auto_sync_max_requests}"
-    if cfg.deadline_hours is not None and cfg.deadline_hours < 24 + AUTO_MARGIN_HOURS:
-        return "sync", (f"deadline {cfg.deadline_hours}h is shorter than the batch window "
-                        f"(24h + {AUTO_MARGIN_HOURS:g}h margin)")
-    return "batch", f"{n_requests} requests > auto_sync_max_requests {cfg.auto_sync_max_requests}"
-
-
-def _check_budget(cfg: Settings, spool, estimate: float) -> None:
-    if cfg.max_cost_usd is None:
-        return
-    if spool.unpriced_models:
-        raise ConfigError(
-            f"No price known for model(s) {', '.join(sorted(spool.unpriced_models))}, so the budget guard "
-            "cannot estimate the cost: add them to `prices` ({model: {input: USD, output: USD}} per million tokens)."
-        )
-    if estimate > cfg.max_cost_usd:
-        raise BudgetExceededError(
-            f"Estimated cost ${estimate:.4f} of {spool.n_lines} pending requests is over the limit "
-            f"max_cost_usd = ${cfg.max_cost_usd:.4f}: nothing was submitted. Raise `max_cost_usd` in the "
-            "model's claude_batch settings, or submit fewer rows (filter the staging model).\n"
-            "The estimate counts input as UTF-8 bytes / 4 tokens and output as max_tokens (the worst case)."
-        )
 
 
 def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,

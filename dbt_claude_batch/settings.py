@@ -57,8 +57,10 @@ class Settings:
     sync_concurrency: int = 4
     auto_sync_max_requests: int = 100
     deadline_hours: float | None = None
-    # cost
+    # cost and the account's queue
     max_cost_usd: float | None = None
+    max_cost_usd_all_models: float | None = None
+    max_requests_in_flight: int | None = None
     prices: Mapping[str, Any] | None = None
     prompt_caching: bool = False
     cache_ttl: str = "1h"
@@ -167,7 +169,12 @@ class Settings:
         if (not isinstance(self.max_failure_ratio, (int, float)) or isinstance(self.max_failure_ratio, bool)
                 or not 0 <= self.max_failure_ratio <= 1):
             raise ConfigError(f"Setting `max_failure_ratio` must be a number from 0 to 1; got {self.max_failure_ratio!r}.")
-        for name in ("deadline_hours", "max_cost_usd"):
+        if self.max_requests_in_flight is not None and (
+                not isinstance(self.max_requests_in_flight, int) or isinstance(self.max_requests_in_flight, bool)
+                or self.max_requests_in_flight < 2):
+            raise ConfigError(f"Setting `max_requests_in_flight` must be an integer >= 2 (a batch holds at least one "
+                              f"row and its marker); got {self.max_requests_in_flight!r}.")
+        for name in ("deadline_hours", "max_cost_usd", "max_cost_usd_all_models"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
                 raise ConfigError(f"Setting `{name}` must be a number >= 0; got {value!r}.")

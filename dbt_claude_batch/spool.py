@@ -107,6 +107,12 @@ class Spool:
         return dict(self.state.run(
             f"select lane, sum(cost) from {RENDERED} where include and dedup_of is null group by lane"))
 
+    def chunk_cost(self, chunk: Chunk) -> float:
+        """Estimated list-price cost of the lines a chunk still sends."""
+        return float(self.state.run(
+            f"select coalesce(sum(cost), 0) from {RENDERED} where chunk = ? and include and dedup_of is null",
+            [chunk.index])[0][0])
+
     def refresh_counts(self) -> None:
         """After some lines were answered from state: recount lines per chunk, drop empty chunks."""
         rows = dict((c, (n, b)) for c, n, b in self.state.run(

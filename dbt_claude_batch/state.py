@@ -156,13 +156,13 @@ class State:
 
     # -- submissions ----------------------------------------------------------------------------
     def record_intent(self, submission_id: str, n_requests: int, n_bytes: int, requests_sql: str,
-                      marker_id: str | None = None) -> None:
+                      marker_id: str | None = None, est_cost_usd: float | None = None) -> None:
         """Record a submission before its create call, with its requests, in one transaction."""
         with self.transaction():
             self.run(
                 f"insert into {self.table('submissions')} (submission_id, model_id, status, n_requests, n_bytes, "
-                "intent_at, marker_id) values (?, ?, 'creating', ?, ?, ?, ?)",
-                [submission_id, self.model_id, n_requests, n_bytes, utcnow(), marker_id],
+                "intent_at, marker_id, est_cost_usd) values (?, ?, 'creating', ?, ?, ?, ?, ?)",
+                [submission_id, self.model_id, n_requests, n_bytes, utcnow(), marker_id, est_cost_usd],
             )
             self.run(
                 f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
@@ -211,6 +211,23 @@ class State:
             "where model_id = ? and status in ('creating', 'in_doubt') order by intent_at",
             [self.model_id],
         )
+
+    def _in_flight_sql(self, every_model: bool) -> str:
+        """Submissions whose requests wait in the API's queue: creates in doubt, batches not ended."""
+        mine = "" if every_model else f" and s.model_id = {literal(self.model_id)}"
+        return (f"from {self.table('submissions')} s left join {self.table('batches')} b on b.batch_id = s.batch_id "
+                "where (s.status in ('creating', 'in_doubt') or (s.status = 'submitted' and b.kind = 'batch' "
+                f"and b.harvested_at is null and coalesce(b.processing_status, '') <> 'ended')){mine}")
+
+    def requests_in_flight(self) -> int:
+        """Requests of this state (every model) in the processing queue, marker requests included."""
+        return int(self.run(
+            f"select coalesce(sum(s.n_requests + (s.marker_id is not null)::int), 0) {self._in_flight_sql(True)}"
+        )[0][0])
+
+    def committed_usd(self, every_model: bool = False) -> float:
+        """Estimated cost of the requests in flight (recorded with each intent), for the budget guard."""
+        return float(self.run(f"select coalesce(sum(s.est_cost_usd), 0) {self._in_flight_sql(every_model)}")[0][0])
 
     def known_batch_ids(self, batch_ids: Sequence[str]) -> set[str]:
         """Which of these batches this state already knows (its own, of any model)."""

@@ -59,15 +59,21 @@ def never_sent(exc: BaseException) -> bool:
     return isinstance(cause, (httpx2.ConnectError, httpx2.ConnectTimeout))
 
 
+class QueueFull(Exception):
+    """The API refused a create because the workspace's processing queue is full: try in a later run."""
+
+
 def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk: Chunk,
-                 grace_seconds: float = 3600.0, skew_seconds: float = 300.0) -> str | None:
+                 grace_seconds: float = 3600.0, skew_seconds: float = 300.0,
+                 est_cost_usd: float | None = None) -> str | None:
     """Create one batch for the chunk; return its id, or None when the outcome is still in doubt."""
     rejected = unreachable = 0
     while True:
         submission_id = str(uuid.uuid4())
         marker = marker_id(submission_id)
         body = spool.body_of(chunk, marker_line(marker, chunk.model))
-        state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(chunk.index), marker)
+        state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(chunk.index), marker,
+                            est_cost_usd)
         try:
             batch = _create(client, body)
         except anthropic.APIStatusError as exc:
@@ -83,6 +89,8 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
                     "raise the limit in the Anthropic console (Settings > Limits) or wait until it resets, then run "
                     f"again; nothing was submitted and the rows stay pending.\n{_message(exc)}"
                 ) from None
+            if exc.status_code == 429 and "queue" in _message(exc).lower():
+                raise QueueFull(_message(exc)) from None
             if exc.status_code in (429, 529) and rejected < _MAX_REJECTED_RETRIES:
                 delay = _retry_after(exc, rejected)
                 rejected += 1

@@ -1,0 +1,140 @@
+"""Sending what the spool pass rendered: answers reused, names and budget checked, routed, sent.
+
+The budget guard counts the new work and what is already committed in flight (each submission's
+estimate is recorded with its intent): `max_cost_usd` for this model, `max_cost_usd_all_models`
+across every batch model of the state. The processing queue of a workspace is limited by the API
+(past it, creates are refused with 429): `max_requests_in_flight` keeps this state's batches in
+flight under a limit of your choosing, and a create the API refuses because the queue is full stops
+submission for this run. Either way the rest waits, pending, for the next run, which stays green.
+"""
+
+from __future__ import annotations
+
+from dbt_claude_batch import planning
+from dbt_claude_batch.client import LazyClient
+from dbt_claude_batch.errors import BudgetExceededError, ConfigError, TemplateError
+from dbt_claude_batch.log import logger
+from dbt_claude_batch.pricing import BATCH_DISCOUNT
+from dbt_claude_batch.prompts import Prompt
+from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.state import State
+from dbt_claude_batch.workdir import scratch
+
+# `auto` goes synchronous when the batch window (up to 24 h) plus this margin would miss the deadline.
+AUTO_MARGIN_HOURS = 1.0
+
+
+def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int,
+                   source_sql: str) -> tuple[int, int]:
+    """Render, reuse held answers, check names and budget, route and send the pending rows.
+
+    Returns the request lines sent, and those left waiting for room in the processing queue.
+    """
+    from dbt_claude_batch import submission
+    from dbt_claude_batch.local_outcomes import record_template_errors, reuse_held_answers
+    from dbt_claude_batch.spool import build_spool
+    from dbt_claude_batch.sync import run_sync
+
+    with scratch() as tmp:
+        spool = build_spool(state, prompt, cfg, tmp, source_sql)
+        planning.record_aliases(state)
+        n_errors = record_template_errors(state)
+        n_reused = reuse_held_answers(state)
+        if n_reused:
+            spool.refresh_counts()
+            logger.info(f"{n_reused} requests already answered in state: reused, not bought again")
+        if n_errors:
+            logger.warning(f"the prompt template raised for {n_errors} row(s); they are recorded as failures of "
+                           "kind template_error (see the failures table)")
+            if not spool.chunks and not n_reused:
+                first = state.run(f"select error from {planning.RENDERED} where reason = 'template_error' limit 1")
+                raise TemplateError(f"{first[0][0]}\nIt raised for every one of the {n_errors} rows to submit; "
+                                    "nothing was submitted.")
+        if not spool.chunks:
+            return 0, 0
+        reasons = planning.reason_counts(state)
+        batch_lines = sum(c.n for c in spool.chunks if c.lane == "batch")
+        route, why = choose_route(cfg, batch_lines)
+        discount = BATCH_DISCOUNT if route == "batch" else 1.0
+        prices = spool.list_price_usd()
+        estimate = prices.get("sync", 0.0) + prices.get("batch", 0.0) * discount
+        logger.info(
+            f"{n_staged} source rows, {sum(reasons.values())} to submit "
+            f"({', '.join(f'{v} {k}' for k, v in reasons.items())}) as {spool.n_lines} requests"
+            + (f", {spool.n_deduplicated} sharing an identical request" if spool.n_deduplicated else "")
+            + f"; route: {route} ({why}); estimated cost at most ${estimate:.4f}"
+        )
+        check_budget(cfg, state, spool, estimate)
+        check_models(api, state, cfg)
+        room = None if cfg.max_requests_in_flight is None else cfg.max_requests_in_flight - state.requests_in_flight()
+        sent = waiting = 0
+        for i, chunk in enumerate(spool.chunks):
+            if chunk.lane == "sync" or route == "sync":
+                run_sync(api.get(), state, spool, chunk, cfg)
+                sent += chunk.n
+                continue
+            if room is not None and chunk.n + 1 > room:  # +1: the marker request
+                waiting += chunk.n
+                continue
+            try:
+                submission.submit_chunk(api.get(), state, spool, chunk, cfg.in_doubt_grace_seconds,
+                                        cfg.clock_skew_seconds, spool.chunk_cost(chunk) * discount)
+            except submission.QueueFull as exc:
+                waiting += sum(c.n for c in spool.chunks[i:] if c.lane == "batch")
+                logger.warning(f"the API refused a batch: the workspace's processing queue is full ({exc}); "
+                               f"{waiting} requests wait, pending, for the next run")
+                return sent, waiting
+            sent += chunk.n
+            if room is not None:
+                room -= chunk.n + 1
+        if waiting:
+            logger.warning(f"{waiting} requests wait for room in the queue (max_requests_in_flight "
+                           f"{cfg.max_requests_in_flight}); the next run submits them")
+        return sent, waiting
+
+
+def check_models(api: LazyClient, state: State, cfg: Settings) -> None:
+    from dbt_claude_batch.model_names import check_model_names
+
+    names = [r[0] for r in state.run(
+        f"select distinct p.__cb_model from {planning.PENDING} p join {planning.RENDERED} r "
+        "on r.ordinal = p.__cb_ordinal where r.include")]
+    setting = f"column `{cfg.model_column}`" if cfg.model_column else "setting `model`"
+    check_model_names(api.get(), names, cfg.extra_models, setting)
+
+
+def choose_route(cfg: Settings, n_requests: int) -> tuple[str, str]:
+    """Where the pending requests go, and why (logged)."""
+    if cfg.mode != "auto":
+        return cfg.mode, f"mode: {cfg.mode}"
+    if n_requests <= cfg.auto_sync_max_requests:
+        return "sync", f"{n_requests} requests <= auto_sync_max_requests {cfg.auto_sync_max_requests}"
+    if cfg.deadline_hours is not None and cfg.deadline_hours < 24 + AUTO_MARGIN_HOURS:
+        return "sync", (f"deadline {cfg.deadline_hours}h is shorter than the batch window "
+                        f"(24h + {AUTO_MARGIN_HOURS:g}h margin)")
+    return "batch", f"{n_requests} requests > auto_sync_max_requests {cfg.auto_sync_max_requests}"
+
+
+def check_budget(cfg: Settings, state: State, spool, estimate: float) -> None:
+    """Refuse before anything is sent when new work plus spend committed in flight passes a limit."""
+    if cfg.max_cost_usd is None and cfg.max_cost_usd_all_models is None:
+        return
+    if spool.unpriced_models:
+        raise ConfigError(
+            f"No price known for model(s) {', '.join(sorted(spool.unpriced_models))}, so the budget guard "
+            "cannot estimate the cost: add them to `prices` ({model: {input: USD, output: USD}} per million tokens)."
+        )
+    for setting, limit, every_model in (("max_cost_usd", cfg.max_cost_usd, False),
+                                        ("max_cost_usd_all_models", cfg.max_cost_usd_all_models, True)):
+        if limit is None:
+            continue
+        committed = state.committed_usd(every_model)
+        if estimate + committed > limit:
+            scope = "every batch model of this state" if every_model else "this model"
+            raise BudgetExceededError(
+                f"Estimated cost ${estimate:.4f} of {spool.n_lines} pending requests, plus ${committed:.4f} committed "
+                f"in flight for {scope}, is over the limit {setting} = ${limit:.4f}: nothing was submitted. Raise "
+                f"`{setting}` in the model's claude_batch settings, wait for the batches in flight to end, or "
+                "submit fewer rows (filter the staging model).\n"
+                "The estimate counts input as UTF-8 bytes / 4 tokens and output as max_tokens (the worst case)."
+            )
