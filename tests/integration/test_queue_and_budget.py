@@ -69,6 +69,7 @@ def test_the_budget_counts_spend_committed_in_flight(project, emulator):
     assert "committed in flight for every batch model of this state, is over the limit max_cost_usd_all_models" in out
 
     emulator.advance_clock(3601)  # the first batch ends: nothing is committed any more
+    emulator.configure(processing_delay=0)
     project.configure(replace=False, **FAST)
     project.run()
     assert create_calls(emulator) == 2
