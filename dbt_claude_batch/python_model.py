@@ -201,8 +201,13 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
                                       flag_column=flag))
     finish_run(state, record, "ok", prices=cfg.prices)
     logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
-    write_snapshot(state.cursor, cfg.state_schema)
-    _check_health(cfg, record)
+    try:
+        _check_health(cfg, record)
+    except RunHealthError as exc:
+        finish_run(state, record, "error", str(exc).splitlines()[0], cfg.prices)
+        raise
+    finally:
+        write_snapshot(state.cursor, cfg.state_schema)
     return results
 
 

@@ -19,8 +19,8 @@ def test_every_request_failing_for_a_reason_no_retry_fixes_turns_the_run_red(pro
     assert "10 of the 10 requests this run harvested failed for a reason no retry fixes (10 invalid_request)" in out
     assert "over max_failure_ratio 0.5" in out
     assert len(project.failures()) == 10  # everything was recorded before the run failed
-    assert project.query("select outcome, n_harvested, n_failed from dbt_claude_batch.runs order by started_at") == [
-        ("ok", 10, 10)]
+    assert project.query("select outcome, n_harvested, n_failed, starts_with(note, '10 of the 10 requests') "
+                         "from dbt_claude_batch.runs order by started_at") == [("error", 10, 10, True)]
 
 
 def test_a_few_retryable_failures_stay_green_and_are_resubmitted(project, emulator):
@@ -43,7 +43,13 @@ def test_a_few_retryable_failures_stay_green_and_are_resubmitted(project, emulat
 def test_log_lines_name_the_model_without_an_adapter_prefix(project, emulator):
     project.load_table("items", items(3))
     project.configure(replace=False, **FAST)
+    emulator.configure(processing_delay=4)  # seconds of emulated processing: the run waits and says how
     out = project.run().stdout
+    assert re.search(r"waiting \d+s of wait_seconds, \d+s left; 1 batch\(es\) in flight: \w{8} 0/3 done, 0 failed, "
+                     r"3 processing", out)
+    project.load_table("items", items(6))
+    out = project.run().stdout  # this model has a batch behind it: the wait aims at its turnaround
+    assert re.search(r"expected to end in ~\d+s \(from this model's past batches\)", out)
     ours = [line for line in out.splitlines() if "dbt_claude_batch" in line and "Running with" not in line]
     assert ours and all("dbt_claude_batch main.items_batch: " in line for line in ours)
     assert not any("adapter:" in line for line in ours)
