@@ -21,7 +21,7 @@ from dbt_claude_batch.identifiers import qualified
 from dbt_claude_batch.planning import latest_outcomes_sql
 from dbt_claude_batch.pricing import (BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M, cost_sql,
                                       model_family_sql, prices_cte)
-from dbt_claude_batch.state import State, utcnow
+from dbt_claude_batch.state import MARKER_LIKE, State, utcnow
 from dbt_claude_batch.views import RUN_COLUMNS, model_views
 
 DOCUMENT_FORMAT = "dbt-claude-batch status 1"
@@ -68,6 +68,7 @@ def costed_outcomes_sql(schema: str) -> str:
     return f"""with {prices_cte()},
         cb_o as (
             select o.*, o.shared_from_ is not null as shared, b.kind, p.input_price,
+                   o.custom_id like '{MARKER_LIKE}' as marker,
                    {billed_cost_sql('o', 'p')} as full_cost,
                    case when o.shared_from_ is not null then 0.0 else full_cost end as cost
             -- shared_from hidden from cost_sql so that it prices the copied usage: what the answer was worth
@@ -81,8 +82,8 @@ def spend_view_sql(schema: str) -> str:
     included (answers later replaced too; the marker requests too), at list prices. Its sum is the bill."""
     return f"""{costed_outcomes_sql(schema)}
         select cast(harvested_at as date) as day, model_id as dbt_model, answered_model,
-               count(*) filter (where not shared and result_type not in ('missing') and input_tokens is not null)
-                   as requests_billed,
+               count(*) filter (where not shared and not marker and result_type <> 'missing'
+                                and input_tokens is not null) as requests_billed,
                count(*) filter (where shared) as answers_not_bought,
                sum(input_tokens) filter (where not shared) as input_tokens,
                sum(output_tokens) filter (where not shared) as output_tokens,
@@ -168,10 +169,13 @@ def spend(cursor, schema: str) -> dict[str, dict[str, Any]]:
     """
     return {r.pop("model_id"): r for r in rows(cursor, f"""{costed_outcomes_sql(schema)}
         select model_id, coalesce(sum(cost), 0.0) as billed_usd,
-               count(*) filter (where kind in ('batch', 'sync') and not shared and result_type <> 'missing')
-                   as billed_requests,
+               count(*) filter (where kind in ('batch', 'sync') and not shared and not marker
+                                and result_type <> 'missing') as billed_requests,
                count(*) filter (where not shared and full_cost is null) as unpriced_outcomes,
-               avg(cost) filter (where kind = 'batch' and not shared and result_type <> 'missing') as avg_request_usd
+               -- markers are billed (in billed_usd) but are no row's request: the average is per row
+               sum(cost) filter (where kind = 'batch' and not shared and result_type <> 'missing')
+                   / nullif(count(*) filter (where kind = 'batch' and not shared and not marker
+                                             and result_type <> 'missing'), 0) as avg_request_usd
         from cb_o group by all""")}
 
 
@@ -299,7 +303,7 @@ def outcome_mix(cursor, schema: str, now: datetime | None = None, limit: int = 3
         found = rows(cursor, f"""{costed_outcomes_sql(schema)},
             cb_runs as (select * from {qualified(schema, 'runs')} order by started_at desc limit {int(limit)})
             select r.run_id as unit, r.model_id, r.started_at as stamp, {_CATEGORY} as category, count(*) as n
-            from cb_runs r join cb_o o on o.model_id = r.model_id
+            from cb_runs r join cb_o o on o.model_id = r.model_id and not o.marker
                 and o.harvested_at between r.started_at and coalesce(r.finished_at, ?::timestamp)
             group by all order by stamp, unit, category""", [now])
         return {"per": "run", "rows": found}
@@ -307,7 +311,8 @@ def outcome_mix(cursor, schema: str, now: datetime | None = None, limit: int = 3
         cb_last as (select batch_id from {qualified(schema, 'batches')} where harvested_at is not null
                     order by harvested_at desc limit {int(limit)})
         select batch_id as unit, model_id, min(harvested_at) as stamp, {_CATEGORY} as category, count(*) as n
-        from cb_o where batch_id in (select batch_id from cb_last) group by all order by stamp, unit, category""")
+        from cb_o where batch_id in (select batch_id from cb_last) and not marker
+        group by all order by stamp, unit, category""")
     return {"per": "batch", "rows": found}
 
 
@@ -324,5 +329,5 @@ def top_failure_messages(cursor, schema: str, limit: int = 10) -> list[dict[str,
     """The most frequent failure messages over every attempt (rows affected, models, last seen)."""
     return rows(cursor, f"""select result_type as kind, error_type, coalesce(error_message, '(no message)') as message,
             count(*) as n, count(distinct model_id) as models, max(harvested_at) as last_seen
-        from {qualified(schema, 'outcomes')} where result_type <> 'succeeded'
+        from {qualified(schema, 'outcomes')} where result_type <> 'succeeded' and custom_id not like '{MARKER_LIKE}'
         group by all order by n desc, message limit {int(limit)}""")

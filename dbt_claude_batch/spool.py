@@ -25,11 +25,10 @@ from dbt_claude_batch.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAG
 from dbt_claude_batch.pricing import estimate_input_tokens, list_price
 from dbt_claude_batch.prompts import Prompt, canonical_json, request_params
 from dbt_claude_batch.settings import Settings
-from dbt_claude_batch.state import State
+from dbt_claude_batch.state import MARKER_PREFIX, State
 
 _ENVELOPE = len(b'{"requests":[]}')
 # Every batch carries one marker request (see submission.py); room for it is kept in each chunk.
-MARKER_PREFIX = "dbt_claude_batch-proof-"
 _MARKER_RESERVE_BYTES = 256
 _READ_ROWS = 10_000
 # Parts of a split prompt aim at half the context window: the estimate is rough, and the model needs

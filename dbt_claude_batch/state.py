@@ -21,6 +21,11 @@ from dbt_claude_batch.errors import StateError
 from dbt_claude_batch.identifiers import literal, qualified
 from dbt_claude_batch.migrations import EXPECTED_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
+# custom_ids of the marker requests every batch carries (see spool.py): their outcomes are kept for
+# the bill, and left out of every count, table and chart of rows.
+MARKER_PREFIX = "dbt_claude_batch-proof-"
+MARKER_LIKE = MARKER_PREFIX + "%"
+
 _ensure_lock = threading.Lock()
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 

@@ -218,3 +218,22 @@ def test_report_series_outcomes_per_run_savings_and_turnaround():
 
     con.execute(f'drop table "{S}".runs')
     assert inspect.outcome_mix(con, S, now=NOW)["per"] == "batch"
+
+
+def test_marker_requests_are_billed_but_no_row_failure_or_request_count():
+    con = _state()
+    _model(con)
+    _batch(con, "b1", n=2)
+    _outcome(con, "b1", "1")
+    _outcome(con, "b1", "2", result="errored", error_type="api_error")
+    # each batch's marker: answered with one token (cut off at max_tokens 1), billed
+    _outcome(con, "b1", "dbt_claude_batch-proof-0123456789abcdef0123456789abcdef", result="truncated",
+             error_type="max_tokens")
+    con.execute(f"""update "{S}".outcomes set input_tokens = 10, output_tokens = 1, error_message = 'cut off'
+                    where custom_id like 'dbt_claude_batch-proof-%'""")
+
+    s = inspect.status_document(con, S, now=NOW)["models"][0]["spend"]
+    marker = BATCH_DISCOUNT * (10 * HAIKU_IN + 1 * HAIKU_OUT) / 1e6
+    assert s["billed_usd"] == pytest.approx(ONE_ANSWER + marker)
+    assert s["billed_requests"] == 2
+    assert [r["kind"] for r in inspect.top_failure_messages(con, S)] == ["errored"]
