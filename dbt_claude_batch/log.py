@@ -32,11 +32,7 @@ def for_model(model_id: str) -> Iterator[None]:
 
 def _line(message: str) -> str:
     model_id = getattr(_bound, "model_id", None)
-    if not model_id:
-        return f"{NAME}: {message}"
-    if message.startswith(model_id + ":"):
-        message = message[len(model_id) + 1:].lstrip()
-    return f"{NAME} {model_id}: {message}"
+    return f"{NAME} {model_id}: {message}" if model_id else f"{NAME}: {message}"
 
 
 class _Logger:

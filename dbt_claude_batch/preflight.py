@@ -39,7 +39,7 @@ def check_key_change(state: State, cfg: Settings, identifier: str, is_incrementa
             f"new key with `dbt run --full-refresh -s {identifier}` (answers to unchanged requests are reused, not "
             "bought again), or set `key` back; nothing was submitted."
         )
-    logger.warning(f"{state.model_id}: key changed from {recorded} to {list(cfg.key)}; the table is rebuilt on "
+    logger.warning(f"key changed from {recorded} to {list(cfg.key)}; the table is rebuilt on "
                    "the new key")
 
 
@@ -57,12 +57,12 @@ def warn_if_state_elsewhere(state: State, is_incremental: bool) -> None:
             continue
     if others:
         logger.warning(
-            f"{state.model_id}: state_schema is {state.schema!r}, which has no state for this model, but "
+            f"state_schema is {state.schema!r}, which has no state for this model, but "
             f"{', '.join(repr(o) for o in others)} has: every row is submitted (and paid for) again. Set "
             f"`state_schema: {others[0]}` to keep using the answers held there."
         )
     elif is_incremental:
         logger.warning(
-            f"{state.model_id}: the results table exists but state_schema {state.schema!r} holds no state for it "
+            f"the results table exists but state_schema {state.schema!r} holds no state for it "
             "(state reset, or state_schema changed): every row is submitted (and paid for) again."
         )

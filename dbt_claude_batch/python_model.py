@@ -157,7 +157,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
 
         sent, waiting = submit_pending(api, state, prompt, cfg, n_staged, source_sql)
     if not sent and not waiting:
-        logger.info(f"{model_id}: {n_staged} source rows, nothing to submit")
+        logger.info(f"{n_staged} source rows, nothing to submit")
 
     # Worth waiting for: batches in flight, and unanswered creates whose candidates may prove theirs.
     # One in doubt with no candidate only waits out its grace period, which is not this run's to spend.
@@ -171,7 +171,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
             return not state.unharvested_batches() and not state.awaiting_proof()
 
         if not wait_until(state, time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
-            logger.info(f"{model_id}: batches still in flight; the next run collects them")
+            logger.info(f"batches still in flight; the next run collects them")
     return sent, waiting
 
 

@@ -151,5 +151,5 @@ def write_state_views(state: State) -> None:
             try:
                 state.run(f"create or replace view {state.table(name)} as {sql[name]()}")
             except duckdb.Error as exc:
-                logger.warning(f"{state.model_id}: could not write the view {state.schema}.{name} "
+                logger.warning(f"could not write the view {state.schema}.{name} "
                                f"(source dbt_claude_batch.{name} may be stale): {exc}")

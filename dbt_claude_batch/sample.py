@@ -79,7 +79,7 @@ def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: i
         f"from {target}"
     )[0]
     logger.info(
-        f"{state.model_id}: sample of {len(rows)} rows ({ok} answered) cost ${spent or 0:.6f} synchronously; "
+        f"sample of {len(rows)} rows ({ok} answered) cost ${spent or 0:.6f} synchronously; "
         f"the full run of {total} rows would cost about ${estimate or 0:.4f} at batch prices. Review {target}."
     )
     return target

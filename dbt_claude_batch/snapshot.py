@@ -59,7 +59,7 @@ def write_snapshot(cursor, state_schema: str, path: str | None = None) -> str | 
     except OSError as exc:
         from dbt_claude_batch.log import logger
 
-        logger.warning(f"dbt_claude_batch: could not write the status snapshot {path}: {exc}")
+        logger.warning(f"could not write the status snapshot {path}: {exc}")
         return None
     return path
 

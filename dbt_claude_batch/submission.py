@@ -79,7 +79,7 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
         except anthropic.APIStatusError as exc:
             if exc.status_code not in _NOT_CREATED:
                 logger.warning(
-                    f"{state.model_id}: batch create answered HTTP {exc.status_code}; settling by listing batches"
+                    f"batch create answered HTTP {exc.status_code}; settling by listing batches"
                 )
                 return settle(client, state, submission_id, grace_seconds, skew_seconds)
             state.mark_submission(submission_id, "rejected", f"HTTP {exc.status_code}: {_message(exc)}")
@@ -94,7 +94,7 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
             if exc.status_code in (429, 529) and rejected < _MAX_REJECTED_RETRIES:
                 delay = _retry_after(exc, rejected)
                 rejected += 1
-                logger.warning(f"{state.model_id}: batch create refused with HTTP {exc.status_code}; "
+                logger.warning(f"batch create refused with HTTP {exc.status_code}; "
                                f"retrying in {delay:.1f}s")
                 time.sleep(delay)
                 continue
@@ -105,16 +105,16 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
                 if unreachable < len(_CONNECT_BACKOFF):
                     delay = _CONNECT_BACKOFF[unreachable]
                     unreachable += 1
-                    logger.warning(f"{state.model_id}: could not connect to the API ({_cause(exc)}); nothing was "
+                    logger.warning(f"could not connect to the API ({_cause(exc)}); nothing was "
                                    f"sent; retrying in {delay:.1f}s")
                     time.sleep(delay)
                     continue
                 raise unreachable_error(exc, "creating a batch") from None
-            logger.warning(f"{state.model_id}: batch create got no answer ({type(exc).__name__}); "
+            logger.warning(f"batch create got no answer ({type(exc).__name__}); "
                            "settling by listing batches")
             return settle(client, state, submission_id, grace_seconds, skew_seconds)
         state.mark_submitted(submission_id, batch)
-        logger.info(f"{state.model_id}: submitted batch {batch.id} with {chunk.n} requests ({len(body)} bytes)")
+        logger.info(f"submitted batch {batch.id} with {chunk.n} requests ({len(body)} bytes)")
         return batch.id
 
 
@@ -144,7 +144,7 @@ def settle(client: anthropic.Anthropic, state: State, submission_id: str, grace_
         [submission_id],
     )[0]
     age = (utcnow() - intent_at).total_seconds()
-    what = f"{state.model_id}: unanswered create of {n_requests} requests (intent at {intent_at:%Y-%m-%d %H:%M:%S} UTC)"
+    what = f"unanswered create of {n_requests} requests (intent at {intent_at:%Y-%m-%d %H:%M:%S} UTC)"
     if marker is None:
         # Written by a version without markers: nothing can prove which batch it made.
         return _wait_or_abandon(state, submission_id, age, grace_seconds, what, [],

@@ -61,7 +61,7 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
     state.record_intent(submission_id, chunk.n, chunk.n_bytes, pending_requests_sql(chunk.index))
     now = utcnow()
     state.mark_submitted(submission_id, _pseudo_batch(batch_id, len(lines), now), kind="sync")
-    logger.info(f"{state.model_id}: sending {len(lines)} requests synchronously ({concurrency} at a time) as {batch_id}")
+    logger.info(f"sending {len(lines)} requests synchronously ({concurrency} at a time) as {batch_id}")
     sync_client = client.with_options(max_retries=SYNC_RETRIES)
 
     def one(line: bytes) -> bytes:
@@ -84,7 +84,7 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
                               or time.monotonic() - flushed_at >= _FLUSH_SECONDS):
                     _flush(state, batch_id, tmp, group_no, group, schema, keep)
                     recorded += len(group)
-                    logger.info(f"{state.model_id}: {batch_id}: recorded {recorded} of {len(lines)} answers")
+                    logger.info(f"{batch_id}: recorded {recorded} of {len(lines)} answers")
                     group, group_no, flushed_at = [], group_no + 1, time.monotonic()
         with state.transaction():
             load_lines(state, batch_id, everything, schema, keep)
