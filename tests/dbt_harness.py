@@ -1,6 +1,6 @@
 """A throwaway dbt-duckdb project that installs this repository as a package, driven by real `dbt`.
 
-    project = DbtProject(tmp_path, emulator)       # writes the project and runs `dbt deps`
+    project = DbtProject(tmp_path, emulator)       # writes the project and installs the package
     project.load_table("items", rows)              # raw.items in the DuckDB file (while dbt is not running)
     project.configure(key="id", prompt_template="prompts/item.j2", ...)
     project.dbt("run")                             # a real dbt subprocess against the emulator
@@ -64,7 +64,18 @@ class DbtProject:
         self.write("prompts/item.j2", TEMPLATE)
         self.configure(key="id", prompt_template="prompts/item.j2", model="claude-haiku-4-5", max_tokens=64)
         self.write_model()
-        self.dbt("deps")
+        self.install_package()
+
+    def install_package(self) -> None:
+        """What `dbt deps` does for a `local:` package: a link in dbt_packages/ (without its 2 s start-up).
+
+        `test_dbt_deps_installs_the_package` runs the real `dbt deps` once.
+        """
+        packages = self.root / "dbt_packages"
+        packages.mkdir(exist_ok=True)
+        link = packages / "dbt_claude_batch"
+        if not link.exists():
+            link.symlink_to(REPO_ROOT, target_is_directory=True)
 
     # files ---------------------------------------------------------------------------------
     def write(self, relpath: str, text: str) -> Path:

@@ -8,7 +8,7 @@ import json
 
 import yaml
 
-from dbt_harness import created_batches, items
+from dbt_harness import REPO_ROOT, created_batches, items
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 # 10 keys: 3 invalid requests (need a person), 1 server error (retried by itself), 1 without a result line
@@ -114,3 +114,14 @@ def test_a_model_that_never_wrote_its_views_fails_the_test_with_what_to_do(proje
     proc = project.dbt("build", "-s", "plain", expect_ok=False)
 
     assert '"plain__keys" does not exist' in proc.stdout and "run the model first" in proc.stdout
+
+
+def test_dbt_deps_installs_the_package(project):
+    """The harness links the package as `dbt deps` would; this is the real `dbt deps`, once."""
+    link = project.root / "dbt_packages" / "dbt_claude_batch"
+    link.unlink()
+    project.dbt("deps")
+    assert link.resolve() == REPO_ROOT
+    project.dbt("parse")
+    manifest = json.loads((project.root / "target" / "manifest.json").read_text())
+    assert "macro.dbt_claude_batch.drop_leaked_tmp_tables" in manifest["macros"]
