@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench venv clean
+.PHONY: test test-scale demo bench venv clean
 
 venv: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 # Two workers: most of a test's time is a dbt subprocess, and every test has its own files and emulator.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# Scale checks (a million rows, minutes each): not part of `make test`.
+test-scale: $(STAMP)
+	$(BIN)/python -m pytest -m scale tests/scale $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python integration_project/demo.py

@@ -14,13 +14,39 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+from dbt_claude_batch import answers
 from dbt_claude_batch.identifiers import literal
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.outputs import validate_outputs
 from dbt_claude_batch.state import State, utcnow
 from dbt_claude_batch.workdir import scratch
 
-_RESULT_COLUMNS = "{'custom_id': 'VARCHAR', 'result': 'JSON'}"
+# The results file is read with a declared schema: DuckDB parses each line once, straight into typed
+# columns, with no JSON column to extract from afterwards. Fields not named here are skipped.
+_USAGE = ("STRUCT(input_tokens BIGINT, output_tokens BIGINT, cache_creation_input_tokens BIGINT, "
+          "cache_read_input_tokens BIGINT, cache_creation STRUCT(ephemeral_1h_input_tokens BIGINT), "
+          "service_tier VARCHAR)")
+_RESULT_TYPE = (
+    "STRUCT(type VARCHAR, message STRUCT(model VARCHAR, stop_reason VARCHAR, "
+    f"content STRUCT(type VARCHAR, text VARCHAR)[], usage {_USAGE}), "
+    "error STRUCT(error STRUCT(type VARCHAR, message VARCHAR)))"
+)
+_RESULT_COLUMNS = "{'custom_id': 'VARCHAR', 'result': " + literal(_RESULT_TYPE) + "}"
+# One row per results line, already flattened: what finish_batch counts and load_lines inserts.
+_LINES_SQL = """select custom_id, result.type as result_type,
+       coalesce(array_to_string([c.text for c in result.message.content], ''), '') as text,
+       result.message.stop_reason as stop_reason, result.message.model as answered_model,
+       result.error.error.type as api_error_type, result.error.error.message as api_error_message,
+       result.message.usage.input_tokens as input_tokens, result.message.usage.output_tokens as output_tokens,
+       result.message.usage.cache_creation_input_tokens as cache_creation_input_tokens,
+       result.message.usage.cache_creation.ephemeral_1h_input_tokens as cache_creation_1h_input_tokens,
+       result.message.usage.cache_read_input_tokens as cache_read_input_tokens,
+       result.message.usage.service_tier as service_tier
+from read_json({path}, format = 'newline_delimited', columns = {columns})"""
+_EMPTY_LINES = ("create temp table cb_lines (custom_id varchar, result_type varchar, text varchar, stop_reason varchar, "
+                "answered_model varchar, api_error_type varchar, api_error_message varchar, input_tokens bigint, "
+                "output_tokens bigint, cache_creation_input_tokens bigint, cache_creation_1h_input_tokens bigint, "
+                "cache_read_input_tokens bigint, service_tier varchar)")
 _DOWNLOAD_CHUNK = 1 << 20
 _OUTCOME_COLUMNS = (
     "batch_id, custom_id, model_id, result_type, error_type, error_message, canceled_by_user, output_text, "
@@ -85,6 +111,7 @@ def _harvest_file(state: State, batch_id: str, path: str | None, output_schema, 
     with state.transaction():
         load_lines(state, batch_id, path, output_schema, keep_message)
         notes = finish_batch(state, batch_id, archived=archived)
+        answers.refresh(state, [batch_id])
     if notes:
         logger.warning(f"batch {batch_id} did not reconcile: {'; '.join(notes)}")
 
@@ -104,47 +131,41 @@ def load_lines(state: State, batch_id: str, path: str | None, output_schema=None
     outcomes, requests = state.table("outcomes"), state.table("requests")
     if path is None:
         return
-    state.run(
-        "create or replace temp table cb_lines as select custom_id, result "
-        f"from read_json({literal(path)}, format = 'newline_delimited', columns = {_RESULT_COLUMNS})"
-    )
+    state.run("create or replace temp table cb_lines as "
+              + _LINES_SQL.format(path=literal(path), columns=_RESULT_COLUMNS))
     state.run(
         f"""insert or ignore into {outcomes} ({_OUTCOME_COLUMNS})
         select ?, q.custom_id, q.model_id,
-            case when l.result->>'$.type' not in ('succeeded', 'errored', 'canceled', 'expired') then 'errored'
-                 when l.result->>'$.type' <> 'succeeded' then l.result->>'$.type'
-                 when l.result->>'$.message.stop_reason' = 'max_tokens' then 'truncated'
-                 when l.result->>'$.message.stop_reason' = 'refusal' then 'refused'
+            case when l.result_type not in ('succeeded', 'errored', 'canceled', 'expired') then 'errored'
+                 when l.result_type <> 'succeeded' then l.result_type
+                 when l.stop_reason = 'max_tokens' then 'truncated'
+                 when l.stop_reason = 'refusal' then 'refused'
                  else 'succeeded' end,
-            coalesce(l.result->>'$.error.error.type',
-                     case l.result->>'$.message.stop_reason' when 'max_tokens' then 'max_tokens'
-                                                             when 'refusal' then 'refusal' end),
-            coalesce(l.result->>'$.error.error.message',
-                     case l.result->>'$.message.stop_reason'
-                         when 'max_tokens' then 'the answer was cut off at max_tokens'
-                         when 'refusal' then array_to_string(json_extract_string(l.result, '$.message.content[*].text'), '')
-                     end),
-            ? and l.result->>'$.type' = 'canceled',
-            array_to_string(json_extract_string(l.result, '$.message.content[*].text'), ''),
-            l.result->>'$.message.stop_reason',
-            l.result->>'$.message.model',
-            (l.result->>'$.message.usage.input_tokens')::bigint,
-            (l.result->>'$.message.usage.output_tokens')::bigint,
-            (l.result->>'$.message.usage.cache_creation_input_tokens')::bigint,
-            (l.result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint,
-            (l.result->>'$.message.usage.cache_read_input_tokens')::bigint,
-            case when ? then l.result->'$.message' end,
-            ?,
-            coalesce(l.result->>'$.message.usage.service_tier', 'batch'),
-            null, null, {state.next_seq_sql()}
+            coalesce(l.api_error_type, case l.stop_reason when 'max_tokens' then 'max_tokens'
+                                                          when 'refusal' then 'refusal' end),
+            coalesce(l.api_error_message, case l.stop_reason when 'max_tokens' then 'the answer was cut off at max_tokens'
+                                                             when 'refusal' then l.text end),
+            ? and l.result_type = 'canceled',
+            l.text, l.stop_reason, l.answered_model, l.input_tokens, l.output_tokens, l.cache_creation_input_tokens,
+            l.cache_creation_1h_input_tokens, l.cache_read_input_tokens, null, ?,
+            coalesce(l.service_tier, 'batch'), null, null, {state.next_seq_sql()}
         from cb_lines l join (
             select custom_id, model_id from {requests} where submission_id = ? and dedup_of is null
             -- the marker line (it proves whose batch this is) is kept for the bill, outside every table users see
             union all
             select marker_id, model_id from {state.table('submissions')} where submission_id = ? and marker_id is not null
         ) q on q.custom_id = l.custom_id""",
-        [batch_id, bool(canceled_by_user), keep_message, utcnow(), submission_id, submission_id],
+        [batch_id, bool(canceled_by_user), utcnow(), submission_id, submission_id],
     )
+    if keep_message:
+        # The whole message is read again as JSON, only for models that asked to keep it.
+        state.run(
+            f"""update {outcomes} o set message = m.result.message
+            from read_json({literal(path)}, format = 'newline_delimited',
+                           columns = {{'custom_id': 'VARCHAR', 'result': 'STRUCT(message JSON)'}}) m
+            where o.batch_id = ? and o.custom_id = m.custom_id and m.result.message is not null""",
+            [batch_id],
+        )
     if output_schema:
         validate_outputs(state, batch_id, output_schema)
     _share_with_duplicates(state, batch_id, submission_id)
@@ -156,7 +177,7 @@ def finish_batch(state: State, batch_id: str, archived: bool = False) -> list[st
     outcomes, requests, batches = state.table("outcomes"), state.table("requests"), state.table("batches")
     now = utcnow()
     if not state.run("select count(*) from duckdb_tables() where table_name = 'cb_lines' and temporary")[0][0]:
-        state.run("create temp table cb_lines (custom_id varchar, result json)")
+        state.run(_EMPTY_LINES)
     reason = (
         "results no longer available from the API (archived 29 days after the batch was created)"
         if archived
@@ -189,7 +210,7 @@ def finish_batch(state: State, batch_id: str, archived: bool = False) -> list[st
             notes.append(f"the marker request came back {marked} times")
         else:
             state.move_marker_count(batch_id, state.run(
-                "select result->>'$.type' from cb_lines where custom_id = ?", [marker])[0][0])
+                "select result_type from cb_lines where custom_id = ?", [marker])[0][0])
     if not archived and lines != n_submitted:
         notes.append(f"results file has {lines} lines, {n_submitted} submitted")
     if matched != lines:

@@ -53,14 +53,19 @@ def key_json_sql(columns: Sequence[str]) -> str:
     return f"to_json(struct_pack({fields}))"
 
 
-def check_keys(cursor, source_sql: str, columns: Sequence[str], available: Sequence[str]) -> None:
-    """Raise SourceDataError for missing key columns, null key values or duplicate keys."""
+def check_key_columns(columns: Sequence[str], available: Sequence[str]) -> None:
+    """Raise SourceDataError for key columns the source lacks."""
     missing = [c for c in columns if c not in available]
     if missing:
         raise SourceDataError(
             f"Key column(s) {', '.join(missing)} not found in the source: fix the `key` setting.\n"
             f"Source columns: {', '.join(available)}"
         )
+
+
+def check_keys(cursor, source_sql: str, columns: Sequence[str], available: Sequence[str]) -> None:
+    """Raise SourceDataError for missing key columns, null key values or duplicate keys."""
+    check_key_columns(columns, available)
     null_test = " or ".join(f"{quote(c)} is null" for c in columns)
     nulls = cursor.execute(
         f"select count(*) from ({source_sql}) where {null_test}"

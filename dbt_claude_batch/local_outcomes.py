@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 
+from dbt_claude_batch import answers
 from dbt_claude_batch.identifiers import literal
 from dbt_claude_batch.planning import PENDING, RENDERED
 from dbt_claude_batch.state import State, utcnow
@@ -70,6 +71,7 @@ def _reuse(state: State, n: int) -> None:
         from {_REUSE} u join {outcomes} o on o.batch_id = u.from_batch and o.custom_id = u.from_custom_id""",
         [batch_id, utcnow()],
     )
+    answers.refresh(state, [batch_id])
     state.run(
         f"update {RENDERED} set include = false, reason = 'reused' "
         f"where (ordinal, custom_id) in (select (ordinal, custom_id) from {_REUSE})"
@@ -91,6 +93,7 @@ def record_template_errors(state: State) -> int:
                 from {RENDERED} r where r.reason = 'template_error'""",
                 [batch_id, utcnow()],
             )
+            answers.refresh(state, [batch_id])
     return n
 
 

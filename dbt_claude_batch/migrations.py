@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -160,12 +160,42 @@ MIGRATIONS: dict[int, list[str]] = {
             outcome varchar,
             note varchar)""",
     ],
+    # v5: each key's latest successful answer, kept up to date as outcomes are recorded (answers.py),
+    # so results are a scan rather than an aggregation over every past request. No primary key: an
+    # index over millions of keys would have to fit in memory. Existing models fill theirs on their
+    # next run (`models.answers_ready`).
+    5: [
+        """create table if not exists {s}.answers (
+            model_id varchar not null,
+            custom_id varchar not null,     -- the key's custom_id
+            attempt integer not null,
+            key_json json not null,
+            request_hash varchar,
+            output_text varchar,            -- the answer (a key answered in one part)
+            output_parts varchar[],         -- the parts' answers, in order (a split key)
+            output_json json,
+            stop_reason varchar,
+            answered_model varchar,
+            input_tokens bigint,
+            output_tokens bigint,
+            cache_creation_input_tokens bigint,
+            cache_creation_1h_input_tokens bigint,
+            cache_read_input_tokens bigint,
+            service_tier varchar,
+            batch_id varchar,
+            completed_at timestamp,
+            harvest_seq bigint,             -- the answer's own outcome
+            seq bigint,                     -- the key's newest outcome of any kind
+            parts integer,
+            shared_from varchar)""",
+        "alter table {s}.models add column answers_ready boolean default false",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
 # them is not ours (or was damaged), and the run stops before touching it.
 EXPECTED_COLUMNS = {
-    "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest"),
+    "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest", "answers_ready"),
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
                     "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
@@ -176,4 +206,5 @@ EXPECTED_COLUMNS = {
     "input_aliases": ("model_id", "custom_id", "input_hash", "request_hash"),
     "foreign_batches": ("submission_id", "batch_id", "checked_at"),
     "runs": ("run_id", "model_id", "started_at"),
+    "answers": ("model_id", "custom_id", "attempt", "key_json", "output_text", "output_parts", "harvest_seq", "seq"),
 }

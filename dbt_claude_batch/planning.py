@@ -48,20 +48,28 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
     return state.run(f"select count(*) from {STAGED}")[0][0]
 
 
-def staged_digest(state: State, seed: str) -> str:
-    """A digest of every staged (custom_id, key, input hash), plus `seed`: equal digests, equal work."""
+def source_digest(state: State, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
+                  model_column: str | None, seed: str) -> tuple[str, int]:
+    """A digest of the source's keys and prompt inputs, plus `seed` (template, settings), and its row count.
+
+    One scan with DuckDB's 64-bit `hash`, nothing materialised: it only decides whether a run may skip
+    staging and planning because nothing changed since a run that left nothing to do (a changed row
+    would have to keep the sum of the hashes to be missed). Staging computes the real input hashes.
+    """
+    columns = ", ".join(quote(c) for c in dict.fromkeys([*key, *prompt_columns, *([model_column] if model_column else [])]))
     count, total = state.run(
-        f"select count(*), coalesce(sum(hash(__cb_custom_id, __cb_key_json, __cb_input_hash)::hugeint), 0) "
-        f"from {STAGED}"
+        f"select count(*), coalesce(sum(hash({columns})::hugeint), 0) from ({source_sql})"
     )[0]
-    return hashlib.sha256(f"{seed}|{count}|{total}".encode()).hexdigest()
+    return hashlib.sha256(f"{seed}|{count}|{total}".encode()).hexdigest(), count
 
 
-def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequence[str], rows: str) -> str:
-    """`rows` (a query with __cb_custom_id and __cb_ordinal) joined back to the source's prompt columns."""
+def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequence[str], rows: str,
+                       extra: str = "") -> str:
+    """`rows` (a query with __cb_custom_id and __cb_ordinal) joined back to the source's prompt columns;
+    `extra`, more select-list items (`, expr as name`) over them."""
     columns = "".join(f", s.{quote(c)}" for c in prompt_columns)
     return (
-        f"select c.*{columns} from ({rows}) c "
+        f"select c.*{columns}{extra} from ({rows}) c "
         f"join (select {custom_id_sql(key)} as __cb_source_id, * from ({source_sql})) s "
         f"on s.__cb_source_id = c.__cb_custom_id order by c.__cb_ordinal"
     )

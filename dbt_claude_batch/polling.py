@@ -47,14 +47,14 @@ def cancel_in_flight(client: anthropic.Anthropic, state: State) -> int:
 
 
 # Never poll faster than this (unless poll_interval_seconds is smaller still, as in tests).
-MIN_POLL_SECONDS = 5.0
+MIN_POLL_SECONDS = 1.0
 
 
 def next_wait(interval: float, remaining: float, polls: int = 0, until_expected: float | None = None) -> float:
     """Seconds to the next poll, with +-20% jitter so many models do not poll in lockstep.
 
-    The first polls come quickly (5 s, 10 s, 20 s, ... up to `interval`), so a batch that ends early
-    is noticed early; when the model's past batches say when this one should end, the poll lands
+    The first polls come quickly (1 s, 2 s, 4 s, ... up to `interval`), so a batch that ends early
+    is noticed early (a retrieve is free; doubling keeps a long wait to a handful of them); when the model's past batches say when this one should end, the poll lands
     there instead of up to one interval late. Never past the wait budget.
     """
     floor = min(interval, MIN_POLL_SECONDS)

@@ -19,6 +19,7 @@ import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from dbt_claude_batch.errors import RowTemplateError, TemplateError
+from dbt_claude_batch.identifiers import literal, quote
 from dbt_claude_batch.settings import Settings
 
 # Bumped whenever the shape of the request built from the same inputs changes, so every row is resubmitted.
@@ -45,8 +46,9 @@ def resolve_template_path(path: str, project_dir: str | None) -> Path:
 class Prompt:
     """Turns a row into the text of the user message, from a template file or a prompt column."""
 
-    def __init__(self, settings: Settings, project_dir: str | None):
+    def __init__(self, settings: Settings, project_dir: str | None, column_types: Mapping[str, str] | None = None):
         self.settings = settings
+        self.column_types = dict(column_types or {})  # the source's DuckDB types, for `sql_expression`
         self.source_text: str | None = None
         self._template: jinja2.Template | None = None
         if settings.prompt_template is not None:
@@ -68,9 +70,11 @@ class Prompt:
                 ) from None
             self.columns = sorted(jinja2.meta.find_undeclared_variables(ast))
             self.path = path
+            self._pieces = _plain_pieces(ast)
         else:
             self.columns = [settings.prompt_column]
             self.path = None
+            self._pieces = [("column", settings.prompt_column)]
 
     def check_columns(self, available: Iterable[str]) -> None:
         """Fail before anything is submitted when the prompt names a column the source lacks."""
@@ -101,6 +105,17 @@ class Prompt:
             line = frames[-1].lineno if frames else getattr(exc, "lineno", None)
             raise RowTemplateError(str(self.path), line, f"{type(exc).__name__}: {exc}") from None
 
+    def sql_expression(self) -> str | None:
+        """The prompt text as a DuckDB expression over the row's columns, when SQL renders it exactly as
+        Jinja does: literal text and bare ``{{ column }}`` of text or integer columns. Else None (Python renders)."""
+        types = self.column_types
+        if self._pieces is None or any(
+                kind == "column" and types.get(value, "").upper() not in _EXACT_TYPES for kind, value in self._pieces):
+            return None
+        parts = [literal(value) if kind == "text" else f"coalesce(cast({quote(value)} as varchar), '')"
+                 for kind, value in self._pieces]
+        return "(" + " || ".join(parts or ["''"]) + ")"
+
     def fingerprint(self) -> str:
         """A digest of everything outside the row that shapes a request."""
         payload = {
@@ -109,6 +124,27 @@ class Prompt:
             "settings": self.settings.fingerprint_payload(),
         }
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+# Types whose text in DuckDB (`cast(x as varchar)`) is exactly Python's `str(x)`.
+_EXACT_TYPES = {"VARCHAR", "TEXT", "STRING", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT",
+                "UINTEGER", "USMALLINT", "UTINYINT", "UHUGEINT"}
+
+
+def _plain_pieces(ast: jinja2.nodes.Template) -> list[tuple[str, str]] | None:
+    """A template of literal text and bare ``{{ name }}`` outputs as [("text"|"column", value)]; else None."""
+    pieces: list[tuple[str, str]] = []
+    for node in ast.body:
+        if not isinstance(node, jinja2.nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, jinja2.nodes.TemplateData):
+                pieces.append(("text", child.data))
+            elif isinstance(child, jinja2.nodes.Name) and child.ctx == "load":
+                pieces.append(("column", child.name))
+            else:
+                return None
+    return pieces
 
 
 def request_params(settings: Settings, prompt_text: str, model: str | None,
@@ -146,6 +182,35 @@ def request_params(settings: Settings, prompt_text: str, model: str | None,
         params["output_config"] = {"format": {"type": "json_schema", "schema": dict(settings.output_schema)}}
     params.update(settings.params)
     return params
+
+
+_PROMPT_MARK = "\x00dbt_claude_batch prompt\x00"
+_MODEL_MARK = "\x00dbt_claude_batch model\x00"
+# DuckDB's to_json writes these control characters as \u00XX with upper-case hex, Python with lower
+# case: a prompt holding one is rendered by Python instead.
+_UPPER_HEX_ESCAPED = "[\x0b\x0e\x0f\x1a-\x1f]"
+
+
+def params_sql(settings: Settings, prompt_expr: str, model_expr: str) -> str | None:
+    """A DuckDB expression for ``canonical_json(request_params(settings, prompt, model))``, byte for byte,
+    so its sha256 is the request hash Python computes. NULL for a row SQL cannot build exactly (Python
+    renders that row); None when these settings cannot be built in SQL at all."""
+    text = canonical_json(request_params(settings, _PROMPT_MARK, _MODEL_MARK))
+    marks = {json.dumps(_PROMPT_MARK, ensure_ascii=False): f"to_json({prompt_expr})::varchar",
+             json.dumps(_MODEL_MARK, ensure_ascii=False): f"to_json({model_expr})::varchar"}
+    if any(text.count(mark) != 1 for mark in marks):
+        return None
+    pieces, rest = [], text
+    while rest:
+        found = min(((rest.find(m), m) for m in marks if m in rest), default=None)
+        if found is None:
+            pieces.append(literal(rest))
+            break
+        at, mark = found
+        pieces += [literal(rest[:at]), marks[mark]]
+        rest = rest[at + len(mark):]
+    return (f"case when {model_expr} <> '' and not regexp_matches({prompt_expr}, {literal(_UPPER_HEX_ESCAPED)}) "
+            f"then {' || '.join(pieces)} end")
 
 
 def canonical_json(value: Any) -> str:

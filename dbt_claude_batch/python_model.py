@@ -20,7 +20,7 @@ from dbt_claude_batch import planning
 from dbt_claude_batch.client import LazyClient, require_api_key
 from dbt_claude_batch.errors import ConfigError, RunHealthError
 from dbt_claude_batch.identifiers import qualified
-from dbt_claude_batch.keys import check_custom_ids_unique, check_keys, custom_id_sql
+from dbt_claude_batch.keys import check_custom_ids_unique, check_key_columns, check_keys, custom_id_sql
 from dbt_claude_batch.log import for_model, logger
 from dbt_claude_batch.preflight import check_key_change, check_unique_key
 from dbt_claude_batch.prompts import Prompt
@@ -61,33 +61,44 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
     source_sql = source.sql_query()
     columns = list(source.columns)
     types = {c: str(t) for c, t in zip(source.columns, source.types)}
-    prompt = Prompt(cfg, _project_dir())
+    prompt = Prompt(cfg, _project_dir(), types)
     prompt.check_columns(columns)
     for name in ("model_column", "split_column"):
         column = getattr(cfg, name)
         if column and column not in columns:
             raise ConfigError(f"Setting `{name}` names {column!r}, which is not in the source: fix it.\n"
                               f"Source columns: {', '.join(columns)}")
-    check_keys(state.cursor, source_sql, cfg.key, columns)
+    check_key_columns(cfg.key, columns)
     key_types = {c: types[c] for c in cfg.key}
 
     state.ensure()
     check_key_change(state, cfg, this.identifier, dbt.is_incremental)
+    digest, n_rows = planning.source_digest(state, source_sql, cfg.key, prompt.columns, cfg.model_column,
+                                            _planning_seed(cfg) + prompt.fingerprint())
+    # Same source, same settings, and the last run left nothing to do: no staging, no planning join.
+    quiet = (digest == state.quiet_digest() and not run_vars.any() and not state.unharvested_batches()
+             and not state.unsettled_submissions() and not state.unfinished_sync_batches())
+    if not quiet:
+        check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
     state.record_model(list(cfg.key), key_types)
+    if not state.answers_ready():  # state written by a version before the answers table
+        from dbt_claude_batch import answers
+
+        with state.transaction():
+            answers.rebuild(state)
+            state.set_answers_ready()
     record = start_run(state)
     finish = functools.partial(_finish, session, state, cfg, this, key_types, dbt.is_incremental, started,
                                source_sql, record)
     try:
         _drop_leaked_tmp_tables(state, this)
         clean_stale()
+        if quiet:
+            record.n_source_rows = n_rows
+            logger.info(f"{n_rows} source rows, unchanged since the last run: nothing to submit")
+            return finish()
         n_staged = record.n_source_rows = planning.stage(
             state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model, prompt.fingerprint())
-        digest = planning.staged_digest(state, _planning_seed(cfg))
-        if (digest == state.quiet_digest() and not run_vars.any() and not state.unharvested_batches()
-                and not state.unsettled_submissions() and not state.unfinished_sync_batches()):
-            # Same source, same settings, and the last run left nothing to do: skip the planning join.
-            logger.info(f"{n_staged} source rows, unchanged since the last run: nothing to submit")
-            return finish()
         state.set_quiet_digest(None)
         check_custom_ids_unique(state.cursor, planning.STAGED)
 

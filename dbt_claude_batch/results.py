@@ -17,7 +17,6 @@ from dbt_claude_batch.identifiers import literal, qualified
 from dbt_claude_batch.inspect import spend_view_sql
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.outputs import flattened_columns_sql
-from dbt_claude_batch.planning import key_attempts_sql
 from dbt_claude_batch.pricing import cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
@@ -34,7 +33,8 @@ def _unpack_keys(key_types: dict[str, str], expr: str = "key_json") -> str:
 
 def results_sql(state: State, settings: Settings, key_types: dict[str, str], existing: str | None,
                 watermark: bool = False, current_keys: str | None = None, flag_column: bool = True) -> str:
-    """Latest successful result per key; with `existing`, only those newer than what that table holds.
+    """Latest successful result per key, read from the answers table; with `existing`, only those
+    newer than what that table holds.
 
     With `watermark`, only keys with an outcome recorded after the newest `harvest_seq` in `existing`,
     or with a request in flight, are considered. The watermark is read from the table itself, so a run
@@ -44,16 +44,31 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
     """
     flag = "coalesce(f.flying_attempt > w.attempt, false)"
     flag_differs = f" and e.newer_request_in_flight is not distinct from {flag}" if flag_column else ""
-    newer = (
+    where = [f"w.model_id = {literal(state.model_id)}"]
+    if existing:
         # An older attempt never replaces a newer one; after reset_batch_state attempts count from 1
         # again, and the newer harvest_seq lets those answers in.
-        f"where not exists (select 1 from {existing} e where e.custom_id = w.custom_id and e.attempt >= w.attempt"
-        + (" and coalesce(e.harvest_seq, 0) >= w.harvest_seq" + flag_differs + ")" if watermark else ")")
-        if existing
-        else ""
-    )
+        where.append(
+            f"not exists (select 1 from {existing} e where e.custom_id = w.custom_id and e.attempt >= w.attempt"
+            + (" and coalesce(e.harvest_seq, 0) >= w.seq" + flag_differs + ")" if watermark else ")"))
+    if existing and watermark:
+        # A literal, so DuckDB skips the row groups of older answers (they are appended in seq order).
+        mark = int(state.run(f"select coalesce(max(harvest_seq), -1) from {existing}")[0][0])
+        newer_answers, flying = state.run(
+            f"select exists (select 1 from {state.table('answers')} where model_id = ? and seq > {mark}), "
+            f"exists (select 1 from {state.table('submissions')} s left join {state.table('batches')} b "
+            "on b.batch_id = s.batch_id where s.model_id = ? and s.status in ('creating', 'in_doubt', 'submitted') "
+            "and b.harvested_at is null)", [state.model_id, state.model_id])[0]
+        # Rows flagged as about to change whose newer request went nowhere (abandoned) are cleared too.
+        flagged = flag_column and state.run(f"select exists (select 1 from {existing} where newer_request_in_flight)")[0][0]
+        if not newer_answers and not flying and not flagged:
+            # Nothing the table has not seen: a relation DuckDB knows is empty, whatever the table's size.
+            where.append("false")
+        else:
+            also = f" or w.custom_id in (select custom_id from {existing} where newer_request_in_flight)" if flagged else ""
+            where.append(f"(w.seq > {mark} or w.custom_id in (select custom_id from cb_in_flight){also})")
     if current_keys:
-        newer += (" and " if newer else "where ") + f"w.custom_id in ({current_keys})"
+        where.append(f"w.custom_id in ({current_keys})")
     in_flight = (
         f"select coalesce(r.key_custom_id, r.custom_id) as custom_id, max(r.attempt) as flying_attempt "
         f"from {state.table('requests')} r join {state.table('submissions')} s using (submission_id) "
@@ -61,59 +76,24 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
         f"where s.model_id = {literal(state.model_id)} and s.status in ('creating', 'in_doubt', 'submitted') "
         f"and b.harvested_at is null group by all"
     )
-    recent = None
-    if existing and watermark:
-        recent = (
-            f"select distinct coalesce(r.key_custom_id, r.custom_id) from {state.table('outcomes')} o "
-            f"join {state.table('submissions')} s on s.batch_id = o.batch_id "
-            f"join {state.table('requests')} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id "
-            f"where o.model_id = {literal(state.model_id)} "
-            f"and coalesce(o.harvest_seq, 0) > (select coalesce(max(harvest_seq), -1) from {existing}) "
-            f"union select custom_id from cb_in_flight"
-        )
     if settings.split_join == "json_array":
-        text = "case when count(*) = 1 then any_value(output_text) else to_json(list(output_text order by part))::varchar end"
+        text = "to_json(w.output_parts)::varchar"
     else:
-        text = "string_agg(output_text, chr(10) || chr(10) order by part)"
+        text = "array_to_string(w.output_parts, chr(10) || chr(10))"
     return f"""with {prices_cte(settings.prices)},
-    cb_in_flight as ({in_flight}),
-    cb_best as (
-        select custom_id, attempt from ({key_attempts_sql(state, recent)})
-        where result_type = 'succeeded'
-        qualify row_number() over (partition by custom_id order by attempt desc) = 1),
-    cb_parts as (
-        select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.attempt, coalesce(r.part, 1) as part,
-               r.key_json, r.request_hash, o.output_text, o.output_json, o.stop_reason, o.answered_model,
-               o.input_tokens, o.output_tokens, o.cache_creation_input_tokens, o.cache_read_input_tokens,
-               o.service_tier, o.shared_from, o.batch_id, b.ended_at, o.harvest_seq, {cost_sql('o', 'p')} as cost_usd
-        from {state.table('requests')} r
-        join {state.table('submissions')} s using (submission_id)
-        join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
-        join {state.table('batches')} b on b.batch_id = o.batch_id
-        join cb_best k on k.custom_id = coalesce(r.key_custom_id, r.custom_id) and k.attempt = r.attempt
-        left join cb_prices p on p.model_family = {model_family_sql('o.answered_model')}
-        where r.model_id = {literal(state.model_id)}),
-    w as (
-        select key_custom_id as custom_id, attempt, any_value(key_json) as key_json,
-               any_value(request_hash) as request_hash, {text} as output_text,
-               case when count(*) = 1 then any_value(output_json) else to_json(list(output_json order by part)) end
-                   as output_json,
-               arg_max(stop_reason, part) as stop_reason, string_agg(distinct answered_model, ',') as answered_model,
-               sum(input_tokens) as input_tokens, sum(output_tokens) as output_tokens,
-               sum(cache_creation_input_tokens) as cache_creation_input_tokens,
-               sum(cache_read_input_tokens) as cache_read_input_tokens, sum(cost_usd) as cost_usd,
-               any_value(service_tier) as service_tier, min_by(batch_id, part) as batch_id,
-               max(ended_at) as completed_at, max(coalesce(harvest_seq, 0)) as harvest_seq, count(*) as parts,
-               any_value(shared_from) as shared_from
-        from cb_parts group by key_custom_id, attempt)
-    select {_unpack_keys(key_types)}, custom_id, output_text,
-           {"output_json" if settings.output_schema else "null::json as output_json"}
-           {flattened_columns_sql(settings.output_columns)},
-           stop_reason, answered_model, input_tokens, output_tokens, cache_creation_input_tokens,
-           cache_read_input_tokens, cast(cost_usd as double) as cost_usd, service_tier, batch_id, attempt,
-           request_hash, completed_at, harvest_seq, parts, shared_from,
+    cb_in_flight as ({in_flight})
+    select {_unpack_keys(key_types, 'w.key_json')}, w.custom_id,
+           case when w.parts = 1 then w.output_text else {text} end as output_text,
+           {"w.output_json" if settings.output_schema else "null::json as output_json"}
+           {flattened_columns_sql(settings.output_columns, 'w.output_json')},
+           w.stop_reason, w.answered_model, w.input_tokens, w.output_tokens, w.cache_creation_input_tokens,
+           w.cache_read_input_tokens, cast({cost_sql('w', 'p')} as double) as cost_usd, w.service_tier, w.batch_id,
+           w.attempt, w.request_hash, w.completed_at, w.seq as harvest_seq, w.parts, w.shared_from,
            {flag} as newer_request_in_flight
-    from w left join cb_in_flight f using (custom_id) {newer}"""
+    from {state.table('answers')} w
+    left join cb_in_flight f using (custom_id)
+    left join cb_prices p on p.model_family = {model_family_sql('w.answered_model')}
+    where {' and '.join(where)}"""
 
 
 def write_views(state: State, settings: Settings, database: str, schema: str, identifier: str,

@@ -23,7 +23,7 @@ from dbt_claude_batch.log import logger
 from dbt_claude_batch.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
                                        load_rendered)
 from dbt_claude_batch.pricing import estimate_input_tokens, list_price
-from dbt_claude_batch.prompts import Prompt, canonical_json, request_params
+from dbt_claude_batch.prompts import Prompt, canonical_json, params_sql, request_params
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import MARKER_PREFIX, State
 
@@ -127,7 +127,8 @@ class Spool:
 
 def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str, source_sql: str) -> Spool:
     spool = Spool(directory, state)
-    rows = candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}")
+    rows = candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}",
+                              _sql_rendered_columns(prompt, settings))
     reader = state.cursor.sql(rows).to_arrow_reader(_READ_ROWS)
     try:
         _Writer(spool, prompt, settings).write(reader)
@@ -137,6 +138,18 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
     load_rendered(state, spool.verdicts)
     _check_part_ids(state)
     return spool
+
+
+def _sql_rendered_columns(prompt: Prompt, settings: Settings) -> str:
+    """Where SQL renders the prompt exactly as Jinja would (a plain template over text or integer columns,
+    no splitting), DuckDB renders it, builds the request JSON and hashes it, and the pass below only
+    routes lines. `__cb_params` is NULL for a row SQL cannot build byte for byte; Python renders that one."""
+    expression = prompt.sql_expression() if settings.split_column is None else None
+    params = params_sql(settings, "__cb_prompt", "__cb_model") if expression else None
+    if params is None:
+        return ""
+    return (f", {expression} as __cb_prompt, {params} as __cb_params, "
+            "sha256(__cb_params) as __cb_request_hash")
 
 
 def _check_part_ids(state: State) -> None:
@@ -184,6 +197,9 @@ class _Writer:
         self.files: dict[str, Any] = {}
         self.offsets: dict[str, int] = {}
         self.groups: dict[str, tuple[list[str], Chunk, str]] = {}  # leader custom_id -> (sent ids, chunk, hash)
+        self.prices: dict[str, tuple[float, float] | None] = {}
+        # Input tokens of everything but the prompt (system, examples, per-message overhead).
+        self.fixed_tokens = estimate_input_tokens(request_params(settings, "", settings.model))
 
     def write(self, reader) -> None:
         try:
@@ -209,8 +225,13 @@ class _Writer:
         ordinal, key_id, reason = row["__cb_ordinal"], row["__cb_custom_id"], row["__cb_reason"]
         leader = row["__cb_leader"] if self.settings.dedupe else key_id
         shared = self.groups.get(leader) if leader != key_id else None
+        fast = row.get("__cb_params") if shared is None else None
+        values: dict[str, Any] | None = None
+        base: dict[str, Any] | None = None
         if shared is not None:
             ids, chunk, request_hash = shared
+        elif fast is not None:
+            request_hash = row["__cb_request_hash"]
         else:
             values = {c: row[c] for c in self.prompt.columns}
             try:
@@ -243,14 +264,26 @@ class _Writer:
             self.spool.n_deduplicated += 1
             return
         lane = "sync" if row["__cb_rerun"] else "batch"
-        requests = self.parts(row, values, base, max_tokens)
-        ids, chunk = [], None
-        for part, params in enumerate(requests, start=1):
-            custom_id = key_id if len(requests) == 1 else part_custom_id(key_id, part)
-            chunk, offset, size, cost = self.emit(lane, custom_id, params, row["__cb_key_json"])
-            ids.append(custom_id)
-            self.verdict(ordinal, custom_id, request_hash, reason, True, part, len(requests), max_tokens, "", chunk,
-                         cost, offset, size)
+        if fast is not None and max_tokens == self.settings.max_tokens:
+            # The request JSON built by SQL is this row's line as it is (same max_tokens, never split).
+            line = b'{"custom_id":"' + key_id.encode() + b'","params":' + fast.encode("utf-8") + b"}"
+            estimate = self.fixed_tokens + math.ceil(len(row["__cb_prompt"].encode("utf-8")) / 4)
+            chunk, offset, size, cost = self.append(lane, line, row["__cb_model"], estimate, max_tokens,
+                                                    row["__cb_key_json"])
+            ids = [key_id]
+            self.verdict(ordinal, key_id, request_hash, reason, True, 1, 1, max_tokens, "", chunk, cost, offset, size)
+        else:
+            if base is None:
+                values = {c: row[c] for c in self.prompt.columns}
+                base = request_params(self.settings, row["__cb_prompt"], row["__cb_model"])
+            requests = self.parts(row, values, base, max_tokens)
+            ids, chunk = [], None
+            for part, params in enumerate(requests, start=1):
+                custom_id = key_id if len(requests) == 1 else part_custom_id(key_id, part)
+                chunk, offset, size, cost = self.emit(lane, custom_id, params, row["__cb_key_json"])
+                ids.append(custom_id)
+                self.verdict(ordinal, custom_id, request_hash, reason, True, part, len(requests), max_tokens, "",
+                             chunk, cost, offset, size)
         if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
             self.groups[key_id] = (ids, chunk, request_hash)
 
@@ -274,6 +307,10 @@ class _Writer:
         """Append one request line; return its chunk, offset, size and estimated list-price cost."""
         line = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False,
                           separators=(",", ":"), default=str).encode("utf-8")
+        return self.append(lane, line, params["model"], estimate_input_tokens(params), params["max_tokens"], key_json)
+
+    def append(self, lane: str, line: bytes, model: str, input_tokens: int, max_tokens: int,
+               key_json: str) -> tuple[Chunk, int, int, float]:
         size = len(line) + 1  # the comma or newline that follows it
         if size > self.limit_bytes:
             raise SourceDataError(
@@ -287,7 +324,7 @@ class _Writer:
         chunk = self.current.get(lane)
         if chunk is None or chunk.n >= self.limit_requests or chunk.n_bytes + size > self.limit_bytes:
             chunk = Chunk(index=len(self.spool.chunks), lane=lane, path=self.spool.lane_path(lane),
-                          offset=self.offsets[lane], model=params["model"])
+                          offset=self.offsets[lane], model=model)
             self.spool.chunks.append(chunk)
             self.current[lane] = chunk
         offset = self.offsets[lane]
@@ -298,10 +335,12 @@ class _Writer:
         chunk.length += size
         self.offsets[lane] += size
         self.spool.n_lines += 1
-        price = list_price(params["model"], self.settings.prices)
+        if model not in self.prices:
+            self.prices[model] = list_price(model, self.settings.prices)
+        price = self.prices[model]
         cost = 0.0
         if price is None:
-            self.spool.unpriced_models.add(params["model"])
+            self.spool.unpriced_models.add(model)
         else:
-            cost = (estimate_input_tokens(params) * price[0] + params["max_tokens"] * price[1]) / 1e6
+            cost = (input_tokens * price[0] + max_tokens * price[1]) / 1e6
         return chunk, offset, size, cost

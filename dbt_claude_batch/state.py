@@ -152,6 +152,13 @@ class State:
             [self.model_id, json.dumps(key_columns), json.dumps(key_types), utcnow()],
         )
 
+    def answers_ready(self) -> bool:
+        rows = self.run(f"select answers_ready from {self.table('models')} where model_id = ?", [self.model_id])
+        return bool(rows and rows[0][0])
+
+    def set_answers_ready(self) -> None:
+        self.run(f"update {self.table('models')} set answers_ready = true where model_id = ?", [self.model_id])
+
     def quiet_digest(self) -> str | None:
         rows = self.run(f"select quiet_digest from {self.table('models')} where model_id = ?", [self.model_id])
         return rows[0][0] if rows else None

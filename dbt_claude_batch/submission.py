@@ -74,6 +74,7 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
         body = spool.body_of(chunk, marker_line(marker, chunk.model))
         state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(chunk.index), marker,
                             est_cost_usd)
+        sent_at = time.perf_counter()
         try:
             batch = _create(client, body)
         except anthropic.APIStatusError as exc:
@@ -114,7 +115,8 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
                            "settling by listing batches")
             return settle(client, state, submission_id, grace_seconds, skew_seconds)
         state.mark_submitted(submission_id, batch)
-        logger.info(f"submitted batch {batch.id} with {chunk.n} requests ({len(body)} bytes)")
+        logger.info(f"submitted batch {batch.id} with {chunk.n} requests ({len(body)} bytes) "
+                    f"in {time.perf_counter() - sent_at:.2f}s")
         return batch.id
 
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, Mapping
 
+from dbt_claude_batch import answers
 from dbt_claude_batch.harvest import finish_batch, load_lines
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.planning import pending_requests_sql
@@ -90,6 +91,7 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
             load_lines(state, batch_id, everything, schema, keep)
             _end(state, batch_id)
             notes = finish_batch(state, batch_id)
+            answers.refresh(state, [batch_id])
     if notes:
         logger.warning(f"synchronous run {batch_id} did not reconcile: {'; '.join(notes)}")
     return batch_id
@@ -100,6 +102,7 @@ def finish_interrupted(state: State, batch_id: str) -> None:
     with state.transaction():
         _end(state, batch_id)
         finish_batch(state, batch_id)
+        answers.refresh(state, [batch_id])
     logger.warning(f"synchronous run {batch_id} was interrupted; requests without an answer will be sent again")
 
 
@@ -110,6 +113,7 @@ def _flush(state: State, batch_id: str, tmp: str, group_no: int, group: list[byt
         f.write(b"\n".join(group) + b"\n")
     with state.transaction():
         load_lines(state, batch_id, path, output_schema, keep_message)
+        answers.refresh(state, [batch_id])
 
 
 def _end(state: State, batch_id: str) -> None:

@@ -47,8 +47,16 @@
   {%- endif -%}
   {%- do run_query("delete from " ~ st ~ ".foreign_batches where submission_id in (select submission_id from "
                    ~ st ~ ".submissions where model_id = " ~ id_literal ~ ")") -%}
-  {%- for table in ['outcomes', 'requests', 'batches', 'submissions', 'input_aliases', 'runs', 'models'] -%}
-    {%- do run_query("delete from " ~ st ~ "." ~ table ~ " where model_id = " ~ id_literal) -%}
+  {%- set present_sql -%}
+    select table_name from information_schema.tables where table_schema = '{{ state_schema | replace("'", "''") }}'
+      and table_catalog = current_database()
+  {%- endset -%}
+  {%- set present = run_query(present_sql).columns[0].values() -%}
+  {#- `answers` is absent from state an older version wrote and no run has upgraded yet. -#}
+  {%- for table in ['answers', 'outcomes', 'requests', 'batches', 'submissions', 'input_aliases', 'runs', 'models'] -%}
+    {%- if table in present -%}
+      {%- do run_query("delete from " ~ st ~ "." ~ table ~ " where model_id = " ~ id_literal) -%}
+    {%- endif -%}
   {%- endfor -%}
   {{ log("dbt_claude_batch: forgot all state of " ~ model_id ~ "; its next run submits every row again", info=true) }}
 {%- endmacro %}

@@ -6,12 +6,19 @@ import datetime as dt
 
 import duckdb
 
+from dbt_claude_batch import answers
 from dbt_claude_batch.results import results_sql
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
 
 MODEL = "db.main.items_batch"
 SETTINGS = Settings.build(None, {"key": "id", "prompt_column": "p", "model": "claude-haiku-4-5"})
+
+
+def _results_sql(state, *args, **kwargs):
+    """Results as a run reads them: from the answers table, brought up to date with the outcomes."""
+    answers.rebuild(state)
+    return results_sql(state, *args, **kwargs)
 
 
 def _state():
@@ -47,7 +54,7 @@ def test_late_result_of_an_older_attempt_never_wins():
     _attempt(state, 2, "batch-new", "new answer", t0)
     _attempt(state, 1, "batch-old", "old answer", t0 + dt.timedelta(hours=1))  # harvested later
 
-    rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, None)).fetchall()
+    rows = con.sql(_results_sql(state, SETTINGS, {"id": "BIGINT"}, None)).fetchall()
     assert len(rows) == 1
     assert rows[0][0] == 1 and rows[0][2] == "new answer"
 
@@ -57,9 +64,9 @@ def test_incremental_rows_skip_what_the_table_already_has_at_a_newer_attempt():
     t0 = dt.datetime(2026, 1, 1)
     _attempt(state, 1, "batch-old", "old answer", t0)
     con.execute("create table existing as select 1 as id, 'k1' as custom_id, 3 as attempt")
-    assert con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "existing")).fetchall() == []
+    assert con.sql(_results_sql(state, SETTINGS, {"id": "BIGINT"}, "existing")).fetchall() == []
     con.execute("update existing set attempt = 0")
-    assert len(con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "existing")).fetchall()) == 1
+    assert len(con.sql(_results_sql(state, SETTINGS, {"id": "BIGINT"}, "existing")).fetchall()) == 1
 
 
 def test_cost_uses_batch_prices_and_cache_multipliers():
@@ -68,7 +75,7 @@ def test_cost_uses_batch_prices_and_cache_multipliers():
     state.run(f"update {state.table('outcomes')} set input_tokens = 1000000, output_tokens = 1000000, "
               "cache_creation_input_tokens = 1000000, cache_creation_1h_input_tokens = 400000, "
               "cache_read_input_tokens = 1000000")
-    cost = con.sql(f"select cost_usd from ({results_sql(state, SETTINGS, {'id': 'BIGINT'}, None)})").fetchall()[0][0]
+    cost = con.sql(f"select cost_usd from ({_results_sql(state, SETTINGS, {'id': 'BIGINT'}, None)})").fetchall()[0][0]
     # haiku: input 1, output 5, 5m write 1.25, 1h write 2, read 0.1 -- all halved for batches
     expected = 0.5 * (1 + 5 + 0.6 * 1.25 + 0.4 * 2 + 0.1)
     assert abs(cost - expected) < 1e-12
@@ -94,11 +101,11 @@ def test_watermark_reads_only_outcomes_the_table_has_not_seen():
     # The table saw everything up to seq 3 (key 1): only key 2 is read again.
     con.execute("create table seen as select 'k1' as custom_id, 1 as attempt, 3 as harvest_seq, "
                 "false as newer_request_in_flight")
-    rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall()
+    rows = con.sql(_results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall()
     assert [r[2] for r in rows] == ["answer b"]
     # A merge that never happened leaves the table behind: the next run catches up on everything.
     con.execute("create table behind as select * from seen where false")
-    rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "behind", watermark=True)).fetchall()
+    rows = con.sql(_results_sql(state, SETTINGS, {"id": "BIGINT"}, "behind", watermark=True)).fetchall()
     assert sorted(r[2] for r in rows) == ["answer a", "answer b"]
 
 
@@ -111,8 +118,32 @@ def test_a_row_whose_key_has_a_newer_request_in_flight_says_so_until_the_answer_
                 "false as newer_request_in_flight")
     _attempt(state, 2, "batch-b", None, t0)  # the row changed: attempt 2 is in flight
 
-    rows = con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall()
+    rows = con.sql(_results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall()
     assert [(r[2], r[-1]) for r in rows] == [("answer a", True)]  # the old answer, marked as about to change
 
     con.execute("update seen set newer_request_in_flight = true")  # what dbt's merge did
-    assert con.sql(results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall() == []
+    assert con.sql(_results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall() == []
+
+    # The newer request is abandoned (an unanswered create nobody could prove): the flag is cleared.
+    state.run(f"update {state.table('submissions')} set status = 'abandoned' where submission_id = 'sub-2'")
+    rows = con.sql(_results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall()
+    assert [(r[2], r[-1]) for r in rows] == [("answer a", False)]
+    con.execute("update seen set newer_request_in_flight = false")
+    assert con.sql(_results_sql(state, SETTINGS, {"id": "BIGINT"}, "seen", watermark=True)).fetchall() == []
+
+
+def test_refreshing_the_batches_harvested_gives_what_a_rebuild_gives():
+    """The answers kept up to date batch by batch equal those recomputed from every outcome."""
+    con, state = _state()
+    t0 = dt.datetime(2026, 1, 1)
+    _attempt(state, 1, "batch-1", "first", t0)
+    answers.refresh(state, ["batch-1"])
+    _attempt(state, 2, "batch-2", None, t0)  # a newer attempt in flight, then failed
+    state.run(f"update {state.table('batches')} set ended_at = ?, harvested_at = ? where batch_id = 'batch-2'", [t0, t0])
+    state.run(f"insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, harvested_at, "
+              f"harvest_seq) values ('batch-2', 'k1', ?, 'errored', ?, 7)", [MODEL, t0])
+    answers.refresh(state, ["batch-2"])
+    kept = con.execute(f"select attempt, output_text, seq from {state.table('answers')}").fetchall()
+    assert kept == [(1, "first", 7)]  # the earlier answer stays; its key's newest outcome moved on
+    answers.rebuild(state)
+    assert con.execute(f"select attempt, output_text, seq from {state.table('answers')}").fetchall() == kept

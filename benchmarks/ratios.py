@@ -1,0 +1,299 @@
+"""The product against its floors, one ratio per stage, from one run of this script (issue 9).
+
+Not a test: it prints measurements. Each stage alternates the product and its floor, `--reps` times
+(three by default), and prints the min and the median of each and their ratios:
+
+  submit    the batch model's own time in a `dbt run` that stages, plans, renders, spools and creates
+            ceil(N / 99,999) batches, minus the time the emulator took to answer the creates (logged
+            per create), against DuckDB alone writing the same request JSON to a file (`COPY`).
+  harvest   the batch model's time in the `dbt run` that polls, downloads, loads, reconciles and
+            materialises N results, against DuckDB's `create table as select * from read_json(...)` of
+            the same results files into a fresh database file.
+  noop      a whole `dbt run` of the batch model with nothing to do, against a whole `dbt run` of an
+            empty Python model in the same project.
+  e2e       (`--e2e-rows`, 20,000 by default) a whole `dbt run` that submits, waits out 2 s of emulated
+            processing and harvests, against `tutorial_script.py` doing the same job the way API
+            tutorials do (SDK create, retrieve every second, iterate results, one bulk insert).
+
+Every dbt process's peak RSS (ru_maxrss via wait4 on its pid) is printed next to its time. The DuckDB
+`memory_limit` of the profile is `--memory-limit` (1GB by default, as the README advises; `none` for
+DuckDB's default). The floors run with the same limit.
+
+    .venv/bin/python benchmarks/ratios.py --rows 1000000
+    .venv/bin/python benchmarks/ratios.py --rows 10000000 --stages submit,harvest,noop --reps 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import BATCH_SIZE, BODY_SQL, TEMPLATE, machine, node_seconds, run_measured  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+EMPTY_MODEL = '''def model(dbt, session):
+    dbt.config(materialized="table")
+    return session.sql("select 1 as id")
+'''
+# The request JSON the product sends for TEMPLATE, built by DuckDB alone.
+FLOOR_REQUEST_SQL = """select to_json({{'custom_id': id::varchar, 'params': {{'model': 'claude-haiku-4-5', 'max_tokens': 16,
+    'messages': [{{'role': 'user', 'content': {prompt}}}]}}}}) as line from raw.items"""
+FLOOR_PROMPT_SQL = ("'Classify this support ticket.' || chr(10) || 'Labels: billing (invoice, refund), bug, account, other' "
+                    "|| chr(10) || chr(10) || 'Ticket ' || id::varchar || ': ' || body")
+
+
+class Stage:
+    def __init__(self, name: str, what: str, floor: str):
+        self.name, self.what, self.floor = name, what, floor
+        self.product: list[float] = []
+        self.floors: list[float] = []
+        self.rss: list[float] = []
+        self.floor_rss: list[float] = []
+
+    def line(self) -> str:
+        if not self.product or not self.floors:
+            return f"{self.name}: not measured"
+        pmin, pmed = min(self.product), statistics.median(self.product)
+        fmin, fmed = min(self.floors), statistics.median(self.floors)
+        rss = f"; peak RSS of dbt {max(self.rss):,.0f} MiB" if self.rss else ""
+        frss = f" (floor {max(self.floor_rss):,.0f} MiB)" if self.floor_rss else ""
+        return (f"{self.name}: {self.what} min {pmin:.2f} s, median {pmed:.2f} s | {self.floor} min {fmin:.2f} s, "
+                f"median {fmed:.2f} s | ratio of mins {pmin / fmin:.2f}x, of medians {pmed / fmed:.2f}x{rss}{frss}")
+
+
+def _set_memory_limit(project, limit: str | None) -> None:
+    import yaml
+
+    profiles = yaml.safe_load((project.root / "profiles.yml").read_text())
+    if limit:
+        profiles["test_project"]["outputs"]["dev"]["settings"] = {"memory_limit": limit}
+    project.write("profiles.yml", yaml.safe_dump(profiles))
+
+
+def _connect(path: Path, limit: str | None):
+    import duckdb
+
+    return duckdb.connect(str(path), config={"memory_limit": limit} if limit else {})
+
+
+def _project(work: Path, emu, rows: int, limit: str | None, **settings):
+    import duckdb
+    from dbt_harness import DbtProject
+
+    project = DbtProject(work / "project", emu)
+    _set_memory_limit(project, limit)
+    project.write("prompts/item.j2", TEMPLATE)
+    project.write("models/empty_model.py", EMPTY_MODEL)
+    project.configure(key="id", prompt_template="prompts/item.j2", model="claude-haiku-4-5", max_tokens=16,
+                      max_requests_per_batch=BATCH_SIZE, **settings)
+    con = duckdb.connect(str(project.db_path))
+    try:
+        con.execute("create schema if not exists raw")
+        con.execute(f"create or replace table raw.items as select i::bigint as id, {BODY_SQL} as body "
+                    f"from range(1, {rows + 1}) t(i)")
+    finally:
+        con.close()
+    project.dbt("run", "-s", "stg_items", "empty_model")
+    return project
+
+
+class Runner:
+    def __init__(self, project, work: Path):
+        self.project, self.work, self.n = project, work, 0
+
+    def dbt(self, *args: str) -> dict:
+        self.n += 1
+        r = run_measured([_dbt_path(), *args], self.project.root, self.project.env(), self.work / f"dbt-{self.n}.log")
+        if r["rc"] != 0:
+            raise SystemExit(f"dbt {' '.join(args)} failed ({r['rc']}):\n{r['out'][-6000:]}")
+        r["node"] = node_seconds(r["out"], self.project.model)
+        r["creates_s"] = sum(float(x) for x in re.findall(r"submitted batch \S+ with .*? in ([0-9.]+)s", r["out"]))
+        return r
+
+    def restore(self, snapshot: Path) -> None:
+        shutil.copyfile(snapshot, self.project.db_path)
+        wal = Path(str(self.project.db_path) + ".wal")
+        if wal.exists():
+            wal.unlink()
+
+
+def _dbt_path() -> str:
+    from dbt_harness import DBT
+
+    return DBT
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_scale(rows: int, reps: int, limit: str | None, stages: set[str], work: Path) -> list[Stage]:
+    from emulator_harness import EmulatorProcess
+
+    submit = Stage("submit", "product (model node minus create calls)", "SQL floor (COPY of the request JSON)")
+    harvest = Stage("harvest", "product (model node: poll, download, load, materialise)",
+                    "floor (read_json into a table)")
+    noop = Stage("noop", "product (`dbt run`, nothing to do)", "floor (`dbt run` of an empty Python model)")
+    emu = EmulatorProcess(work / "emulator", "--processing-delay", "3600")
+    try:
+        project = _project(work, emu, rows, limit, wait_seconds=0)
+        runner = Runner(project, work)
+        fresh = work / "fresh.duckdb"
+        shutil.copyfile(project.db_path, fresh)
+        floor_db = work / "floor.duckdb"
+
+        def floor_submit() -> None:
+            shutil.copyfile(fresh, floor_db)
+            con = _connect(floor_db, limit)
+            try:
+                sql = FLOOR_REQUEST_SQL.format(prompt=FLOOR_PROMPT_SQL)
+                con.execute(f"copy ({sql}) to '{work / 'floor-requests.jsonl'}' (format csv, header false, quote '', "
+                            "escape '', delimiter '\x1f')")
+            finally:
+                con.close()
+
+        last = None
+        for _ in range(reps):
+            runner.restore(fresh)
+            r = runner.dbt("run", "-s", project.model)
+            if "submit" in stages:
+                submit.product.append(r["node"] - r["creates_s"])
+                submit.rss.append(r["rss_mib"])
+                submit.floors.append(_timed(floor_submit))
+            last = r
+            if "submit" not in stages:
+                break
+        print(submit.line() if "submit" in stages else "submit: skipped", flush=True)
+        submitted = work / "submitted.duckdb"
+        shutil.copyfile(project.db_path, submitted)
+        ids = re.findall(r"submitted batch (\S+) with", last["out"])
+        assert len(ids) == -(-rows // (BATCH_SIZE - 1)), (len(ids), rows)
+
+        emu.advance_clock(3601)
+        client = emu.client(max_retries=0, timeout=1800)
+        files = []
+        for i, batch_id in enumerate(ids):
+            got = client.messages.batches.retrieve(batch_id)
+            if got.processing_status != "ended":  # its first access: a fresh batch is never ended yet
+                got = client.messages.batches.retrieve(batch_id)
+            assert got.processing_status == "ended", got
+            path = work / f"results-{i}.jsonl"
+            with client.messages.batches.with_streaming_response.results(batch_id) as resp, open(path, "wb") as out:
+                for chunk in resp.iter_bytes(1 << 20):
+                    out.write(chunk)
+            files.append(str(path))
+
+        def floor_harvest() -> None:
+            for p in (floor_db, Path(str(floor_db) + ".wal")):
+                p.unlink(missing_ok=True)
+            con = _connect(floor_db, limit)
+            try:
+                con.execute(f"create table results as select * from read_json({files!r}, format = 'newline_delimited')")
+            finally:
+                con.close()
+
+        for _ in range(reps if "harvest" in stages or "noop" in stages else 0):
+            runner.restore(submitted)
+            r = runner.dbt("run", "-s", project.model)
+            (n,), = project.query(f"select count(*) from main.{project.model}")
+            assert n == rows, (n, rows)
+            if "harvest" not in stages:
+                break
+            harvest.product.append(r["node"])
+            harvest.rss.append(r["rss_mib"])
+            harvest.floors.append(_timed(floor_harvest))
+        print(harvest.line() if "harvest" in stages else "harvest: skipped", flush=True)
+
+        if "noop" in stages:
+            for _ in range(reps):
+                r = runner.dbt("run", "-s", project.model)
+                assert "nothing to submit" in r["out"], r["out"][-3000:]
+                noop.product.append(r["wall"])
+                noop.rss.append(r["rss_mib"])
+                f = runner.dbt("run", "-s", "empty_model")
+                noop.floors.append(f["wall"])
+                noop.floor_rss.append(f["rss_mib"])
+            print(noop.line(), flush=True)
+    finally:
+        emu.stop()
+    return [s for s in (submit, harvest, noop) if s.name in stages]
+
+
+def bench_e2e(rows: int, reps: int, limit: str | None, work: Path) -> Stage:
+    from emulator_harness import EmulatorProcess
+
+    e2e = Stage("e2e", f"product (one `dbt run`, {rows:,} rows)", "tutorial script")
+    emu = EmulatorProcess(work / "emulator", "--processing-delay", "2")
+    try:
+        project = _project(work, emu, rows, limit, wait_seconds=600)
+        runner = Runner(project, work)
+        fresh = work / "fresh.duckdb"
+        shutil.copyfile(project.db_path, fresh)
+        script_db = work / "script.duckdb"
+        for _ in range(reps):
+            runner.restore(fresh)
+            r = runner.dbt("run", "-s", project.model)
+            (n,), = project.query(f"select count(*) from main.{project.model}")
+            assert n == rows, (n, rows)
+            e2e.product.append(r["wall"])
+            e2e.rss.append(r["rss_mib"])
+            shutil.copyfile(fresh, script_db)
+            s = run_measured([sys.executable, str(HERE / "tutorial_script.py"), str(script_db)], work,
+                             project.env(), work / "script.log")
+            if s["rc"] != 0:
+                raise SystemExit(f"tutorial script failed:\n{s['out'][-3000:]}")
+            e2e.floors.append(s["wall"])
+            e2e.floor_rss.append(s["rss_mib"])
+    finally:
+        emu.stop()
+    print(e2e.line(), flush=True)
+    return e2e
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit of the profile, or 'none'")
+    ap.add_argument("--stages", default="submit,harvest,noop,e2e")
+    ap.add_argument("--e2e-rows", type=int, default=20_000)
+    ap.add_argument("--keep", action="store_true", help="keep the temp directories")
+    ap.add_argument("--workdir", help="where the temp directories go (default: the system's)")
+    args = ap.parse_args(argv)
+    limit = None if args.memory_limit.lower() == "none" else args.memory_limit
+    stages = set(args.stages.split(","))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                           capture_output=True, text=True).stdout.strip()
+    print(f"machine: {machine()}\ncommit: {commit}{' (with uncommitted changes)' if dirty else ''}; "
+          f"memory_limit {limit or 'DuckDB default'}; {args.reps} repetitions", flush=True)
+    results = []
+    for name, fn in (("scale", lambda w: bench_scale(args.rows, args.reps, limit, stages, w)),
+                     ("e2e", lambda w: [bench_e2e(args.e2e_rows, args.reps, limit, w)])):
+        if name == "scale" and not stages & {"submit", "harvest", "noop"} or name == "e2e" and "e2e" not in stages:
+            continue
+        work = Path(tempfile.mkdtemp(prefix=f"cb_ratios_{name}_", dir=args.workdir))
+        try:
+            results += fn(work)
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.rows:,} rows (e2e {args.e2e_rows:,}):")
+    for s in results:
+        print("  " + s.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,102 @@
+"""The answers table: each key's latest successful answer, brought up to date as outcomes are recorded.
+
+Results come from here by a plain scan, so handing dbt a first harvest of millions of rows costs no
+aggregation over the whole history (and streams under a DuckDB `memory_limit`), and landing one batch
+costs work in proportion to that batch. A key's row is recomputed from its attempts whenever an outcome
+of it is recorded (`refresh`), always by the same rules as before: the latest attempt whose every part
+succeeded, its parts' answers joined. `seq` is the harvest sequence of the key's newest outcome of any
+kind, which is what a results table's `harvest_seq` watermark is compared with.
+"""
+
+from __future__ import annotations
+
+from dbt_claude_batch.identifiers import literal
+from dbt_claude_batch.planning import key_attempts_sql
+from dbt_claude_batch.state import State
+
+ANSWER_COLUMNS = (
+    "model_id", "custom_id", "attempt", "key_json", "request_hash", "output_text", "output_parts", "output_json",
+    "stop_reason",
+    "answered_model", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens", "cache_read_input_tokens", "service_tier", "batch_id", "completed_at",
+    "harvest_seq", "seq", "parts", "shared_from",
+)
+_TOUCHED = "cb_touched"
+
+
+def answers_sql(state: State, only_keys: str | None) -> str:
+    """Rows of the answers table for the keys of `only_keys` (a query of key custom_ids; None: all).
+
+    A split key keeps its parts' texts in `output_parts` (in part order); how they are joined
+    (`split_join`) is decided when results are read, so changing it needs no recomputation.
+    """
+    narrow = f" and coalesce(r.key_custom_id, r.custom_id) in ({only_keys})" if only_keys else ""
+    return f"""with cb_attempts as ({key_attempts_sql(state, only_keys)}),
+    cb_best as (
+        select custom_id, attempt from cb_attempts where result_type = 'succeeded'
+        qualify row_number() over (partition by custom_id order by attempt desc) = 1),
+    cb_seq as (
+        select coalesce(r.key_custom_id, r.custom_id) as custom_id, max(o.harvest_seq) as seq
+        from {state.table('requests')} r
+        join {state.table('submissions')} s using (submission_id)
+        join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
+        where r.model_id = {literal(state.model_id)}{narrow} group by all),
+    cb_parts as (
+        select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.attempt, coalesce(r.part, 1) as part,
+               r.key_json, r.request_hash, o.output_text, o.output_json, o.stop_reason, o.answered_model,
+               o.input_tokens, o.output_tokens, o.cache_creation_input_tokens, o.cache_creation_1h_input_tokens,
+               o.cache_read_input_tokens, o.service_tier, o.shared_from, o.batch_id, b.ended_at, o.harvest_seq
+        from {state.table('requests')} r
+        join {state.table('submissions')} s using (submission_id)
+        join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
+        join {state.table('batches')} b on b.batch_id = o.batch_id
+        join cb_best k on k.custom_id = coalesce(r.key_custom_id, r.custom_id) and k.attempt = r.attempt
+        where r.model_id = {literal(state.model_id)}{narrow})
+    select {literal(state.model_id)} as model_id, key_custom_id as custom_id, attempt, any_value(key_json) as key_json,
+           any_value(request_hash) as request_hash,
+           case when count(*) = 1 then any_value(output_text) end as output_text,
+           case when count(*) > 1 then list(output_text order by part) end as output_parts,
+           case when count(*) = 1 then any_value(output_json) else to_json(list(output_json order by part)) end
+               as output_json,
+           arg_max(stop_reason, part) as stop_reason, string_agg(distinct answered_model, ',') as answered_model,
+           sum(input_tokens) as input_tokens, sum(output_tokens) as output_tokens,
+           sum(cache_creation_input_tokens) as cache_creation_input_tokens,
+           sum(cache_creation_1h_input_tokens) as cache_creation_1h_input_tokens,
+           sum(cache_read_input_tokens) as cache_read_input_tokens,
+           any_value(service_tier) as service_tier, min_by(batch_id, part) as batch_id,
+           max(ended_at) as completed_at, max(coalesce(harvest_seq, 0)) as harvest_seq,
+           greatest(max(coalesce(harvest_seq, 0)), any_value(q.seq)) as seq, count(*) as parts,
+           any_value(shared_from) as shared_from
+    from cb_parts p join cb_seq q on q.custom_id = p.key_custom_id
+    group by key_custom_id, attempt"""
+
+
+def refresh(state: State, batch_ids: list[str]) -> None:
+    """Recompute the answers of every key with an outcome in `batch_ids`. Call inside their transaction.
+
+    Keys whose latest outcome is a failure keep their earlier answer, with `seq` moved on; keys with no
+    answer at all get no row.
+    """
+    if not batch_ids:
+        return
+    ids = ", ".join(literal(b) for b in batch_ids)
+    state.run(
+        f"""create or replace temp table {_TOUCHED} as
+        select distinct coalesce(r.key_custom_id, r.custom_id) as custom_id
+        from {state.table('outcomes')} o
+        join {state.table('submissions')} s on s.batch_id = o.batch_id
+        join {state.table('requests')} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id
+        where o.batch_id in ({ids}) and s.batch_id in ({ids})"""
+    )
+    touched = f"select custom_id from {_TOUCHED}"
+    answers = state.table("answers")
+    state.run(f"delete from {answers} where model_id = ? and custom_id in ({touched})", [state.model_id])
+    state.run(f"insert into {answers} ({', '.join(ANSWER_COLUMNS)}) {answers_sql(state, touched)}")
+    state.run(f"drop table if exists {_TOUCHED}")
+
+
+def rebuild(state: State) -> None:
+    """Recompute every answer of this model from its outcomes (when the state schema is upgraded)."""
+    answers = state.table("answers")
+    state.run(f"delete from {answers} where model_id = ?", [state.model_id])
+    state.run(f"insert into {answers} ({', '.join(ANSWER_COLUMNS)}) {answers_sql(state, None)}")
