@@ -318,7 +318,13 @@ def _launch_dbt(args: list[str]) -> int:
     wrap("planning", "plan")
     wrap("spool", "build_spool")
     wrap("planning", "record_aliases")
+    wrap("local_outcomes", "reuse_held_answers")
     wrap("submission", "submit_chunk")
+    wrap("harvest", "download_results", "harvest.download_results (in harvest_batch)", reset=False)
+    wrap("harvest", "load_lines", "harvest.load_lines (in harvest_batch)", reset=False)
+    wrap("harvest", "finish_batch", "harvest.finish_batch (in harvest_batch)", reset=False)
+    wrap("answers", "refresh", "answers.refresh (in harvest_batch)", reset=False)
+    wrap("python_model", "_finish")
     wrap("results", "write_views")
     wrap("python_model", "batch_model", "batch_model (at return)", reset=False)
     from dbt.cli.main import cli

@@ -15,7 +15,8 @@ from dbt_claude_batch.planning import key_attempts_sql
 from dbt_claude_batch.state import State
 
 ANSWER_COLUMNS = (
-    "model_id", "custom_id", "attempt", "key_json", "request_hash", "output_text", "output_parts", "output_json",
+    "model_id", "custom_id", "attempt", "key_json", "request_hash", "input_hash", "latest_attempt", "output_text",
+    "output_parts", "output_json",
     "stop_reason",
     "answered_model", "input_tokens", "output_tokens", "cache_creation_input_tokens",
     "cache_creation_1h_input_tokens", "cache_read_input_tokens", "service_tier", "batch_id", "completed_at",
@@ -33,8 +34,10 @@ def answers_sql(state: State, only_keys: str | None) -> str:
     narrow = f" and coalesce(r.key_custom_id, r.custom_id) in ({only_keys})" if only_keys else ""
     return f"""with cb_attempts as ({key_attempts_sql(state, only_keys)}),
     cb_best as (
-        select custom_id, attempt from cb_attempts where result_type = 'succeeded'
-        qualify row_number() over (partition by custom_id order by attempt desc) = 1),
+        select custom_id, attempt, max(attempt) over (partition by custom_id) as latest_attempt
+        from cb_attempts
+        qualify result_type = 'succeeded'
+            and row_number() over (partition by custom_id order by (result_type = 'succeeded') desc, attempt desc) = 1),
     cb_seq as (
         select coalesce(r.key_custom_id, r.custom_id) as custom_id, max(o.harvest_seq) as seq
         from {state.table('requests')} r
@@ -43,7 +46,7 @@ def answers_sql(state: State, only_keys: str | None) -> str:
         where r.model_id = {literal(state.model_id)}{narrow} group by all),
     cb_parts as (
         select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.attempt, coalesce(r.part, 1) as part,
-               r.key_json, r.request_hash, o.output_text, o.output_json, o.stop_reason, o.answered_model,
+               r.key_json, r.request_hash, r.input_hash, k.latest_attempt, o.output_text, o.output_json, o.stop_reason, o.answered_model,
                o.input_tokens, o.output_tokens, o.cache_creation_input_tokens, o.cache_creation_1h_input_tokens,
                o.cache_read_input_tokens, o.service_tier, o.shared_from, o.batch_id, b.ended_at, o.harvest_seq
         from {state.table('requests')} r
@@ -53,7 +56,8 @@ def answers_sql(state: State, only_keys: str | None) -> str:
         join cb_best k on k.custom_id = coalesce(r.key_custom_id, r.custom_id) and k.attempt = r.attempt
         where r.model_id = {literal(state.model_id)}{narrow})
     select {literal(state.model_id)} as model_id, key_custom_id as custom_id, attempt, any_value(key_json) as key_json,
-           any_value(request_hash) as request_hash,
+           any_value(request_hash) as request_hash, any_value(input_hash) as input_hash,
+           any_value(latest_attempt) as latest_attempt,
            case when count(*) = 1 then any_value(output_text) end as output_text,
            case when count(*) > 1 then list(output_text order by part) end as output_parts,
            case when count(*) = 1 then any_value(output_json) else to_json(list(output_json order by part)) end

@@ -171,6 +171,8 @@ MIGRATIONS: dict[int, list[str]] = {
             attempt integer not null,
             key_json json not null,
             request_hash varchar,
+            input_hash varchar,             -- of the answered request
+            latest_attempt integer,         -- the key's newest attempt when this row was written
             output_text varchar,            -- the answer (a key answered in one part)
             output_parts varchar[],         -- the parts' answers, in order (a split key)
             output_json json,

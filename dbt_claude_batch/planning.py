@@ -108,9 +108,9 @@ def key_attempts_sql(state: State, only_keys: str | None = None) -> str:
         from cb_req group by key_custom_id, attempt"""
 
 
-def latest_outcomes_sql(state: State) -> str:
+def latest_outcomes_sql(state: State, only_keys: str | None = None) -> str:
     """Per key: its latest attempt, that attempt's outcome (null while in flight), and tries of its request."""
-    return f"""with cb_attempts as ({key_attempts_sql(state)}),
+    return f"""with cb_attempts as ({key_attempts_sql(state, only_keys)}),
         cb_tries as (select custom_id, request_hash, count(*) as tries from cb_attempts group by all)
         select l.*, t.tries
         from (select * from cb_attempts qualify row_number() over (partition by custom_id order by attempt desc) = 1) l
@@ -134,6 +134,37 @@ def retryable_sql(alias: str, max_tokens_cap: int, can_split: bool) -> str:
     )
 
 
+OPEN = "cb_open"
+
+
+def open_rows(state: State, rerun: bool) -> str:
+    """The staged rows planning must look at: all but those settled, as a table name.
+
+    A row is settled when its key's newest attempt (as the answers table last saw it) is the answered
+    one, for these very inputs, and nothing of the key is in flight: such a row is never a candidate,
+    so planning skips it without aggregating its history. A run with 1% changed rows plans 1% of them.
+    Re-run keys need every row.
+    """
+    if rerun:
+        return STAGED
+    flying = (
+        f"select coalesce(r.key_custom_id, r.custom_id) from {state.table('requests')} r "
+        f"join {state.table('submissions')} s using (submission_id) "
+        f"left join {state.table('batches')} b on b.batch_id = s.batch_id "
+        f"where s.model_id = {literal(state.model_id)} and s.status in ('creating', 'in_doubt', 'submitted') "
+        "and b.harvested_at is null"
+    )
+    state.run(
+        f"""create or replace temp table {OPEN} as
+        select st.* from {STAGED} st
+        left join (select custom_id, input_hash from {state.table('answers')}
+                   where model_id = {literal(state.model_id)} and attempt = latest_attempt) a
+            on a.custom_id = st.__cb_custom_id and a.input_hash = st.__cb_input_hash
+        where a.custom_id is null or st.__cb_custom_id in ({flying})"""
+    )
+    return OPEN
+
+
 def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_cap: int, base_max_tokens: int,
          can_split: bool, rerun_filter: str | None = None) -> int:
     """Build the temp table of candidate rows; return how many there are.
@@ -146,9 +177,11 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
     """
     resubmit = "true" if resubmit_canceled else "false"
     rerun = rerun_filter or "false"
+    rows = open_rows(state, rerun_filter is not None)
+    narrow = None if rows == STAGED else f"select __cb_custom_id from {rows}"
     state.run(
         f"""create or replace temp table {PENDING} as
-        with cb_lo as ({latest_outcomes_sql(state)}),
+        with cb_lo as ({latest_outcomes_sql(state, narrow)}),
         cb_judged as (
             select st.*, lo.custom_id as __cb_prev_custom_id, lo.result_type as __cb_prev_result,
                    lo.request_hash as __cb_prev_request_hash,
@@ -163,7 +196,7 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
                    case when {too_long_sql('lo')} then
                         cast(regexp_extract(lo.error_message, '([0-9]+) tokens', 1) as bigint) end as __cb_split_tokens,
                    coalesce({rerun}, false) as __cb_rerun
-            from {STAGED} st
+            from {rows} st
             left join cb_lo lo on lo.custom_id = st.__cb_custom_id
             left join {state.table('input_aliases')} a
                 on a.model_id = {literal(state.model_id)} and a.custom_id = st.__cb_custom_id

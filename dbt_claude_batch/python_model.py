@@ -201,7 +201,7 @@ def _planning_seed(cfg: Settings) -> str:
 def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
             source_sql: str, record: RunRecord, only_new: bool = False):
     write_views(state, cfg, this.database, this.schema, this.identifier, key_types, source_sql)
-    for temp in (planning.STAGED, planning.PENDING, planning.RENDERED):
+    for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED):
         state.run(f"drop table if exists {temp}")
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
     watermark = existing is not None and _has_column(state, this, "harvest_seq")

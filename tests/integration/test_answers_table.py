@@ -60,3 +60,25 @@ def test_a_newer_attempt_that_fails_keeps_the_earlier_answer_and_clears_the_flag
     assert row["output_text"] == expected_answer(2, rows[1]["body"]) and row["attempt"] == 1
     assert row["newer_request_in_flight"] is False
     assert project.failures()[2]["error_type"] == "invalid_request_error"
+
+
+def test_a_reverted_edit_after_a_failed_newer_attempt_is_planned_again_and_clears_the_failure(project, emulator):
+    """Planning skips only settled rows (newest attempt answered, same inputs); this row is not one."""
+    rows = items(4)
+    project.load_table("items", rows)
+    project.configure(replace=False, max_failure_ratio=1, **FAST)
+    project.run()
+    emulator.set_scenarios([{"name": "result_outcome", "custom_ids": ["2"], "outcome": "invalid_request_error"}])
+    project.load_table("items", [dict(r, body="edited") if r["id"] == 2 else r for r in rows])
+    project.run()
+    assert 2 in project.failures()
+    emulator.clear_scenarios()
+    creates = create_calls(emulator)
+
+    project.load_table("items", rows)  # the edit is reverted
+    project.run()
+
+    assert project.failures() == {}
+    row = project.results()[2]
+    assert row["output_text"] == expected_answer(2, rows[1]["body"]) and row["attempt"] == 3
+    assert create_calls(emulator) == creates  # answered from state, not bought again
