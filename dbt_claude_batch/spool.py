@@ -204,12 +204,15 @@ class _Writer:
     def write(self, reader) -> None:
         try:
             with open(self.spool.verdicts, "w", newline="") as verdicts:
-                self.verdicts = csv.writer(verdicts)
-                self.verdicts.writerow(VERDICT_COLUMNS)
+                out = csv.writer(verdicts)
+                out.writerow(VERDICT_COLUMNS)
                 for record_batch in reader:
                     data = record_batch.to_pydict()
-                    for i in range(record_batch.num_rows):
-                        self.row({name: values[i] for name, values in data.items()})
+                    names = list(data)
+                    self.pending = []
+                    for values in zip(*data.values()):
+                        self.row(dict(zip(names, values)))
+                    out.writerows(self.pending)  # one call per Arrow batch
         finally:
             for handle in self.files.values():
                 handle.close()
@@ -217,9 +220,9 @@ class _Writer:
     def verdict(self, ordinal: int, custom_id: str, request_hash: str, reason: str, include: bool,
                 part: int = 1, parts: int = 1, max_tokens: Any = "", dedup_of: str = "", chunk: Chunk | None = None,
                 cost: float = 0.0, offset: Any = "", length: Any = "", error: str = "") -> None:
-        self.verdicts.writerow([ordinal, custom_id, part, parts, request_hash, max_tokens, dedup_of, reason,
-                                "" if chunk is None else chunk.index, include, "" if chunk is None else chunk.lane,
-                                cost, offset, length, error])
+        self.pending.append((ordinal, custom_id, part, parts, request_hash, max_tokens, dedup_of, reason,
+                             "" if chunk is None else chunk.index, include, "" if chunk is None else chunk.lane,
+                             cost, offset, length, error))
 
     def row(self, row: dict[str, Any]) -> None:
         ordinal, key_id, reason = row["__cb_ordinal"], row["__cb_custom_id"], row["__cb_reason"]
