@@ -18,6 +18,7 @@ from typing import Any
 
 from dbt_claude_batch import planning
 from dbt_claude_batch.client import LazyClient, require_api_key
+from dbt_claude_batch.duckdb_memory import bounded
 from dbt_claude_batch.errors import ConfigError, RunHealthError
 from dbt_claude_batch.identifiers import qualified
 from dbt_claude_batch.keys import check_custom_ids_unique, check_key_columns, check_keys, custom_id_sql
@@ -47,7 +48,7 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     # The catalog name is left out on purpose: DuckDB takes it from the file name, and copying or
     # renaming the file must not orphan the state (and buy every answer again).
     model_id = f"{this.schema}.{this.identifier}"
-    with for_model(model_id):
+    with for_model(model_id), bounded(session.cursor(), cfg.memory_limit):
         return _run(dbt, session, source, cfg, model_id, started)
 
 

@@ -74,6 +74,8 @@ class Settings:
     split_join: str = "concat"
     context_tokens: int = 200_000
     keep_message: bool = False
+    # DuckDB's memory limit while the model works, when the profile sets none (null: never touch it)
+    memory_limit: str | None = "1GB"
 
     @classmethod
     def names(cls) -> list[str]:
@@ -141,6 +143,14 @@ class Settings:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"Setting `{name}` must be a number of seconds >= 0; got {value!r}.")
         self._validate_strategy()
+        if self.memory_limit is not None:
+            from dbt_claude_batch.duckdb_memory import parse_size
+
+            if not isinstance(self.memory_limit, str) or not parse_size(self.memory_limit):
+                raise ConfigError(
+                    f"Setting `memory_limit` must be a size DuckDB understands, like '1GB' or '512MB', or null "
+                    f"to leave DuckDB's own limit; got {self.memory_limit!r}."
+                )
         if not isinstance(self.params, Mapping):
             raise ConfigError("Setting `params` must be a mapping of Messages API parameters.")
         for name in self.params:
