@@ -27,6 +27,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/emulator_throughput.py
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/ratios.py
 	$(BIN)/python benchmarks/cost.py
 
 clean:

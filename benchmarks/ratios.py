@@ -50,6 +50,10 @@ FLOOR_PROMPT_SQL = ("'Classify this support ticket.' || chr(10) || 'Labels: bill
                     "|| chr(10) || chr(10) || 'Ticket ' || id::varchar || ': ' || body")
 
 
+# Issue 9's goals: the product's time at most this many times its floor's.
+GOALS = {"submit": 2.0, "harvest": 1.5, "noop": 1.2, "e2e": 1.2}
+
+
 class Stage:
     def __init__(self, name: str, what: str, floor: str):
         self.name, self.what, self.floor = name, what, floor
@@ -65,8 +69,11 @@ class Stage:
         fmin, fmed = min(self.floors), statistics.median(self.floors)
         rss = f"; peak RSS of dbt {max(self.rss):,.0f} MiB" if self.rss else ""
         frss = f" (floor {max(self.floor_rss):,.0f} MiB)" if self.floor_rss else ""
+        goal = GOALS[self.name]
+        verdict = "met" if pmed / fmed <= goal else "not met"
         return (f"{self.name}: {self.what} min {pmin:.2f} s, median {pmed:.2f} s | {self.floor} min {fmin:.2f} s, "
-                f"median {fmed:.2f} s | ratio of mins {pmin / fmin:.2f}x, of medians {pmed / fmed:.2f}x{rss}{frss}")
+                f"median {fmed:.2f} s | ratio of mins {pmin / fmin:.2f}x, of medians {pmed / fmed:.2f}x "
+                f"(goal <= {goal}x: {verdict}){rss}{frss}")
 
 
 def _set_memory_limit(project, limit: str | None) -> None:

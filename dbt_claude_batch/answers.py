@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dbt_claude_batch.identifiers import literal
 from dbt_claude_batch.planning import key_attempts_sql, scope_sql
-from dbt_claude_batch.state import State
+from dbt_claude_batch.state import State, utcnow
 
 ANSWER_COLUMNS = (
     "model_id", "custom_id", "attempt", "key_json", "request_hash", "input_hash", "latest_attempt", "output_text",
@@ -25,12 +25,12 @@ ANSWER_COLUMNS = (
 _TOUCHED = "cb_touched"
 
 
-def answers_sql(state: State, only_keys: str | None, scope: tuple[str, str] | None = None) -> str:
+def answers_sql(state: State, only_keys: str | None, scope: tuple[list[str], list[str]] | None = None) -> str:
     """Rows of the answers table for the keys of `only_keys` (a query of key custom_ids; None: all).
 
     A split key keeps its parts' texts in `output_parts` (in part order); how they are joined
     (`split_join`) is decided when results are read, so changing it needs no recomputation. With
-    `scope` (submission_id, batch_id) only that submission's requests are read: right only for keys
+    `scope` (submission_ids, batch_ids) only those submissions' requests are read: right only for keys
     that have no request anywhere else.
     """
     narrow = f" and coalesce(r.key_custom_id, r.custom_id) in ({only_keys})" if only_keys else ""
@@ -79,45 +79,62 @@ def answers_sql(state: State, only_keys: str | None, scope: tuple[str, str] | No
 
 
 def refresh(state: State, batch_ids: list[str]) -> None:
-    """Recompute the answers of every key with an outcome in `batch_ids`. Call inside their transaction.
+    """Recompute the answers of every key with an outcome in `batch_ids`, and mark those batches done.
 
-    Keys whose latest outcome is a failure keep their earlier answer, with `seq` moved on; keys with no
-    answer at all get no row.
+    Call inside the transaction that recorded the outcomes, or later (`refresh_pending`): until then
+    the batch's `answers_at` is null, so a crash in between is caught up by the next run. Keys whose
+    latest outcome is a failure keep their earlier answer, with `seq` moved on; keys with no answer
+    at all get no row.
     """
+    if not batch_ids:
+        return
     answers, requests = state.table("answers"), state.table("requests")
-    for batch_id in batch_ids:
-        submission_id = state.run(f"select submission_id from {state.table('submissions')} where batch_id = ?",
-                                  [batch_id])[0][0]
-        scope = (submission_id, batch_id)
-        # The keys this batch has outcomes for; `elsewhere`: those with a request in another submission
-        # (an earlier attempt, or parts of a split prompt sent in two batches).
-        state.run(
-            f"""create or replace temp table {_TOUCHED} as
-            select distinct coalesce(r.key_custom_id, r.custom_id) as custom_id, false as elsewhere
-            from {state.table('outcomes')} o
-            join {state.table('submissions')} s on s.batch_id = o.batch_id
-            join {requests} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id
-            where o.batch_id = {literal(batch_id)}{scope_sql(scope)}"""
-        )
-        # A join, so the hash table is built from this batch's keys, not from every request of the model.
-        state.run(
-            f"""update {_TOUCHED} t set elsewhere = true from (
-                select distinct coalesce(r.key_custom_id, r.custom_id) as custom_id from {requests} r
-                join {_TOUCHED} k on k.custom_id = coalesce(r.key_custom_id, r.custom_id)
-                where r.model_id = {literal(state.model_id)} and r.submission_id <> {literal(submission_id)}) e
-            where e.custom_id = t.custom_id"""
-        )
-        state.run(f"delete from {answers} where model_id = ? and custom_id in (select custom_id from {_TOUCHED})",
-                  [state.model_id])
-        columns = ", ".join(ANSWER_COLUMNS)
-        # Keys answered only here are read from this submission alone, which DuckDB finds by zone maps;
-        # the others from their whole history.
+    batch_list = ", ".join(literal(b) for b in batch_ids)
+    submission_ids = [r[0] for r in state.run(
+        f"select submission_id from {state.table('submissions')} where batch_id in ({batch_list})")]
+    scope = (submission_ids, list(batch_ids))
+    # The keys these batches have outcomes for; `elsewhere`: those with a request in another submission
+    # (an earlier attempt, or parts of a split prompt sent in another batch).
+    state.run(
+        f"""create or replace temp table {_TOUCHED} as
+        select distinct coalesce(r.key_custom_id, r.custom_id) as custom_id, false as elsewhere
+        from {state.table('outcomes')} o
+        join {state.table('submissions')} s on s.batch_id = o.batch_id
+        join {requests} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id
+        where o.batch_id in ({batch_list}){scope_sql(scope)}"""
+    )
+    # A join, so the hash table is built from these keys, not from every request of the model.
+    state.run(
+        f"""update {_TOUCHED} t set elsewhere = true from (
+            select distinct coalesce(r.key_custom_id, r.custom_id) as custom_id from {requests} r
+            join {_TOUCHED} k on k.custom_id = coalesce(r.key_custom_id, r.custom_id)
+            where r.model_id = {literal(state.model_id)}
+              and r.submission_id not in ({', '.join(literal(x) for x in submission_ids)})) e
+        where e.custom_id = t.custom_id"""
+    )
+    state.run(f"delete from {answers} where model_id = ? and custom_id in (select custom_id from {_TOUCHED})",
+              [state.model_id])
+    columns = ", ".join(ANSWER_COLUMNS)
+    # Keys answered only here are read from these submissions alone, which DuckDB finds by zone maps;
+    # the others from their whole history.
+    state.run(f"insert into {answers} ({columns}) "
+              + answers_sql(state, f"select custom_id from {_TOUCHED} where not elsewhere", scope))
+    if state.run(f"select count(*) from {_TOUCHED} where elsewhere")[0][0]:
         state.run(f"insert into {answers} ({columns}) "
-                  + answers_sql(state, f"select custom_id from {_TOUCHED} where not elsewhere", scope))
-        if state.run(f"select count(*) from {_TOUCHED} where elsewhere")[0][0]:
-            state.run(f"insert into {answers} ({columns}) "
-                      + answers_sql(state, f"select custom_id from {_TOUCHED} where elsewhere"))
+                  + answers_sql(state, f"select custom_id from {_TOUCHED} where elsewhere"))
     state.run(f"drop table if exists {_TOUCHED}")
+    state.run(f"update {state.table('batches')} set answers_at = ? where batch_id in ({batch_list})", [utcnow()])
+
+
+def refresh_pending(state: State) -> int:
+    """Bring the answers up to date with every harvested batch of this model they lag; return how many."""
+    pending = [r[0] for r in state.run(
+        f"select batch_id from {state.table('batches')} where model_id = ? and harvested_at is not null "
+        "and answers_at is null order by batch_id", [state.model_id])]
+    if pending:
+        with state.transaction():
+            refresh(state, pending)
+    return len(pending)
 
 
 def rebuild(state: State) -> None:
@@ -125,3 +142,5 @@ def rebuild(state: State) -> None:
     answers = state.table("answers")
     state.run(f"delete from {answers} where model_id = ?", [state.model_id])
     state.run(f"insert into {answers} ({', '.join(ANSWER_COLUMNS)}) {answers_sql(state, None)}")
+    state.run(f"update {state.table('batches')} set answers_at = ? where model_id = ? and harvested_at is not null",
+              [utcnow(), state.model_id])

@@ -6,7 +6,9 @@ submission that made the batch; a submitted request with no line becomes an outc
 Succeeded answers cut off by `max_tokens` become `truncated`, refusals `refused`, and answers that
 fail `output_schema` `invalid_output`. Rows that shared a de-duplicated request get a copy of its
 outcome. Everything one batch contributes is written in one transaction: a crash leaves it either
-fully harvested or not at all, and the next run harvests it again.
+fully harvested or not at all, and the next run harvests it again. The answers table is brought up
+to date once per round of harvests (`answers.refresh_pending`), so a round of many batches reads the
+history once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from dbt_claude_batch import answers
 from dbt_claude_batch.identifiers import literal
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.outputs import validate_outputs
@@ -111,7 +112,6 @@ def _harvest_file(state: State, batch_id: str, path: str | None, output_schema, 
     with state.transaction():
         load_lines(state, batch_id, path, output_schema, keep_message)
         notes = finish_batch(state, batch_id, archived=archived)
-        answers.refresh(state, [batch_id])
     if notes:
         logger.warning(f"batch {batch_id} did not reconcile: {'; '.join(notes)}")
 

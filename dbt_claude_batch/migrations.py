@@ -191,6 +191,7 @@ MIGRATIONS: dict[int, list[str]] = {
             parts integer,
             shared_from varchar)""",
         "alter table {s}.models add column answers_ready boolean default false",
+        "alter table {s}.batches add column answers_at timestamp",  # when its keys' answers were brought up to date
     ],
 }
 

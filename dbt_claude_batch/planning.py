@@ -78,19 +78,22 @@ def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequ
 TOO_LONG_PATTERN = "prompt is too long"
 
 
-def scope_sql(scope: tuple[str, str] | None) -> str:
-    """Literals, so DuckDB reads only the row groups of one submission (requests `r`, batches `s`)."""
+def scope_sql(scope: tuple[list[str], list[str]] | None) -> str:
+    """Literals, so DuckDB reads only the row groups of some submissions (requests `r`) and their
+    batches (submissions `s`): `scope` is (submission_ids, batch_ids)."""
     if scope is None:
         return ""
-    return f" and r.submission_id = {literal(scope[0])} and s.batch_id = {literal(scope[1])}"
+    return (f" and r.submission_id in ({', '.join(literal(x) for x in scope[0])})"
+            f" and s.batch_id in ({', '.join(literal(x) for x in scope[1])})")
 
 
-def key_attempts_sql(state: State, only_keys: str | None = None, scope: tuple[str, str] | None = None) -> str:
+def key_attempts_sql(state: State, only_keys: str | None = None,
+                     scope: tuple[list[str], list[str]] | None = None) -> str:
     """One row per (key, attempt): the parts of a split request and their outcomes rolled into one.
 
     An attempt is in flight while any part lacks an outcome, succeeded when every part did, and
     otherwise failed as its first failing part did. `only_keys`, a query of custom_ids, narrows it;
-    `scope`, a (submission_id, batch_id), reads only that submission's requests (see answers.refresh).
+    `scope`, (submission_ids, batch_ids), reads only those submissions' requests (see answers.refresh).
     """
     narrow = f" and coalesce(r.key_custom_id, r.custom_id) in ({only_keys})" if only_keys else ""
     narrow += scope_sql(scope)

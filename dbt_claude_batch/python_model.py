@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from dbt_claude_batch import planning
+from dbt_claude_batch import answers, planning
 from dbt_claude_batch.client import LazyClient, require_api_key
 from dbt_claude_batch.duckdb_memory import bounded
 from dbt_claude_batch.errors import ConfigError, RunHealthError
@@ -83,11 +83,10 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
         check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
     state.record_model(list(cfg.key), key_types)
     if not state.answers_ready():  # state written by a version before the answers table
-        from dbt_claude_batch import answers
-
         with state.transaction():
             answers.rebuild(state)
             state.set_answers_ready()
+    answers.refresh_pending(state)  # harvested by a run that stopped before its answers were brought up to date
     record = start_run(state)
     finish = functools.partial(_finish, session, state, cfg, this, key_types, dbt.is_incremental, started,
                                source_sql, record)
@@ -256,6 +255,7 @@ def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:
 
     for batch_id, archived in refresh(api.get(), state):
         harvest_batch(api.get(), state, batch_id, archived, cfg.output_schema, cfg.keep_message)
+    answers.refresh_pending(state)
 
 
 def _drop_leaked_tmp_tables(state: State, this) -> None:

@@ -12,11 +12,12 @@ STATE = '"dbt_claude_batch"'
 
 
 def _as_if_written_by_v4(project) -> None:
-    """Take the database back to state v4: no answers table, no answers_ready column."""
+    """Take the database back to state v4: no answers table, no answers_ready or answers_at column."""
     con = duckdb.connect(str(project.db_path))
     try:
         con.execute(f"drop table {STATE}.answers")
         con.execute(f"alter table {STATE}.models drop column answers_ready")
+        con.execute(f"alter table {STATE}.batches drop column answers_at")
         con.execute(f"delete from {STATE}.state_version where version = 5")
     finally:
         con.close()
@@ -82,3 +83,25 @@ def test_a_reverted_edit_after_a_failed_newer_attempt_is_planned_again_and_clear
     row = project.results()[2]
     assert row["output_text"] == expected_answer(2, rows[1]["body"]) and row["attempt"] == 3
     assert create_calls(emulator) == creates  # answered from state, not bought again
+
+
+def test_answers_left_behind_by_a_run_that_stopped_after_harvesting_are_caught_up(project, emulator):
+    """Harvest commits each batch; the answers of a round follow in their own transaction. A run that
+    stopped in between (simulated: the batches' answers_at cleared, their answers gone) is caught up."""
+    rows = items(6)
+    project.load_table("items", rows)
+    project.configure(replace=False, **FAST)
+    project.run()
+    con = duckdb.connect(str(project.db_path))
+    try:
+        con.execute(f"update {STATE}.batches set answers_at = null")
+        con.execute(f"delete from {STATE}.answers")
+    finally:
+        con.close()
+
+    project.dbt("run", "-s", project.model, "--full-refresh")  # results are read from the answers table
+
+    assert {k: v["output_text"] for k, v in project.results().items()} == {
+        r["id"]: expected_answer(r["id"], r["body"]) for r in rows}
+    assert project.query(f"select count(*) from {STATE}.batches where answers_at is null") == [(0,)]
+    assert create_calls(emulator) == 1
