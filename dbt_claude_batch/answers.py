@@ -126,14 +126,28 @@ def refresh(state: State, batch_ids: list[str]) -> None:
     state.run(f"update {state.table('batches')} set answers_at = ? where batch_id in ({batch_list})", [utcnow()])
 
 
+# Requests whose answers one transaction brings up to date at most: a first harvest of millions of
+# results is landed in bounded steps, each within a DuckDB `memory_limit` of 1GB.
+STEP_REQUESTS = 100_000
+
+
 def refresh_pending(state: State) -> int:
     """Bring the answers up to date with every harvested batch of this model they lag; return how many."""
-    pending = [r[0] for r in state.run(
-        f"select batch_id from {state.table('batches')} where model_id = ? and harvested_at is not null "
-        "and answers_at is null order by batch_id", [state.model_id])]
-    if pending:
-        with state.transaction():
-            refresh(state, pending)
+    pending = state.run(
+        f"select batch_id, n_submitted from {state.table('batches')} where model_id = ? "
+        "and harvested_at is not null and answers_at is null order by batch_id", [state.model_id])
+    steps: list[list[str]] = [[]]
+    size = 0
+    for batch_id, n in pending:
+        if steps[-1] and size + (n or 0) > STEP_REQUESTS:
+            steps.append([])
+            size = 0
+        steps[-1].append(batch_id)
+        size += n or 0
+    for step in steps:
+        if step:
+            with state.transaction():
+                refresh(state, step)
     return len(pending)
 
 
