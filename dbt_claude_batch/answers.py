@@ -41,12 +41,7 @@ def answers_sql(state: State, only_keys: str | None, scope: tuple[list[str], lis
         from cb_attempts
         qualify result_type = 'succeeded'
             and row_number() over (partition by custom_id order by (result_type = 'succeeded') desc, attempt desc) = 1),
-    cb_seq as (
-        select coalesce(r.key_custom_id, r.custom_id) as custom_id, max(o.harvest_seq) as seq
-        from {state.table('requests')} r
-        join {state.table('submissions')} s using (submission_id)
-        join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
-        where r.model_id = {literal(state.model_id)}{narrow} group by all),
+    cb_seq as (select custom_id, max(harvest_seq) as seq from cb_attempts group by all),
     cb_parts as (
         select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.attempt, coalesce(r.part, 1) as part,
                r.key_json, r.request_hash, r.input_hash, k.latest_attempt, o.output_text, o.output_json, o.stop_reason, o.answered_model,
@@ -136,19 +131,23 @@ def refresh_pending(state: State) -> int:
     pending = state.run(
         f"select batch_id, n_submitted from {state.table('batches')} where model_id = ? "
         "and harvested_at is not null and answers_at is null order by batch_id", [state.model_id])
-    steps: list[list[str]] = [[]]
-    size = 0
-    for batch_id, n in pending:
-        if steps[-1] and size + (n or 0) > STEP_REQUESTS:
-            steps.append([])
-            size = 0
-        steps[-1].append(batch_id)
-        size += n or 0
-    for step in steps:
-        if step:
-            with state.transaction():
-                refresh(state, step)
+    for step in steps(pending, STEP_REQUESTS):
+        with state.transaction():
+            refresh(state, step)
     return len(pending)
+
+
+def steps(batches: list[tuple[str, int | None]], limit: int) -> list[list[str]]:
+    """(batch_id, requests) in order, cut into runs of at most `limit` requests (a bigger batch alone)."""
+    out: list[list[str]] = []
+    size = 0
+    for batch_id, n in batches:
+        if not out or size + (n or 0) > limit:
+            out.append([])
+            size = 0
+        out[-1].append(batch_id)
+        size += n or 0
+    return out
 
 
 def rebuild(state: State) -> None:

@@ -100,7 +100,7 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
     return f"""with cb_req as (
             select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.key_json, r.input_hash,
                    r.request_hash, r.attempt, coalesce(r.part, 1) as part, r.max_tokens, s.batch_id,
-                   o.result_type, o.error_type, o.error_message, o.canceled_by_user, o.harvested_at
+                   o.result_type, o.error_type, o.error_message, o.canceled_by_user, o.harvested_at, o.harvest_seq
             from {state.table('requests')} r
             join {state.table('submissions')} s using (submission_id)
             left join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
@@ -116,7 +116,7 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
                min_by(error_message, part) filter (where result_type <> 'succeeded') as error_message,
                coalesce(min_by(canceled_by_user, part) filter (where result_type <> 'succeeded'), false) as canceled_by_user,
                coalesce(min_by(batch_id, part) filter (where result_type <> 'succeeded'), any_value(batch_id)) as batch_id,
-               max(harvested_at) as harvested_at
+               max(harvested_at) as harvested_at, max(harvest_seq) as harvest_seq
         from cb_req group by key_custom_id, attempt"""
 
 
@@ -159,20 +159,13 @@ def open_rows(state: State, rerun: bool) -> str:
     """
     if rerun:
         return STAGED
-    flying = (
-        f"select coalesce(r.key_custom_id, r.custom_id) from {state.table('requests')} r "
-        f"join {state.table('submissions')} s using (submission_id) "
-        f"left join {state.table('batches')} b on b.batch_id = s.batch_id "
-        f"where s.model_id = {literal(state.model_id)} and s.status in ('creating', 'in_doubt', 'submitted') "
-        "and b.harvested_at is null"
-    )
     state.run(
         f"""create or replace temp table {OPEN} as
         select st.* from {STAGED} st
         left join (select custom_id, input_hash from {state.table('answers')}
                    where model_id = {literal(state.model_id)} and attempt = latest_attempt) a
             on a.custom_id = st.__cb_custom_id and a.input_hash = st.__cb_input_hash
-        where a.custom_id is null or st.__cb_custom_id in ({flying})"""
+        where a.custom_id is null or st.__cb_custom_id in (select custom_id from ({state.flying_requests_sql()}))"""
     )
     return OPEN
 

@@ -54,8 +54,9 @@ def next_wait(interval: float, remaining: float, polls: int = 0, until_expected:
     """Seconds to the next poll, with +-20% jitter so many models do not poll in lockstep.
 
     The first polls come quickly (1 s, 2 s, 4 s, ... up to `interval`), so a batch that ends early
-    is noticed early (a retrieve is free; doubling keeps a long wait to a handful of them); when the model's past batches say when this one should end, the poll lands
-    there instead of up to one interval late. Never past the wait budget.
+    is noticed early (a retrieve is free; doubling keeps a long wait to a handful of them); when the
+    model's past batches say when this one should end, the poll lands there instead of up to one
+    interval late. Never past the wait budget.
     """
     floor = min(interval, MIN_POLL_SECONDS)
     wait = min(interval, floor * 2 ** polls)

@@ -50,15 +50,16 @@ def list_price(model: str, overrides: Mapping[str, Any] | None = None) -> tuple[
     return price_table(overrides).get(model_family(model))
 
 
-def _text_tokens(text: str) -> int:
+def text_tokens(text: str) -> int:
+    """The estimate for one text block: ceil(UTF-8 bytes / 4)."""
     return math.ceil(len(text.encode("utf-8")) / 4) if text else 0
 
 
 def _content_tokens(content: Any) -> int:
     if isinstance(content, str):
-        return _text_tokens(content)
+        return text_tokens(content)
     if isinstance(content, list):
-        return sum(_text_tokens(b.get("text", "")) for b in content if isinstance(b, dict))
+        return sum(text_tokens(b.get("text", "")) for b in content if isinstance(b, dict))
     return 0
 
 

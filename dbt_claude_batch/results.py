@@ -56,9 +56,7 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
         mark = int(state.run(f"select coalesce(max(harvest_seq), -1) from {existing}")[0][0])
         newer_answers, flying = state.run(
             f"select exists (select 1 from {state.table('answers')} where model_id = ? and seq > {mark}), "
-            f"exists (select 1 from {state.table('submissions')} s left join {state.table('batches')} b "
-            "on b.batch_id = s.batch_id where s.model_id = ? and s.status in ('creating', 'in_doubt', 'submitted') "
-            "and b.harvested_at is null)", [state.model_id, state.model_id])[0]
+            f"exists ({state.flying_requests_sql()})", [state.model_id])[0]
         # Rows flagged as about to change whose newer request went nowhere (abandoned) are cleared too.
         flagged = flag_column and state.run(f"select exists (select 1 from {existing} where newer_request_in_flight)")[0][0]
         if not newer_answers and not flying and not flagged:
@@ -69,13 +67,7 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
             where.append(f"(w.seq > {mark} or w.custom_id in (select custom_id from cb_in_flight){also})")
     if current_keys:
         where.append(f"w.custom_id in ({current_keys})")
-    in_flight = (
-        f"select coalesce(r.key_custom_id, r.custom_id) as custom_id, max(r.attempt) as flying_attempt "
-        f"from {state.table('requests')} r join {state.table('submissions')} s using (submission_id) "
-        f"left join {state.table('batches')} b on b.batch_id = s.batch_id "
-        f"where s.model_id = {literal(state.model_id)} and s.status in ('creating', 'in_doubt', 'submitted') "
-        f"and b.harvested_at is null group by all"
-    )
+    in_flight = f"select custom_id, max(attempt) as flying_attempt from ({state.flying_requests_sql()}) group by all"
     if settings.split_join == "json_array":
         text = "to_json(w.output_parts)::varchar"
     else:

@@ -22,7 +22,7 @@ from dbt_claude_batch.errors import RowTemplateError, SourceDataError
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
                                        load_rendered)
-from dbt_claude_batch.pricing import estimate_input_tokens, list_price
+from dbt_claude_batch.pricing import estimate_input_tokens, list_price, text_tokens
 from dbt_claude_batch.prompts import Prompt, canonical_json, params_sql, request_params
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import MARKER_PREFIX, State
@@ -270,7 +270,7 @@ class _Writer:
         if fast is not None and max_tokens == self.settings.max_tokens:
             # The request JSON built by SQL is this row's line as it is (same max_tokens, never split).
             line = b'{"custom_id":"' + key_id.encode() + b'","params":' + fast.encode("utf-8") + b"}"
-            estimate = self.fixed_tokens + math.ceil(len(row["__cb_prompt"].encode("utf-8")) / 4)
+            estimate = self.fixed_tokens + text_tokens(row["__cb_prompt"])
             chunk, offset, size, cost = self.append(lane, line, row["__cb_model"], estimate, max_tokens,
                                                     row["__cb_key_json"])
             ids = [key_id]

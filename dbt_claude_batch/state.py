@@ -231,6 +231,14 @@ class State:
                 "where (s.status in ('creating', 'in_doubt') or (s.status = 'submitted' and b.kind = 'batch' "
                 f"and b.harvested_at is null and coalesce(b.processing_status, '') <> 'ended')){mine}")
 
+    def flying_requests_sql(self) -> str:
+        """This model's requests not yet harvested (key custom_id, attempt): creates in doubt, batches in flight."""
+        return (f"select coalesce(r.key_custom_id, r.custom_id) as custom_id, r.attempt from {self.table('requests')} r "
+                f"join {self.table('submissions')} s using (submission_id) "
+                f"left join {self.table('batches')} b on b.batch_id = s.batch_id "
+                f"where s.model_id = {literal(self.model_id)} and s.status in ('creating', 'in_doubt', 'submitted') "
+                "and b.harvested_at is null")
+
     def requests_in_flight(self) -> int:
         """Requests of this state (every model) in the processing queue, marker requests included."""
         return int(self.run(

@@ -47,15 +47,20 @@ def test_state_from_before_the_answers_table_is_upgraded_and_loses_no_answer(pro
     assert create_calls(emulator) == 2
 
 
-def test_a_newer_attempt_that_fails_keeps_the_earlier_answer_and_clears_the_flag(project, emulator):
+def _answered_then_an_edit_fails(project, emulator) -> list[dict]:
+    """Four rows answered; then row 2 is edited and its new request fails (invalid request). Returns the rows."""
     rows = items(4)
     project.load_table("items", rows)
     project.configure(replace=False, max_failure_ratio=1, **FAST)
     project.run()
     emulator.set_scenarios([{"name": "result_outcome", "custom_ids": ["2"], "outcome": "invalid_request_error"}])
     project.load_table("items", [dict(r, body="edited") if r["id"] == 2 else r for r in rows])
-
     project.run()
+    return rows
+
+
+def test_a_newer_attempt_that_fails_keeps_the_earlier_answer_and_clears_the_flag(project, emulator):
+    rows = _answered_then_an_edit_fails(project, emulator)
 
     row = project.results()[2]
     assert row["output_text"] == expected_answer(2, rows[1]["body"]) and row["attempt"] == 1
@@ -65,13 +70,7 @@ def test_a_newer_attempt_that_fails_keeps_the_earlier_answer_and_clears_the_flag
 
 def test_a_reverted_edit_after_a_failed_newer_attempt_is_planned_again_and_clears_the_failure(project, emulator):
     """Planning skips only settled rows (newest attempt answered, same inputs); this row is not one."""
-    rows = items(4)
-    project.load_table("items", rows)
-    project.configure(replace=False, max_failure_ratio=1, **FAST)
-    project.run()
-    emulator.set_scenarios([{"name": "result_outcome", "custom_ids": ["2"], "outcome": "invalid_request_error"}])
-    project.load_table("items", [dict(r, body="edited") if r["id"] == 2 else r for r in rows])
-    project.run()
+    rows = _answered_then_an_edit_fails(project, emulator)
     assert 2 in project.failures()
     emulator.clear_scenarios()
     creates = create_calls(emulator)

@@ -147,3 +147,9 @@ def test_refreshing_the_batches_harvested_gives_what_a_rebuild_gives():
     assert kept == [(1, "first", 7)]  # the earlier answer stays; its key's newest outcome moved on
     answers.rebuild(state)
     assert con.execute(f"select attempt, output_text, seq from {state.table('answers')}").fetchall() == kept
+
+
+def test_answers_are_brought_up_to_date_in_steps_of_bounded_size():
+    batches = [("a", 100_000), ("b", 60_000), ("c", 40_000), ("d", 150_000), ("e", None), ("f", 1)]
+    assert answers.steps(batches, 100_000) == [["a"], ["b", "c"], ["d"], ["e", "f"]]
+    assert answers.steps([], 100_000) == []
