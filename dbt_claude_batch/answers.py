@@ -90,13 +90,16 @@ def refresh(state: State, batch_ids: list[str]) -> None:
     scope = (submission_ids, list(batch_ids))
     # The keys these batches have outcomes for; `elsewhere`: those with a request in another submission
     # (an earlier attempt, or parts of a split prompt sent in another batch).
+    # `n`: their requests in these submissions (more than one for a split prompt, or for two attempts
+    # harvested in one step).
     state.run(
         f"""create or replace temp table {_TOUCHED} as
-        select distinct coalesce(r.key_custom_id, r.custom_id) as custom_id, false as elsewhere
+        select coalesce(r.key_custom_id, r.custom_id) as custom_id, count(*) as n, false as elsewhere
         from {state.table('outcomes')} o
         join {state.table('submissions')} s on s.batch_id = o.batch_id
         join {requests} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id
-        where o.batch_id in ({batch_list}){scope_sql(scope)}"""
+        where o.batch_id in ({batch_list}){scope_sql(scope)}
+        group by all"""
     )
     # A join, so the hash table is built from these keys, not from every request of the model.
     state.run(
@@ -110,15 +113,35 @@ def refresh(state: State, batch_ids: list[str]) -> None:
     state.run(f"delete from {answers} where model_id = ? and custom_id in (select custom_id from {_TOUCHED})",
               [state.model_id])
     columns = ", ".join(ANSWER_COLUMNS)
-    # Keys answered only here are read from these submissions alone, which DuckDB finds by zone maps;
-    # the others from their whole history.
-    state.run(f"insert into {answers} ({columns}) "
-              + answers_sql(state, f"select custom_id from {_TOUCHED} where not elsewhere", scope))
+    # A key whose only request is here is its one outcome, when that succeeded: no aggregation.
+    state.run(f"insert into {answers} ({columns}) " + _single_answers_sql(state, batch_list, scope))
+    # Other keys answered only here are read from these submissions alone, which DuckDB finds by zone
+    # maps; the rest from their whole history.
+    if state.run(f"select count(*) from {_TOUCHED} where not elsewhere and n > 1")[0][0]:
+        state.run(f"insert into {answers} ({columns}) "
+                  + answers_sql(state, f"select custom_id from {_TOUCHED} where not elsewhere and n > 1", scope))
     if state.run(f"select count(*) from {_TOUCHED} where elsewhere")[0][0]:
         state.run(f"insert into {answers} ({columns}) "
                   + answers_sql(state, f"select custom_id from {_TOUCHED} where elsewhere"))
     state.run(f"drop table if exists {_TOUCHED}")
     state.run(f"update {state.table('batches')} set answers_at = ? where batch_id in ({batch_list})", [utcnow()])
+
+
+def _single_answers_sql(state: State, batch_list: str, scope: tuple[list[str], list[str]]) -> str:
+    """What `answers_sql` gives for keys with one request in all their history (`n = 1`, not elsewhere):
+    that request's outcome, if it succeeded, as the answer of its only (so latest) attempt."""
+    return f"""select {literal(state.model_id)}, coalesce(r.key_custom_id, r.custom_id), r.attempt, r.key_json,
+           r.request_hash, r.input_hash, r.attempt, o.output_text, null, o.output_json, o.stop_reason,
+           o.answered_model, o.input_tokens, o.output_tokens, o.cache_creation_input_tokens,
+           o.cache_creation_1h_input_tokens, o.cache_read_input_tokens, o.service_tier, o.batch_id, b.ended_at,
+           coalesce(o.harvest_seq, 0), coalesce(o.harvest_seq, 0), 1, o.shared_from
+    from {state.table('outcomes')} o
+    join {state.table('submissions')} s on s.batch_id = o.batch_id
+    join {state.table('requests')} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id
+    join {state.table('batches')} b on b.batch_id = o.batch_id
+    join {_TOUCHED} t on t.custom_id = coalesce(r.key_custom_id, r.custom_id) and t.n = 1 and not t.elsewhere
+    where o.batch_id in ({batch_list}) and o.result_type = 'succeeded'
+      and r.model_id = {literal(state.model_id)} and s.status not in ('rejected', 'abandoned'){scope_sql(scope)}"""
 
 
 # Requests whose answers one transaction brings up to date at most: a first harvest of millions of

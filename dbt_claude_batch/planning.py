@@ -64,14 +64,14 @@ def source_digest(state: State, source_sql: str, key: Sequence[str], prompt_colu
 
 
 def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequence[str], rows: str,
-                       extra: str = "") -> str:
+                       extra: str = "", ordered: bool = True) -> str:
     """`rows` (a query with __cb_custom_id and __cb_ordinal) joined back to the source's prompt columns;
-    `extra`, more select-list items (`, expr as name`) over them."""
+    `extra`, more select-list items (`, expr as name`) over them; in `__cb_ordinal` order if `ordered`."""
     columns = "".join(f", s.{quote(c)}" for c in prompt_columns)
     return (
         f"select c.*{columns}{extra} from ({rows}) c "
         f"join (select {custom_id_sql(key)} as __cb_source_id, * from ({source_sql})) s "
-        f"on s.__cb_source_id = c.__cb_custom_id order by c.__cb_ordinal"
+        f"on s.__cb_source_id = c.__cb_custom_id" + (" order by c.__cb_ordinal" if ordered else "")
     )
 
 
@@ -223,7 +223,9 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
                     when not __cb_same_input then 'maybe_changed'
                     when __cb_user_canceled then 'resubmit_canceled'
                     else 'retry' end as __cb_reason
-        from cb_candidates"""
+        from cb_candidates
+        -- stored in order, so each batch's rows are found by zone maps (pending_requests_sql)
+        order by __cb_ordinal"""
     )
     return state.run(f"select count(*) from {PENDING}")[0][0]
 
@@ -262,12 +264,15 @@ def reason_counts(state: State) -> dict[str, int]:
     ))
 
 
-def pending_requests_sql(chunk: int) -> str:
+def pending_requests_sql(state: State, chunk: int) -> str:
     """The state rows of one batch: its request lines and the de-duplicated rows that share them."""
+    low, high = state.run(f"select min(ordinal), max(ordinal) from {RENDERED} where chunk = ?", [int(chunk)])[0]
+    # Both tables are stored in ordinal order: the range lets DuckDB read only this batch's row groups.
+    span = f"between {int(low or 0)} and {int(high or 0)}"
     return (
         f"select r.custom_id, p.__cb_key_json as key_json, p.__cb_input_hash as input_hash, "
         f"r.request_hash, p.__cb_attempt as attempt, p.__cb_model as request_model, "
         f"p.__cb_custom_id as key_custom_id, r.part, r.parts, r.max_tokens, r.dedup_of "
         f"from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal "
-        f"where r.include and r.chunk = {int(chunk)}"
+        f"where r.include and r.chunk = {int(chunk)} and r.ordinal {span} and p.__cb_ordinal {span}"
     )

@@ -25,6 +25,7 @@ from dbt_claude_batch.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAG
 from dbt_claude_batch.pricing import estimate_input_tokens, list_price, text_tokens
 from dbt_claude_batch.prompts import Prompt, canonical_json, params_sql, request_params
 from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.sql_spool import build_in_sql
 from dbt_claude_batch.state import MARKER_PREFIX, State
 
 _ENVELOPE = len(b'{"requests":[]}')
@@ -97,9 +98,8 @@ class Spool:
     def body_of(self, chunk: Chunk, marker: bytes | None = None) -> bytes:
         """The create body for a chunk, built from raw bytes (no Python objects per request)."""
         lines = self.lines_of(chunk)[:-1].replace(b"\n", b",")
-        if marker is not None:
-            lines = lines + b"," + marker if lines else marker
-        return b'{"requests":[' + lines + b"]}"
+        # One join: a batch body is up to 256 MB, and every concatenation would copy it again.
+        return b"".join([b'{"requests":[', lines, b"," if lines and marker is not None else b"", marker or b"", b"]}"])
 
     def list_price_usd(self) -> dict[str, float]:
         """Estimated list-price cost per lane of the lines still to send."""
@@ -125,13 +125,30 @@ class Spool:
         self.n_lines = sum(c.n for c in self.chunks)
 
 
-def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str, source_sql: str) -> Spool:
+def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str, source_sql: str,
+                in_sql: bool = True) -> Spool:
+    """Render the pending rows into spool files and the verdicts table (`in_sql=False`: always row by row)."""
     spool = Spool(directory, state)
-    rows = candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}",
-                              _sql_rendered_columns(prompt, settings))
+    extra = _sql_rendered_columns(prompt, settings)
+    writer = _Writer(spool, prompt, settings)
+    if extra and in_sql:
+        rendered = build_in_sql(
+            state, settings,
+            candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}", extra,
+                               ordered=False),
+            {lane: spool.lane_path(lane) for lane in ("batch", "sync")},
+            writer.limit_requests, writer.limit_bytes, writer.fixed_tokens)
+        if rendered is not None:
+            spool.chunks = [Chunk(index=i, lane=lane, path=spool.lane_path(lane), n=n, n_bytes=size, offset=offset,
+                                  length=size, model=model) for i, lane, n, size, offset, model in rendered.chunks]
+            spool.n_lines = sum(c.n for c in spool.chunks)
+            spool.n_deduplicated = rendered.n_deduplicated
+            spool.unpriced_models = rendered.unpriced_models
+            return spool
+    rows = candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}", extra)
     reader = state.cursor.sql(rows).to_arrow_reader(_READ_ROWS)
     try:
-        _Writer(spool, prompt, settings).write(reader)
+        writer.write(reader)
     except BaseException:
         state.cursor.abort()  # DuckDB refuses further work on a cursor with an unfinished result
         raise

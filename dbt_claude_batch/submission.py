@@ -72,7 +72,7 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
         submission_id = str(uuid.uuid4())
         marker = marker_id(submission_id)
         body = spool.body_of(chunk, marker_line(marker, chunk.model))
-        state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(chunk.index), marker,
+        state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(state, chunk.index), marker,
                             est_cost_usd)
         sent_at = time.perf_counter()
         try:

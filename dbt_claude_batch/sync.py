@@ -59,7 +59,7 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
     batch_id = "sync_" + uuid.uuid4().hex[:24]
     submission_id = str(uuid.uuid4())
     lines = spool.lines_of(chunk).splitlines()
-    state.record_intent(submission_id, chunk.n, chunk.n_bytes, pending_requests_sql(chunk.index))
+    state.record_intent(submission_id, chunk.n, chunk.n_bytes, pending_requests_sql(state, chunk.index))
     now = utcnow()
     state.mark_submitted(submission_id, _pseudo_batch(batch_id, len(lines), now), kind="sync")
     logger.info(f"sending {len(lines)} requests synchronously ({concurrency} at a time) as {batch_id}")

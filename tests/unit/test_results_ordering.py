@@ -153,3 +153,44 @@ def test_answers_are_brought_up_to_date_in_steps_of_bounded_size():
     batches = [("a", 100_000), ("b", 60_000), ("c", 40_000), ("d", 150_000), ("e", None), ("f", 1)]
     assert answers.steps(batches, 100_000) == [["a"], ["b", "c"], ["d"], ["e", "f"]]
     assert answers.steps([], 100_000) == []
+
+
+def _request(state, sub, batch_id, custom_id, key, attempt, result, text, part=None, parts=None, seq=None):
+    """One request line of submission `sub` (created with its batch when first named) and its outcome."""
+    if not state.run(f"select count(*) from {state.table('submissions')} where submission_id = ?", [sub])[0][0]:
+        t0 = dt.datetime(2026, 1, 1)
+        state.run(f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, "
+                  "n_bytes, intent_at, settled_at) values (?, ?, 'submitted', ?, 1, 10, ?, ?)",
+                  [sub, MODEL, batch_id, t0, t0])
+        state.run(f"insert into {state.table('batches')} (batch_id, model_id, submission_id, n_submitted, ended_at, "
+                  "harvested_at) values (?, ?, ?, 1, ?, ?)", [batch_id, MODEL, sub, t0, t0])
+    state.run(f"insert into {state.table('requests')} (submission_id, model_id, custom_id, key_custom_id, key_json, "
+              "input_hash, request_hash, attempt, model, part, parts) values (?, ?, ?, ?, ?, 'in', ?, ?, 'claude-haiku-4-5', ?, ?)",
+              [sub, MODEL, custom_id, key, f'{{"id":"{key}"}}', f"hash-{key}-{attempt}", attempt, part, parts])
+    state.run(f"insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, output_text, "
+              "answered_model, input_tokens, output_tokens, harvested_at, harvest_seq) "
+              "values (?, ?, ?, ?, ?, 'claude-haiku-4-5', 10, 2, ?, ?)",
+              [batch_id, custom_id, MODEL, result, text, dt.datetime(2026, 1, 1), seq])
+
+
+def test_every_kind_of_key_refreshed_in_one_step_gives_what_a_rebuild_gives():
+    """Keys with one request take a plain join; split keys, keys with two attempts in the step and keys
+    with older requests elsewhere take the aggregation: every kind must come out as a rebuild has it."""
+    con, state = _state()
+    _request(state, "s0", "b0", "old", "old", 1, "succeeded", "old answer", seq=1)  # history elsewhere
+    answers.refresh(state, ["b0"])
+    _request(state, "s1", "b1", "one", "one", 1, "succeeded", "single", seq=2)
+    _request(state, "s1", "b1", "bad", "bad", 1, "errored", None, seq=3)
+    _request(state, "s1", "b1", "split-p1", "split", 1, "succeeded", "first half", part=1, parts=2, seq=4)
+    _request(state, "s1", "b1", "split-p2", "split", 1, "succeeded", "second half", part=2, parts=2, seq=5)
+    _request(state, "s1", "b1", "twice", "twice", 1, "expired", None, seq=6)
+    _request(state, "s2", "b2", "twice", "twice", 2, "succeeded", "second try", seq=7)
+    _request(state, "s2", "b2", "old", "old", 2, "errored", None, seq=8)
+    answers.refresh(state, ["b1", "b2"])
+    columns = ", ".join(answers.ANSWER_COLUMNS)
+    kept = con.execute(f"select {columns} from {state.table('answers')} order by custom_id").fetchall()
+    assert [(r[1], r[2], r[7], r[8], r[21]) for r in kept] == [
+        ("old", 1, "old answer", None, 8), ("one", 1, "single", None, 2),
+        ("split", 1, None, ["first half", "second half"], 5), ("twice", 2, "second try", None, 7)]
+    answers.rebuild(state)
+    assert con.execute(f"select {columns} from {state.table('answers')} order by custom_id").fetchall() == kept

@@ -1,0 +1,119 @@
+"""The spool pass in SQL gives what the row pass gives: the same verdicts, bytes and batches (pure DuckDB).
+
+The row pass (spool.py) is the reference: it decides, row by row, what is sent, shared, skipped and
+where batches are cut. The SQL pass replaces it for plain templates, so any difference between the two
+would send different requests, or cut batches the recorded requests do not match.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from dbt_claude_batch import planning
+from dbt_claude_batch.errors import SourceDataError
+from dbt_claude_batch.prompts import Prompt
+from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.spool import build_spool
+from dbt_claude_batch.state import State
+
+MODEL = "db.main.items_batch"
+TEMPLATE = "Classify this ticket:\n{{ body }}"
+
+
+def _bodies() -> dict[int, str]:
+    bodies = {i: f"body {i} " + "x" * (i * 7 % 60) for i in range(1, 41)}
+    bodies.update({20: "same text", 21: "same text", 22: "same text",  # a group whose first row is unchanged
+                   30: "shared", 31: "shared", 32: "shared", 34: "shared",  # a group that shares one line
+                   5: "{{ not a template }} é 漢字 😀 \"quoted\" \\ back\tslash"})
+    return bodies
+
+
+def _planned(tmp_path, **settings_kw):
+    (tmp_path / "t.j2").write_text(TEMPLATE, encoding="utf-8")
+    settings = Settings.build(None, {"key": "id", "prompt_template": "t.j2", "model": "claude-haiku-4-5",
+                                     **settings_kw})
+    prompt = Prompt(settings, str(tmp_path), {"id": "BIGINT", "body": "VARCHAR"})
+    con = duckdb.connect()
+    state = State(con, "dbt_claude_batch", MODEL)
+    state.ensure()
+    con.execute("create table items (id bigint, body varchar)")
+    con.executemany("insert into items values (?, ?)", list(_bodies().items()))
+    source = "select * from items"
+    planning.stage(state, source, settings.key, prompt.columns, settings.model_column, settings.model,
+                   prompt.fingerprint())
+    planning.plan(state, settings.max_attempts, False, settings.effective_max_tokens_cap, settings.max_tokens,
+                  can_split=False, rerun_filter="__cb_custom_id in ('3', '8', '33')")
+    return con, state, settings, prompt, source
+
+
+def _as_if_sent_before(con, state, settings, prompt, source, tmp_path):
+    """Give some rows a history: inputs changed since their last attempt, which rendering then judges."""
+    build_spool(state, prompt, settings, str(tmp_path), source, in_sql=False)
+    hashes = dict(con.execute(f"select custom_id, request_hash from {planning.RENDERED}").fetchall())
+    for custom_id, prev, retry in (("10", hashes["10"], False), ("11", hashes["11"], True), ("12", "old", False),
+                                   ("20", hashes["20"], False), ("32", hashes["32"], False), ("34", hashes["34"], True)):
+        con.execute(f"update {planning.PENDING} set __cb_reason = 'maybe_changed', __cb_prev_request_hash = ?, "
+                    "__cb_would_retry = ? where __cb_custom_id = ?", [prev, retry, custom_id])
+
+
+def _outcome(con, spool, directory) -> dict:
+    rendered = con.execute(f"select * from {planning.RENDERED} order by ordinal, custom_id").fetchall()
+    files = {}
+    for lane in ("batch", "sync"):
+        path = directory / f"requests-{lane}.jsonl"
+        files[lane] = path.read_bytes() if path.exists() else None
+    chunks = [(c.index, c.lane, c.n, c.n_bytes, c.offset, c.length, c.model) for c in spool.chunks]
+    return {"rendered": rendered, "files": files, "chunks": chunks, "n_lines": spool.n_lines,
+            "n_deduplicated": spool.n_deduplicated, "unpriced": spool.unpriced_models,
+            "bodies": [spool.body_of(c) for c in spool.chunks]}
+
+
+@pytest.mark.parametrize("settings_kw", [
+    {},
+    {"max_requests_per_batch": 4},  # the count cuts batches
+    {"max_batch_bytes": 1100},  # the bytes cut batches, at lines of varied length
+    {"model": "claude-future-9", "dedupe": False},  # no price known; nothing shared
+], ids=["defaults", "by-count", "by-bytes", "unpriced-no-dedupe"])
+def test_the_sql_pass_gives_what_the_row_pass_gives(tmp_path, settings_kw):
+    con, state, settings, prompt, source = _planned(tmp_path, **settings_kw)
+    _as_if_sent_before(con, state, settings, prompt, source, tmp_path)
+    by_row, in_sql = tmp_path / "rows", tmp_path / "sql"
+    by_row.mkdir()
+    in_sql.mkdir()
+
+    expected = _outcome(con, build_spool(state, prompt, settings, str(by_row), source, in_sql=False), by_row)
+    got = _outcome(con, build_spool(state, prompt, settings, str(in_sql), source), in_sql)
+
+    assert not (in_sql / "verdicts.csv").exists()  # the SQL pass ran
+    assert got == expected
+    reasons = {r[7] for r in got["rendered"]}
+    assert {"new", "changed", "retry", "unchanged", "rerun"} <= reasons
+    assert {c[1] for c in got["chunks"]} == {"batch", "sync"}
+    if settings.dedupe:
+        # 31 and 34 (a retry) share 30's line; 32 is unchanged; 21 and 22 send their own (20 is unchanged)
+        assert got["n_deduplicated"] == 2
+    if "max_requests_per_batch" in settings_kw or "max_batch_bytes" in settings_kw:
+        assert len([c for c in got["chunks"] if c[1] == "batch"]) > 2
+
+
+def test_a_row_too_large_is_refused_the_same_way_by_both_passes(tmp_path):
+    con, state, settings, prompt, source = _planned(tmp_path, max_batch_bytes=400)
+    messages = []
+    for in_sql in (False, True):
+        with pytest.raises(SourceDataError) as caught:
+            build_spool(state, prompt, settings, str(tmp_path), source, in_sql=in_sql)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    assert "max_batch_bytes" in messages[1] and '"id":' in messages[1]
+
+
+def test_a_row_sql_cannot_build_sends_the_whole_run_through_the_row_pass(tmp_path):
+    con, state, settings, prompt, source = _planned(tmp_path)
+    con.execute(f"update {planning.PENDING} set __cb_max_tokens = 64 where __cb_custom_id = '7'")  # escalated
+
+    spool = build_spool(state, prompt, settings, str(tmp_path), source)
+
+    assert (tmp_path / "verdicts.csv").exists()
+    assert con.execute(f"select max_tokens from {planning.RENDERED} where custom_id = '7'").fetchall() == [(64,)]
+    assert (spool.n_lines, spool.n_deduplicated) == (35, 5)  # 21, 22 share 20's line; 31, 32, 34 share 30's
