@@ -53,13 +53,13 @@ MIN_POLL_SECONDS = 1.0
 def next_wait(interval: float, remaining: float, polls: int = 0, until_expected: float | None = None) -> float:
     """Seconds to the next poll, with +-20% jitter so many models do not poll in lockstep.
 
-    The first polls come quickly (1 s, 2 s, 4 s, ... up to `interval`), so a batch that ends early
-    is noticed early (a retrieve is free; doubling keeps a long wait to a handful of them); when the
-    model's past batches say when this one should end, the poll lands there instead of up to one
-    interval late. Never past the wait budget.
+    The first polls come quickly (three a second apart, then 2 s, 4 s, ... up to `interval`), so a
+    batch that ends early is noticed early (a retrieve is free; doubling keeps a long wait to a handful
+    of them); when the model's past batches say when this one should end, the poll lands there instead
+    of up to one interval late. Never past the wait budget.
     """
     floor = min(interval, MIN_POLL_SECONDS)
-    wait = min(interval, floor * 2 ** polls)
+    wait = min(interval, floor * 2 ** max(0, polls - 2))
     if until_expected is not None and until_expected > 0:
         wait = min(wait if polls else interval, max(floor, until_expected))
     return max(0.0, min(remaining, wait * random.uniform(0.8, 1.2)))

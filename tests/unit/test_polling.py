@@ -11,8 +11,9 @@ def _bounds(value: float) -> tuple[float, float]:
     return value * 0.8, value * 1.2
 
 
-@pytest.mark.parametrize("polls, expected", [(0, 1), (1, 2), (2, 4), (3, 8), (5, 32), (6, 45), (9, 45)])
-def test_first_polls_double_from_one_second_up_to_the_interval(polls, expected):
+@pytest.mark.parametrize("polls, expected", [(0, 1), (1, 1), (2, 1), (3, 2), (4, 4), (5, 8), (7, 32), (8, 45),
+                                             (11, 45)])
+def test_first_polls_come_each_second_then_double_up_to_the_interval(polls, expected):
     low, high = _bounds(expected)
     for _ in range(50):
         assert low <= next_wait(45, 10_000, polls) <= high
@@ -20,7 +21,7 @@ def test_first_polls_double_from_one_second_up_to_the_interval(polls, expected):
 
 def test_a_known_expected_end_is_aimed_at_but_never_below_one_second():
     for _ in range(50):
-        assert 0.8 * 12 <= next_wait(45, 10_000, polls=4, until_expected=12) <= 1.2 * 12
+        assert 0.8 * 12 <= next_wait(45, 10_000, polls=6, until_expected=12) <= 1.2 * 12
         assert 0.8 * 1 <= next_wait(45, 10_000, polls=3, until_expected=0.2) <= 1.2 * 1
         assert 0.8 * 30 <= next_wait(45, 10_000, polls=0, until_expected=30) <= 1.2 * 30
 
