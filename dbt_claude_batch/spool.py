@@ -79,6 +79,10 @@ class Spool:
     def lane_path(self, lane: str) -> str:
         return os.path.join(self.directory, f"requests-{lane}.jsonl")
 
+    def chunk_path(self, index: int) -> str:
+        """A batch's own spool file (the SQL pass writes one per batch; the row pass one per lane)."""
+        return os.path.join(self.directory, f"requests-batch-{index}.jsonl")
+
     @property
     def verdicts(self) -> str:
         return os.path.join(self.directory, "verdicts.csv")
@@ -136,11 +140,10 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
             state, settings,
             candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}", extra,
                                ordered=False),
-            {lane: spool.lane_path(lane) for lane in ("batch", "sync")},
-            writer.limit_requests, writer.limit_bytes, writer.fixed_tokens)
+            spool.chunk_path, writer.limit_requests, writer.limit_bytes, writer.fixed_tokens)
         if rendered is not None:
-            spool.chunks = [Chunk(index=i, lane=lane, path=spool.lane_path(lane), n=n, n_bytes=size, offset=offset,
-                                  length=size, model=model) for i, lane, n, size, offset, model in rendered.chunks]
+            spool.chunks = [Chunk(index=i, lane=lane, path=spool.chunk_path(i), n=n, n_bytes=size, length=size,
+                                  model=model) for i, lane, n, size, model in rendered.chunks]
             spool.n_lines = sum(c.n for c in spool.chunks)
             spool.n_deduplicated = rendered.n_deduplicated
             spool.unpriced_models = rendered.unpriced_models

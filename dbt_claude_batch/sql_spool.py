@@ -1,17 +1,19 @@
 """The spool pass done by DuckDB, for runs where SQL renders every candidate row.
 
-It gives the verdicts, the bytes and the batches the row pass of spool.py gives (a test holds the
-two to it), without a Python object per row: DuckDB builds each line, judges it against the last
+It gives the verdicts, the request bytes and the batches the row pass of spool.py gives (a test holds
+the two to it), without a Python object per row: DuckDB builds each line, judges it against the last
 attempt's request hash, lets identical requests share one line, prices it and numbers it, then
-writes each lane's spool with COPY. Python only cuts batches where the byte limit could bind before
-the count limit, reading line sizes as a stream. A run with any row SQL cannot build exactly (a
-control character DuckDB escapes its own way, an escalated `max_tokens`) takes the row pass instead.
+writes each batch's lines to a file of its own with COPY, one batch at a time, so the join and the
+sort behind each file stay the size of a batch however large the run. Python only cuts batches where
+the byte limit could bind before the count limit, reading line sizes as a stream. A run with any row
+SQL cannot build exactly (a control character DuckDB escapes its own way, an escalated `max_tokens`)
+takes the row pass instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable
 
 from dbt_claude_batch.errors import SourceDataError
 from dbt_claude_batch.identifiers import literal
@@ -27,16 +29,16 @@ _STREAM_ROWS = 100_000
 
 @dataclass
 class Rendered:
-    """What the pass made: per batch (index, lane, lines, bytes, offset in its lane's file, first model)."""
+    """What the pass made: per batch (index, lane, lines, bytes, first model), each in `chunk_path(index)`."""
 
-    chunks: list[tuple[int, str, int, int, int, str]]
+    chunks: list[tuple[int, str, int, int, str]]
     n_deduplicated: int
     unpriced_models: set[str]
 
 
-def build_in_sql(state, settings, rows_sql: str, lane_paths: Mapping[str, str], limit_requests: int,
+def build_in_sql(state, settings, rows_sql: str, chunk_path: Callable[[int], str], limit_requests: int,
                  limit_bytes: int, fixed_tokens: int) -> Rendered | None:
-    """Render `rows_sql` (candidates with `__cb_params`) into the lanes' spool files and the verdicts table.
+    """Render `rows_sql` (candidates with `__cb_params`) into one spool file per batch and the verdicts table.
 
     Returns None, having written nothing, when some row needs the row pass.
     """
@@ -57,7 +59,7 @@ def build_in_sql(state, settings, rows_sql: str, lane_paths: Mapping[str, str], 
         _judge(state, settings, fixed_tokens)
         _check_sizes(state, settings, limit_bytes)
         _cut(state, limit_requests, limit_bytes)
-        return _write(state, settings, lane_paths)
+        return _write(state, settings, chunk_path)
     finally:
         for table in (_ROWS, _LINES, _STARTS, _CUT):
             state.run(f"drop table if exists {table}")
@@ -84,7 +86,8 @@ def _judge(state, settings, fixed_tokens: int) -> None:
             select o.*, coalesce({dedupe} and o.__cb_leader <> o.__cb_custom_id
                                  and l.__cb_own_reason <> 'unchanged', false) as __cb_shared,
                    l.__cb_request_hash as __cb_leader_hash
-            from own o left join (select * from own where __cb_group_size > 1) l on l.__cb_custom_id = o.__cb_leader),
+            from own o left join (select __cb_custom_id, __cb_own_reason, __cb_request_hash from own
+                                  where __cb_group_size > 1) l on l.__cb_custom_id = o.__cb_leader),
         judged as (
             select *, case when not __cb_shared then __cb_own_reason
                            when __cb_reason <> 'maybe_changed' then __cb_reason
@@ -106,7 +109,7 @@ def _judge(state, settings, fixed_tokens: int) -> None:
                case when sends then own_lane end as lane,
                case when sends then {cost} else 0.0 end as cost,
                case when sends then size end as line_length,
-               case when sends then sum(size) over w - size end as line_offset,
+               case when sends then sum(size) over w - size end as lane_offset,
                case when sends then row_number() over w end as pos
         from sized
         window w as (partition by sends, own_lane order by __cb_ordinal rows between unbounded preceding and current row)"""
@@ -153,19 +156,23 @@ def _cut(state, limit_requests: int, limit_bytes: int) -> None:
         local, join = f"(l.pos - 1) // {int(limit_requests)}", ""
     else:
         local, join = "c.local_chunk", f"asof left join {_STARTS} c on c.lane = l.lane and l.pos >= c.pos"
-    # Batches are numbered in the order their first line comes, across lanes, as the row pass does.
+    # Batches are numbered in the order their first line comes, across lanes, as the row pass does;
+    # each is a file of its own, where a line's offset counts from the batch's first line.
     state.run(
         f"""create or replace temp table {_CUT} as
         with located as (select l.*, case when l.sends then {local} end as local_chunk from {_LINES} l {join}),
-        firsts as (select *, min(ordinal) over (partition by lane, local_chunk) as first_ordinal from located)
-        select * exclude (first_ordinal),
+        firsts as (select *, min(ordinal) over c as first_ordinal, min(lane_offset) over c as first_offset
+                   from located window c as (partition by lane, local_chunk))
+        select * exclude (first_ordinal, first_offset, lane_offset),
                case when sends then (dense_rank() over (partition by sends order by first_ordinal) - 1)::integer
-               end as chunk
-        from firsts"""
+               end as chunk,
+               lane_offset - first_offset as line_offset
+        from firsts
+        order by ordinal"""
     )
 
 
-def _write(state, settings, lane_paths: Mapping[str, str]) -> Rendered:
+def _write(state, settings, chunk_path: Callable[[int], str]) -> Rendered:
     state.run(
         f"""create or replace temp table {RENDERED} as
         select l.ordinal, l.custom_id, 1::integer as part, 1::integer as parts, l.request_hash,
@@ -176,16 +183,20 @@ def _write(state, settings, lane_paths: Mapping[str, str]) -> Rendered:
         from {_CUT} l left join (select * from {_CUT} where grouped) d on d.custom_id = l.dedup_of
         order by l.ordinal"""
     )
-    chunks = [(index, lane, n, int(n_bytes), int(offset), model) for index, lane, n, n_bytes, offset, model in state.run(
-        f"select chunk, lane, count(*), sum(line_length), min(line_offset), arg_min(model, ordinal) "
-        f"from {_CUT} where sends group by chunk, lane order by chunk")]
-    for lane in sorted({c[1] for c in chunks}):
-        # The lines are JSON, so they hold no raw newline: a one-column CSV without quoting is them verbatim.
+    chunks = []
+    for index, lane, n, n_bytes, low, high, model in state.run(
+            f"select chunk, lane, count(*), sum(line_length), min(ordinal), max(ordinal), arg_min(model, ordinal) "
+            f"from {_CUT} where sends group by chunk, lane order by chunk"):
+        # One batch at a time: the join and the sort stay the size of a batch, found by zone maps (both
+        # tables are in, or close to, ordinal order), however many rows the run has.
         state.run(
             f"""copy (select r.__cb_line from {_ROWS} r join {_CUT} l on l.ordinal = r.__cb_ordinal
-                     where l.lane = {literal(lane)} order by l.ordinal)
-            to {literal(lane_paths[lane])} (format csv, header false, quote '', escape '', delimiter '\x1f')"""
+                     where l.chunk = {int(index)} and r.__cb_ordinal between {int(low)} and {int(high)}
+                       and l.ordinal between {int(low)} and {int(high)}
+                     order by r.__cb_ordinal)
+            to {literal(chunk_path(index))} (format csv, header false, quote '', escape '', delimiter '\x1f')"""
         )
+        chunks.append((index, lane, n, int(n_bytes), model))
     models = {m for (m,) in state.run(f"select distinct model from {_CUT} where sends")}
     return Rendered(
         chunks=chunks,

@@ -57,16 +57,25 @@ def _as_if_sent_before(con, state, settings, prompt, source, tmp_path):
                     "__cb_would_retry = ? where __cb_custom_id = ?", [prev, retry, custom_id])
 
 
-def _outcome(con, spool, directory) -> dict:
-    rendered = con.execute(f"select * from {planning.RENDERED} order by ordinal, custom_id").fetchall()
-    files = {}
-    for lane in ("batch", "sync"):
-        path = directory / f"requests-{lane}.jsonl"
-        files[lane] = path.read_bytes() if path.exists() else None
-    chunks = [(c.index, c.lane, c.n, c.n_bytes, c.offset, c.length, c.model) for c in spool.chunks]
-    return {"rendered": rendered, "files": files, "chunks": chunks, "n_lines": spool.n_lines,
-            "n_deduplicated": spool.n_deduplicated, "unpriced": spool.unpriced_models,
-            "bodies": [spool.body_of(c) for c in spool.chunks]}
+def _outcome(con, spool) -> dict:
+    """What a pass decided, independent of how it lays out its files: every verdict with the bytes of the
+    line it sends, and every batch with its body."""
+    columns = [c for c in planning.RENDERED_COLUMNS if c != "line_offset"]
+    rendered = con.execute(f"select {', '.join(columns)}, line_offset from {planning.RENDERED} "
+                           "order by ordinal, custom_id").fetchall()
+    chunks = {c.index: c for c in spool.chunks}
+    verdicts = []
+    for *row, offset in rendered:
+        line = None
+        if offset is not None:
+            chunk = chunks[row[columns.index("chunk")]]
+            with open(chunk.path, "rb") as f:
+                f.seek(offset)  # in both layouts, where the line is in its batch's file
+                line = f.read(row[columns.index("line_length")])
+        verdicts.append((*row, line))
+    return {"verdicts": verdicts, "n_lines": spool.n_lines, "n_deduplicated": spool.n_deduplicated,
+            "unpriced": spool.unpriced_models,
+            "chunks": [(c.index, c.lane, c.n, c.n_bytes, c.length, c.model, spool.body_of(c)) for c in spool.chunks]}
 
 
 @pytest.mark.parametrize("settings_kw", [
@@ -82,12 +91,12 @@ def test_the_sql_pass_gives_what_the_row_pass_gives(tmp_path, settings_kw):
     by_row.mkdir()
     in_sql.mkdir()
 
-    expected = _outcome(con, build_spool(state, prompt, settings, str(by_row), source, in_sql=False), by_row)
-    got = _outcome(con, build_spool(state, prompt, settings, str(in_sql), source), in_sql)
+    expected = _outcome(con, build_spool(state, prompt, settings, str(by_row), source, in_sql=False))
+    got = _outcome(con, build_spool(state, prompt, settings, str(in_sql), source))
 
     assert not (in_sql / "verdicts.csv").exists()  # the SQL pass ran
     assert got == expected
-    reasons = {r[7] for r in got["rendered"]}
+    reasons = {r[7] for r in got["verdicts"]}
     assert {"new", "changed", "retry", "unchanged", "rerun"} <= reasons
     assert {c[1] for c in got["chunks"]} == {"batch", "sync"}
     if settings.dedupe:
