@@ -194,7 +194,7 @@ def _write(state, settings, chunk_path: Callable[[int], str]) -> Rendered:
                      where l.chunk = {int(index)} and r.__cb_ordinal between {int(low)} and {int(high)}
                        and l.ordinal between {int(low)} and {int(high)}
                      order by r.__cb_ordinal)
-            to {literal(chunk_path(index))} (format csv, header false, quote '', escape '', delimiter '\x1f')"""
+            to {literal(chunk_path(index))} (format csv, header false, quote '', escape '', delimiter '\x1f', new_line '\n')"""
         )
         chunks.append((index, lane, n, int(n_bytes), model))
     models = {m for (m,) in state.run(f"select distinct model from {_CUT} where sends")}
