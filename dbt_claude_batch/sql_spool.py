@@ -112,7 +112,8 @@ def _judge(state, settings, fixed_tokens: int) -> None:
                case when sends then sum(size) over w - size end as lane_offset,
                case when sends then row_number() over w end as pos
         from sized
-        window w as (partition by sends, own_lane order by __cb_ordinal rows between unbounded preceding and current row)"""
+        window w as (partition by sends, own_lane order by __cb_ordinal
+                     rows between unbounded preceding and current row)"""
     )
 
 
@@ -194,7 +195,8 @@ def _write(state, settings, chunk_path: Callable[[int], str]) -> Rendered:
                      where l.chunk = {int(index)} and r.__cb_ordinal between {int(low)} and {int(high)}
                        and l.ordinal between {int(low)} and {int(high)}
                      order by r.__cb_ordinal)
-            to {literal(chunk_path(index))} (format csv, header false, quote '', escape '', delimiter '\x1f', new_line '\n')"""
+            to {literal(chunk_path(index))}
+               (format csv, header false, quote '', escape '', delimiter '\x1f', new_line '\n')"""
         )
         chunks.append((index, lane, n, int(n_bytes), model))
     models = {m for (m,) in state.run(f"select distinct model from {_CUT} where sends")}

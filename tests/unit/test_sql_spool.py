@@ -51,8 +51,9 @@ def _as_if_sent_before(con, state, settings, prompt, source, tmp_path):
     """Give some rows a history: inputs changed since their last attempt, which rendering then judges."""
     build_spool(state, prompt, settings, str(tmp_path), source, in_sql=False)
     hashes = dict(con.execute(f"select custom_id, request_hash from {planning.RENDERED}").fetchall())
-    for custom_id, prev, retry in (("10", hashes["10"], False), ("11", hashes["11"], True), ("12", "old", False),
-                                   ("20", hashes["20"], False), ("32", hashes["32"], False), ("34", hashes["34"], True)):
+    history = [("10", hashes["10"], False), ("11", hashes["11"], True), ("12", "old", False),
+               ("20", hashes["20"], False), ("32", hashes["32"], False), ("34", hashes["34"], True)]
+    for custom_id, prev, retry in history:
         con.execute(f"update {planning.PENDING} set __cb_reason = 'maybe_changed', __cb_prev_request_hash = ?, "
                     "__cb_would_retry = ? where __cb_custom_id = ?", [prev, retry, custom_id])
 
