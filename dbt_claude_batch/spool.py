@@ -5,7 +5,8 @@ too long for the context window, lets identical requests share one line, estimat
 cuts the lines into batches by count and bytes. Lines go to a JSONL spool file and the verdicts to a
 CSV that DuckDB loads next to the candidates. Everything that can refuse a run (a request too large,
 the budget) happens here, before money is spent. Memory holds one Arrow batch of rows, plus one entry
-per group of identical requests.
+per group of identical requests. When DuckDB can render every pending row (a plain template), the
+same pass runs in SQL instead (`sql_spool.py`), with one spool file per batch.
 """
 
 from __future__ import annotations
