@@ -26,7 +26,7 @@ from dbt_claude_batch.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAG
 from dbt_claude_batch.pricing import estimate_input_tokens, list_price, text_tokens
 from dbt_claude_batch.prompts import Prompt, canonical_json, params_sql, request_params
 from dbt_claude_batch.settings import Settings
-from dbt_claude_batch.sql_spool import build_in_sql
+from dbt_claude_batch.sql_spool import build_in_sql, request_too_large
 from dbt_claude_batch.state import MARKER_PREFIX, State
 
 _ENVELOPE = len(b'{"requests":[]}')
@@ -337,11 +337,7 @@ class _Writer:
                key_json: str) -> tuple[Chunk, int, int, float]:
         size = len(line) + 1  # the comma or newline that follows it
         if size > self.limit_bytes:
-            raise SourceDataError(
-                f"The request for key {key_json} is {size} bytes, over the batch limit of "
-                f"{self.settings.max_batch_bytes} bytes (`max_batch_bytes`): shorten that row's text "
-                "(or set `split_column`); nothing was submitted."
-            )
+            raise request_too_large(key_json, size, self.settings.max_batch_bytes)
         if lane not in self.files:
             self.files[lane] = open(self.spool.lane_path(lane), "wb")
             self.offsets[lane] = 0

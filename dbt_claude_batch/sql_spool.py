@@ -13,7 +13,7 @@ takes the row pass instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from dbt_claude_batch.errors import SourceDataError
 from dbt_claude_batch.identifiers import literal
@@ -56,17 +56,27 @@ def build_in_sql(state, settings, rows_sql: str, chunk_path: Callable[[int], str
         state.run(f"drop table {_ROWS}")
         return None
     try:
-        _judge(state, settings, fixed_tokens)
+        prices = _judge(state, settings, fixed_tokens)
         _check_sizes(state, settings, limit_bytes)
         _cut(state, limit_requests, limit_bytes)
-        return _write(state, settings, chunk_path)
+        return _write(state, prices, chunk_path)
     finally:
         for table in (_ROWS, _LINES, _STARTS, _CUT):
             state.run(f"drop table if exists {table}")
 
 
-def _judge(state, settings, fixed_tokens: int) -> None:
-    """One row per candidate: its verdict, and the size and place in its lane of the line it sends."""
+def _reason_sql(request_hash: str) -> str:
+    """A candidate's reason once its request is rendered: `maybe_changed` becomes `changed` when the
+    request differs from the last attempt's, else `retry` when that attempt's failure is worth
+    another try, else `unchanged` (not sent)."""
+    return (f"case when __cb_reason <> 'maybe_changed' then __cb_reason "
+            f"when {request_hash} is distinct from __cb_prev_request_hash then 'changed' "
+            "when __cb_would_retry then 'retry' else 'unchanged' end")
+
+
+def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]:
+    """One row per candidate: its verdict, and the size and place in its lane of the line it sends.
+    Returns the list prices of the models that have one."""
     models = [m for (m,) in state.run(f"select distinct __cb_model from {_ROWS}")]
     prices = {m: p for m in models if (p := list_price(m, settings.prices)) is not None}
     cost = ("case __cb_model " + " ".join(
@@ -76,11 +86,7 @@ def _judge(state, settings, fixed_tokens: int) -> None:
     dedupe = "true" if settings.dedupe else "false"
     state.run(
         f"""create or replace temp table {_LINES} as
-        with own as (
-            select *, case when __cb_reason <> 'maybe_changed' then __cb_reason
-                           when __cb_request_hash is distinct from __cb_prev_request_hash then 'changed'
-                           when __cb_would_retry then 'retry' else 'unchanged' end as __cb_own_reason
-            from {_ROWS}),
+        with own as (select *, {_reason_sql("__cb_request_hash")} as __cb_own_reason from {_ROWS}),
         -- a row shares the line of its group's first row when that row sends one
         shares as (
             select o.*, coalesce({dedupe} and o.__cb_leader <> o.__cb_custom_id
@@ -89,10 +95,8 @@ def _judge(state, settings, fixed_tokens: int) -> None:
             from own o left join (select __cb_custom_id, __cb_own_reason, __cb_request_hash from own
                                   where __cb_group_size > 1) l on l.__cb_custom_id = o.__cb_leader),
         judged as (
-            select *, case when not __cb_shared then __cb_own_reason
-                           when __cb_reason <> 'maybe_changed' then __cb_reason
-                           when __cb_leader_hash is distinct from __cb_prev_request_hash then 'changed'
-                           when __cb_would_retry then 'retry' else 'unchanged' end as __cb_final
+            select *, case when __cb_shared then {_reason_sql("__cb_leader_hash")} else __cb_own_reason end
+                          as __cb_final
             from shares),
         sized as (
             select *, __cb_final <> 'unchanged' as include,
@@ -115,18 +119,22 @@ def _judge(state, settings, fixed_tokens: int) -> None:
         window w as (partition by sends, own_lane order by __cb_ordinal
                      rows between unbounded preceding and current row)"""
     )
+    return prices
 
 
 def _check_sizes(state, settings, limit_bytes: int) -> None:
     over = state.run(f"select key_json, line_length from {_LINES} where sends and line_length > {int(limit_bytes)} "
                      "order by ordinal limit 1")
     if over:
-        key_json, size = over[0]
-        raise SourceDataError(
-            f"The request for key {key_json} is {size} bytes, over the batch limit of "
-            f"{settings.max_batch_bytes} bytes (`max_batch_bytes`): shorten that row's text "
-            "(or set `split_column`); nothing was submitted."
-        )
+        raise request_too_large(*over[0], settings.max_batch_bytes)
+
+
+def request_too_large(key_json: str, size: int, max_batch_bytes: int) -> SourceDataError:
+    """The error for a request line too large for any batch (both passes raise it, before any create)."""
+    return SourceDataError(
+        f"The request for key {key_json} is {size} bytes, over the batch limit of {max_batch_bytes} bytes "
+        "(`max_batch_bytes`): shorten that row's text (or set `split_column`); nothing was submitted."
+    )
 
 
 def _cut(state, limit_requests: int, limit_bytes: int) -> None:
@@ -173,7 +181,7 @@ def _cut(state, limit_requests: int, limit_bytes: int) -> None:
     )
 
 
-def _write(state, settings, chunk_path: Callable[[int], str]) -> Rendered:
+def _write(state, prices: Mapping[str, tuple[float, float]], chunk_path: Callable[[int], str]) -> Rendered:
     state.run(
         f"""create or replace temp table {RENDERED} as
         select l.ordinal, l.custom_id, 1::integer as part, 1::integer as parts, l.request_hash,
@@ -199,9 +207,9 @@ def _write(state, settings, chunk_path: Callable[[int], str]) -> Rendered:
                (format csv, header false, quote '', escape '', delimiter '\x1f', new_line '\n')"""
         )
         chunks.append((index, lane, n, int(n_bytes), model))
-    models = {m for (m,) in state.run(f"select distinct model from {_CUT} where sends")}
+    sent_models = {m for (m,) in state.run(f"select distinct model from {_CUT} where sends")}
     return Rendered(
         chunks=chunks,
         n_deduplicated=state.run(f"select count(*) from {_CUT} where dedup_of is not null")[0][0],
-        unpriced_models={m for m in models if list_price(m, settings.prices) is None},
+        unpriced_models=sent_models - set(prices),
     )
