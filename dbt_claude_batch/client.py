@@ -2,12 +2,14 @@
 
 The key is read from the environment only, never from config (dbt writes config into `target/`),
 and never appears in a message. The SDK is imported on first use: importing it costs most of a second,
-and a run with nothing in flight and nothing to submit never needs it.
+and a run with nothing in flight and nothing to submit never needs it. A run that will need it starts
+the import early on a thread of its own, so that second passes while DuckDB stages and plans.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING
 
 from dbt_claude_batch.errors import ConfigError, MissingApiKeyError
@@ -46,6 +48,13 @@ def check_base_url() -> None:
         raise ConfigError(f"{BASE_URL_ENV} ends in /v1: remove the /v1 suffix and run again.{hint}")
 
 
+def _import_sdk() -> None:
+    try:
+        import anthropic  # noqa: F401
+    except BaseException:  # noqa: BLE001 - the import on the run's own thread raises it again, where it is seen
+        pass
+
+
 class LazyClient:
     """Builds the client (and imports the SDK) the first time an API call is needed."""
 
@@ -53,6 +62,22 @@ class LazyClient:
         self.max_retries = max_retries
         self.timeout = timeout
         self._client: anthropic.Anthropic | None = None
+        self._warming: threading.Thread | None = None
+
+    def warm(self) -> None:
+        """Start importing the SDK on a background thread, for a run that is going to call the API.
+
+        The run's own work meanwhile is mostly DuckDB statements, which let the thread run. Python's
+        import lock makes `get()` wait for an import still under way instead of starting a second one.
+        """
+        if self._warming is None and self._client is None:
+            self._warming = threading.Thread(target=_import_sdk, name="dbt_claude_batch-sdk-import", daemon=True)
+            self._warming.start()
+
+    def close(self) -> None:
+        """Wait for a warm-up import still under way, so none is left running when dbt's process exits."""
+        if self._warming is not None:
+            self._warming.join()
 
     def get(self) -> "anthropic.Anthropic":
         if self._client is None:

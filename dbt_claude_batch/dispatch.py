@@ -30,7 +30,6 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
 
     Returns the request lines sent, and those left waiting for room in the processing queue.
     """
-    from dbt_claude_batch import submission
     from dbt_claude_batch.local_outcomes import record_template_errors, reuse_held_answers
     from dbt_claude_batch.spool import build_spool
     from dbt_claude_batch.sync import run_sync
@@ -66,6 +65,8 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         )
         check_budget(cfg, state, spool, estimate)
         check_models(api, state, cfg)
+        from dbt_claude_batch import submission  # imports the SDK, which a warm-up may still be importing
+
         room = None if cfg.max_requests_in_flight is None else cfg.max_requests_in_flight - state.requests_in_flight()
         sent = waiting = 0
         for i, chunk in enumerate(spool.chunks):

@@ -80,6 +80,10 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
     quiet = (digest == state.quiet_digest() and not run_vars.any() and not state.unharvested_batches()
              and not state.unsettled_submissions() and not state.unfinished_sync_batches())
     if not quiet:
+        # Certain to call the API: batches to poll or creates to settle, or a first run with rows to send.
+        if (state.unharvested_batches() or state.unsettled_submissions() or state.unfinished_sync_batches()
+                or n_rows and not state.has_state()):
+            api.warm()
         check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
     state.record_model(list(cfg.key), key_types)
     if not state.answers_ready():  # state written by a version before the answers table
@@ -124,6 +128,8 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
             finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                        cfg.prices)
         raise
+    finally:
+        api.close()
 
 
 def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,
@@ -165,6 +171,8 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
     sent = waiting = 0
     if n_candidates:
         from dbt_claude_batch.dispatch import submit_pending
+
+        api.warm()
 
         sent, waiting = submit_pending(api, state, prompt, cfg, n_staged, source_sql)
     if not sent and not waiting:

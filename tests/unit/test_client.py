@@ -1,0 +1,60 @@
+"""The SDK is imported only by a run that calls the API, and a warm-up import ends before the run does.
+
+Each case runs in a fresh interpreter: this test process has imported the SDK already.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _fresh(code: str) -> list[str]:
+    env = {"ANTHROPIC_API_KEY": "test-key", "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+PRELUDE = "import sys, threading\nfrom dbt_claude_batch.client import LazyClient\napi = LazyClient()\n"
+
+
+def test_a_client_never_asked_for_never_imports_the_sdk():
+    assert _fresh(PRELUDE + "api.close()\nprint('anthropic' in sys.modules)") == ["False"]
+
+
+def test_a_warm_up_imports_the_sdk_on_another_thread_and_close_waits_for_it():
+    code = PRELUDE + (
+        "api.warm()\n"
+        "names = [t.name for t in threading.enumerate()]\n"
+        "api.close()\n"
+        "print('dbt_claude_batch-sdk-import' in names, 'anthropic' in sys.modules,\n"
+        "      any(t.name == 'dbt_claude_batch-sdk-import' for t in threading.enumerate()))\n"
+    )
+    assert _fresh(code) == ["True", "True", "False"]
+
+
+def test_get_after_a_warm_up_builds_one_client_and_a_second_warm_up_starts_nothing():
+    code = PRELUDE + (
+        "api.warm()\n"
+        "first = api._warming\n"
+        "client = api.get()\n"
+        "api.warm()\n"
+        "print(type(client).__name__, api.get() is client, api._warming is first)\n"
+        "api.close()\n"
+    )
+    assert _fresh(code) == ["Anthropic", "True", "True"]
+
+
+@pytest.mark.parametrize("code", ["api.warm()\napi.close()\n", ""])
+def test_an_sdk_that_cannot_be_imported_fails_in_get_not_on_the_warm_up_thread(code):
+    blocked = ("import builtins\nreal = builtins.__import__\n"
+               "def no_sdk(name, *a, **k):\n"
+               "    if name == 'anthropic': raise ImportError('no anthropic here')\n"
+               "    return real(name, *a, **k)\n"
+               "builtins.__import__ = no_sdk\n")
+    out = _fresh(PRELUDE + blocked + code + (
+        "try:\n    api.get()\nexcept ImportError as exc:\n    print('raised:', exc)\n"))
+    assert out == ["raised:", "no", "anthropic", "here"]
