@@ -14,6 +14,7 @@ history once.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Mapping
 
 from dbt_claude_batch.identifiers import literal
@@ -84,27 +85,46 @@ def download_results(client, batch_id: str, path: str) -> int:
     return size
 
 
-def harvest_batch(client, state: State, batch_id: str, archived: bool,
-                  output_schema: Mapping[str, Any] | None = None, keep_message: bool = False) -> bool:
-    """Harvest one ended batch into the outcomes table. Returns False if it must be tried again later."""
+def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
+                  output_schema: Mapping[str, Any] | None = None, keep_message: bool = False) -> list[str]:
+    """Harvest ended batches, in order, into the outcomes table; return those to try again later.
+
+    Each batch's results download on a second thread while the batch before it loads: the network and
+    DuckDB overlap, and at most two results files are on disk at once. A download that breaks off
+    leaves its batch unharvested (the next poll fetches it again); the others go on.
+    """
     import anthropic
 
-    if archived:
-        _harvest_file(state, batch_id, None, output_schema, keep_message, archived=True)
-        return True
-    with scratch() as tmp:
-        path = os.path.join(tmp, f"{batch_id}.jsonl")
-        try:
-            size = download_results(client, batch_id, path)
-        except anthropic.NotFoundError:
-            logger.warning(f"results of {batch_id} are gone (archived); its requests become failures to resubmit")
-            _harvest_file(state, batch_id, None, output_schema, keep_message, archived=True)
-            return True
-        except DownloadIncomplete as exc:
-            logger.warning(f"{exc}; it will be downloaded again")
-            return False
-        _harvest_file(state, batch_id, path if size else None, output_schema, keep_message)
-    return True
+    later: list[str] = []
+    with scratch() as tmp, ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbt_claude_batch-download") as pool:
+        def fetch(batch_id: str) -> tuple[str, int]:
+            path = os.path.join(tmp, f"{batch_id}.jsonl")
+            return path, download_results(client, batch_id, path)
+
+        to_download = [batch_id for batch_id, archived in ended if not archived]
+        downloads: dict[str, Future] = {}
+        for batch_id, archived in ended:
+            if archived:
+                _harvest_file(state, batch_id, None, output_schema, keep_message, archived=True)
+                continue
+            if batch_id not in downloads:
+                downloads[batch_id] = pool.submit(fetch, batch_id)
+            following = to_download.index(batch_id) + 1
+            if following < len(to_download):  # queued behind this one on the download thread
+                downloads.setdefault(to_download[following], pool.submit(fetch, to_download[following]))
+            try:
+                path, size = downloads.pop(batch_id).result()
+            except anthropic.NotFoundError:
+                logger.warning(f"results of {batch_id} are gone (archived); its requests become failures to resubmit")
+                _harvest_file(state, batch_id, None, output_schema, keep_message, archived=True)
+                continue
+            except DownloadIncomplete as exc:
+                logger.warning(f"{exc}; it will be downloaded again")
+                later.append(batch_id)
+                continue
+            _harvest_file(state, batch_id, path if size else None, output_schema, keep_message)
+            os.remove(path)
+    return later
 
 
 def _harvest_file(state: State, batch_id: str, path: str | None, output_schema, keep_message: bool,

@@ -258,11 +258,10 @@ def _has_column(state: State, this, column: str) -> bool:
 def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:
     if not state.unharvested_batches():
         return
-    from dbt_claude_batch.harvest import harvest_batch
+    from dbt_claude_batch.harvest import harvest_ended
     from dbt_claude_batch.polling import refresh
 
-    for batch_id, archived in refresh(api.get(), state):
-        harvest_batch(api.get(), state, batch_id, archived, cfg.output_schema, cfg.keep_message)
+    harvest_ended(api.get(), state, refresh(api.get(), state), cfg.output_schema, cfg.keep_message)
     answers.refresh_pending(state)
 
 

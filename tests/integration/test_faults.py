@@ -134,6 +134,31 @@ def test_cut_download_is_fetched_again(project, emulator):
     assert project.query("select reconciled from main.items_batch__batches") == [(True,)]
 
 
+def test_a_cut_download_among_several_ended_batches_holds_back_only_its_own_batch(project, emulator):
+    """Downloads run one batch ahead of loading: the broken one is fetched again, the others land."""
+    emulator.configure(processing_delay=3600)
+    rows = items(27)
+    project.load_table("items", rows)
+    project.configure(replace=False, wait_seconds=0, max_requests_per_batch=10)
+    project.run()
+    batches = [b["id"] for b in created_batches(emulator)]
+    assert len(batches) == 3
+
+    emulator.advance_clock(3601)
+    emulator.add_scenario({"name": "cut_download", "after_bytes": 700, "times": 1})
+    project.configure(replace=False, **FAST, max_requests_per_batch=10)
+    out = project.run().stdout
+    assert f"results download of {batches[0]} broke off" in out
+    calls = emulator.ledger(requests=False)["calls"]["GET /v1/messages/batches/{message_batch_id}/results"]
+    assert calls.get("cut") == 1 and calls.get("200") == 3
+    harvested = project.query("select batch_id from dbt_claude_batch.batches where kind = 'batch' "
+                              "order by harvested_at")
+    assert [b for (b,) in harvested] == [batches[1], batches[2], batches[0]]
+    assert project.query("select bool_and(reconciled) from dbt_claude_batch.batches where kind = 'batch'") == [(True,)]
+    assert create_calls(emulator) == 3
+    _assert_all_answered(project, rows, attempt=1)
+
+
 def test_missing_results_become_failures_and_are_resubmitted_alone(project, emulator):
     emulator.add_scenario({"name": "missing_results", "custom_ids": ["3", "7"], "times": 1})
     rows = items(12)
