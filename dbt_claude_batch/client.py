@@ -9,6 +9,7 @@ the import early on a thread of its own, so that second passes while DuckDB stag
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,16 @@ def check_base_url() -> None:
     hint = base_url_hint()
     if hint:
         raise ConfigError(f"{BASE_URL_ENV} ends in /v1: remove the /v1 suffix and run again.{hint}")
+
+
+def is_sdk_error(exc: BaseException, name: str) -> bool:
+    """Whether `exc` is an instance of the SDK's exception class `name`, without importing the SDK.
+
+    An SDK the warm-up thread is still importing sits in `sys.modules` half initialised, without the
+    class yet; then no SDK call has raised, so the answer is no.
+    """
+    cls = getattr(sys.modules.get("anthropic"), name, None)
+    return isinstance(cls, type) and isinstance(exc, cls)
 
 
 def _import_sdk() -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import time
 from typing import Any
 
 from dbt_claude_batch import answers, planning
-from dbt_claude_batch.client import LazyClient, require_api_key
+from dbt_claude_batch.client import LazyClient, is_sdk_error, require_api_key
 from dbt_claude_batch.duckdb_memory import bounded
 from dbt_claude_batch.errors import ConfigError, RunHealthError
 from dbt_claude_batch.identifiers import qualified
@@ -109,8 +108,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
         try:
             done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types)
         except Exception as exc:
-            anthropic = sys.modules.get("anthropic")
-            if anthropic is not None and isinstance(exc, anthropic.APIConnectionError):
+            if is_sdk_error(exc, "APIConnectionError"):
                 from dbt_claude_batch.submission import unreachable_error
 
                 raise unreachable_error(exc, "talking to the Message Batches API") from None

@@ -58,3 +58,19 @@ def test_an_sdk_that_cannot_be_imported_fails_in_get_not_on_the_warm_up_thread(c
     out = _fresh(PRELUDE + blocked + code + (
         "try:\n    api.get()\nexcept ImportError as exc:\n    print('raised:', exc)\n"))
     assert out == ["raised:", "no", "anthropic", "here"]
+
+
+def test_an_error_is_checked_against_an_sdk_class_without_touching_a_half_imported_sdk():
+    """While the warm-up thread is importing the SDK, `sys.modules` holds it half initialised: asking
+    whether an error of the run is the SDK's must answer no, not raise and hide the run's own error."""
+    code = PRELUDE + (
+        "import types\n"
+        "from dbt_claude_batch.client import is_sdk_error\n"
+        "sys.modules['anthropic'] = types.ModuleType('anthropic')  # as while another thread imports it\n"
+        "print(is_sdk_error(ValueError('budget'), 'APIConnectionError'))\n"
+        "del sys.modules['anthropic']\n"
+        "import anthropic, httpx2\n"
+        "exc = anthropic.APIConnectionError(request=httpx2.Request('GET', 'http://127.0.0.1'))\n"
+        "print(is_sdk_error(exc, 'APIConnectionError'), is_sdk_error(ValueError(), 'APIConnectionError'))\n"
+    )
+    assert _fresh(code) == ["False", "True", "False"]
