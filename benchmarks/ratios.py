@@ -213,24 +213,16 @@ def bench_scale(rows: int, reps: int, limit: str | None, stages: set[str], work:
         shutil.copyfile(project.db_path, fresh)
         floor_db = work / "floor.duckdb"
 
-        def floor_submit() -> None:
+        def copy_requests(hashed: bool) -> None:
+            """The floor (hashed=False), or the bound: the same lines, each with its sha256."""
             shutil.copyfile(fresh, floor_db)
             con = _connect(floor_db, limit)
             try:
                 sql = FLOOR_REQUEST_SQL.format(prompt=FLOOR_PROMPT_SQL)
+                if hashed:
+                    sql = f"select line || chr(31) || sha256(line) from ({sql})"
                 con.execute(f"copy ({sql}) to '{work / 'floor-requests.jsonl'}' (format csv, header false, quote '', "
-                            "escape '', delimiter '\x1f')")
-            finally:
-                con.close()
-
-        def bound_submit() -> None:
-            shutil.copyfile(fresh, floor_db)
-            con = _connect(floor_db, limit)
-            try:
-                sql = FLOOR_REQUEST_SQL.format(prompt=FLOOR_PROMPT_SQL)
-                con.execute(f"copy (select line || chr(31) || sha256(line) from ({sql})) to "
-                            f"'{work / 'floor-requests.jsonl'}' (format csv, header false, quote '', escape '', "
-                            "delimiter '\x1e')")
+                            "escape '', delimiter '\x1e')")
             finally:
                 con.close()
 
@@ -241,8 +233,8 @@ def bench_scale(rows: int, reps: int, limit: str | None, stages: set[str], work:
             if "submit" in stages:
                 submit.product.append(r["node"] - r["creates_s"])
                 submit.rss.append(r["rss_mib"])
-                submit.floors.append(_timed(floor_submit))
-                submit.bounds.append(_timed(bound_submit))
+                submit.floors.append(_timed(lambda: copy_requests(False)))
+                submit.bounds.append(_timed(lambda: copy_requests(True)))
             last = r
             if "submit" not in stages:
                 break

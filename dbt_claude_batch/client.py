@@ -90,6 +90,12 @@ class LazyClient:
         if self._warming is not None:
             self._warming.join()
 
+    def __enter__(self) -> "LazyClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def get(self) -> "anthropic.Anthropic":
         if self._client is None:
             require_api_key()

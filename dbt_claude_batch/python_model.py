@@ -47,12 +47,12 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     # The catalog name is left out on purpose: DuckDB takes it from the file name, and copying or
     # renaming the file must not orphan the state (and buy every answer again).
     model_id = f"{this.schema}.{this.identifier}"
-    with for_model(model_id), bounded(session.cursor(), cfg.memory_limit):
-        return _run(dbt, session, source, cfg, model_id, started)
+    # The client is closed on every way out, so that no SDK import started early outlives the run.
+    with for_model(model_id), bounded(session.cursor(), cfg.memory_limit), LazyClient() as api:
+        return _run(dbt, session, source, cfg, model_id, started, api)
 
 
-def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
-    api = LazyClient()
+def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api: LazyClient):
     this = dbt.this
     check_unique_key(cfg, this.identifier)
     run_vars = RunVars.from_dbt(this.identifier)
@@ -126,8 +126,6 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float):
             finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                        cfg.prices)
         raise
-    finally:
-        api.close()
 
 
 def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,

@@ -36,6 +36,19 @@ def test_a_warm_up_imports_the_sdk_on_another_thread_and_close_waits_for_it():
     assert _fresh(code) == ["True", "True", "False"]
 
 
+def test_leaving_the_client_by_an_error_still_waits_for_its_warm_up():
+    code = PRELUDE + (
+        "try:\n"
+        "    with LazyClient() as api:\n"
+        "        api.warm()\n"
+        "        raise ValueError('duplicate keys')\n"
+        "except ValueError:\n"
+        "    pass\n"
+        "print(any(t.name == 'dbt_claude_batch-sdk-import' for t in threading.enumerate()), 'anthropic' in sys.modules)\n"
+    )
+    assert _fresh(code) == ["False", "True"]
+
+
 def test_get_after_a_warm_up_builds_one_client_and_a_second_warm_up_starts_nothing():
     code = PRELUDE + (
         "api.warm()\n"
