@@ -24,7 +24,8 @@ e2e it is the script's own job run by dbt, for comparison: what dbt adds to the 
   harvest   a `dbt run` of an incremental Python model that returns `read_json` of the same files,
             merged by dbt-duckdb into the model's (empty) table on its key, with no download and no
             state: dbt's node time, as for the product.
-  noop      none (the floor is a dbt run already).
+  noop      a whole `dbt run` of a Python model that reads the source's key and prompt columns once
+            (count and sum of DuckDB's `hash`): knowing that nothing changed means reading the source.
   e2e       a whole `dbt run` of a Python model that runs the tutorial script's job itself
             (`tutorial_job`, no state): what dbt alone adds to the same job.
 
@@ -55,6 +56,11 @@ HERE = Path(__file__).resolve().parent
 EMPTY_MODEL = '''def model(dbt, session):
     dbt.config(materialized="table")
     return session.sql("select 1 as id")
+'''
+# The no-op bound: one read of the key and prompt columns, as proving that nothing changed needs.
+SOURCE_SCAN_MODEL = '''def model(dbt, session):
+    dbt.config(materialized="table")
+    return dbt.ref("stg_items").aggregate("count(*) as n, sum(hash(id, body)::hugeint) as h")
 '''
 # The end-to-end bound: the tutorial script's own job, run by dbt.
 TUTORIAL_MODEL = '''import sys
@@ -137,6 +143,7 @@ def _project(work: Path, emu, rows: int, limit: str | None, **settings):
     _set_memory_limit(project, limit)
     project.write("prompts/item.j2", TEMPLATE)
     project.write("models/empty_model.py", EMPTY_MODEL)
+    project.write("models/source_scan.py", SOURCE_SCAN_MODEL)
     project.configure(key="id", prompt_template="prompts/item.j2", model="claude-haiku-4-5", max_tokens=16,
                       max_requests_per_batch=BATCH_SIZE, **settings)
     con = duckdb.connect(str(project.db_path))
@@ -146,7 +153,7 @@ def _project(work: Path, emu, rows: int, limit: str | None, **settings):
                     f"from range(1, {rows + 1}) t(i)")
     finally:
         con.close()
-    project.dbt("run", "-s", "stg_items", "empty_model")
+    project.dbt("run", "-s", "stg_items", "empty_model", "source_scan")
     return project
 
 
@@ -204,7 +211,8 @@ def bench_scale(rows: int, reps: int, limit: str | None, stages: set[str], work:
                    "the floor with each line's sha256")
     harvest = Stage("harvest", "product (model node: poll, download, load, materialise)",
                     "floor (read_json into a table)", "an incremental dbt model merging read_json of the files")
-    noop = Stage("noop", "product (`dbt run`, nothing to do)", "floor (`dbt run` of an empty Python model)")
+    noop = Stage("noop", "product (`dbt run`, nothing to do)", "floor (`dbt run` of an empty Python model)",
+                 "a `dbt run` of a model scanning the source once")
     emu = EmulatorProcess(work / "emulator", "--processing-delay", "3600")
     try:
         project = _project(work, emu, rows, limit, wait_seconds=0)
@@ -298,6 +306,7 @@ def bench_scale(rows: int, reps: int, limit: str | None, stages: set[str], work:
                 f = runner.dbt("run", "-s", "empty_model")
                 noop.floors.append(f["wall"])
                 noop.floor_rss.append(f["rss_mib"])
+                noop.bounds.append(runner.dbt("run", "-s", "source_scan")["wall"])
             print(noop.line(), flush=True)
     finally:
         emu.stop()
