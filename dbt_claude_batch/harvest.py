@@ -103,15 +103,16 @@ def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
 
         to_download = [batch_id for batch_id, archived in ended if not archived]
         downloads: dict[str, Future] = {}
+        position = 0
         for batch_id, archived in ended:
             if archived:
                 _harvest_file(state, batch_id, None, output_schema, keep_message, archived=True)
                 continue
-            if batch_id not in downloads:
+            if position == 0:
                 downloads[batch_id] = pool.submit(fetch, batch_id)
-            following = to_download.index(batch_id) + 1
-            if following < len(to_download):  # queued behind this one on the download thread
-                downloads.setdefault(to_download[following], pool.submit(fetch, to_download[following]))
+            position += 1
+            if position < len(to_download):  # queued behind this one on the download thread
+                downloads[to_download[position]] = pool.submit(fetch, to_download[position])
             try:
                 path, size = downloads.pop(batch_id).result()
             except anthropic.NotFoundError:
