@@ -86,8 +86,8 @@ def download_results(client, batch_id: str, path: str) -> int:
 
 
 def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
-                  output_schema: Mapping[str, Any] | None = None, keep_message: bool = False) -> list[str]:
-    """Harvest ended batches, in order, into the outcomes table; return those to try again later.
+                  output_schema: Mapping[str, Any] | None = None, keep_message: bool = False) -> None:
+    """Harvest ended batches, in order, into the outcomes table.
 
     Each batch's results download on a second thread while the batch before it loads: the network and
     DuckDB overlap, and at most two results files are on disk at once. A download that breaks off
@@ -95,7 +95,6 @@ def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
     """
     import anthropic
 
-    later: list[str] = []
     with scratch() as tmp, ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbt_claude_batch-download") as pool:
         def fetch(batch_id: str) -> tuple[str, int]:
             path = os.path.join(tmp, f"{batch_id}.jsonl")
@@ -121,11 +120,9 @@ def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
                 continue
             except DownloadIncomplete as exc:
                 logger.warning(f"{exc}; it will be downloaded again")
-                later.append(batch_id)
                 continue
             _harvest_file(state, batch_id, path if size else None, output_schema, keep_message)
             os.remove(path)
-    return later
 
 
 def _harvest_file(state: State, batch_id: str, path: str | None, output_schema, keep_message: bool,

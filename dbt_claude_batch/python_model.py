@@ -75,13 +75,12 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
     check_key_change(state, cfg, this.identifier, dbt.is_incremental)
     digest, n_rows = planning.source_digest(state, source_sql, cfg.key, prompt.columns, cfg.model_column,
                                             _planning_seed(cfg) + prompt.fingerprint())
+    unfinished = bool(state.unharvested_batches() or state.unsettled_submissions() or state.unfinished_sync_batches())
     # Same source, same settings, and the last run left nothing to do: no staging, no planning join.
-    quiet = (digest == state.quiet_digest() and not run_vars.any() and not state.unharvested_batches()
-             and not state.unsettled_submissions() and not state.unfinished_sync_batches())
+    quiet = digest == state.quiet_digest() and not run_vars.any() and not unfinished
     if not quiet:
         # Certain to call the API: batches to poll or creates to settle, or a first run with rows to send.
-        if (state.unharvested_batches() or state.unsettled_submissions() or state.unfinished_sync_batches()
-                or n_rows and not state.has_state()):
+        if unfinished or n_rows and not state.has_state():
             api.warm()
         check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
     state.record_model(list(cfg.key), key_types)
