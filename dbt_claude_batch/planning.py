@@ -12,6 +12,7 @@ Two digests decide whether a row's request changed:
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from dbt_claude_batch.identifiers import literal, quote
@@ -48,7 +49,7 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
     return state.run(f"select count(*) from {STAGED}")[0][0]
 
 
-def source_digest(state: State, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
+def source_digest(cursor, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
                   model_column: str | None, seed: str) -> tuple[str, int]:
     """A digest of the source's keys and prompt inputs, plus `seed` (template, settings), and its row count.
 
@@ -57,10 +58,36 @@ def source_digest(state: State, source_sql: str, key: Sequence[str], prompt_colu
     would have to keep the sum of the hashes to be missed). Staging computes the real input hashes.
     """
     columns = ", ".join(quote(c) for c in dict.fromkeys([*key, *prompt_columns, *([model_column] if model_column else [])]))
-    count, total = state.run(
+    count, total = cursor.execute(
         f"select count(*), coalesce(sum(hash({columns})::hugeint), 0) from ({source_sql})"
-    )[0]
+    ).fetchall()[0]
     return hashlib.sha256(f"{seed}|{count}|{total}".encode()).hexdigest(), count
+
+
+class SourceDigest:
+    """`source_digest`, computed on a cursor and a thread of its own while the run does other work.
+
+    On a run with nothing to do this one read of the source is the only work that grows with the
+    table, so the run's fixed state work (schema check, run record, views) goes on beside it. DuckDB
+    releases the GIL while it scans. Leaving the block waits for the scan: no thread outlives the run.
+    """
+
+    def __init__(self, cursor, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
+                 model_column: str | None, seed: str):
+        self._cursor = cursor
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dbt_claude_batch-digest")
+        self._future = self._pool.submit(source_digest, cursor, source_sql, key, prompt_columns, model_column, seed)
+
+    def result(self) -> tuple[str, int]:
+        """(digest, row count), once the scan is done; raises what the scan raised."""
+        return self._future.result()
+
+    def __enter__(self) -> SourceDigest:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pool.shutdown(wait=True)
+        self._cursor.close()
 
 
 def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequence[str], rows: str,

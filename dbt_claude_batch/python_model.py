@@ -71,60 +71,73 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
     check_key_columns(cfg.key, columns)
     key_types = {c: types[c] for c in cfg.key}
 
-    state.ensure()
-    check_key_change(state, cfg, this.identifier, dbt.is_incremental)
-    digest, n_rows = planning.source_digest(state, source_sql, cfg.key, prompt.columns, cfg.model_column,
-                                            _planning_seed(cfg) + prompt.fingerprint())
-    unfinished = bool(state.unharvested_batches() or state.unsettled_submissions() or state.unfinished_sync_batches())
+    # The one read of the whole source goes on beside the fixed state work, up to the quiet decision.
+    with planning.SourceDigest(session.cursor(), source_sql, cfg.key, prompt.columns, cfg.model_column,
+                               _planning_seed(cfg) + prompt.fingerprint()) as source_digest:
+        state.ensure()
+        check_key_change(state, cfg, this.identifier, dbt.is_incremental)
+        unfinished = bool(state.unharvested_batches() or state.unsettled_submissions()
+                          or state.unfinished_sync_batches())
+        if unfinished:  # batches to poll or creates to settle: certain to call the API
+            api.warm()
+        state.record_model(list(cfg.key), key_types)
+        if not state.answers_ready():  # state written by a version before the answers table
+            with state.transaction():
+                answers.rebuild(state)
+                state.set_answers_ready()
+        answers.refresh_pending(state)  # harvested by a run that stopped before its answers were brought up to date
+        record = start_run(state)
+        try:
+            return _recorded_run(dbt, session, source_sql, cfg, state, api, run_vars, prompt, columns, key_types,
+                                 source_digest, unfinished, started, record)
+        except BaseException as exc:
+            if not record.finished:
+                finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                           cfg.prices)
+            raise
+
+
+def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, api: LazyClient, run_vars: RunVars,
+                  prompt: Prompt, columns: list[str], key_types: dict[str, str],
+                  source_digest: planning.SourceDigest, unfinished: bool, started: float, record: RunRecord):
+    """The run once its `runs` row exists: the rest of the fixed work, then the digest decides."""
+    this = dbt.this
+    _drop_leaked_tmp_tables(state, this)
+    clean_stale()
+    write_views(state, cfg, this.database, this.schema, this.identifier, key_types, source_sql)
+    digest, n_rows = source_digest.result()
     # Same source, same settings, and the last run left nothing to do: no staging, no planning join.
     quiet = digest == state.quiet_digest() and not run_vars.any() and not unfinished
-    if not quiet:
-        # Certain to call the API: batches to poll or creates to settle, or a first run with rows to send.
-        if unfinished or n_rows and not state.has_state():
-            api.warm()
-        check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
-    state.record_model(list(cfg.key), key_types)
-    if not state.answers_ready():  # state written by a version before the answers table
-        with state.transaction():
-            answers.rebuild(state)
-            state.set_answers_ready()
-    answers.refresh_pending(state)  # harvested by a run that stopped before its answers were brought up to date
-    record = start_run(state)
     finish = functools.partial(_finish, session, state, cfg, this, key_types, dbt.is_incremental, started,
                                source_sql, record)
-    try:
-        _drop_leaked_tmp_tables(state, this)
-        clean_stale()
-        if quiet:
-            record.n_source_rows = n_rows
-            logger.info(f"{n_rows} source rows, unchanged since the last run: nothing to submit")
-            return finish()
-        n_staged = record.n_source_rows = planning.stage(
-            state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model, prompt.fingerprint())
-        state.set_quiet_digest(None)
-        check_custom_ids_unique(state.cursor, planning.STAGED)
-
-        try:
-            done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types)
-        except Exception as exc:
-            if is_sdk_error(exc, "APIConnectionError"):
-                from dbt_claude_batch.submission import unreachable_error
-
-                raise unreachable_error(exc, "talking to the Message Batches API") from None
-            raise
-        if done is None:  # a sample preview
-            return finish(only_new=True)
-        sent, waiting = done
-        record.n_submitted = sent
-        if (not sent and not waiting and not run_vars.any() and not state.unharvested_batches()
-                and not state.unsettled_submissions()):
-            state.set_quiet_digest(digest)
+    if quiet:
+        record.n_source_rows = n_rows
+        logger.info(f"{n_rows} source rows, unchanged since the last run: nothing to submit")
         return finish()
-    except BaseException as exc:
-        if not record.finished:
-            finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                       cfg.prices)
+    if n_rows and not state.has_state():  # a first run with rows to send
+        api.warm()
+    check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
+    n_staged = record.n_source_rows = planning.stage(
+        state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model, prompt.fingerprint())
+    state.set_quiet_digest(None)
+    check_custom_ids_unique(state.cursor, planning.STAGED)
+
+    try:
+        done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types)
+    except Exception as exc:
+        if is_sdk_error(exc, "APIConnectionError"):
+            from dbt_claude_batch.submission import unreachable_error
+
+            raise unreachable_error(exc, "talking to the Message Batches API") from None
         raise
+    if done is None:  # a sample preview
+        return finish(only_new=True)
+    sent, waiting = done
+    record.n_submitted = sent
+    if (not sent and not waiting and not run_vars.any() and not state.unharvested_batches()
+            and not state.unsettled_submissions()):
+        state.set_quiet_digest(digest)
+    return finish()
 
 
 def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,
@@ -203,7 +216,6 @@ def _planning_seed(cfg: Settings) -> str:
 
 def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
             source_sql: str, record: RunRecord, only_new: bool = False):
-    write_views(state, cfg, this.database, this.schema, this.identifier, key_types, source_sql)
     for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED):
         state.run(f"drop table if exists {temp}")
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
