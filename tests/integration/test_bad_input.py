@@ -21,6 +21,9 @@ def test_null_key_fails_naming_the_column(project, emulator):
     assert "1 source row(s) have a null key (id)" in out
     assert "nothing was submitted" in out
     _no_api_calls(emulator)
+    # The failed run is on record where people look, with the same first line.
+    assert project.query("select outcome, starts_with(note, '1 source row(s) have a null key (id)') "
+                         "from dbt_claude_batch.all_runs") == [("error", True)]
 
 
 def test_duplicate_keys_fail_with_examples(project, emulator):
