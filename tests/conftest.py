@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dbt_harness  # noqa: E402
 from emulator_harness import EmulatorProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dbt_launcher():
+    """dbt commands fork from one process that imported dbt (see tests/dbt_forkserver.py): each is
+    still its own `dbt` process, without 1.4 s of Python start-up and imports. CB_TEST_DBT_SUBPROCESS=1
+    runs every command as the `dbt` script instead."""
+    if os.environ.get("CB_TEST_DBT_SUBPROCESS") == "1":
+        yield None
+        return
+    server = dbt_harness.ForkServer()
+    dbt_harness.LAUNCHER = server
+    yield server
+    dbt_harness.LAUNCHER = None
+    server.stop()
 
 
 @pytest.fixture
