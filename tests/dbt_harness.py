@@ -3,11 +3,12 @@
     project = DbtProject(tmp_path, emulator)       # writes the project and installs the package
     project.load_table("items", rows)              # raw.items in the DuckDB file (while dbt is not running)
     project.configure(key="id", prompt_template="prompts/item.j2", ...)
-    project.dbt("run")                             # a real dbt subprocess against the emulator
+    project.dbt("run")                             # a real dbt process against the emulator
     project.query("select ... from main.items_batch")
 
 Every dbt command is a separate process, so state written by one run is only seen by the next
-through the DuckDB file, exactly as for a user.
+through the DuckDB file, exactly as for a user. In the test suite those processes fork from a
+`ForkServer` (see tests/conftest.py); elsewhere (the benchmarks) each is the `dbt` script.
 """
 
 from __future__ import annotations
