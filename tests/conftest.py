@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dbt_harness  # noqa: E402
+from dbt_forkserver import ForkServer  # noqa: E402
 from emulator_harness import EmulatorProcess  # noqa: E402
 
 
@@ -21,7 +22,7 @@ def dbt_launcher():
     if os.environ.get("CB_TEST_DBT_SUBPROCESS") == "1":
         yield None
         return
-    server = dbt_harness.ForkServer()
+    server = ForkServer()
     dbt_harness.LAUNCHER = server
     yield server
     dbt_harness.LAUNCHER = None

@@ -8,7 +8,7 @@
 
 Every dbt command is a separate process, so state written by one run is only seen by the next
 through the DuckDB file, exactly as for a user. In the test suite those processes fork from a
-`ForkServer` (see tests/conftest.py); elsewhere (the benchmarks) each is the `dbt` script.
+`dbt_forkserver.ForkServer` (see tests/conftest.py); elsewhere (the benchmarks) each is the `dbt` script.
 """
 
 from __future__ import annotations
@@ -17,14 +17,9 @@ import hashlib
 import json
 import os
 import re
-import select
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -34,8 +29,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT = str(Path(sys.executable).parent / "dbt")
-# Set by the test suite (tests/conftest.py) to a `ForkServer`; None: every command is `DBT` itself.
-LAUNCHER: "ForkServer | None" = None
+# Set by the test suite (tests/conftest.py) to a `dbt_forkserver.ForkServer`; None: every command is `DBT` itself.
+LAUNCHER = None
 MODEL = "items_batch"
 
 MODEL_PY = '''from dbt_claude_batch import batch_model
@@ -186,7 +181,7 @@ class DbtProject:
     def run(self, vars: dict | None = None, expect_ok: bool = True) -> subprocess.CompletedProcess:
         return self.dbt("run", "-s", f"+{self.model}", vars=vars, expect_ok=expect_ok)
 
-    def popen(self, *args: str, vars: dict | None = None) -> "subprocess.Popen | ForkedDbt":
+    def popen(self, *args: str, vars: dict | None = None):
         """A running dbt command, its stderr merged into `stdout` (a text pipe)."""
         if LAUNCHER is not None:
             return LAUNCHER.popen(self.command(*args, vars=vars), self.root, self.env())
@@ -224,124 +219,6 @@ class DbtProject:
         if not alive or (line is not None and not found):
             raise DbtRunFailed(f"dbt ended before the event it was to be killed at:\n{''.join(seen)}{rest[-4000:]}")
         return found
-
-
-class ForkServer:
-    """Runs `dbt` commands as forks of one process that has imported dbt (tests/dbt_forkserver.py).
-
-    Each command is still its own process running dbt's own command line, with its own pid, exit code,
-    output and DuckDB connection; only Python's start-up and dbt's imports are paid once. Stopped by
-    pid (and it exits by itself when this process does: it watches its stdin).
-    """
-
-    def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="cb-dbt-")
-        self.path = os.path.join(self._dir, "dbt.sock")
-        self._proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("dbt_forkserver.py")), self.path],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        ready = self._proc.stdout.readline().strip()
-        if ready != "ready":
-            self.stop()
-            raise RuntimeError(f"the dbt fork server did not start (it said {ready!r})")
-
-    def start(self, command: list[str], cwd: Path, env: dict[str, str], out: int, err: int) -> "ForkedDbt":
-        return ForkedDbt(self.path, command, cwd, env, out, err)
-
-    def run(self, command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-        """Like `subprocess.run(..., capture_output=True, text=True, timeout=timeout)`."""
-        with tempfile.TemporaryFile(dir=cwd) as out, tempfile.TemporaryFile(dir=cwd) as err:
-            proc = self.start(command, cwd, env, out.fileno(), err.fileno())
-            try:
-                code = proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise
-            out.seek(0)
-            err.seek(0)
-            return subprocess.CompletedProcess(command, code, out.read().decode(), err.read().decode())
-
-    def popen(self, command: list[str], cwd: Path, env: dict[str, str]) -> "ForkedDbt":
-        read, write = os.pipe()
-        try:
-            proc = self.start(command, cwd, env, write, write)
-        finally:
-            os.close(write)
-        proc.stdout = open(read, encoding="utf-8")
-        return proc
-
-    def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self._proc.pid, signal.SIGKILL)
-                self._proc.wait()
-        self._proc.stdout.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-class ForkedDbt:
-    """A dbt command started by a `ForkServer`, with the parts of `subprocess.Popen` the tests use."""
-
-    def __init__(self, path: str, command: list[str], cwd: Path, env: dict[str, str], out: int, err: int):
-        self.args = command
-        self.stdout = None
-        self.returncode: int | None = None
-        self._buffer = b""
-        self._reader: threading.Thread | None = None
-        self._output: list[str] = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(path)
-        request = {"args": command[1:], "cwd": str(cwd), "env": env}
-        socket.send_fds(self._sock, [json.dumps(request).encode() + b"\n"], [out, err])
-        self.pid = int(self._line(None))
-
-    def _line(self, timeout: float | None) -> str | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not select.select([self._sock], [], [], left)[0]:
-                return None
-            chunk = self._sock.recv(4096)
-            if not chunk:
-                raise RuntimeError("the dbt fork server went away")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            line = self._line(0)
-            if line is not None:
-                self.returncode = int(line)
-                self._sock.close()
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            line = self._line(timeout)
-            if line is None:
-                raise subprocess.TimeoutExpired(self.args, timeout)
-            self.returncode = int(line)
-            self._sock.close()
-        return self.returncode
-
-    def kill(self) -> None:
-        if self.returncode is None:
-            os.kill(self.pid, signal.SIGKILL)
-
-    def communicate(self, timeout: float | None = None) -> tuple[str, None]:
-        if self._reader is None:
-            self._reader = threading.Thread(target=lambda: self._output.append(self.stdout.read()), daemon=True)
-            self._reader.start()
-        self._reader.join(timeout)
-        if self._reader.is_alive():
-            raise subprocess.TimeoutExpired(self.args, timeout)
-        self.wait()
-        self.stdout.close()
-        return "".join(self._output), None
 
 
 def expected_answer(item_id, body: str) -> str:
