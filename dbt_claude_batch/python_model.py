@@ -18,6 +18,7 @@ from typing import Any
 from dbt_claude_batch import answers, planning
 from dbt_claude_batch.client import LazyClient, is_sdk_error, require_api_key
 from dbt_claude_batch.duckdb_memory import bounded
+from dbt_claude_batch.empty_build import empty_requested, empty_results
 from dbt_claude_batch.errors import ConfigError, RunHealthError
 from dbt_claude_batch.identifiers import qualified
 from dbt_claude_batch.keys import check_custom_ids_unique, check_key_columns, check_keys, custom_id_sql
@@ -42,11 +43,17 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     """
     started = time.perf_counter()
     cfg = Settings.build(settings, kwargs)
-    require_api_key()
     this = dbt.this
     # The catalog name is left out on purpose: DuckDB takes it from the file name, and copying or
     # renaming the file must not orphan the state (and buy every answer again).
     model_id = f"{this.schema}.{this.identifier}"
+    if empty_requested():
+        with for_model(model_id):
+            _, _, _, key_types = _source_shape(source, cfg)
+            logger.info("--empty: the results table is built with its columns and no rows; "
+                        "no API call was made and the state is untouched")
+            return empty_results(session, cfg, key_types, model_id)
+    require_api_key()
     # The client is closed on every way out, so that no SDK import started early outlives the run.
     with for_model(model_id), bounded(session.cursor(), cfg.memory_limit), LazyClient() as api:
         return _run(dbt, session, source, cfg, model_id, started, api)
@@ -57,19 +64,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
     check_unique_key(cfg, this.identifier)
     run_vars = RunVars.from_dbt(this.identifier)
     state = State(session.cursor(), cfg.state_schema, model_id)
-
-    source_sql = source.sql_query()
-    columns = list(source.columns)
-    types = {c: str(t) for c, t in zip(source.columns, source.types)}
-    prompt = Prompt(cfg, _project_dir(), types)
-    prompt.check_columns(columns)
-    for name in ("model_column", "split_column"):
-        column = getattr(cfg, name)
-        if column and column not in columns:
-            raise ConfigError(f"Setting `{name}` names {column!r}, which is not in the source: fix it.\n"
-                              f"Source columns: {', '.join(columns)}")
-    check_key_columns(cfg.key, columns)
-    key_types = {c: types[c] for c in cfg.key}
+    source_sql, columns, prompt, key_types = _source_shape(source, cfg)
 
     # The one read of the whole source goes on beside the fixed state work, up to the quiet decision.
     with planning.SourceDigest(session.cursor(), source_sql, cfg.key, prompt.columns, cfg.model_column,
@@ -95,6 +90,22 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
                 finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                            cfg.prices)
             raise
+
+
+def _source_shape(source, cfg: Settings) -> tuple[str, list[str], Prompt, dict[str, str]]:
+    """The source's query, columns, the prompt over them, and the key columns' types; checks that every
+    column a setting or the template names is there."""
+    columns = list(source.columns)
+    types = {c: str(t) for c, t in zip(source.columns, source.types)}
+    prompt = Prompt(cfg, _project_dir(), types)
+    prompt.check_columns(columns)
+    for name in ("model_column", "split_column"):
+        column = getattr(cfg, name)
+        if column and column not in columns:
+            raise ConfigError(f"Setting `{name}` names {column!r}, which is not in the source: fix it.\n"
+                              f"Source columns: {', '.join(columns)}")
+    check_key_columns(cfg.key, columns)
+    return source.sql_query(), columns, prompt, {c: types[c] for c in cfg.key}
 
 
 def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, api: LazyClient, run_vars: RunVars,
@@ -222,6 +233,15 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     watermark = existing is not None and _has_column(state, this, "harvest_seq")
     # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
     current = None if is_incremental else f"select {custom_id_sql(cfg.key)} from ({source_sql})"
+    if current and not record.n_source_rows:
+        held = state.run(f"select count(*) from {state.table('answers')} where model_id = ?", [state.model_id])[0][0]
+        if held:
+            # An upstream built with --empty (or a load that failed) reads as empty; a rebuild must not
+            # throw away answers that were paid for.
+            current = None
+            logger.warning(f"the source is empty in this run, so the rebuilt table keeps the {held} answer(s) held "
+                           "in state instead of dropping them; once the source has rows again, a full refresh "
+                           "holds exactly its keys")
     flag = existing is None or _has_column(state, this, "newer_request_in_flight")
     results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current,
                                       flag_column=flag))
