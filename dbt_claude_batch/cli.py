@@ -106,6 +106,21 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_report)
 
 
+def _run_dbt(args: argparse.Namespace) -> int:
+    from dbt_claude_batch.interruption import run_dbt
+
+    return run_dbt(args.dbt_args)
+
+
+def _add_dbt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dbt", help="run dbt with SIGTERM handled like Ctrl-C (for schedulers)",
+                       description="Run dbt's own command line in this process, e.g. `dbt-claude-batch dbt run -s "
+                                   "my_model`. dbt itself dies at once on SIGTERM; here SIGTERM is Ctrl-C: batch "
+                                   "models stop between creates and polls, write what they hold, and exit non-zero.")
+    p.add_argument("dbt_args", nargs=argparse.REMAINDER, metavar="DBT_ARGS", help="what you would pass to `dbt`")
+    p.set_defaults(func=_run_dbt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbt-claude-batch",
                                      description="Run Claude over dbt tables through the Message Batches API.")
@@ -113,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_emulator(sub)
     _add_status(sub)
     _add_report(sub)
+    _add_dbt(sub)
     return parser
 
 

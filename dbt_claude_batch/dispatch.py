@@ -13,6 +13,7 @@ from __future__ import annotations
 from dbt_claude_batch import planning
 from dbt_claude_batch.client import LazyClient
 from dbt_claude_batch.errors import BudgetExceededError, ConfigError, TemplateError
+from dbt_claude_batch.interruption import StopFlag
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.pricing import BATCH_DISCOUNT
 from dbt_claude_batch.prompts import Prompt
@@ -25,10 +26,11 @@ AUTO_MARGIN_HOURS = 1.0
 
 
 def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int,
-                   source_sql: str) -> tuple[int, int]:
+                   source_sql: str, stop: StopFlag | None = None) -> tuple[int, int]:
     """Render, reuse held answers, check names and budget, route and send the pending rows.
 
-    Returns the request lines sent, and those left waiting for room in the processing queue.
+    Returns the request lines sent, and those left waiting for room in the processing queue or
+    because `stop` was set (checked before each create; a create sent finishes and is recorded).
     """
     from dbt_claude_batch.local_outcomes import record_template_errors, reuse_held_answers
     from dbt_claude_batch.spool import build_spool
@@ -68,11 +70,13 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         from dbt_claude_batch import submission  # imports the SDK, which a warm-up may still be importing
 
         room = None if cfg.max_requests_in_flight is None else cfg.max_requests_in_flight - state.requests_in_flight()
-        sent = waiting = 0
+        sent = waiting = stopped = 0
         for i, chunk in enumerate(spool.chunks):
+            if stop is not None and stop.requested:
+                stopped = sum(c.n for c in spool.chunks[i:])
+                break
             if chunk.lane == "sync" or route == "sync":
-                run_sync(api.get(), state, spool, chunk, cfg)
-                sent += chunk.n
+                sent += run_sync(api.get(), state, spool, chunk, cfg, stop)
                 continue
             if room is not None and chunk.n + 1 > room:  # +1: the marker request
                 waiting += chunk.n
@@ -91,7 +95,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         if waiting:
             logger.warning(f"{waiting} requests wait for room in the queue (max_requests_in_flight "
                            f"{cfg.max_requests_in_flight}); the next run submits them")
-        return sent, waiting
+        return sent, waiting + stopped
 
 
 def check_models(api: LazyClient, state: State, cfg: Settings) -> None:

@@ -94,8 +94,9 @@ def progress_line(state: State, elapsed: float, remaining: float, until_expected
             + "; ".join(parts) + eta)
 
 
-def wait_until(state: State, deadline: float, interval: float, step) -> bool:
-    """Call `step()` until it returns True (nothing left in flight) or the deadline passes."""
+def wait_until(state: State, deadline: float, interval: float, step, stop=None) -> bool:
+    """Call `step()` until it returns True (nothing left in flight), the deadline passes or `stop` (a
+    `interruption.StopFlag`) is set."""
     started = time.monotonic()
     polls = 0
     while True:
@@ -106,5 +107,9 @@ def wait_until(state: State, deadline: float, interval: float, step) -> bool:
             return False
         until = expected_end(state)
         logger.info(progress_line(state, time.monotonic() - started, remaining, until))
-        time.sleep(next_wait(interval, remaining, polls, until))
+        wait = next_wait(interval, remaining, polls, until)
+        if stop is not None and stop.sleep(wait):
+            return False
+        if stop is None:
+            time.sleep(wait)
         polls += 1

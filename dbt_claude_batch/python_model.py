@@ -21,6 +21,7 @@ from dbt_claude_batch.duckdb_memory import bounded
 from dbt_claude_batch.empty_build import empty_requested, empty_results
 from dbt_claude_batch.errors import ConfigError, RunHealthError
 from dbt_claude_batch.identifiers import qualified
+from dbt_claude_batch.interruption import StopFlag, stop_on_cancel
 from dbt_claude_batch.keys import check_custom_ids_unique, check_key_columns, check_keys, custom_id_sql
 from dbt_claude_batch.log import for_model, logger
 from dbt_claude_batch.preflight import check_key_change, check_unique_key
@@ -55,11 +56,12 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
             return empty_results(session, cfg, key_types, model_id)
     require_api_key()
     # The client is closed on every way out, so that no SDK import started early outlives the run.
-    with for_model(model_id), bounded(session.cursor(), cfg.memory_limit), LazyClient() as api:
-        return _run(dbt, session, source, cfg, model_id, started, api)
+    with (for_model(model_id), bounded(session.cursor(), cfg.memory_limit), LazyClient() as api,
+          stop_on_cancel(session) as stop):
+        return _run(dbt, session, source, cfg, model_id, started, api, stop)
 
 
-def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api: LazyClient):
+def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api: LazyClient, stop: StopFlag):
     this = dbt.this
     check_unique_key(cfg, this.identifier)
     run_vars = RunVars.from_dbt(this.identifier)
@@ -84,7 +86,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
         record = start_run(state)
         try:
             return _recorded_run(dbt, session, source_sql, cfg, state, api, run_vars, prompt, columns, key_types,
-                                 source_digest, unfinished, started, record)
+                                 source_digest, unfinished, started, record, stop)
         except BaseException as exc:
             if not record.finished:
                 finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
@@ -110,7 +112,8 @@ def _source_shape(source, cfg: Settings) -> tuple[str, list[str], Prompt, dict[s
 
 def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, api: LazyClient, run_vars: RunVars,
                   prompt: Prompt, columns: list[str], key_types: dict[str, str],
-                  source_digest: planning.SourceDigest, unfinished: bool, started: float, record: RunRecord):
+                  source_digest: planning.SourceDigest, unfinished: bool, started: float, record: RunRecord,
+                  stop: StopFlag):
     """The run once its `runs` row exists: the rest of the fixed work, then the digest decides."""
     this = dbt.this
     _drop_leaked_tmp_tables(state, this)
@@ -134,7 +137,7 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     check_custom_ids_unique(state.cursor, planning.STAGED)
 
     try:
-        done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types)
+        done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types, stop)
     except Exception as exc:
         if is_sdk_error(exc, "APIConnectionError"):
             from dbt_claude_batch.submission import unreachable_error
@@ -145,6 +148,12 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
         return finish(only_new=True)
     sent, waiting = done
     record.n_submitted = sent
+    if stop.requested:
+        line = (f"stopped by Ctrl-C: this run submitted {sent} request(s) before the stop and {waiting} were not "
+                "submitted (they stay pending); the next dbt run continues from here: it collects the batches "
+                "in flight and submits the rest, and nothing is bought twice")
+        logger.warning(line)
+        return finish(outcome="stopped", note=line)
     if (not sent and not waiting and not run_vars.any() and not state.unharvested_batches()
             and not state.unsettled_submissions()):
         state.set_quiet_digest(digest)
@@ -152,9 +161,9 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
 
 
 def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,
-              source_sql: str, this, key_types: dict[str, str]) -> tuple[int, int] | None:
+              source_sql: str, this, key_types: dict[str, str], stop: StopFlag) -> tuple[int, int] | None:
     """Settle, cancel, poll, harvest, submit and wait; return the request lines sent and those left
-    waiting for room in the queue (None for a sample)."""
+    waiting for room in the queue or by a stop (None for a sample)."""
     model_id = state.model_id
     if run_vars.sample_size:
         from dbt_claude_batch.sample import run_sample
@@ -188,18 +197,20 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
         can_split=cfg.split_column is not None, rerun_filter=run_vars.rerun_filter(cfg.key),
     )
     sent = waiting = 0
-    if n_candidates:
+    if n_candidates and stop.requested:
+        waiting = n_candidates
+    elif n_candidates:
         from dbt_claude_batch.dispatch import submit_pending
 
         api.warm()
 
-        sent, waiting = submit_pending(api, state, prompt, cfg, n_staged, source_sql)
+        sent, waiting = submit_pending(api, state, prompt, cfg, n_staged, source_sql, stop)
     if not sent and not waiting:
         logger.info(f"{n_staged} source rows, nothing to submit")
 
     # Worth waiting for: batches in flight, and unanswered creates whose candidates may prove theirs.
     # One in doubt with no candidate only waits out its grace period, which is not this run's to spend.
-    if cfg.wait_seconds > 0 and (state.unharvested_batches() or state.awaiting_proof()):
+    if cfg.wait_seconds > 0 and not stop.requested and (state.unharvested_batches() or state.awaiting_proof()):
         from dbt_claude_batch.polling import wait_until
 
         def step() -> bool:
@@ -208,7 +219,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
             write_snapshot(state.cursor, cfg.state_schema)
             return not state.unharvested_batches() and not state.awaiting_proof()
 
-        if not wait_until(state, time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step):
+        if not wait_until(state, time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step, stop):
             logger.info(f"batches still in flight; the next run collects them")
     return sent, waiting
 
@@ -226,7 +237,7 @@ def _planning_seed(cfg: Settings) -> str:
 
 
 def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
-            source_sql: str, record: RunRecord, only_new: bool = False):
+            source_sql: str, record: RunRecord, only_new: bool = False, outcome: str = "ok", note: str | None = None):
     for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED):
         state.run(f"drop table if exists {temp}")
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
@@ -245,7 +256,7 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     flag = existing is None or _has_column(state, this, "newer_request_in_flight")
     results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current,
                                       flag_column=flag))
-    finish_run(state, record, "ok", prices=cfg.prices)
+    finish_run(state, record, outcome, note, prices=cfg.prices)
     logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
     try:
         _check_health(cfg, record)

@@ -53,8 +53,12 @@ def call_messages(client, params: Mapping[str, Any]) -> dict[str, Any]:
         return {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": f"connection failed: {exc}"}}}
 
 
-def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Settings) -> str:
-    """Send one chunk's requests synchronously and record them as a pseudo-batch of kind `sync`."""
+def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Settings, stop=None) -> int:
+    """Send one chunk's requests synchronously and record them as a pseudo-batch of kind `sync`.
+
+    Returns how many were sent: once `stop` (an `interruption.StopFlag`) is set, requests not yet
+    started are not sent; they end as `missing`, which the next run sends.
+    """
     concurrency, schema, keep = settings.sync_concurrency, settings.output_schema, settings.keep_message
     batch_id = "sync_" + uuid.uuid4().hex[:24]
     submission_id = str(uuid.uuid4())
@@ -72,13 +76,16 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
 
     with scratch() as tmp:
         everything = os.path.join(tmp, "all.jsonl")
-        group, group_no, flushed_at, recorded = [], 0, time.monotonic(), 0
+        group, group_no, flushed_at, recorded, sent = [], 0, time.monotonic(), 0, 0
         with ThreadPoolExecutor(max_workers=concurrency) as pool, open(everything, "wb") as out:
             pending = {pool.submit(one, line) for line in lines}
             while pending or group:
+                if stop is not None and stop.requested:
+                    pending = {f for f in pending if not f.cancel()}
                 done, pending = wait(pending, timeout=_FLUSH_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
                     answer = future.result()
+                    sent += 1
                     out.write(answer + b"\n")
                     group.append(answer)
                 if group and (len(group) >= _FLUSH_EVERY or not pending
@@ -92,9 +99,9 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
             _end(state, batch_id)
             notes = finish_batch(state, batch_id)
             answers.refresh(state, [batch_id])
-    if notes:
+    if notes and sent == len(lines):
         logger.warning(f"synchronous run {batch_id} did not reconcile: {'; '.join(notes)}")
-    return batch_id
+    return sent
 
 
 def finish_interrupted(state: State, batch_id: str) -> None:

@@ -21,6 +21,8 @@ default 1).
   spend_limit           {"route": "create" (default)|..., "times": N} 429 rate_limit_error
                          "workspace has reached its spend limit", without retry-after
   never_end             {} batches created while active do not end before expires_at
+  slow_create           {"seconds": S, "times": N} a create is carried out at once (the batch
+                         exists and is listed) but answered only S seconds later
   queue_limit           {"max_requests": N, "retry_after": seconds (default 60), "times": N}
                          a create whose requests, added to those of every batch still in the
                          processing queue (see batches.in_queue), would exceed N is refused
@@ -48,7 +50,7 @@ OUTCOME_MESSAGES = {
 DEFAULT_TIMES = {"lose_create_response": 1, "drop_create": 1, "cut_download": 1}
 NAMES = ("http_error", "result_errors", "result_outcome", "cut_download", "missing_results",
          "archive_results", "lose_create_response", "drop_create", "spend_limit", "never_end",
-         "queue_limit")
+         "queue_limit", "slow_create")
 QUEUE_RETRY_AFTER = 60
 DROP_WHEN = ("before", "after")
 
@@ -102,6 +104,9 @@ def normalise(raw: object) -> dict:
     elif name == "missing_results":
         if not isinstance(s.get("count"), int) and not isinstance(s.get("custom_ids"), list):
             raise ScenarioError("missing_results needs count or custom_ids")
+    elif name == "slow_create":
+        if not isinstance(s.get("seconds"), (int, float)) or isinstance(s.get("seconds"), bool) or s["seconds"] < 0:
+            raise ScenarioError("slow_create needs seconds >= 0")
     return s
 
 
@@ -179,6 +184,10 @@ class Scenarios:
             fired = dict(tightest)
             self._spend(tightest)
             return fired
+
+    def slow_create(self) -> dict | None:
+        """The slow_create due now, spending one use."""
+        return self._take(lambda s: s["name"] == "slow_create")
 
     def drop_create(self, when: str) -> dict | None:
         """The drop_create (or its alias lose_create_response) due at `when`, spending one use."""

@@ -7,6 +7,7 @@ import re
 import secrets
 import string
 import sys
+import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -165,6 +166,11 @@ class Handler(BaseHTTPRequestHandler):
         try:
             with state.lock:
                 getattr(self, "_route_" + name)(raw, path_id, url, version)
+            held = getattr(self, "_held_answer", None)
+            if held is not None:  # slow_create: answered late, without holding up other calls
+                self._held_answer = None
+                time.sleep(held[0])
+                self._send(200, held[1])
         except validation.ParamsError as e:
             raise Reply(e.status, e.kind, e.message)
         except batches.NotFound as e:
@@ -190,6 +196,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.state.scenarios.drop_create("after") is not None:
             self.state.ledger.record_dropped_create("after", record["id"])
             self.close_connection = True  # persisted, but the client never hears back
+            return
+        slow = self.state.scenarios.slow_create()
+        if slow is not None:
+            self._held_answer = (float(slow["seconds"]), batches.view(self.state, record))
             return
         self._send(200, batches.view(self.state, record))
 

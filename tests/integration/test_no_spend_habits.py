@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from dbt_harness import items
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dbt_harness import create_calls, created_batches, items, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 
@@ -67,3 +74,116 @@ def test_full_refresh_over_a_source_built_empty_keeps_held_answers(project, emul
     assert "the source is empty in this run, so the rebuilt table keeps the 4 answer(s)" in out
     assert sorted(project.results()) == [1, 2, 3, 4]
     assert _api_calls(emulator) == calls
+
+
+# -- Ctrl-C and SIGTERM -----------------------------------------------------------------------------
+
+STOPPED = "stopped by Ctrl-C: this run submitted"
+
+
+def _read_until(proc, pattern: str, seen: list[str]) -> None:
+    for line in proc.stdout:
+        seen.append(line)
+        if pattern in line:
+            return
+    raise AssertionError(f"dbt ended before {pattern!r}:\n{''.join(seen)[-4000:]}")
+
+
+def _finish(proc, seen: list[str], timeout: float = 60) -> int:
+    """The exit code; fails when the process has not ended within `timeout` (a stuck run)."""
+    code = proc.wait(timeout=timeout)
+    seen.append(proc.stdout.read())
+    proc.stdout.close()
+    return code
+
+
+def _each_row_bought_once(emulator) -> list[str]:
+    ids = [r["custom_id"] for r in row_requests(emulator)]
+    assert len(ids) == len(set(ids)), "a row was bought twice"
+    return ids
+
+
+def test_ctrl_c_stops_between_creates_and_the_next_run_continues(project, emulator):
+    project.load_table("items", items(30))
+    project.configure(replace=False, max_requests_per_batch=2, **FAST)  # a batch per row
+    proc = project.popen("run", "-s", f"+{project.model}")
+    seen: list[str] = []
+    _read_until(proc, "submitted batch", seen)
+    os.kill(proc.pid, signal.SIGINT)
+    code = _finish(proc, seen)
+
+    out = "".join(seen)
+    assert code != 0
+    stop_line = next(line for line in out.splitlines() if STOPPED in line)
+    sent = out.count("submitted batch")
+    assert sent < 30 and create_calls(emulator) == sent
+    assert f"submitted {sent} request(s) before the stop and {30 - sent} were not submitted" in stop_line
+    assert project.query("select outcome from dbt_claude_batch.runs") == [("stopped",)]
+
+    project.run()  # continues: what was sent is collected, the rest is submitted, nothing twice
+    assert sorted(project.results()) == list(range(1, 31))
+    assert len(_each_row_bought_once(emulator)) == 30
+
+
+def test_ctrl_c_stops_the_wait_for_results(project, emulator_factory):
+    emulator = emulator_factory("--processing-delay", "3600")
+    project.emulator = emulator
+    project.load_table("items", items(3))
+    project.configure(replace=False, wait_seconds=600, poll_interval_seconds=1)
+    proc = project.popen("run", "-s", f"+{project.model}")
+    seen: list[str] = []
+    _read_until(proc, "waiting ", seen)
+    os.kill(proc.pid, signal.SIGINT)
+    code = _finish(proc, seen)  # well before wait_seconds
+
+    assert code != 0
+    assert "submitted 3 request(s) before the stop and 0 were not submitted" in "".join(seen)
+    assert create_calls(emulator) == 1
+
+
+def test_a_second_signal_exits_at_once_without_a_traceback(project, emulator):
+    project.load_table("items", items(4))
+    project.configure(replace=False, **FAST)
+    emulator.add_scenario({"name": "slow_create", "seconds": 120, "times": 1})
+    proc = project.popen("run", "-s", f"+{project.model}")
+    seen: list[str] = []
+    _read_until(proc, "to submit", seen)
+    deadline = time.monotonic() + 60
+    while not created_batches(emulator):  # the create reached the API; its answer is held back
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)
+    os.kill(proc.pid, signal.SIGINT)
+    _read_until(proc, "CANCEL", seen)  # dbt cancelled the model's connection: the run knows
+    os.kill(proc.pid, signal.SIGINT)
+    code = _finish(proc, seen)
+
+    out = "".join(seen)
+    assert code == 128 + signal.SIGINT
+    assert "SIGINT again: exiting now" in out and "Traceback" not in out
+
+    project.run()  # the unanswered create is settled by its marker: adopted, not bought again
+    assert sorted(project.results()) == [1, 2, 3, 4]
+    assert len(created_batches(emulator)) == 1 and len(_each_row_bought_once(emulator)) == 4
+
+
+def test_sigterm_kills_dbt_safely_and_stops_between_creates_under_the_wrapper(project, emulator):
+    project.load_table("items", items(30))
+    project.configure(replace=False, max_requests_per_batch=2, **FAST)
+    proc = project.popen("run", "-s", f"+{project.model}")
+    seen: list[str] = []
+    _read_until(proc, "submitted batch", seen)
+    os.kill(proc.pid, signal.SIGTERM)  # dbt has no SIGTERM handler: it dies at once
+    assert _finish(proc, seen) == -signal.SIGTERM
+    assert STOPPED not in "".join(seen)
+
+    wrapper = subprocess.Popen([str(Path(sys.executable).parent / "dbt-claude-batch"), "dbt", "run", "-s", f"+{project.model}"],
+                               cwd=project.root, env=project.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    seen = []
+    _read_until(wrapper, "submitted batch", seen)
+    os.kill(wrapper.pid, signal.SIGTERM)
+    code = _finish(wrapper, seen)
+    assert code != 0 and STOPPED in "".join(seen)
+
+    project.run()
+    assert sorted(project.results()) == list(range(1, 31))
+    assert len(_each_row_bought_once(emulator)) == 30
