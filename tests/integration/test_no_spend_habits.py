@@ -187,3 +187,24 @@ def test_sigterm_kills_dbt_safely_and_stops_between_creates_under_the_wrapper(pr
     project.run()
     assert sorted(project.results()) == list(range(1, 31))
     assert len(_each_row_bought_once(emulator)) == 30
+
+
+def test_two_runs_on_one_file_lose_nothing(project, emulator_factory):
+    emulator = emulator_factory("--processing-delay", "3600")
+    project.emulator = emulator
+    project.load_table("items", items(3))
+    project.configure(replace=False, wait_seconds=600, poll_interval_seconds=1)
+    first = project.popen("run", "-s", f"+{project.model}")
+    seen: list[str] = []
+    _read_until(first, "waiting ", seen)  # the first run holds the file while it waits
+
+    second = project.run(expect_ok=False)
+    assert "Could not set lock on file" in second.stdout + second.stderr  # dbt-duckdb's words, before any model
+    os.kill(first.pid, signal.SIGINT)
+    _finish(first, seen)
+
+    emulator.advance_clock(7200)
+    project.configure(replace=False, wait_seconds=60, poll_interval_seconds=0.05)
+    project.run()
+    assert sorted(project.results()) == [1, 2, 3]
+    assert create_calls(emulator) == 1 and len(_each_row_bought_once(emulator)) == 3
