@@ -69,3 +69,26 @@ def test_a_key_in_params_is_refused_and_lands_nowhere_we_write(project, emulator
     assert "Unknown var `claude_batch_cancle`: did you mean `claude_batch_cancel`?" in line
     assert create_calls(emulator) == 1
 
+
+def test_a_model_without_a_price_is_named_and_never_estimated_at_zero(project, emulator):
+    project.load_table("items", items(3))
+    project.configure(replace=False, model="claude-haiku-9", max_cost_usd=5, **FAST)
+
+    # A misspelt model: the name is what is wrong, not its price.
+    line = _error_line(project.run(expect_ok=False).stdout, "is not a model the API lists")
+    assert "Model 'claude-haiku-9' (from setting `model`) is not a model the API lists for this key" in line
+
+    # A model the API takes but no price is known for: named, with the priced ones and how to add it.
+    project.configure(replace=False, extra_models=["claude-haiku-9"])
+    line = _error_line(project.run(expect_ok=False).stdout, "No price known for model(s) claude")
+    assert "No price known for model(s) claude-haiku-9" in line
+    assert "claude-haiku-4-5" in line and "`prices`" in line
+    assert create_calls(emulator) == 0
+
+    # Without a budget it is sent, and the estimate says it has no price instead of $0.
+    project.configure(replace=False, max_cost_usd=None)
+    out = project.run(expect_ok=False).stdout  # the emulator does not know the model either: every row errors
+    line = _error_line(out, "source rows, 3 to submit")
+    assert "no price known for claude-haiku-9" in line and "$0.0000" not in line
+    assert create_calls(emulator) == 1
+
