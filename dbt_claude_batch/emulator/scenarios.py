@@ -20,6 +20,8 @@ default 1).
                          batch is created (default times 1)
   spend_limit           {"route": "create" (default)|..., "times": N} 429 rate_limit_error
                          "workspace has reached its spend limit", without retry-after
+  credit_balance_too_low {"route": "create" (default)|..., "times": N} 400 invalid_request_error
+                         "Your credit balance is too low to access the Anthropic API. ..."
   never_end             {} batches created while active do not end before expires_at
   queue_limit           {"max_requests": N, "retry_after": seconds (default 60), "times": N}
                          a create whose requests, added to those of every batch still in the
@@ -48,7 +50,7 @@ OUTCOME_MESSAGES = {
 DEFAULT_TIMES = {"lose_create_response": 1, "drop_create": 1, "cut_download": 1}
 NAMES = ("http_error", "result_errors", "result_outcome", "cut_download", "missing_results",
          "archive_results", "lose_create_response", "drop_create", "spend_limit", "never_end",
-         "queue_limit")
+         "queue_limit", "credit_balance_too_low")
 QUEUE_RETRY_AFTER = 60
 DROP_WHEN = ("before", "after")
 
@@ -72,7 +74,7 @@ def normalise(raw: object) -> dict:
         s.setdefault("route", "any")
         if s["route"] not in ROUTES:
             raise ScenarioError(f"route must be one of {ROUTES}")
-    elif name == "spend_limit":
+    elif name in ("spend_limit", "credit_balance_too_low"):
         s.setdefault("route", "create")
         if s["route"] not in ROUTES:
             raise ScenarioError(f"route must be one of {ROUTES}")
@@ -159,6 +161,10 @@ class Scenarios:
     def spend_limit(self, route: str) -> dict | None:
         """The spend_limit refusing a call on `route`, if one is armed (spends one use)."""
         return self.fire("spend_limit", lambda s: s["route"] in (route, "any"))
+
+    def credit_balance_too_low(self, route: str) -> dict | None:
+        """The credit_balance_too_low refusing a call on `route`, if one is armed (spends one use)."""
+        return self.fire("credit_balance_too_low", lambda s: s["route"] in (route, "any"))
 
     def queue_limit(self) -> dict | None:
         """The tightest armed queue_limit (smallest max_requests), or None; spends nothing."""

@@ -92,3 +92,20 @@ def test_a_model_without_a_price_is_named_and_never_estimated_at_zero(project, e
     assert "no price known for claude-haiku-9" in line and "$0.0000" not in line
     assert create_calls(emulator) == 1
 
+
+def test_a_create_refused_for_a_low_credit_balance_passes_the_api_message_through(project, emulator):
+    emulator.add_scenario({"name": "credit_balance_too_low", "times": 1})
+    project.load_table("items", items(3))
+    project.configure(replace=False, **FAST)
+
+    out = project.run(expect_ok=False).stdout
+
+    line = _error_line(out, "Batch create refused")
+    assert "Your credit balance is too low to access the Anthropic API" in line
+    assert "nothing was submitted" in line and "rows stay pending" in line and "add credits" in line
+    assert "fix the request settings" not in line
+    assert emulator.ledger()["batches"] == []
+    assert project.query("select count(*) from dbt_claude_batch.submissions "
+                         "where status in ('creating', 'in_doubt')") == [(0,)]
+    project.run()  # credits added: the next run sends the rows
+    assert len(project.results()) == 3
