@@ -117,12 +117,19 @@ def _project_vars() -> dict:
             project = yaml.safe_load(handle) or {}
     except Exception:  # noqa: BLE001 - outside a dbt invocation, or no project file: no project vars
         return {}
+    return project_vars(project)
+
+
+def project_vars(project: dict) -> dict:
+    """The `claude_batch_` vars of a parsed dbt_project.yml: global ones, then those scoped to the project
+    (whose own name, say `claude_batch_demo`, is a scope and not a var)."""
     found = project.get("vars") or {}
     if not isinstance(found, dict):
         return {}
-    scoped = found.get(project.get("name")) if isinstance(found.get(project.get("name")), dict) else {}
-    return {**{k: v for k, v in found.items() if k.startswith("claude_batch_")},
-            **{k: v for k, v in scoped.items() if k.startswith("claude_batch_")}}
+    name = project.get("name")
+    scoped = found.get(name) if isinstance(found.get(name), dict) else {}
+    return {**{k: v for k, v in found.items() if str(k).startswith("claude_batch_") and k != name},
+            **{k: v for k, v in scoped.items() if str(k).startswith("claude_batch_")}}
 
 
 def _cli_vars() -> dict:

@@ -28,3 +28,13 @@ def test_an_unknown_var_without_a_close_name_lists_the_known_ones():
         RunVars.parse({"claude_batch_xyzzy": 1}, "m")
     first = str(info.value).splitlines()[0]
     assert first.startswith("Unknown var `claude_batch_xyzzy`") and "claude_batch_sample" in first
+
+
+def test_a_project_named_like_a_var_is_a_scope_not_an_unknown_var():
+    from dbt_claude_batch.run_vars import project_vars
+
+    project = {"name": "claude_batch_demo",
+               "vars": {"claude_batch_demo": {"claude_batch_sample": 3}, "claude_batch_cancel": "m", "other": 1}}
+    found = project_vars(project)
+    assert found == {"claude_batch_cancel": "m", "claude_batch_sample": 3}
+    assert RunVars.parse(found, "m").sample_size == 3
