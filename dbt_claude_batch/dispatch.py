@@ -15,7 +15,7 @@ from dbt_claude_batch.client import LazyClient
 from dbt_claude_batch.errors import BudgetExceededError, ConfigError, TemplateError
 from dbt_claude_batch.interruption import StopFlag
 from dbt_claude_batch.log import logger
-from dbt_claude_batch.pricing import BATCH_DISCOUNT
+from dbt_claude_batch.pricing import BATCH_DISCOUNT, unpriced
 from dbt_claude_batch.prompts import Prompt
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
@@ -63,10 +63,13 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
             f"{n_staged} source rows, {sum(reasons.values())} to submit "
             f"({', '.join(f'{v} {k}' for k, v in reasons.items())}) as {spool.n_lines} requests"
             + (f", {spool.n_deduplicated} sharing an identical request" if spool.n_deduplicated else "")
-            + f"; route: {route} ({why}); estimated cost at most ${estimate:.4f}"
+            + f"; route: {route} ({why}); {_estimate_note(cfg, spool, estimate)}"
         )
+        if spool.unpriced_models:  # a misspelt model is what is wrong then, not its missing price
+            check_models(api, state, cfg)
         check_budget(cfg, state, spool, estimate)
-        check_models(api, state, cfg)
+        if not spool.unpriced_models:  # after the budget: a refused budget asks the API nothing
+            check_models(api, state, cfg)
         from dbt_claude_batch import submission  # imports the SDK, which a warm-up may still be importing
 
         room = None if cfg.max_requests_in_flight is None else cfg.max_requests_in_flight - state.requests_in_flight()
@@ -108,6 +111,16 @@ def check_models(api: LazyClient, state: State, cfg: Settings) -> None:
     check_model_names(api.get(), names, cfg.extra_models, setting)
 
 
+def _estimate_note(cfg: Settings, spool, estimate: float) -> str:
+    """The estimate for the log line; never $0 for work whose model has no price."""
+    if not spool.unpriced_models:
+        return f"estimated cost at most ${estimate:.4f}"
+    note = f"no price known for {unpriced(spool.unpriced_models, cfg.prices)}"
+    if estimate:
+        return f"estimated cost at most ${estimate:.4f} for the priced models, and {note}"
+    return note
+
+
 def choose_route(cfg: Settings, n_requests: int) -> tuple[str, str]:
     """Where the pending requests go, and why (logged)."""
     if cfg.mode != "auto":
@@ -125,10 +138,8 @@ def check_budget(cfg: Settings, state: State, spool, estimate: float) -> None:
     if cfg.max_cost_usd is None and cfg.max_cost_usd_all_models is None:
         return
     if spool.unpriced_models:
-        raise ConfigError(
-            f"No price known for model(s) {', '.join(sorted(spool.unpriced_models))}, so the budget guard "
-            "cannot estimate the cost: add them to `prices` ({model: {input: USD, output: USD}} per million tokens)."
-        )
+        raise ConfigError(f"No price known for model(s) {unpriced(spool.unpriced_models, cfg.prices)}; the budget guard "
+                          "cannot estimate the cost without it, so nothing was submitted.")
     for setting, limit, every_model in (("max_cost_usd", cfg.max_cost_usd, False),
                                         ("max_cost_usd_all_models", cfg.max_cost_usd_all_models, True)):
         if limit is None:

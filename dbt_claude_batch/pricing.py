@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from dbt_claude_batch.identifiers import literal
 
@@ -48,6 +48,13 @@ def price_table(overrides: Mapping[str, Any] | None = None) -> dict[str, tuple[f
 
 def list_price(model: str, overrides: Mapping[str, Any] | None = None) -> tuple[float, float] | None:
     return price_table(overrides).get(model_family(model))
+
+
+def unpriced(models: Iterable[str], overrides: Mapping[str, Any] | None = None) -> str:
+    """Models without a price, for a message: their names, the priced ones, and how to add a price."""
+    known = ", ".join(sorted(price_table(overrides)))
+    return (f"{', '.join(sorted(models))} (prices are known for {known}): add it to the "
+            "setting `prices`, e.g. prices: {my-model: {input: 3, output: 15}} (USD per million tokens)")
 
 
 def text_tokens(text: str) -> int:

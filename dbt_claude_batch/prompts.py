@@ -2,7 +2,8 @@
 
 A template is a Jinja2 file rendered in a sandbox with StrictUndefined, over the row's columns. Row
 values are passed as data and never parsed as a template, so ``{{ }}`` inside a row is sent verbatim.
-A NULL column renders as empty text (a template can still test it: ``{% if x is none %}``).
+A NULL column renders as empty text, with or without filters (a template can still test it:
+``{% if x is none %}``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,41 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+class _Null(str):
+    """A NULL column inside a template: empty text under every filter, `~`, slice and method (a bare
+    ``{{ x }}`` already rendered NULL as '', so those hashes stay), yet ``x is none`` and ``x == none`` hold,
+    and ``tojson`` still gives ``null``. Plain None would turn into the text 'None' under a filter."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
+
+_NULL = _Null()
+
+
+def _is_none(value: Any) -> bool:
+    return value is None or isinstance(value, _Null)
+
+
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False,
                             finalize=_finalize)
+_ENV.tests["none"] = _is_none
+_TOJSON = _ENV.filters["tojson"]
+
+
+@jinja2.pass_eval_context
+def _tojson(eval_ctx, value: Any, indent: int | None = None) -> Any:
+    return _TOJSON(eval_ctx, None if isinstance(value, _Null) else value, indent)
+
+
+_ENV.filters["tojson"] = _tojson
 
 
 def resolve_template_path(path: str, project_dir: str | None) -> Path:
@@ -99,7 +133,7 @@ class Prompt:
             value = row[self.settings.prompt_column]
             return "" if value is None else str(value)
         try:
-            return self._template.render(**{c: row[c] for c in self.columns})
+            return self._template.render(**{c: _NULL if row[c] is None else row[c] for c in self.columns})
         except Exception as exc:  # noqa: BLE001 - any error a template raises is that row's failure
             frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<template>"]
             line = frames[-1].lineno if frames else getattr(exc, "lineno", None)

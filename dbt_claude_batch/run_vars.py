@@ -6,6 +6,7 @@ top-level `vars:` and those under the project's own name count (dbt's scoping); 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -16,6 +17,8 @@ VAR_CANCEL = "claude_batch_cancel"
 VAR_RESUBMIT_CANCELED = "claude_batch_resubmit_canceled"
 VAR_SAMPLE = "claude_batch_sample"
 VAR_RERUN_KEYS = "claude_batch_rerun_keys"
+VAR_STATE_SCHEMA = "claude_batch_state_schema"  # read by the package's sources and macros, not here
+KNOWN_VARS = (VAR_CANCEL, VAR_RESUBMIT_CANCELED, VAR_SAMPLE, VAR_RERUN_KEYS, VAR_STATE_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class RunVars:
 
     @classmethod
     def parse(cls, values: dict[str, Any], identifier: str) -> "RunVars":
+        _refuse_unknown(values)
         sample = values.get(VAR_SAMPLE) or 0
         if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
             raise ConfigError(f"Var `{VAR_SAMPLE}` must be a number of rows, e.g. --vars '{{{VAR_SAMPLE}: 20}}'.")
@@ -79,6 +83,18 @@ class RunVars:
         return "(" + " or ".join(clauses) + ")"
 
 
+def _refuse_unknown(values: dict[str, Any]) -> None:
+    """A misspelt var of this package would be ignored silently (a cancel that cancels nothing): refuse it."""
+    unknown = sorted(k for k in values if isinstance(k, str) and k.startswith("claude_batch_") and k not in KNOWN_VARS)
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, KNOWN_VARS, n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`? Fix" if close else f"the known ones are {', '.join(KNOWN_VARS)}: fix or remove"
+    raise ConfigError(f"Unknown var `{name}`: {hint} it in --vars or the `vars:` of dbt_project.yml; nothing was "
+                      f"submitted.\nKnown vars: {', '.join(KNOWN_VARS)}")
+
+
 def _names_model(value: Any, identifier: str) -> bool:
     """A var that is true for every batch model, or names this one (string or list)."""
     if value is True or (isinstance(value, str) and value.lower() in ("true", "all", "*")):
@@ -101,12 +117,19 @@ def _project_vars() -> dict:
             project = yaml.safe_load(handle) or {}
     except Exception:  # noqa: BLE001 - outside a dbt invocation, or no project file: no project vars
         return {}
+    return project_vars(project)
+
+
+def project_vars(project: dict) -> dict:
+    """The `claude_batch_` vars of a parsed dbt_project.yml: global ones, then those scoped to the project
+    (whose own name, say `claude_batch_demo`, is a scope and not a var)."""
     found = project.get("vars") or {}
     if not isinstance(found, dict):
         return {}
-    scoped = found.get(project.get("name")) if isinstance(found.get(project.get("name")), dict) else {}
-    return {**{k: v for k, v in found.items() if k.startswith("claude_batch_")},
-            **{k: v for k, v in scoped.items() if k.startswith("claude_batch_")}}
+    name = project.get("name")
+    scoped = found.get(name) if isinstance(found.get(name), dict) else {}
+    return {**{k: v for k, v in found.items() if str(k).startswith("claude_batch_") and k != name},
+            **{k: v for k, v in scoped.items() if str(k).startswith("claude_batch_")}}
 
 
 def _cli_vars() -> dict:

@@ -261,6 +261,10 @@ def _retry_after(exc: anthropic.APIStatusError, attempt: int) -> float:
 
 def _create_refused(exc: anthropic.APIStatusError) -> str:
     status = exc.status_code
+    if "credit balance" in _message(exc).lower():
+        # A 400 like a bad request, but nothing in the request is wrong: the API's own words say what is.
+        return (f"Batch create refused (HTTP {status}): {_message(exc).rstrip('.')}; nothing was submitted and the "
+                "rows stay pending: add credits to the account (Anthropic console, Plans & Billing), then run again.")
     what = {
         401: "the API key was not accepted: check ANTHROPIC_API_KEY",
         403: "the API key may not create batches: check its workspace permissions",

@@ -20,6 +20,8 @@ default 1).
                          batch is created (default times 1)
   spend_limit           {"route": "create" (default)|..., "times": N} 429 rate_limit_error
                          "workspace has reached its spend limit", without retry-after
+  credit_balance_too_low {"route": "create" (default)|..., "times": N} 400 invalid_request_error
+                         "Your credit balance is too low to access the Anthropic API. ..."
   never_end             {} batches created while active do not end before expires_at
   slow_create           {"seconds": S, "times": N} a create is carried out at once (the batch
                          exists and is listed) but answered only S seconds later
@@ -50,7 +52,7 @@ OUTCOME_MESSAGES = {
 DEFAULT_TIMES = {"lose_create_response": 1, "drop_create": 1, "cut_download": 1}
 NAMES = ("http_error", "result_errors", "result_outcome", "cut_download", "missing_results",
          "archive_results", "lose_create_response", "drop_create", "spend_limit", "never_end",
-         "queue_limit", "slow_create")
+         "queue_limit", "slow_create", "credit_balance_too_low")
 QUEUE_RETRY_AFTER = 60
 DROP_WHEN = ("before", "after")
 
@@ -74,7 +76,7 @@ def normalise(raw: object) -> dict:
         s.setdefault("route", "any")
         if s["route"] not in ROUTES:
             raise ScenarioError(f"route must be one of {ROUTES}")
-    elif name == "spend_limit":
+    elif name in ("spend_limit", "credit_balance_too_low"):
         s.setdefault("route", "create")
         if s["route"] not in ROUTES:
             raise ScenarioError(f"route must be one of {ROUTES}")
@@ -164,6 +166,10 @@ class Scenarios:
     def spend_limit(self, route: str) -> dict | None:
         """The spend_limit refusing a call on `route`, if one is armed (spends one use)."""
         return self.fire("spend_limit", lambda s: s["route"] in (route, "any"))
+
+    def credit_balance_too_low(self, route: str) -> dict | None:
+        """The credit_balance_too_low refusing a call on `route`, if one is armed (spends one use)."""
+        return self.fire("credit_balance_too_low", lambda s: s["route"] in (route, "any"))
 
     def queue_limit(self) -> dict | None:
         """The tightest armed queue_limit (smallest max_requests), or None; spends nothing."""

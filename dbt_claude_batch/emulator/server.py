@@ -38,6 +38,9 @@ SPEND_LIMIT_MESSAGE = ("Your workspace has reached its spend limit; requests are
 QUEUE_LIMIT_MESSAGE = ("Number of batch requests in the processing queue would exceed the limit of {limit} "
                        "for your workspace (queued: {queued}, in this request: {requested}); retry after "
                        "queued batches have ended (emulator scenario queue_limit)")
+# The real API's words when the prepaid balance is used up (a 400, not a 402).
+CREDIT_BALANCE_MESSAGE = ("Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing "
+                          "to upgrade or purchase credits.")
 ROUTES = [(m, re.compile(p + r"/?$"), name, template) for m, p, name, template in ROUTES]
 
 
@@ -163,6 +166,8 @@ class Handler(BaseHTTPRequestHandler):
         if state.scenarios.spend_limit(name) is not None:
             # No retry-after: the real API sends none, as waiting seconds cannot lift the limit.
             raise Reply(429, "rate_limit_error", SPEND_LIMIT_MESSAGE)
+        if state.scenarios.credit_balance_too_low(name) is not None:
+            raise Reply(400, "invalid_request_error", CREDIT_BALANCE_MESSAGE)
         try:
             with state.lock:
                 getattr(self, "_route_" + name)(raw, path_id, url, version)

@@ -62,6 +62,23 @@ def test_spend_limit_route_option(api, emulator):
     assert [b.id for b in api.messages.batches.list()] == [batch.id]
 
 
+def test_credit_balance_too_low_is_the_real_apis_400_and_creates_nothing(api, emulator):
+    emulator.add_scenario({"name": "credit_balance_too_low", "times": 1})
+    assert emulator.scenarios()[0] == {"name": "credit_balance_too_low", "route": "create", "times": 1}
+    with pytest.raises(anthropic.BadRequestError) as err:
+        api.messages.batches.create(requests=reqs(3))
+    body = err.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"] == ("Your credit balance is too low to access the Anthropic API. Please go to "
+                                        "Plans & Billing to upgrade or purchase credits.")
+    ledger = emulator.ledger()
+    assert ledger["calls"][CREATE] == {"400": 1}
+    assert ledger["batches"] == [] and ledger["requests"] == []
+    assert emulator.scenarios() == []  # spent
+    batch = api.messages.batches.create(requests=reqs(1))
+    assert [b["id"] for b in emulator.ledger()["batches"]] == [batch.id]
+
+
 def test_drop_create_before_creates_nothing(emulator):
     emulator.add_scenario({"name": "drop_create", "when": "before"})
     assert emulator.scenarios()[0]["times"] == 1

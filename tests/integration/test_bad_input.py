@@ -64,7 +64,7 @@ def test_request_too_large_fails_naming_the_row(project, emulator):
 @pytest.mark.parametrize(
     "setting, message",
     [
-        ({"prompt_templat": "x.j2"}, "Unknown setting(s) prompt_templat"),
+        ({"prompt_templat": "x.j2"}, "Unknown setting `prompt_templat`: did you mean `prompt_template`?"),
         ({"params": {"temperature": 0.2}}, "Parameter `temperature` is rejected by the Messages API"),
         ({"max_tokens": 0}, "Setting `max_tokens` must be a positive integer"),
         ({"prompt_column": "body"}, "Set exactly one of `prompt_template`"),

@@ -88,7 +88,7 @@ def test_model_names_are_checked_before_any_create(project, emulator):
 
     project.configure(replace=False, model="claude-haiku-9")
     out = project.run(expect_ok=False).stdout
-    line = _error_line(out, "claude-haiku-9")
+    line = _error_line(out, "is not a model the API lists")
     assert "Model 'claude-haiku-9' (from setting `model`) is not a model the API lists for this key" in line
     assert create_calls(emulator) == 0
 

@@ -88,3 +88,16 @@ def test_templates_sql_cannot_render_exactly_are_left_to_python(tmp_path):
 def test_a_null_column_renders_as_empty_text_in_both(tmp_path):
     rows = [{"id": 1, "body": None}]
     assert _compare(tmp_path, "[{{ body }}]", _settings(), rows, {"id": "BIGINT", "body": "VARCHAR"}) == 1
+
+
+def test_a_null_column_gives_the_same_bytes_in_sql_as_python_with_filters(tmp_path):
+    """SQL renders only bare `{{ column }}`; the same NULL row under a filter goes to Python and must
+    give the very same text (and so the same request hash), never 'None'."""
+    settings = _settings()
+    types = {"id": "BIGINT", "body": "VARCHAR"}
+    rows = [{"id": 1, "body": None}, {"id": 2, "body": "abc"}]
+    assert _compare(tmp_path, "Item {{ id }}: {{ body }}", settings, rows, types) == 2
+    bare = _prompt(tmp_path, "Item {{ id }}: {{ body }}", settings, types).render(rows[0])
+    filtered = _prompt(tmp_path, "Item {{ id }}: {{ body | replace('x', 'y') }}", settings, types)
+    assert filtered.sql_expression() is None  # a filter: Python renders it
+    assert filtered.render(rows[0]) == bare == "Item 1: "
