@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dbt_claude_batch import planning
 from dbt_claude_batch.client import LazyClient
-from dbt_claude_batch.errors import BudgetExceededError, ConfigError, TemplateError
+from dbt_claude_batch.errors import BudgetExceededError, ConfigError, SourceDataError, TemplateError
 from dbt_claude_batch.interruption import StopFlag
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.pricing import BATCH_DISCOUNT, unpriced
@@ -32,7 +32,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
     Returns the request lines sent, and those left waiting for room in the processing queue or
     because `stop` was set (checked before each create; a create sent finishes and is recorded).
     """
-    from dbt_claude_batch.local_outcomes import record_template_errors, reuse_held_answers
+    from dbt_claude_batch.local_outcomes import record_empty_prompts, record_template_errors, reuse_held_answers
     from dbt_claude_batch.spool import build_spool
     from dbt_claude_batch.sync import run_sync
 
@@ -40,10 +40,13 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         spool = build_spool(state, prompt, cfg, tmp, source_sql)
         planning.record_aliases(state)
         n_errors = record_template_errors(state)
+        n_empty = record_empty_prompts(state)
         n_reused = reuse_held_answers(state)
         if n_reused:
             spool.refresh_counts()
             logger.info(f"{n_reused} requests already answered in state: reused, not bought again")
+        if n_empty:
+            _empty_prompts(state, n_empty, n_errors, every=not spool.chunks and not n_reused)
         if n_errors:
             logger.warning(f"the prompt template raised for {n_errors} row(s); they are recorded as failures of "
                            "kind template_error (see the failures table)")
@@ -99,6 +102,21 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
             logger.warning(f"{waiting} requests wait for room in the queue (max_requests_in_flight "
                            f"{cfg.max_requests_in_flight}); the next run submits them")
         return sent, waiting + stopped
+
+
+def _empty_prompts(state: State, n_empty: int, n_errors: int, every: bool) -> None:
+    """Say which rows rendered an empty prompt (recorded, not sent); fail the run when no row is left to send."""
+    key, message = state.run(
+        f"select p.__cb_key_json, r.error from {planning.PENDING} p join {planning.RENDERED} r "
+        "on r.ordinal = p.__cb_ordinal where r.reason = 'empty_prompt' order by r.ordinal limit 1")[0]
+    logger.warning(f"{n_empty} row(s) rendered an empty prompt and were not sent; they are recorded as failures "
+                   f"of kind empty_prompt (see the failures table). First: {message}")
+    if every:
+        others = f" and the template raised for the other {n_errors}" if n_errors else ""
+        raise SourceDataError(
+            f"The prompt rendered empty for {n_empty if n_errors else 'every one'} of the {n_empty + n_errors} "
+            f"rows to submit (first: key {key}){others}: give those rows text or filter them out in the staging "
+            "model; nothing was submitted, and they are recorded as failures of kind empty_prompt.")
 
 
 def check_models(api: LazyClient, state: State, cfg: Settings) -> None:

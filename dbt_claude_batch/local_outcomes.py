@@ -1,4 +1,4 @@
-"""Outcomes decided without calling the API: answers already held, and rows whose template failed.
+"""Outcomes decided without calling the API: answers already held, and rows whose prompt failed or is empty.
 
 *Reuse.* A request whose exact request hash (sha256 of the rendered params) already has a succeeded
 answer in this model's state is answered from state instead of being bought again: after a reverted
@@ -11,7 +11,10 @@ attempt of its key in a pseudo-batch of kind ``reuse``: cost 0, `shared_from` na
 pseudo-batch of kind ``local``, so it shows in the failures table with its message, costs nothing, and
 is rendered again when the row or the template changes.
 
-Both run after the spool pass and before the budget check and any create.
+*Empty prompts.* A row whose prompt renders blank (see prompts.py) is recorded the same way as a failure
+of kind ``empty_prompt``: it is never sent (the API refuses empty text) and costs nothing.
+
+All run after the spool pass and before the budget check and any create.
 """
 
 from __future__ import annotations
@@ -80,17 +83,27 @@ def _reuse(state: State, n: int) -> None:
 
 def record_template_errors(state: State) -> int:
     """Record rows whose template raised as failures of kind template_error; return how many."""
-    rows = f"(select ordinal, custom_id from {RENDERED} where reason = 'template_error')"
+    return _record_local_failures(state, "template_error", "prompt template raised for these rows")
+
+
+def record_empty_prompts(state: State) -> int:
+    """Record rows whose prompt rendered blank as failures of kind empty_prompt; return how many."""
+    return _record_local_failures(state, "empty_prompt", "prompt rendered empty for these rows; not sent")
+
+
+def _record_local_failures(state: State, kind: str, note: str) -> int:
+    """Rows the spool pass judged `kind` (a reason), recorded as errored outcomes with that error_type."""
+    rows = f"(select ordinal, custom_id from {RENDERED} where reason = {literal(kind)})"
     n = state.run(f"select count(*) from {rows}")[0][0]
     if n:
         with state.transaction():
-            batch_id = _record_pseudo_batch(state, "local", rows, n, "prompt template raised for these rows")
+            batch_id = _record_pseudo_batch(state, "local", rows, n, note)
             state.run(
                 f"""insert or ignore into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type,
                     error_type, error_message, harvested_at, harvest_seq)
-                select ?, r.custom_id, {literal(state.model_id)}, 'errored', 'template_error', r.error, ?,
+                select ?, r.custom_id, {literal(state.model_id)}, 'errored', {literal(kind)}, r.error, ?,
                     {state.next_seq_sql()}
-                from {RENDERED} r where r.reason = 'template_error'""",
+                from {RENDERED} r where r.reason = {literal(kind)}""",
                 [batch_id, utcnow()],
             )
             answers.refresh(state, [batch_id])

@@ -4,6 +4,8 @@ A template is a Jinja2 file rendered in a sandbox with StrictUndefined, over the
 values are passed as data and never parsed as a template, so ``{{ }}`` inside a row is sent verbatim.
 A NULL column renders as empty text, with or without filters (a template can still test it:
 ``{% if x is none %}``).
+A prompt that renders *blank* (empty, or only whitespace as Python's ``str.isspace`` has it) is not sent:
+the API refuses empty and whitespace-only text, so the row is a failure of kind ``empty_prompt`` instead.
 """
 
 from __future__ import annotations
@@ -67,6 +69,37 @@ def _tojson(eval_ctx, value: Any, indent: int | None = None) -> Any:
 
 
 _ENV.filters["tojson"] = _tojson
+
+
+# Every character Python's str.strip() removes (str.isspace); SQL trims the same ones, so both passes agree
+# on blank (a unit test compares them over every code point).
+_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+               "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_EMPTY_PROMPT = ("The prompt for key {key} is empty (it renders to nothing but whitespace: the columns it uses are "
+                 "NULL or blank): give the row some text or filter it out in the staging model; it was not sent, "
+                 "and is rendered again when the row or the template changes.")
+
+
+def is_blank(text: str) -> bool:
+    """Whether a prompt is empty or only whitespace (the API refuses such text; it is never sent)."""
+    return not text.strip()
+
+
+def blank_sql(expr: str) -> str:
+    """`is_blank` as a DuckDB expression over a VARCHAR expression."""
+    # A full match of the class stops at the first other character: 20x faster than trim() with a set.
+    return f"regexp_full_match({expr}, {literal('[' + _WHITESPACE + ']*')})"
+
+
+def empty_prompt_message(key_json: str) -> str:
+    """The `error_message` of a row whose prompt is blank (a failure of kind empty_prompt)."""
+    return _EMPTY_PROMPT.format(key=key_json)
+
+
+def empty_prompt_message_sql(key_expr: str) -> str:
+    """`empty_prompt_message` as a DuckDB expression over the key's JSON text."""
+    before, after = _EMPTY_PROMPT.split("{key}")
+    return f"({literal(before)} || {key_expr} || {literal(after)})"
 
 
 def resolve_template_path(path: str, project_dir: str | None) -> Path:

@@ -15,7 +15,7 @@ from dbt_claude_batch.pricing import cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.state import MARKER_LIKE, State, utcnow
 
 # Failures no resubmission fixes until a person changes something (counted by `max_failure_ratio`).
-UNFIXABLE_KINDS = ("invalid_request", "template_error", "refused")
+UNFIXABLE_KINDS = ("invalid_request", "template_error", "empty_prompt", "refused")
 
 
 @dataclass
@@ -65,6 +65,7 @@ def finish_run(state: State, record: RunRecord, outcome: str, note: str | None =
         f"with {prices_cte(prices)} select case when o.reused_from is not null then 'reused' "
         f"when o.custom_id like '{MARKER_LIKE}' then 'marker' "
         f"when o.error_type = 'template_error' then 'template_error' "
+        f"when o.error_type = 'empty_prompt' then 'empty_prompt' "
         f"when o.error_type = 'invalid_request_error' then 'invalid_request' else o.result_type end as kind, "
         f"count(*), coalesce(sum({cost_sql('o', 'p')}), 0) {new} group by all"
     )

@@ -4,6 +4,7 @@ The rows are chosen by the md5 of their custom_id, a deterministic choice spread
 data (not the first N). Nothing is submitted as a batch and the results and failures state is not
 touched; the answers go to `<model>__sample` with their tokens, cost, and an estimate of the full
 run at batch prices (the sample's mean cost per row at batch prices x the rows in the source).
+A row whose prompt is empty is not sent: its row says `empty_prompt`, at no cost.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dbt_claude_batch.identifiers import literal, qualified, quote
 from dbt_claude_batch.log import logger
 from dbt_claude_batch.planning import STAGED, candidate_rows_sql
 from dbt_claude_batch.pricing import BATCH_DISCOUNT, cost_sql, model_family_sql, prices_cte
-from dbt_claude_batch.prompts import Prompt, request_params
+from dbt_claude_batch.prompts import Prompt, empty_prompt_message, is_blank, request_params
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
 from dbt_claude_batch.sync import SYNC_RETRIES, call_messages
@@ -39,7 +40,7 @@ def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: i
         requests.append((row[0], row[1], request_params(settings, prompt.render(values), row[2])))
     sync_client = client.with_options(max_retries=SYNC_RETRIES)
     with ThreadPoolExecutor(max_workers=settings.sync_concurrency) as pool:
-        answers = list(pool.map(lambda r: call_messages(sync_client, r[2]), requests))
+        answers = list(pool.map(lambda r: _answer(sync_client, *r), requests))
     state.run(
         "create or replace temp table cb_sample (custom_id varchar, key_json varchar, prompt varchar, result json)"
     )
@@ -83,3 +84,11 @@ def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: i
         f"the full run of {total} rows would cost about ${estimate or 0:.4f} at batch prices. Review {target}."
     )
     return target
+
+
+def _answer(client, custom_id: str, key_json: str, params: dict) -> dict:
+    """The sample row's result: the API's, or an empty_prompt error for a blank prompt, which is not sent."""
+    if is_blank(params["messages"][-1]["content"]):
+        return {"type": "errored", "error": {"type": "error", "error": {
+            "type": "empty_prompt", "message": empty_prompt_message(key_json)}}}
+    return call_messages(client, params)

@@ -24,7 +24,7 @@ from dbt_claude_batch.log import logger
 from dbt_claude_batch.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
                                        load_rendered)
 from dbt_claude_batch.pricing import estimate_input_tokens, list_price, text_tokens
-from dbt_claude_batch.prompts import Prompt, canonical_json, params_sql, request_params
+from dbt_claude_batch.prompts import Prompt, canonical_json, empty_prompt_message, is_blank, params_sql, request_params
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.sql_spool import build_in_sql, request_too_large
 from dbt_claude_batch.state import MARKER_PREFIX, State
@@ -255,11 +255,13 @@ class _Writer:
         if shared is not None:
             ids, chunk, request_hash = shared
         elif fast is not None:
+            if is_blank(row["__cb_prompt"]):
+                return self.empty(ordinal, key_id, row)
             request_hash = row["__cb_request_hash"]
         else:
             values = {c: row[c] for c in self.prompt.columns}
             try:
-                base = request_params(self.settings, self.prompt.render(values), row["__cb_model"])
+                text = self.prompt.render(values)
             except RowTemplateError as exc:
                 # One row's failure does not hold back the others: it is recorded as a failure of kind
                 # template_error, and rendered again when the row or the template changes.
@@ -270,6 +272,9 @@ class _Writer:
                 self.verdict(ordinal, key_id, "template_error:" + row["__cb_input_hash"], "template_error", False,
                              error=message)
                 return
+            if is_blank(text):
+                return self.empty(ordinal, key_id, row)
+            base = request_params(self.settings, text, row["__cb_model"])
             request_hash = hashlib.sha256(canonical_json(base).encode("utf-8")).hexdigest()
         if reason == "maybe_changed":
             if request_hash != row["__cb_prev_request_hash"]:
@@ -310,6 +315,12 @@ class _Writer:
                              chunk, cost, offset, size)
         if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
             self.groups[key_id] = (ids, chunk, request_hash)
+
+    def empty(self, ordinal: int, key_id: str, row: dict[str, Any]) -> None:
+        """A blank prompt is not sent (the API refuses it): the row becomes a failure of kind empty_prompt,
+        rendered again when the row or the template changes, as a template error is."""
+        self.verdict(ordinal, key_id, "empty_prompt:" + row["__cb_input_hash"], "empty_prompt", False,
+                     error=empty_prompt_message(row["__cb_key_json"]))
 
     def parts(self, row: dict[str, Any], values: dict[str, Any], base: dict[str, Any], max_tokens: int) -> list[dict]:
         """The request(s) for one row: one, or several when the prompt is too long and may be split."""

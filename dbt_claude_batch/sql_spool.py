@@ -19,6 +19,7 @@ from dbt_claude_batch.errors import SourceDataError
 from dbt_claude_batch.identifiers import literal
 from dbt_claude_batch.planning import RENDERED
 from dbt_claude_batch.pricing import list_price
+from dbt_claude_batch.prompts import blank_sql, empty_prompt_message_sql
 
 _ROWS = "cb_spool_rows"
 _LINES = "cb_spool_lines"
@@ -46,7 +47,8 @@ def build_in_sql(state, settings, rows_sql: str, chunk_path: Callable[[int], str
     state.run(
         f"""create or replace temp table {_ROWS} as
         select __cb_ordinal, __cb_custom_id, __cb_key_json, __cb_reason, __cb_leader, __cb_group_size, __cb_rerun,
-               __cb_prev_request_hash, __cb_would_retry, __cb_model, __cb_request_hash,
+               __cb_prev_request_hash, __cb_would_retry, __cb_model, __cb_request_hash, __cb_input_hash,
+               {blank_sql('__cb_prompt')} as __cb_blank,
                coalesce(nullif(__cb_max_tokens, 0), {base}) as __cb_max_tokens,
                (strlen(__cb_prompt) + 3) // 4 as __cb_prompt_tokens,
                '{{"custom_id":"' || __cb_custom_id || '","params":' || __cb_params || '}}' as __cb_line
@@ -86,11 +88,13 @@ def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]
     dedupe = "true" if settings.dedupe else "false"
     state.run(
         f"""create or replace temp table {_LINES} as
-        with own as (select *, {_reason_sql("__cb_request_hash")} as __cb_own_reason from {_ROWS}),
+        -- a blank prompt is not sent: the row is a failure of kind empty_prompt (see spool.py)
+        with own as (select *, case when __cb_blank then 'empty_prompt' else {_reason_sql("__cb_request_hash")} end
+                                   as __cb_own_reason from {_ROWS}),
         -- a row shares the line of its group's first row when that row sends one
         shares as (
             select o.*, coalesce({dedupe} and o.__cb_leader <> o.__cb_custom_id
-                                 and l.__cb_own_reason <> 'unchanged', false) as __cb_shared,
+                                 and l.__cb_own_reason not in ('unchanged', 'empty_prompt'), false) as __cb_shared,
                    l.__cb_request_hash as __cb_leader_hash
             from own o left join (select __cb_custom_id, __cb_own_reason, __cb_request_hash from own
                                   where __cb_group_size > 1) l on l.__cb_custom_id = o.__cb_leader),
@@ -99,13 +103,14 @@ def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]
                           as __cb_final
             from shares),
         sized as (
-            select *, __cb_final <> 'unchanged' as include,
-                   __cb_final <> 'unchanged' and not __cb_shared as sends,
+            select *, __cb_final not in ('unchanged', 'empty_prompt') as include,
+                   __cb_final not in ('unchanged', 'empty_prompt') and not __cb_shared as sends,
                    case when __cb_rerun then 'sync' else 'batch' end as own_lane,
                    strlen(__cb_line) + 1 as size
             from judged)
         select __cb_ordinal as ordinal, __cb_custom_id as custom_id,
-               case when __cb_shared then __cb_leader_hash else __cb_request_hash end as request_hash,
+               case when __cb_final = 'empty_prompt' then 'empty_prompt:' || __cb_input_hash
+                    when __cb_shared then __cb_leader_hash else __cb_request_hash end as request_hash,
                case when include then __cb_max_tokens end as max_tokens,
                case when include and __cb_shared then __cb_leader end as dedup_of,
                __cb_final as reason, include, sends, __cb_model as model, __cb_key_json as key_json,
@@ -114,7 +119,8 @@ def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]
                case when sends then {cost} else 0.0 end as cost,
                case when sends then size end as line_length,
                case when sends then sum(size) over w - size end as lane_offset,
-               case when sends then row_number() over w end as pos
+               case when sends then row_number() over w end as pos,
+               case when __cb_final = 'empty_prompt' then {empty_prompt_message_sql('__cb_key_json')} end as error
         from sized
         window w as (partition by sends, own_lane order by __cb_ordinal
                      rows between unbounded preceding and current row)"""
@@ -188,7 +194,7 @@ def _write(state, prices: Mapping[str, tuple[float, float]], chunk_path: Callabl
                l.max_tokens::integer as max_tokens, l.dedup_of, l.reason,
                coalesce(l.chunk, d.chunk)::integer as chunk, l.include,
                case when l.include then coalesce(l.lane, d.lane) end as lane, l.cost::double as cost,
-               l.line_offset::bigint as line_offset, l.line_length::bigint as line_length, null::varchar as error
+               l.line_offset::bigint as line_offset, l.line_length::bigint as line_length, l.error
         from {_CUT} l left join (select * from {_CUT} where grouped) d on d.custom_id = l.dedup_of
         order by l.ordinal"""
     )

@@ -54,6 +54,8 @@ def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str
                 'prompt too long for the context window: set split_column, or shorten the prompt in the template'
             when lo.error_type = 'template_error' then
                 'fix the template at the line named in error_message, or the row; it is rendered again when either changes'
+            when lo.error_type = 'empty_prompt' then
+                'the prompt is empty for this row (its columns are NULL or blank): give the row text or filter it out of the staging model; it was not sent, and is rendered again when the row or the template changes'
             when lo.result_type = 'errored' and lo.error_type = 'invalid_request_error' then
                 'fix the request (prompt template, model or settings); the changed request is resubmitted automatically'
             when {retryable_sql('lo', cap, can_split)} then

@@ -8,10 +8,11 @@ its end time has passed by then, it moves to that access, so `ended_at` never pr
 that showed the batch in progress. A batch first accessed after expires_at is shown as it is. Batches
 created under `never_end`, or whose delay reaches past expires_at (t + 24 h), end at
 expires_at with every request `expired`.
-Cancel: the batch is `canceling` until the next access, then `ended`; the first k requests in
+Cancel: the batch is `canceling` until the next access other than a delete, then `ended`; the first k requests in
 submitted order keep their results, with k = n * elapsed / processing_delay at the moment of the
 cancel, and the rest are `canceled`. Cancelling an ended batch returns it unchanged
 (undocumented in the API reference; chosen so a cancel is idempotent).
+Delete: only an ended batch; one in progress or canceling is refused with HTTP 400.
 After 29 days from created_at (or while `archive_results` is armed) an ended batch is archived:
 `archived_at` is set and its results return 404.
 The processing queue (for the `queue_limit` scenario): every request of every batch that its next
@@ -206,10 +207,16 @@ def cancel(state, batch_id: str) -> dict:
 
 
 def delete(state, batch_id: str) -> dict:
-    record = get(state, batch_id)
+    """Delete an ended batch; any other is refused (HTTP 400), as the real API refuses it. A delete
+    does not advance a canceling batch: it stays canceling until a retrieve, list or results sees it end."""
+    record = state.records.get(batch_id)
+    if record is None or record["deleted"]:
+        raise NotFound(batch_id)
+    if record["processing_status"] != "canceling":
+        record = access(state, record)
     if record["processing_status"] != "ended":
-        raise ParamsError(f"Batch {batch_id} cannot be deleted while it is {record['processing_status']}; "
-                          "cancel it and wait for it to end first")
+        raise ParamsError(f"Batch {batch_id} cannot be deleted while it is {record['processing_status']}: "
+                          "only ended batches can be deleted; cancel it and wait for it to end first")
     record["deleted"] = True
     state.store.save_batch(record)
     state.store.drop_request_bodies(batch_id)

@@ -19,6 +19,15 @@ VERSION_NEW = "2026-10-21"
 VERSION_OLD = "2023-06-01"
 KNOWN_VERSIONS = (VERSION_NEW, VERSION_OLD)
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+# The body fields of a Messages request in SDK 2.14, beta ones included (the emulator does not track
+# beta headers); any other key is refused as the real API refuses it. SAMPLING_PARAMS are judged below.
+MESSAGES_PARAMS = frozenset((
+    "model", "max_tokens", "messages", "system", "metadata", "stop_sequences", "stream", "tools",
+    "tool_choice", "thinking", "output_config", "service_tier", "speed", "cache_control", "container",
+    "diagnostics", "inference_geo", "user_profile_id", "workspace_id", "billing_policy", "compaction",
+    "context_management", "fallback_credit_token", "fallbacks", "mcp_servers", "thread", *SAMPLING_PARAMS))
+EMPTY_TEXT = "messages: text content blocks must be non-empty"
+BLANK_TEXT = "messages: text content blocks must contain non-whitespace text"
 
 
 class ParamsError(Exception):
@@ -85,8 +94,13 @@ def check_params(params: dict, version: str, in_batch: bool) -> int:
             raise ParamsError(f"messages.{i}.content: Field required")
         if isinstance(content, list) and not content:
             raise ParamsError(f"messages.{i}: all messages must have non-empty content")
+        if i < len(messages) - 1 or message.get("role") == "user":  # a final assistant turn may be empty
+            _check_text(content)
     if messages[0].get("role") != "user":
         raise ParamsError("messages: first message must use the \"user\" role")
+    for name in params:
+        if name not in MESSAGES_PARAMS:
+            raise ParamsError(f"{name}: Extra inputs are not permitted")
     if params.get("stream") is True:
         message = ("stream: Streaming is not supported in the Message Batches API"
                    if in_batch else "stream: the emulator does not stream; send stream=false")
@@ -109,3 +123,14 @@ def check_params(params: dict, version: str, in_batch: bool) -> int:
     if n > pricing.CONTEXT_LIMIT:
         raise ParamsError(f"prompt is too long: {n} tokens > {pricing.CONTEXT_LIMIT} maximum")
     return n
+
+
+def _check_text(content: str | list) -> None:
+    """Refuse empty or whitespace-only text, as a string or in any text block."""
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+    for block in blocks:
+        if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+            if not block["text"]:
+                raise ParamsError(EMPTY_TEXT)
+            if not block["text"].strip():
+                raise ParamsError(BLANK_TEXT)

@@ -29,8 +29,8 @@ def _bodies() -> dict[int, str]:
     return bodies
 
 
-def _planned(tmp_path, **settings_kw):
-    (tmp_path / "t.j2").write_text(TEMPLATE, encoding="utf-8")
+def _planned(tmp_path, template=TEMPLATE, bodies=None, **settings_kw):
+    (tmp_path / "t.j2").write_text(template, encoding="utf-8")
     settings = Settings.build(None, {"key": "id", "prompt_template": "t.j2", "model": "claude-haiku-4-5",
                                      **settings_kw})
     prompt = Prompt(settings, str(tmp_path), {"id": "BIGINT", "body": "VARCHAR"})
@@ -38,7 +38,7 @@ def _planned(tmp_path, **settings_kw):
     state = State(con, "dbt_claude_batch", MODEL)
     state.ensure()
     con.execute("create table items (id bigint, body varchar)")
-    con.executemany("insert into items values (?, ?)", list(_bodies().items()))
+    con.executemany("insert into items values (?, ?)", list((bodies or _bodies()).items()))
     source = "select * from items"
     planning.stage(state, source, settings.key, prompt.columns, settings.model_column, settings.model,
                    prompt.fingerprint())
@@ -127,3 +127,55 @@ def test_a_row_sql_cannot_build_sends_the_whole_run_through_the_row_pass(tmp_pat
     assert (tmp_path / "verdicts.csv").exists()
     assert con.execute(f"select max_tokens from {planning.RENDERED} where custom_id = '7'").fetchall() == [(64,)]
     assert (spool.n_lines, spool.n_deduplicated) == (35, 5)  # 21, 22 share 20's line; 31, 32, 34 share 30's
+
+
+def test_rows_that_render_empty_are_failures_judged_alike_by_both_passes(tmp_path):
+    bodies = {**_bodies(), 13: None, 14: "", 15: " \n\t ", 16: "\u00a0\u3000\u2028", 17: None, 18: None,
+              19: " x "}  # 17 and 18 form a group of identical empty rows; 19 is text
+    con, state, settings, prompt, source = _planned(tmp_path, "{{ body }}", bodies)
+    _as_if_sent_before(con, state, settings, prompt, source, tmp_path)
+    con.execute(f"update {planning.PENDING} set __cb_reason = 'maybe_changed', __cb_prev_request_hash = 'old' "
+                "where __cb_custom_id = '15'")  # a row that had text before
+    by_row, in_sql = tmp_path / "rows", tmp_path / "sql"
+    by_row.mkdir()
+    in_sql.mkdir()
+
+    expected = _outcome(con, build_spool(state, prompt, settings, str(by_row), source, in_sql=False))
+    got = _outcome(con, build_spool(state, prompt, settings, str(in_sql), source))
+
+    assert not (in_sql / "verdicts.csv").exists()  # the SQL pass ran
+    assert got == expected
+    columns = [c for c in planning.RENDERED_COLUMNS if c != "line_offset"]  # as `_outcome` lists them
+    verdicts = {v[columns.index("custom_id")]: dict(zip(columns, v)) for v in got["verdicts"]}
+    inputs = dict(con.execute(f"select __cb_custom_id, __cb_input_hash from {planning.PENDING}").fetchall())
+    for key in ("13", "14", "15", "16", "17", "18"):
+        verdict = verdicts[key]
+        assert (verdict["reason"], verdict["include"], verdict["chunk"]) == ("empty_prompt", False, None), key
+        assert verdict["request_hash"] == "empty_prompt:" + inputs[key]
+        assert verdict["error"].startswith(f'The prompt for key {{"id":{key}}} is empty'), verdict["error"]
+    assert (verdicts["19"]["reason"], verdicts["19"]["include"]) == ("new", True)
+    assert got["n_lines"] == len(bodies) - 6 - 3 - 2  # 6 empty; 10, 20, 32 unchanged; 31, 34 share 30's line
+
+    # The row pass over the prompts SQL rendered (a run SQL cannot build whole) judges them alike too.
+    con.execute(f"update {planning.PENDING} set __cb_max_tokens = 64 where __cb_custom_id = '7'")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    build_spool(state, prompt, settings, str(mixed), source)
+    assert (mixed / "verdicts.csv").exists()
+    assert con.execute(f"select custom_id, request_hash, error from {planning.RENDERED} where reason = 'empty_prompt' "
+                       "order by custom_id").fetchall() == [
+        (key, verdicts[key]["request_hash"], verdicts[key]["error"]) for key in ("13", "14", "15", "16", "17", "18")]
+
+
+def test_blank_means_the_same_in_python_and_in_sql():
+    from dbt_claude_batch.prompts import blank_sql, is_blank
+
+    con = duckdb.connect()
+    con.execute("create table cp as select i, chr(i::integer) as c from range(1, 1114112) t(i) "
+                "where i not between 55296 and 57343")  # every code point but the surrogates
+    in_sql = {i for (i,) in con.execute(f"select i from cp where {blank_sql('c')}").fetchall()}
+    in_python = {i for i in range(1, 0x110000) if not 0xD800 <= i <= 0xDFFF and is_blank(chr(i))}
+    assert in_sql == in_python and len(in_python) > 20
+    for text, blank in [("", True), (" \n\t\u00a0", True), (" a ", False), ("\u200b", False)]:
+        assert is_blank(text) is blank
+        assert con.execute(f"select {blank_sql('?')}", [text]).fetchone()[0] is blank
