@@ -3,7 +3,8 @@
 
 `status_document` gathers, per batch model: batches in flight with their request counts, age, time
 left before expiry and an ETA from the observed rate; creates in doubt; spend billed so far and
-committed; failures by kind with their next action; when the model last ran.
+committed; failures by kind with their next action; health over time (`views.health_sql`); when the
+model last ran.
 
 Two costs: with ``per_row=False`` it reads only per-batch tables (models, submissions, batches, runs),
 so the run path can call it on every run and during waits; the spend and failures sections need the
@@ -21,8 +22,9 @@ from dbt_claude_batch.identifiers import qualified
 from dbt_claude_batch.planning import latest_outcomes_sql
 from dbt_claude_batch.pricing import (BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M, cost_sql,
                                       model_family_sql, prices_cte)
+from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import MARKER_LIKE, State, utcnow
-from dbt_claude_batch.views import RUN_COLUMNS, model_views
+from dbt_claude_batch.views import RUN_COLUMNS, health_sql, model_views
 
 DOCUMENT_FORMAT = "dbt-claude-batch status 1"
 
@@ -204,6 +206,19 @@ def failures_by_kind(cursor, schema: str, model_id: str) -> dict[str, Any]:
     }
 
 
+def health(cursor, schema: str, model_id: str) -> dict[str, Any]:
+    """A model's health over time (`views.health_sql`), read from its `<model>__health` view, which every
+    run writes with the model's own window and limit; without it, with those settings' defaults.
+    State written before runs were recorded has no window: `{"from": "no runs"}`."""
+    view = model_views(cursor, "__health").get(model_id)
+    if view is None and not table_exists(cursor, schema, "runs"):
+        return {"from": "no runs"}
+    sql = view or f"""({health_sql(schema, model_id, Settings.health_window_runs, Settings.health_window_hours,
+                                   Settings.max_failure_ratio_window)})"""
+    (found,) = rows(cursor, f"select * exclude (dbt_model) from {sql}")
+    return {**found, "window_start": iso(found["window_start"]), "from": "view" if view else "defaults"}
+
+
 # -- the document ----------------------------------------------------------------------------------
 def state_version(cursor, schema: str) -> int | None:
     """The state schema's version, or None when the schema or its version table does not exist."""
@@ -235,6 +250,7 @@ def status_document(cursor, schema: str, per_row: bool = True, now: datetime | N
             "batches_in_flight": mine,
             "spend": _spend_section(billed.get(model_id), from_runs.get(model_id), requests_in_flight, per_row),
             "failures": failures_by_kind(cursor, schema, model_id) if per_row else None,
+            "health": health(cursor, schema, model_id) if per_row else None,
         })
     return doc
 

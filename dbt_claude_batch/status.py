@@ -137,7 +137,27 @@ def _model_lines(m: dict[str, Any], now: datetime) -> list[str]:
                    f"age {duration(b['age_seconds'])}, {expiry}, {eta}")
     out.append("  spend: " + _spend_text(m["spend"]))
     out += _failure_lines(m["failures"])
+    out.append(_health_line(m.get("health", False)))
     return out
+
+
+def _health_line(h: dict[str, Any] | None | bool) -> str:
+    """Failures no retry fixes over the model's window (`inspect.health`), against max_failure_ratio_window."""
+    if not h:
+        return "  health: " + ("not in the snapshot" if h is None else "unknown")
+    if h["from"] == "no runs":
+        return "  health: no runs recorded in this state yet"
+    if h["window_hours"] is not None:
+        window = f"the last {h['window_hours']:g} h ({h['n_runs']} runs)"
+    else:
+        window = f"the last {h['n_runs']} runs" + (f" (window {h['window_runs']})" if h["n_runs"] < h["window_runs"] else "")
+    if not h["n_harvested"]:
+        return f"  health over {window}: nothing harvested"
+    kinds = ", ".join(f"{h['n_' + k]} {k}" for k in ("invalid_request", "template_error", "refused") if h["n_" + k])
+    verdict = (f"over max_failure_ratio_window {h['max_failure_ratio_window']:g}: the failure_ratio_window test fails; "
+               "see the __failures view" if h["over_limit"] else f"within max_failure_ratio_window {h['max_failure_ratio_window']:g}")
+    return (f"  health over {window}: {h['n_unfixable']} of {h['n_harvested']} requests failed for a reason no retry "
+            f"fixes ({h['failure_ratio']:.1%}{': ' + kinds if kinds else ''}), {verdict}")
 
 
 def _spend_text(s: dict[str, Any]) -> str:
