@@ -23,7 +23,7 @@ from dbt_claude_batch.planning import latest_outcomes_sql
 from dbt_claude_batch.pricing import (BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M, cost_sql,
                                       model_family_sql, prices_cte)
 from dbt_claude_batch.settings import Settings
-from dbt_claude_batch.state import MARKER_LIKE, State, utcnow
+from dbt_claude_batch.state import MARKER_LIKE, State, as_utc, row_counts, utcnow
 from dbt_claude_batch.views import RUN_COLUMNS, health_sql, model_views
 
 DOCUMENT_FORMAT = "dbt-claude-batch status 1"
@@ -99,21 +99,39 @@ def spend_view_sql(schema: str) -> str:
 # -- per-batch sections (cheap: every run may call these) --------------------------------------
 def batches_in_flight(cursor, schema: str, now: datetime) -> list[dict[str, Any]]:
     """Batches whose results are not in state yet, with progress, age, time left and an ETA."""
-    found = rows(cursor, f"""select model_id, batch_id, kind, processing_status, created_at, expires_at, ended_at,
-            polled_at, n_submitted, n_processing, n_succeeded, n_errored, n_canceled, n_expired
-        from {qualified(schema, 'batches')} where harvested_at is null order by model_id, created_at, batch_id""")
-    for b in found:
-        for name in ("n_succeeded", "n_errored", "n_canceled", "n_expired"):
-            b[name] = b[name] or 0
-        done = b["n_succeeded"] + b["n_errored"] + b["n_canceled"] + b["n_expired"]
-        if b["n_processing"] is None:  # not polled yet
-            b["n_processing"] = max(b["n_submitted"] - done, 0)
-        b["age_seconds"] = max(_seconds(now, b["created_at"]) or 0.0, 0.0) if b["created_at"] else None
-        b["expires_in_seconds"] = _seconds(b["expires_at"], now)
-        b.update(_eta(b, done, now))
-        for name in ("created_at", "expires_at", "ended_at", "polled_at"):
-            b[name] = iso(b[name])
-    return found
+    found = rows(cursor, f"""select b.model_id, b.batch_id, b.kind, b.processing_status, b.created_at, b.expires_at,
+            b.ended_at, b.polled_at, b.n_submitted, b.n_processing, b.n_succeeded, b.n_errored, b.n_canceled,
+            b.n_expired, coalesce(s.marker_id is not null, false) as has_marker
+        from {qualified(schema, 'batches')} b left join {qualified(schema, 'submissions')} s using (submission_id)
+        where b.harvested_at is null order by b.model_id, b.created_at, b.batch_id""")
+    return [_progress(b, now) for b in found]
+
+
+def _progress(b: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A batch row (timestamps as datetimes) with its counts filled in, age, time left, ETA; ISO timestamps."""
+    for name in ("n_succeeded", "n_errored", "n_canceled", "n_expired"):
+        b[name] = b[name] or 0
+    done = b["n_succeeded"] + b["n_errored"] + b["n_canceled"] + b["n_expired"]
+    if b["n_processing"] is None:  # not polled yet
+        b["n_processing"] = max(b["n_submitted"] - done, 0)
+    b["age_seconds"] = max(_seconds(now, b["created_at"]) or 0.0, 0.0) if b["created_at"] else None
+    b["expires_in_seconds"] = _seconds(b["expires_at"], now)
+    b.update(_eta(b, done, now))
+    for name in ("created_at", "expires_at", "ended_at", "polled_at"):
+        b[name] = iso(b[name])
+    return b
+
+
+def live_batch(b: dict[str, Any], batch, polled_at: datetime, now: datetime) -> dict[str, Any]:
+    """A `batches_in_flight` entry as the API showed it at `polled_at` (`batch`, a retrieve's answer): its
+    status and counts (the marker taken out, as `state.row_counts` does when a run polls), age, time left
+    and ETA from them. Nothing is written: the next dbt run records what it polls itself."""
+    counts, _ = row_counts(batch.request_counts, b.get("has_marker", True))
+    parse = lambda ts: datetime.fromisoformat(ts.rstrip("Z")) if ts else None  # noqa: E731
+    live = {**b, **{f"n_{k}": v for k, v in counts.items()}, "processing_status": batch.processing_status,
+            "created_at": parse(b["created_at"]), "expires_at": parse(b["expires_at"]),
+            "ended_at": as_utc(batch.ended_at), "polled_at": polled_at}
+    return _progress(live, now)
 
 
 def _eta(b: dict[str, Any], done: int, now: datetime) -> dict[str, Any]:
