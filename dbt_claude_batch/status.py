@@ -106,10 +106,11 @@ def render_text(doc: dict[str, Any], now: datetime | None = None) -> str:
                      f"({duration((now - _parse(doc['generated_at'])).total_seconds())} ago): a running dbt holds "
                      "the database lock. Spend and failures show once it has finished.")
     live = doc.get("live")
-    if live:
-        lines.append(f"live counts off: {live['note']}" if not live["enabled"] else f"live: {live['note']}"
-                     if live["note"] else "live: counts of batches in flight come from the API (read-only, each "
-                     f"batch at most every {live['min_interval_seconds']:g}s)")
+    if live and not live["enabled"]:
+        lines.append(f"live counts off: {live['note']}")
+    elif live:
+        lines.append(f"live: {live['note']}" if live["note"] else "live: counts of batches in flight come from "
+                     f"the API (read-only, each batch at most every {live['min_interval_seconds']:g}s)")
     lines.append("progress: # succeeded  x errored/canceled/expired  . processing")
     for m in doc["models"]:
         lines += [""] + _model_lines(m, now)
@@ -157,12 +158,14 @@ def _health_line(h: dict[str, Any] | None | bool) -> str:
     if h["window_hours"] is not None:
         window = f"the last {h['window_hours']:g} h ({h['n_runs']} runs)"
     else:
-        window = f"the last {h['n_runs']} runs" + (f" (window {h['window_runs']})" if h["n_runs"] < h["window_runs"] else "")
+        window = f"the last {h['n_runs']} runs"
+        window += f" (window {h['window_runs']})" if h["n_runs"] < h["window_runs"] else ""
     if not h["n_harvested"]:
         return f"  health over {window}: nothing harvested"
     kinds = ", ".join(f"{h['n_' + k]} {k}" for k in ("invalid_request", "template_error", "refused") if h["n_" + k])
-    verdict = (f"over max_failure_ratio_window {h['max_failure_ratio_window']:g}: the failure_ratio_window test fails; "
-               "see the __failures view" if h["over_limit"] else f"within max_failure_ratio_window {h['max_failure_ratio_window']:g}")
+    limit = f"max_failure_ratio_window {h['max_failure_ratio_window']:g}"
+    verdict = (f"over {limit}: the failure_ratio_window test fails; see the __failures view" if h["over_limit"]
+               else f"within {limit}")
     return (f"  health over {window}: {h['n_unfixable']} of {h['n_harvested']} requests failed for a reason no retry "
             f"fixes ({h['failure_ratio']:.1%}{': ' + kinds if kinds else ''}), {verdict}")
 
