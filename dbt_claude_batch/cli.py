@@ -73,7 +73,20 @@ def _database_of(args: argparse.Namespace):
 def _run_status(args: argparse.Namespace) -> int:
     from dbt_claude_batch.status import run
 
-    return run(_database_of(args), args.state_schema, as_json=args.json, watch=args.watch)
+    return run(_database_of(args), args.state_schema, as_json=args.json, watch=args.watch,
+               refreshes=args.refreshes, api_interval=args.api_interval)
+
+
+def _at_least(minimum: float, kind=float):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+        return value
+    return parse
 
 
 def _add_status(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +98,12 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     _add_connection_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON document (with --watch: one per line)")
     p.add_argument("--watch", nargs="?", type=float, const=10.0, default=None, metavar="SECONDS",
-                   help="refresh every SECONDS (default 10) until Ctrl-C")
+                   help="refresh every SECONDS (default 10) until Ctrl-C, with the API's live counts of the "
+                        "batches in flight (read-only retrieves; ANTHROPIC_API_KEY from the environment)")
+    p.add_argument("--refreshes", type=_at_least(1, int), default=None, metavar="N",
+                   help="with --watch: stop after N refreshes")
+    p.add_argument("--api-interval", type=_at_least(5.0), default=30.0, metavar="SECONDS",
+                   help="with --watch: ask the API about each batch at most every SECONDS (default 30, at least 5)")
     p.set_defaults(func=_run_status)
 
 

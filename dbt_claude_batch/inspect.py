@@ -3,7 +3,8 @@
 
 `status_document` gathers, per batch model: batches in flight with their request counts, age, time
 left before expiry and an ETA from the observed rate; creates in doubt; spend billed so far and
-committed; failures by kind with their next action; when the model last ran.
+committed; failures by kind with their next action; health over time (`views.health_sql`); when the
+model last ran.
 
 Two costs: with ``per_row=False`` it reads only per-batch tables (models, submissions, batches, runs),
 so the run path can call it on every run and during waits; the spend and failures sections need the
@@ -21,8 +22,9 @@ from dbt_claude_batch.identifiers import qualified
 from dbt_claude_batch.planning import latest_outcomes_sql
 from dbt_claude_batch.pricing import (BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M, cost_sql,
                                       model_family_sql, prices_cte)
-from dbt_claude_batch.state import MARKER_LIKE, State, utcnow
-from dbt_claude_batch.views import RUN_COLUMNS, model_views
+from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.state import MARKER_LIKE, State, as_utc, row_counts, utcnow
+from dbt_claude_batch.views import RUN_COLUMNS, health_sql, model_views
 
 DOCUMENT_FORMAT = "dbt-claude-batch status 1"
 
@@ -97,21 +99,39 @@ def spend_view_sql(schema: str) -> str:
 # -- per-batch sections (cheap: every run may call these) --------------------------------------
 def batches_in_flight(cursor, schema: str, now: datetime) -> list[dict[str, Any]]:
     """Batches whose results are not in state yet, with progress, age, time left and an ETA."""
-    found = rows(cursor, f"""select model_id, batch_id, kind, processing_status, created_at, expires_at, ended_at,
-            polled_at, n_submitted, n_processing, n_succeeded, n_errored, n_canceled, n_expired
-        from {qualified(schema, 'batches')} where harvested_at is null order by model_id, created_at, batch_id""")
-    for b in found:
-        for name in ("n_succeeded", "n_errored", "n_canceled", "n_expired"):
-            b[name] = b[name] or 0
-        done = b["n_succeeded"] + b["n_errored"] + b["n_canceled"] + b["n_expired"]
-        if b["n_processing"] is None:  # not polled yet
-            b["n_processing"] = max(b["n_submitted"] - done, 0)
-        b["age_seconds"] = max(_seconds(now, b["created_at"]) or 0.0, 0.0) if b["created_at"] else None
-        b["expires_in_seconds"] = _seconds(b["expires_at"], now)
-        b.update(_eta(b, done, now))
-        for name in ("created_at", "expires_at", "ended_at", "polled_at"):
-            b[name] = iso(b[name])
-    return found
+    found = rows(cursor, f"""select b.model_id, b.batch_id, b.kind, b.processing_status, b.created_at, b.expires_at,
+            b.ended_at, b.polled_at, b.n_submitted, b.n_processing, b.n_succeeded, b.n_errored, b.n_canceled,
+            b.n_expired, coalesce(s.marker_id is not null, false) as has_marker
+        from {qualified(schema, 'batches')} b left join {qualified(schema, 'submissions')} s using (submission_id)
+        where b.harvested_at is null order by b.model_id, b.created_at, b.batch_id""")
+    return [_progress(b, now) for b in found]
+
+
+def _progress(b: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A batch row (timestamps as datetimes) with its counts filled in, age, time left, ETA; ISO timestamps."""
+    for name in ("n_succeeded", "n_errored", "n_canceled", "n_expired"):
+        b[name] = b[name] or 0
+    done = b["n_succeeded"] + b["n_errored"] + b["n_canceled"] + b["n_expired"]
+    if b["n_processing"] is None:  # not polled yet
+        b["n_processing"] = max(b["n_submitted"] - done, 0)
+    b["age_seconds"] = max(_seconds(now, b["created_at"]) or 0.0, 0.0) if b["created_at"] else None
+    b["expires_in_seconds"] = _seconds(b["expires_at"], now)
+    b.update(_eta(b, done, now))
+    for name in ("created_at", "expires_at", "ended_at", "polled_at"):
+        b[name] = iso(b[name])
+    return b
+
+
+def live_batch(b: dict[str, Any], batch, polled_at: datetime, now: datetime) -> dict[str, Any]:
+    """A `batches_in_flight` entry as the API showed it at `polled_at` (`batch`, a retrieve's answer): its
+    status and counts (the marker taken out, as `state.row_counts` does when a run polls), age, time left
+    and ETA from them. Nothing is written: the next dbt run records what it polls itself."""
+    counts, _ = row_counts(batch.request_counts, b.get("has_marker", True))
+    parse = lambda ts: datetime.fromisoformat(ts.rstrip("Z")) if ts else None  # noqa: E731
+    live = {**b, **{f"n_{k}": v for k, v in counts.items()}, "processing_status": batch.processing_status,
+            "created_at": parse(b["created_at"]), "expires_at": parse(b["expires_at"]),
+            "ended_at": as_utc(batch.ended_at), "polled_at": polled_at}
+    return _progress(live, now)
 
 
 def _eta(b: dict[str, Any], done: int, now: datetime) -> dict[str, Any]:
@@ -169,7 +189,7 @@ def spend(cursor, schema: str) -> dict[str, dict[str, Any]]:
     """
     return {r.pop("model_id"): r for r in rows(cursor, f"""{costed_outcomes_sql(schema)}
         select model_id, coalesce(sum(cost), 0.0) as billed_usd,
-               count(*) filter (where kind in ('batch', 'sync') and not shared and not marker
+               count(*) filter (where kind in ('batch', 'sync', 'sample') and not shared and not marker
                                 and result_type <> 'missing') as billed_requests,
                count(*) filter (where not shared and full_cost is null) as unpriced_outcomes,
                -- markers are billed (in billed_usd) but are no row's request: the average is per row
@@ -204,6 +224,19 @@ def failures_by_kind(cursor, schema: str, model_id: str) -> dict[str, Any]:
     }
 
 
+def health(cursor, schema: str, model_id: str) -> dict[str, Any]:
+    """A model's health over time (`views.health_sql`), read from its `<model>__health` view, which every
+    run writes with the model's own window and limit; without it, with those settings' defaults.
+    State written before runs were recorded has no window: `{"from": "no runs"}`."""
+    view = model_views(cursor, "__health").get(model_id)
+    if view is None and not table_exists(cursor, schema, "runs"):
+        return {"from": "no runs"}
+    sql = view or f"""({health_sql(schema, model_id, Settings.health_window_runs, Settings.health_window_hours,
+                                   Settings.max_failure_ratio_window)})"""
+    (found,) = rows(cursor, f"select * exclude (dbt_model) from {sql}")
+    return {**found, "window_start": iso(found["window_start"]), "from": "view" if view else "defaults"}
+
+
 # -- the document ----------------------------------------------------------------------------------
 def state_version(cursor, schema: str) -> int | None:
     """The state schema's version, or None when the schema or its version table does not exist."""
@@ -235,6 +268,7 @@ def status_document(cursor, schema: str, per_row: bool = True, now: datetime | N
             "batches_in_flight": mine,
             "spend": _spend_section(billed.get(model_id), from_runs.get(model_id), requests_in_flight, per_row),
             "failures": failures_by_kind(cursor, schema, model_id) if per_row else None,
+            "health": health(cursor, schema, model_id) if per_row else None,
         })
     return doc
 

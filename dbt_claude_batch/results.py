@@ -21,7 +21,7 @@ from dbt_claude_batch.pricing import cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.settings import Settings
 from dbt_claude_batch.state import State
 from dbt_claude_batch.views import (STATE_VIEWS, all_failures_sql, all_runs_sql, batches_view_sql,
-                                    failures_view_sql, keys_view_sql)
+                                    failures_view_sql, health_view_sql, keys_view_sql)
 
 # dbt runs models on threads of one process: two replacing the same state view at once would conflict.
 _state_views_lock = threading.Lock()
@@ -92,11 +92,12 @@ def write_views(state: State, settings: Settings, database: str, schema: str, id
                 key_types: dict[str, str], source_sql: str | None = None) -> list[str]:
     """(Re)create the views next to the model, then the state views; returns the per-model views' names.
 
-    `<model>__failures` and `<model>__batches` always; `<model>__keys` (every key of the current
-    source with its status, which the package's generic tests read) when `source_sql`, the query of
-    the model's source, is given. The key columns are those of `key_types`, in its order.
+    `<model>__failures`, `<model>__batches` and `<model>__health` always; `<model>__keys` (every key of
+    the current source with its status, which the package's generic tests read) when `source_sql`, the
+    query of the model's source, is given. The key columns are those of `key_types`, in its order.
     """
-    views = {"failures": failures_view_sql(state, settings, key_types), "batches": batches_view_sql(state)}
+    views = {"failures": failures_view_sql(state, settings, key_types), "batches": batches_view_sql(state),
+             "health": health_view_sql(state, settings)}
     if source_sql is not None:
         views["keys"] = keys_view_sql(state, settings, source_sql, list(key_types))
     names = []

@@ -59,10 +59,12 @@ def finish_run(state: State, record: RunRecord, outcome: str, note: str | None =
                prices: dict | None = None) -> RunRecord:
     """Count what this run recorded, complete its `runs` row, and return the record (for the summary)."""
     new = (f"from {state.table('outcomes')} o left join cb_prices p on p.model_family = "
-           f"{model_family_sql('o.answered_model')} where o.model_id = {literal(state.model_id)} "
-           f"and o.harvest_seq > {int(record.start_seq)}")
+           f"{model_family_sql('o.answered_model')} left join {state.table('batches')} b on b.batch_id = o.batch_id "
+           f"where o.model_id = {literal(state.model_id)} and o.harvest_seq > {int(record.start_seq)}")
+    # A sample's calls are billed (in the cost) but are no row's harvest (not in the counts).
     rows = state.run(
         f"with {prices_cte(prices)} select case when o.reused_from is not null then 'reused' "
+        f"when b.kind = 'sample' then 'sample' "
         f"when o.custom_id like '{MARKER_LIKE}' then 'marker' "
         f"when o.error_type = 'template_error' then 'template_error' "
         f"when o.error_type = 'empty_prompt' then 'empty_prompt' "
@@ -71,7 +73,7 @@ def finish_run(state: State, record: RunRecord, outcome: str, note: str | None =
     )
     record.cost_usd = sum(float(r[2]) for r in rows)
     record.n_reused = sum(r[1] for r in rows if r[0] == "reused")
-    record.by_kind = {r[0]: r[1] for r in rows if r[0] not in ("reused", "marker")}
+    record.by_kind = {r[0]: r[1] for r in rows if r[0] not in ("reused", "marker", "sample")}
     state.run(
         f"update {state.table('runs')} set finished_at = ?, n_source_rows = ?, n_submitted = ?, n_harvested = ?, "
         "n_failed = ?, n_reused = ?, cost_usd = ?, outcome = ?, note = ? where run_id = ?",

@@ -5,11 +5,15 @@ data (not the first N). Nothing is submitted as a batch and the results and fail
 touched; the answers go to `<model>__sample` with their tokens, cost, and an estimate of the full
 run at batch prices (the sample's mean cost per row at batch prices x the rows in the source).
 A row whose prompt is empty is not sent: its row says `empty_prompt`, at no cost.
+What the calls cost is billed all the same, so each is recorded for the bill as an outcome of a
+pseudo-batch of kind `sample` (without requests rows: no key's attempt, so planning, results and
+failures never see it), which `all_spend`, `status` and the run's summary count.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from dbt_claude_batch.identifiers import literal, qualified, quote
@@ -18,7 +22,7 @@ from dbt_claude_batch.planning import STAGED, candidate_rows_sql
 from dbt_claude_batch.pricing import BATCH_DISCOUNT, cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.prompts import Prompt, empty_prompt_message, is_blank, request_params
 from dbt_claude_batch.settings import Settings
-from dbt_claude_batch.state import State
+from dbt_claude_batch.state import State, utcnow
 from dbt_claude_batch.sync import SYNC_RETRIES, call_messages
 
 
@@ -48,6 +52,7 @@ def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: i
         "insert into cb_sample values (?, ?, ?, ?)",
         [(cid, key, params["messages"][-1]["content"], json.dumps(result)) for (cid, key, params), result in zip(requests, answers)],
     )
+    _record_for_the_bill(state, sum(not is_blank(params["messages"][-1]["content"]) for _, _, params in requests))
     target = qualified(this.database, this.schema, f"{this.identifier}__sample")
     state.run(
         f"""create or replace table {target} as
@@ -92,3 +97,33 @@ def _answer(client, custom_id: str, key_json: str, params: dict) -> dict:
         return {"type": "errored", "error": {"type": "error", "error": {
             "type": "empty_prompt", "message": empty_prompt_message(key_json)}}}
     return call_messages(client, params)
+
+
+def _record_for_the_bill(state: State, n: int) -> None:
+    """The sample's calls (temp table cb_sample) as outcomes of an ended, harvested pseudo-batch of kind `sample`."""
+    batch_id, submission_id, now = f"sample_{uuid.uuid4().hex[:24]}", str(uuid.uuid4()), utcnow()
+    with state.transaction():
+        state.run(
+            f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, "
+            "n_bytes, intent_at, settled_at, note) values (?, ?, 'submitted', ?, ?, 0, ?, ?, ?)",
+            [submission_id, state.model_id, batch_id, n, now, now, "sample preview (claude_batch_sample)"])
+        state.run(
+            f"""insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, error_type,
+                error_message, stop_reason, answered_model, input_tokens, output_tokens, cache_creation_input_tokens,
+                cache_creation_1h_input_tokens, cache_read_input_tokens, service_tier, harvested_at, harvest_seq)
+            select ?, custom_id, ?, result->>'$.type', result->>'$.error.error.type', result->>'$.error.error.message',
+                result->>'$.message.stop_reason', result->>'$.message.model',
+                (result->>'$.message.usage.input_tokens')::bigint, (result->>'$.message.usage.output_tokens')::bigint,
+                (result->>'$.message.usage.cache_creation_input_tokens')::bigint,
+                (result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint,
+                (result->>'$.message.usage.cache_read_input_tokens')::bigint, 'standard', ?, {state.next_seq_sql()}
+            from cb_sample where result->>'$.error.error.type' is distinct from 'empty_prompt'""",
+            [batch_id, state.model_id, now])
+        ok = state.run(f"select count(*) from {state.table('outcomes')} where batch_id = ? "
+                       "and result_type = 'succeeded'", [batch_id])[0][0]
+        state.run(
+            f"insert into {state.table('batches')} (batch_id, model_id, submission_id, processing_status, created_at, "
+            "ended_at, n_processing, n_succeeded, n_errored, n_canceled, n_expired, n_submitted, kind, polled_at, "
+            "harvested_at, result_lines, reconciled, answers_at) "
+            "values (?, ?, ?, 'ended', ?, ?, 0, ?, ?, 0, 0, ?, 'sample', ?, ?, ?, true, ?)",
+            [batch_id, state.model_id, submission_id, now, now, ok, n - ok, n, now, now, n, now])

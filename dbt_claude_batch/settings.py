@@ -59,6 +59,11 @@ class Settings:
     clock_skew_seconds: float = 300.0
     # a run fails (red) when more than this share of what it harvested failed for a reason no retry fixes
     max_failure_ratio: float = 0.5
+    # health over time (the `<model>__health` view, the failure_ratio_window test, `status`): the same
+    # share over the last runs, or the last hours when set
+    health_window_runs: int = 10
+    health_window_hours: float | None = None
+    max_failure_ratio_window: float = 0.1
     # model names accepted although the Models API does not list them (new or private models)
     extra_models: tuple[str, ...] = ()
     # routing between the Message Batches API and synchronous Messages calls
@@ -188,6 +193,18 @@ class Settings:
         if (not isinstance(self.max_failure_ratio, (int, float)) or isinstance(self.max_failure_ratio, bool)
                 or not 0 <= self.max_failure_ratio <= 1):
             raise ConfigError(f"Setting `max_failure_ratio` must be a number from 0 to 1; got {self.max_failure_ratio!r}.")
+        if (not isinstance(self.max_failure_ratio_window, (int, float)) or isinstance(self.max_failure_ratio_window, bool)
+                or not 0 <= self.max_failure_ratio_window <= 1):
+            raise ConfigError(f"Setting `max_failure_ratio_window` must be a number from 0 to 1; "
+                              f"got {self.max_failure_ratio_window!r}.")
+        if (not isinstance(self.health_window_runs, int) or isinstance(self.health_window_runs, bool)
+                or self.health_window_runs < 1):
+            raise ConfigError(f"Setting `health_window_runs` must be a positive integer; got {self.health_window_runs!r}.")
+        if self.health_window_hours is not None and (
+                not isinstance(self.health_window_hours, (int, float)) or isinstance(self.health_window_hours, bool)
+                or self.health_window_hours <= 0):
+            raise ConfigError(f"Setting `health_window_hours` must be a number of hours > 0, or null for the last "
+                              f"`health_window_runs` runs; got {self.health_window_hours!r}.")
         if self.max_requests_in_flight is not None and (
                 not isinstance(self.max_requests_in_flight, int) or isinstance(self.max_requests_in_flight, bool)
                 or self.max_requests_in_flight < 2):

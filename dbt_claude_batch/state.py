@@ -30,6 +30,17 @@ _ensure_lock = threading.Lock()
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
+def row_counts(request_counts, has_marker: bool) -> tuple[dict[str, int], str | None]:
+    """A batch's `request_counts` as the API gives them, without its marker request: the counts of the
+    rows' requests, and the count the marker was taken out of (the first non-empty one: processing while
+    in progress, usually succeeded once ended; harvest moves it to where its result really is)."""
+    counts = {k: getattr(request_counts, k) for k in _COUNTS}
+    marker_in = next((k for k in _COUNTS if counts[k] > 0), None) if has_marker else None
+    if marker_in:
+        counts[marker_in] -= 1
+    return counts, marker_in
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -275,13 +286,9 @@ class State:
         The marker is taken out of the first non-empty count (processing while in progress, usually
         succeeded once ended); harvest moves it to the count its result really is in.
         """
-        counts = {k: getattr(batch.request_counts, k) for k in _COUNTS}
-        marker_in = None
-        if self.run(f"select marker_id is not null from {self.table('submissions')} s join {self.table('batches')} b "
-                    "using (submission_id) where b.batch_id = ?", [batch.id]) == [(True,)]:
-            marker_in = next((k for k in _COUNTS if counts[k] > 0), None)
-            if marker_in:
-                counts[marker_in] -= 1
+        has_marker = self.run(f"select marker_id is not null from {self.table('submissions')} s join "
+                              f"{self.table('batches')} b using (submission_id) where b.batch_id = ?", [batch.id]) == [(True,)]
+        counts, marker_in = row_counts(batch.request_counts, has_marker)
         self.run(
             f"update {self.table('batches')} set processing_status = ?, created_at = ?, expires_at = ?, "
             "ended_at = ?, cancel_initiated_at = ?, archived_at = ?, n_processing = ?, n_succeeded = ?, "

@@ -2,7 +2,8 @@
 
 The document comes from the DuckDB file opened read-only; while a running dbt holds the file's lock
 it comes from the snapshot that run keeps current (`snapshot.py`), and says so. Either way nothing
-here writes, waits for a lock or holds one for longer than its queries take.
+here writes, waits for a lock or holds one for longer than its queries take. With `--watch`, the
+counts of the batches in flight come live from the API as well (`live_counts.py`, read-only).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Callable, TextIO
 
 from dbt_claude_batch.errors import DatabaseLockedError, DbtClaudeBatchError, NothingToShowError
 from dbt_claude_batch.inspect import status_document
+from dbt_claude_batch.live_counts import LIVE_INTERVAL, LiveCounts
 from dbt_claude_batch.snapshot import read_snapshot, snapshot_path
 from dbt_claude_batch.warehouse import open_read_only
 
@@ -103,6 +105,12 @@ def render_text(doc: dict[str, Any], now: datetime | None = None) -> str:
         lines.append(f"Showing the snapshot taken at {doc['generated_at'].replace('T', ' ').rstrip('Z')} UTC "
                      f"({duration((now - _parse(doc['generated_at'])).total_seconds())} ago): a running dbt holds "
                      "the database lock. Spend and failures show once it has finished.")
+    live = doc.get("live")
+    if live and not live["enabled"]:
+        lines.append(f"live counts off: {live['note']}")
+    elif live:
+        lines.append(f"live: {live['note']}" if live["note"] else "live: counts of batches in flight come from "
+                     f"the API (read-only, each batch at most every {live['min_interval_seconds']:g}s)")
     lines.append("progress: # succeeded  x errored/canceled/expired  . processing")
     for m in doc["models"]:
         lines += [""] + _model_lines(m, now)
@@ -134,10 +142,43 @@ def _model_lines(m: dict[str, Any], now: datetime) -> list[str]:
             f"expires in {duration(left)}" if left > 0 else f"expired {duration(-left)} ago")
         eta = f"ETA {duration(b['eta_seconds'])} ({b['eta_note']})" if b["eta_seconds"] else f"ETA: {b['eta_note']}"
         out.append(f"    {' ' * len(b['batch_id'])}  {b['kind']}, {b['processing_status'] or 'not polled yet'}, "
-                   f"age {duration(b['age_seconds'])}, {expiry}, {eta}")
+                   f"age {duration(b['age_seconds'])}, {expiry}, {eta}{_counts_from(b, now)}")
     out.append("  spend: " + _spend_text(m["spend"]))
     out += _failure_lines(m["failures"])
+    out.append(_health_line(m.get("health", False)))
     return out
+
+
+def _health_line(h: dict[str, Any] | None | bool) -> str:
+    """Failures no retry fixes over the model's window (`inspect.health`), against max_failure_ratio_window."""
+    if not h:
+        return "  health: " + ("not in the snapshot" if h is None else "unknown")
+    if h["from"] == "no runs":
+        return "  health: no runs recorded in this state yet"
+    if h["window_hours"] is not None:
+        window = f"the last {h['window_hours']:g} h ({h['n_runs']} runs)"
+    else:
+        window = f"the last {h['n_runs']} runs"
+        window += f" (window {h['window_runs']})" if h["n_runs"] < h["window_runs"] else ""
+    if not h["n_harvested"]:
+        return f"  health over {window}: nothing harvested"
+    kinds = ", ".join(f"{h['n_' + k]} {k}" for k in ("invalid_request", "template_error", "refused") if h["n_" + k])
+    limit = f"max_failure_ratio_window {h['max_failure_ratio_window']:g}"
+    verdict = (f"over {limit}: the failure_ratio_window test fails; see the __failures view" if h["over_limit"]
+               else f"within {limit}")
+    return (f"  health over {window}: {h['n_unfixable']} of {h['n_harvested']} requests failed for a reason no retry "
+            f"fixes ({h['failure_ratio']:.1%}{': ' + kinds if kinds else ''}), {verdict}")
+
+
+def _counts_from(b: dict[str, Any], now: datetime) -> str:
+    """Where a batch's counts come from: the API just now (`status --watch`), or dbt's last poll."""
+    if b.get("counts_from") == "api":
+        return f"; counts live from the API, polled {duration((now - _parse(b['api_polled_at'])).total_seconds())} ago"
+    if b["kind"] != "batch":
+        return ""
+    polled = _parse(b.get("polled_at"))
+    seen = f"counts as of dbt's last poll ({duration((now - polled).total_seconds())} ago)" if polled else "not polled yet"
+    return f"; {seen}" + (f"; {b['live_note']}" if b.get("live_note") else "")
 
 
 def _spend_text(s: dict[str, Any]) -> str:
@@ -174,14 +215,19 @@ def _failure_lines(f: dict[str, Any] | None) -> list[str]:
 
 # -- the command ------------------------------------------------------------------------------------
 def run(database_of: Callable[[], str], state_schema: str, as_json: bool = False, watch: float | None = None,
-        out: TextIO | None = None, err: TextIO | None = None) -> int:
+        out: TextIO | None = None, err: TextIO | None = None, refreshes: int | None = None,
+        api_interval: float = LIVE_INTERVAL) -> int:
     """Print the status once (exit 1 with one clear line when there is nothing to show), or every
-    `watch` seconds until Ctrl-C."""
+    `watch` seconds until Ctrl-C (or `refreshes` times), with the API's live counts of the batches in
+    flight (each asked at most every `api_interval` seconds)."""
     out, err = out or sys.stdout, err or sys.stderr
+    live = LiveCounts(min_interval=api_interval) if watch is not None else None
+    shown = 0
     try:
         while True:
-            code = _once(database_of, state_schema, as_json, watch is not None, out, err)
-            if watch is None:
+            code = _once(database_of, state_schema, as_json, live, out, err)
+            shown += 1
+            if watch is None or (refreshes is not None and shown >= refreshes):
                 return code
             time.sleep(watch)  # the refresh interval the user asked for
     except KeyboardInterrupt:
@@ -190,7 +236,8 @@ def run(database_of: Callable[[], str], state_schema: str, as_json: bool = False
         return 0
 
 
-def _once(database_of, state_schema, as_json, watching, out, err) -> int:
+def _once(database_of, state_schema, as_json, live: LiveCounts | None, out, err) -> int:
+    watching = live is not None
     try:
         doc = load(database_of(), state_schema)
     except DbtClaudeBatchError as exc:
@@ -199,6 +246,8 @@ def _once(database_of, state_schema, as_json, watching, out, err) -> int:
         err.write(f"dbt-claude-batch status: {exc}\n")
         err.flush()
         return 1
+    if live is not None:
+        live.apply(doc)
     if as_json:
         out.write(json.dumps(doc, indent=None if watching else 2, default=str) + "\n")
     else:

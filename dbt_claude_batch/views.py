@@ -1,7 +1,7 @@
 """The SQL of the views over state that people and dbt read; `inspect` holds the other read queries.
 
 Per model, next to the model (written by every run, `results.write_views`): `<model>__failures`,
-`<model>__batches` and `<model>__keys`. Across every model, in the state schema (the dbt sources of
+`<model>__batches`, `<model>__keys` and `<model>__health`. Across every model, in the state schema (the dbt sources of
 the package, `results.write_state_views`): `all_failures`, `all_batches`, `all_runs`.
 """
 
@@ -109,6 +109,59 @@ def keys_view_sql(state: State, settings: Settings, source_sql: str, key: Sequen
     from (select {custom_id_sql(key)} as __cb_custom_id, * from ({source_sql})) s
     left join cb_lo lo on lo.custom_id = s.__cb_custom_id
     left join cb_answered a on a.custom_id = s.__cb_custom_id"""
+
+
+# Failures no resubmission fixes until a person changes something, as `run_record` counts them per run.
+_UNFIXABLE_SQL = ("case when o.error_type = 'invalid_request_error' then 'invalid_request' "
+                  "when o.error_type = 'template_error' then 'template_error' "
+                  "when o.result_type = 'refused' then 'refused' end")
+
+
+def health_sql(schema: str, model_id: str, window_runs: int, window_hours: float | None, max_ratio: float) -> str:
+    """One row: of the requests a model harvested over a window, the share that failed for a reason no
+    retry fixes (`max_failure_ratio`'s measure, judged over time rather than per run), against `max_ratio`.
+
+    The window is the last `window_runs` runs of the model (from the start of the oldest of them), or
+    with `window_hours` the last hours. Counted: every outcome recorded in it, whatever the run's own
+    outcome (a red run stays in the window after a green retry), except markers (by their exact
+    submission id), answers reused from state and a sample preview's calls, which are no row's harvest.
+    """
+    s = lambda t: qualified(schema, t)  # noqa: E731
+    model = literal(model_id)
+    if window_hours is not None:
+        start = f"timezone('UTC', now()) - to_microseconds(cast({float(window_hours)} * 3600e6 as bigint))"
+        runs = f"select started_at from {s('runs')} where model_id = {model} and started_at >= {start}"
+    else:
+        start = "min(started_at)"
+        runs = (f"select started_at from {s('runs')} where model_id = {model} "
+                f"order by started_at desc limit {int(window_runs)}")
+    return f"""with cb_window as (select count(*) as n_runs, {start} as window_start from ({runs})),
+        cb_o as (
+            select o.result_type, {_UNFIXABLE_SQL} as unfixable
+            from {s('outcomes')} o
+            left join {s('batches')} b on b.batch_id = o.batch_id
+            left join {s('submissions')} m on m.batch_id = o.batch_id
+            where o.model_id = {model} and o.harvested_at >= (select window_start from cb_window)
+              and o.custom_id is distinct from m.marker_id and o.reused_from is null
+              and coalesce(b.kind, '') <> 'sample')
+    select {model} as dbt_model, {'null' if window_hours is not None else int(window_runs)}::integer as window_runs,
+           {'null' if window_hours is None else float(window_hours)}::double as window_hours,
+           w.window_start, w.n_runs, count(o.result_type) as n_harvested,
+           count(*) filter (where o.unfixable = 'invalid_request') as n_invalid_request,
+           count(*) filter (where o.unfixable = 'template_error') as n_template_error,
+           count(*) filter (where o.unfixable = 'refused') as n_refused,
+           count(o.unfixable) as n_unfixable,
+           count(o.unfixable) / nullif(count(o.result_type), 0) as failure_ratio,
+           {float(max_ratio)}::double as max_failure_ratio_window,
+           count(o.unfixable) > {float(max_ratio)} * count(o.result_type) as over_limit
+    from cb_window w left join cb_o o on true
+    group by w.window_start, w.n_runs"""
+
+
+def health_view_sql(state: State, settings: Settings) -> str:
+    """`<model>__health`: `health_sql` with the model's own window and limit."""
+    return health_sql(state.schema, state.model_id, settings.health_window_runs, settings.health_window_hours,
+                      settings.max_failure_ratio_window)
 
 
 # -- the views across every model, in the state schema (dbt sources of the package) -------------

@@ -132,7 +132,8 @@
           'dbt_claude_batch.no_key_dropped',
           {'dbt_claude_batch.failure_ratio': {'arguments': {'max_ratio': 0.1}}},
           'dbt_claude_batch.batches_reconciled',
-          'dbt_claude_batch.no_failure_needs_you'],
+          'dbt_claude_batch.no_failure_needs_you',
+          'dbt_claude_batch.failure_ratio_window'],
       'columns': columns}]} -%}
   {%- set text = toyaml(doc) -%}
   {{ print(text) }}

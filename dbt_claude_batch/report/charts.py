@@ -7,6 +7,7 @@ number. No script, no external font: the page renders the same offline.
 
 from __future__ import annotations
 
+import colorsys
 import math
 from html import escape
 from typing import Callable, Sequence
@@ -36,13 +37,21 @@ def _num(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _legend(series: Series, colors: Sequence[str], y: float, x: float = 10.0) -> list[str]:
-    out = []
+LEGEND_ROW = 16
+
+
+def _legend(series: Series, colors: Sequence[str], y: float, x: float = 10.0) -> tuple[list[str], float]:
+    """Every series' swatch and name, wrapped onto as many rows as the chart's width needs (however many
+    models there are); returns the elements and the height they take."""
+    out, left, rows = [], x, 1
     for (name, _), color in zip(series, colors):
-        out.append(f'<rect x="{x:.0f}" y="{y:.0f}" width="10" height="10" fill="{color}"/>'
+        width = 24 + 6.5 * len(name)
+        if x > left and x + width - 10 > WIDTH:
+            x, y, rows = left, y + LEGEND_ROW, rows + 1
+        out.append(f'<rect class="swatch" x="{x:.0f}" y="{y:.0f}" width="10" height="10" fill="{color}"/>'
                    f'<text class="legend" x="{x + 14:.0f}" y="{y + 9:.0f}">{escape(name)}</text>')
-        x += 24 + 6.5 * len(name)
-    return out
+        x += width
+    return out, rows * LEGEND_ROW
 
 
 def _open(chart_id: str, title: str, height: float) -> list[str]:
@@ -51,14 +60,25 @@ def _open(chart_id: str, title: str, height: float) -> list[str]:
             f"<title>{escape(title)}</title>"]
 
 
+def _color(i: int) -> str:
+    """The i-th series colour: the palette, then hues a golden angle apart, so no two series share one."""
+    if i < len(PALETTE):
+        return PALETTE[i]
+    r, g, b = colorsys.hls_to_rgb((i - len(PALETTE)) * 0.381966 % 1.0, 0.42, 0.6)
+    return f"#{round(r * 255):02X}{round(g * 255):02X}{round(b * 255):02X}"
+
+
 def _colors(series: Series, colors: dict[str, str] | None) -> list[str]:
-    return [(colors or {}).get(name, PALETTE[i % len(PALETTE)]) for i, (name, _) in enumerate(series)]
+    return [(colors or {}).get(name, _color(i)) for i, (name, _) in enumerate(series)]
 
 
 def bar_chart(chart_id: str, title: str, x_label: str, y_label: str, categories: Sequence[str], series: Series,
               fmt: Callable[[float], str] = _num, colors: dict[str, str] | None = None, height: float = 320) -> str:
     """Vertical bars, one per category, stacking the series."""
-    left, right, top = 64, 10, 28
+    palette = _colors(series, colors)
+    legend, legend_h = _legend(series, palette, 6)
+    left, right, top = 64, 10, 12 + legend_h
+    height += legend_h - LEGEND_ROW  # extra legend rows add room, the plot keeps its height
     slot = (WIDTH - left - right) / max(len(categories), 1)
     rotate = len(categories) > 6 or max((len(c) for c in categories), default=0) * 6 > slot
     bottom = 84 if rotate else 44
@@ -66,8 +86,7 @@ def bar_chart(chart_id: str, title: str, x_label: str, y_label: str, categories:
     totals = [sum(values[i] or 0 for _, values in series) for i in range(len(categories))]
     ticks = nice_ticks(max(totals, default=0))
     scale = plot_h / ticks[-1]
-    palette = _colors(series, colors)
-    out = _open(chart_id, title, height) + _legend(series, palette, 6)
+    out = _open(chart_id, title, height) + legend
     for t in ticks:
         y = top + plot_h - t * scale
         out.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>'
@@ -100,14 +119,15 @@ def hbar_chart(chart_id: str, title: str, x_label: str, y_label: str, labels: Se
                fmt: Callable[[float], str] = _num, colors: dict[str, str] | None = None,
                reference: tuple[float, str] | None = None, label_width: int = 190) -> str:
     """Horizontal bars, one per label (top to bottom), stacking the series; `reference` draws a marked line."""
-    left, right, top, bottom, row = label_width, 16, 30, 40, 20
+    palette = _colors(series, colors)
+    legend, legend_h = _legend(series, palette, 6, x=label_width)
+    left, right, top, bottom, row = label_width, 16, 14 + legend_h, 40, 20
     height = top + bottom + row * max(len(labels), 1)
     plot_w, plot_h = WIDTH - left - right, row * max(len(labels), 1)
     totals = [sum(values[i] or 0 for _, values in series) for i in range(len(labels))]
     ticks = nice_ticks(max(totals + ([reference[0]] if reference else []), default=0))
     scale = plot_w / ticks[-1]
-    palette = _colors(series, colors)
-    out = _open(chart_id, title, height) + _legend(series, palette, 6, x=left)
+    out = _open(chart_id, title, height) + legend
     for t in ticks:
         x = left + t * scale
         out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}"/>'

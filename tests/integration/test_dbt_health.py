@@ -5,6 +5,9 @@ warn severities (exit 0), green once the failures are resolved; `where`, `kinds`
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
 
@@ -104,6 +107,30 @@ def test_shipped_tests_turn_dbt_build_red_then_yellow_then_green(project, emulat
     assert _outcomes(project) == {"no_key_dropped": ("pass", 0), "failure_ratio": ("pass", 0),
                                   "batches_reconciled": ("pass", 0), "no_failure_needs_you": ("pass", 0)}
     assert project.query("select status, count(*) from main.items_batch__keys group by all") == [("result", 12)]
+
+
+def test_a_slow_rise_of_failures_no_retry_fixes_fails_the_window_test_and_shows_in_status(project, emulator):
+    project.load_table("items", items(10))
+    project.configure(replace=False, health_window_runs=3, max_failure_ratio_window=0.2, **FAST)
+    _tests_yaml(project, ["dbt_claude_batch.failure_ratio_window"])
+    emulator.set_scenarios([{"name": "result_outcome", "custom_ids": ["1"], "outcome": "invalid_request_error"}])
+    project.dbt("build")  # 1 of 10: green, and the window (1 of 10) is within 0.2
+    assert _outcomes(project) == {"failure_ratio_window": ("pass", 0)}
+
+    project.load_table("items", items(20))
+    emulator.set_scenarios([{"name": "result_outcome", "custom_ids": ["11", "12", "13", "14"],
+                             "outcome": "invalid_request_error"}])
+    red = project.dbt("build", expect_ok=False)
+
+    # the run alone (4 of 10) is under max_failure_ratio 0.5, so the model is green; its window is not
+    assert "over max_failure_ratio" not in red.stdout and red.returncode == 1
+    assert _outcomes(project) == {"failure_ratio_window": ("fail", 1)}
+    assert project.query("select outcome from dbt_claude_batch.runs") == [("ok",), ("ok",)]
+    status = subprocess.run([str(Path(sys.executable).parent / "dbt-claude-batch"), "status", "--project-dir",
+                             str(project.root)], env=project.env(), capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert ("health over the last 2 runs (window 3): 5 of 20 requests failed for a reason no retry fixes (25.0%: "
+            "5 invalid_request), over max_failure_ratio_window 0.2") in status.stdout
 
 
 def test_a_model_that_never_wrote_its_views_fails_the_test_with_what_to_do(project):

@@ -60,4 +60,5 @@ def test_state_sources_are_documented_listed_and_testable_and_results_yaml_names
     assert set(manifest["parent_map"][singular]) == {SOURCES[STATE_VIEWS.index("all_batches")], "model.test_project.items_batch"}
     health = {n["test_metadata"]["name"] for n in manifest["nodes"].values()
               if n["resource_type"] == "test" and (n.get("test_metadata") or {}).get("namespace") == "dbt_claude_batch"}
-    assert health == {"no_key_dropped", "failure_ratio", "batches_reconciled", "no_failure_needs_you"}
+    assert health == {"no_key_dropped", "failure_ratio", "batches_reconciled", "no_failure_needs_you",
+                      "failure_ratio_window"}

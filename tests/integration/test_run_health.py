@@ -114,3 +114,23 @@ def test_project_level_vars_count_and_rerun_keys_can_name_one_model(project, emu
     out = project.run(vars={"claude_batch_rerun_keys": {"other_model": [1], "items_batch": [2, 99]}}).stdout
     assert "claude_batch_rerun_keys names 1 key(s) the source does not have: 99; they are ignored" in out
     assert {k for k, r in project.results().items() if r["attempt"] == 2} == {2}
+
+
+def test_all_spend_is_the_bill_with_sample_batch_and_sync_requests(project, emulator):
+    project.load_table("items", items(6))
+    project.configure(replace=False, **FAST)
+    project.run(vars={"claude_batch_sample": 3})  # 3 synchronous calls: a preview, billed all the same
+    sample_bill = emulator.ledger(requests=False)["bill"]["total_usd"]
+    assert sample_bill > 0 and create_calls(emulator) == 0
+    project.run()  # one batch of 6 rows and its marker request
+    project.load_table("items", items(9))
+    project.configure(replace=False, mode="sync")
+    project.run()  # the 3 new rows through the Messages API
+
+    bill = emulator.ledger(requests=False)["bill"]
+    assert bill["sync_usd"] > sample_bill and bill["batch_usd"] > 0
+    spend, requests = project.query("select sum(billed_usd), sum(requests_billed) from dbt_claude_batch.all_spend")[0]
+    assert round(spend, 2) == round(bill["total_usd"], 2) and abs(spend - bill["total_usd"]) < 1e-9
+    assert requests == 3 + 6 + 3  # the sample's, the batch's rows' and the synchronous ones (markers are no row's)
+    run = project.query("select cost_usd from dbt_claude_batch.runs order by started_at limit 1")[0][0]
+    assert abs(run - sample_bill) < 1e-9  # the sample run's own cost is in its runs row and summary

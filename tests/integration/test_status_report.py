@@ -7,6 +7,7 @@ batch in flight. The lock test runs last because its dbt run collects that batch
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -110,6 +111,52 @@ def test_report_renders_its_charts_in_headless_chromium(built, tmp_path):
     assert "saved: de-duplication" in bars["savings"] and "in flight (so far)" in bars["turnaround"]
     assert "No data yet" not in page.dom and page.dom.count("axis-label x-label") == len(CHARTS)
     assert screenshot.stat().st_size > 10_000
+
+
+RETRIEVE = "GET /v1/messages/batches/{message_batch_id}"
+
+
+def _calls(emulator) -> dict[str, int]:
+    return {route: sum(by_status.values()) for route, by_status in emulator.ledger(requests=False)["calls"].items()}
+
+
+def test_status_watch_shows_the_apis_live_counts_while_the_database_is_locked(built):
+    project, emulator = built
+    in_flight = created_batches(emulator)[-1]
+    batch_id, n = in_flight["id"], in_flight["request_count"]
+    holder = subprocess.Popen(  # holds the file's lock as a running dbt does: status reads the snapshot
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
+                               "sys.stdin.read()", str(project.db_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = _calls(emulator)
+        watched = _cli(project, "status", "--watch", "0.05", "--refreshes", "2", "--json")
+        assert watched.returncode == 0, watched.stderr
+        docs = [json.loads(line) for line in watched.stdout.splitlines()]
+        assert len(docs) == 2 and all(d["source"]["kind"] == "snapshot" and d["live"]["enabled"] for d in docs)
+        shown = [next(b for b in d["models"][0]["batches_in_flight"] if b["batch_id"] == batch_id) for d in docs]
+        assert all(b["counts_from"] == "api" and b["processing_status"] == "in_progress"
+                   and b["n_processing"] == n for b in shown)
+        after = _calls(emulator)
+        # two refreshes, one retrieve per batch in flight (rate-limited); nothing created, canceled or deleted
+        assert after.get(RETRIEVE, 0) - before.get(RETRIEVE, 0) == len(docs[0]["models"][0]["batches_in_flight"])
+        assert {r: c for r, c in after.items() if r != RETRIEVE} == {r: c for r, c in before.items() if r != RETRIEVE}
+
+        emulator.advance_clock(3601)  # the batch ends at the API; the state, locked, still says it is in progress
+        text = _cli(project, "status", "--watch", "0.05", "--refreshes", "1")
+        live = emulator.client().messages.batches.retrieve(batch_id).request_counts
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+    assert text.returncode == 0, text.stderr
+    assert live.succeeded == n + 1 and live.processing == 0  # the emulator's own counts, the marker among them
+    assert f"{batch_id}  [{'#' * 30}]  {n} succeeded, 0 errored, 0 processing of {n}" in text.stdout
+    assert "batch, ended," in text.stdout and re.search(r"counts live from the API, polled [0-2]s ago", text.stdout)
+    assert "live: counts of batches in flight come from the API (read-only, each batch at most every 30s)" in text.stdout
+    assert project.query("select processing_status, n_processing from dbt_claude_batch.batches where batch_id = ?",
+                         [batch_id]) == [("in_progress", n)]  # status never writes: the next dbt run records it
 
 
 def test_status_answers_from_the_snapshot_while_a_dbt_run_holds_the_lock(built):

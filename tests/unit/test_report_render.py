@@ -60,3 +60,22 @@ def test_a_state_with_no_model_gives_no_data_yet_panels_not_broken_charts():
                      "failures"]
     assert "<svg" not in html
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing to fetch
+
+
+def test_legend_shows_every_model_beyond_eight_inside_the_chart_in_colours_of_their_own():
+    names = [f"ticket_model_{i:02d}" for i in range(1, 13)]  # 12 batch models
+    for svg in (bar_chart("spend", "Spend", "day", "USD", ["d1", "d2"], [(n, [1.0, 2.0]) for n in names]),
+                hbar_chart("turn", "Turnaround", "hours", "batch", ["b1"], [(n, [1.0]) for n in names])):
+        root = _parse(svg)
+        _, _, width, height = (float(v) for v in root.get("viewBox").split())
+        legend = [t for t in root.iter(f"{SVG}text") if t.get("class") == "legend"]
+        assert [t.text for t in legend] == names
+        for t in legend:  # every entry drawn where the chart shows it, not past its right edge
+            x, y = float(t.get("x")), float(t.get("y"))
+            assert 0 <= x and x + 6.5 * len(t.text) <= width and 0 < y < height, (t.text, x, y)
+        swatches = [r.get("fill") for r in root.iter(f"{SVG}rect") if r.get("class") == "swatch"]
+        assert len(swatches) == 12 and len(set(swatches)) == 12  # no two models share a colour
+        bars = {b.get("data-series"): b.get("fill") for b in root.findall(f".//{SVG}rect[@class='bar']")}
+        assert bars == dict(zip(names, swatches))
+        plot_top = min(float(r.get("y")) for r in root.findall(f".//{SVG}rect[@class='bar']"))
+        assert max(float(t.get("y")) for t in legend) < plot_top  # the legend does not cover the bars

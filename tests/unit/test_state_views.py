@@ -74,7 +74,7 @@ def test_without_source_sql_no_keys_view_is_written():
     con = duckdb.connect()
     state = _state(con)
     assert write_views(state, SETTINGS, "memory", "main", "items", {"id": "BIGINT"}) == [
-        '"memory"."main"."items__failures"', '"memory"."main"."items__batches"']
+        '"memory"."main"."items__failures"', '"memory"."main"."items__batches"', '"memory"."main"."items__health"']
 
 
 def test_all_failures_reads_each_models_view_and_falls_back_to_state_without_one():
@@ -117,3 +117,60 @@ def test_a_table_in_the_way_of_a_state_view_leaves_the_run_alone():
 
     assert con.execute(f"select count(*) from {S}.all_runs").fetchone() == (0,)
     assert con.execute(f"select count(*) from {S}.all_batches").fetchone() == (0,)
+
+
+def _run_with(state, run_id, started, outcomes, outcome="ok", kind="batch", marker=None):
+    """A run started at `started` that harvested `outcomes` (custom_id, result_type, error_type) in one batch
+    (with `outcome` None, only the batch: one more of the run before)."""
+    batch_id, sub = f"b-{run_id}", f"s-{run_id}"
+    if outcome:
+        state.run(f"insert into {state.table('runs')} (run_id, model_id, started_at, finished_at, outcome) "
+                  "values (?, ?, ?, ?, ?)", [run_id, state.model_id, started, started + dt.timedelta(minutes=5), outcome])
+    state.run(f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, "
+              "n_bytes, intent_at, marker_id) values (?, ?, 'submitted', ?, ?, 10, ?, ?)",
+              [sub, state.model_id, batch_id, len(outcomes), started, marker])
+    state.run(f"insert into {state.table('batches')} (batch_id, model_id, submission_id, n_submitted, kind) "
+              "values (?, ?, ?, ?, ?)", [batch_id, state.model_id, sub, len(outcomes), kind])
+    for custom_id, result_type, error_type, *reused in outcomes:
+        state.run(f"insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, error_type, "
+                  "reused_from, harvested_at) values (?, ?, ?, ?, ?, ?, ?)",
+                  [batch_id, custom_id, state.model_id, result_type, error_type, (reused or [None])[0],
+                   started + dt.timedelta(minutes=1)])
+
+
+def test_health_view_judges_the_failures_no_retry_fixes_over_the_last_runs_together():
+    from dbt_claude_batch.state import utcnow
+
+    con = duckdb.connect()
+    state = _state(con)
+    now = utcnow()
+    ok = [(f"k{i}", "succeeded", None) for i in range(9)]
+    # a run red on its own (8 of 10 invalid), then a retry that harvested nothing: green on its own
+    _run_with(state, "r1", now - dt.timedelta(hours=4), [(f"k{i}", "errored", "invalid_request_error") for i in range(8)]
+              + [("g1", "succeeded", None), ("g2", "succeeded", None)], outcome="error")
+    _run_with(state, "r2", now - dt.timedelta(hours=3), [])
+    # 1 template error in 10 rows; the marker (exact id, whatever its result), a reused answer: no row's harvest
+    _run_with(state, "r3", now - dt.timedelta(hours=2), [("k9", "errored", "template_error"), *ok,
+                                                         ("proof-r3", "errored", "invalid_request_error"),
+                                                         ("k20", "succeeded", None, "b-r1")], marker="proof-r3")
+    _run_with(state, "r3-sample", now - dt.timedelta(hours=2), [("k1", "errored", "invalid_request_error")],
+              kind="sample", outcome=None)  # a sample preview's call: billed, but no row's harvest
+    _run_with(state, "r4", now - dt.timedelta(hours=1), [("k9", "refused", "refusal"), *ok,
+                                                         ("k10", "errored", "api_error")])
+
+    def health(**settings):
+        cfg = Settings.build(None, {"key": "id", "prompt_column": "p", "model": "claude-haiku-4-5", **settings})
+        write_views(state, cfg, "memory", "main", "items", {"id": "BIGINT"})
+        (row,) = con.execute("select window_runs, window_hours, n_runs, n_harvested, n_invalid_request, "
+                             "n_template_error, n_refused, n_unfixable, round(failure_ratio, 4), "
+                             "max_failure_ratio_window, over_limit from main.items__health").fetchall()
+        return row
+
+    # the last 2 runs: 2 of 21 harvested no retry fixes (the api_error is retried, so not counted)
+    assert health(health_window_runs=2) == (2, None, 2, 21, 0, 1, 1, 2, round(2 / 21, 4), 0.1, False)
+    assert health(health_window_runs=2, max_failure_ratio_window=0.05)[-1] is True
+    # the last 4 runs reach back to the red run that the retry turned green: over
+    assert health(health_window_runs=4) == (4, None, 4, 31, 8, 1, 1, 10, round(10 / 31, 4), 0.1, True)
+    assert health()[:3] == (10, None, 4)  # default: the last 10 runs (4 so far)
+    # a window in hours instead: the runs started in the last 2.5 hours
+    assert health(health_window_hours=2.5)[:4] == (None, 2.5, 2, 21)

@@ -118,6 +118,7 @@ def test_watch_refreshes_until_interrupted(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(status.time, "sleep", interrupt_on_second)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)  # no live counts: never a real API
     out = io.StringIO()
     assert status.run(lambda: str(tmp_path / "w.duckdb"), S, as_json=True, watch=2.5, out=out) == 0
     docs = [json.loads(line) for line in out.getvalue().splitlines()]
