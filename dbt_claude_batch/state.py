@@ -164,7 +164,17 @@ class State:
         return rows[0][0] if rows else None
 
     def set_quiet_digest(self, digest: str | None) -> None:
-        self.run(f"update {self.table('models')} set quiet_digest = ? where model_id = ?", [digest, self.model_id])
+        # The source may have changed: what the last restore check saw (`results_gap`) no longer holds.
+        self.run(f"update {self.table('models')} set quiet_digest = ?, results_gap = null where model_id = ?",
+                 [digest, self.model_id])
+
+    def results_gap(self) -> int | None:
+        """Held answers less results rows when the last restore check found nothing missing (None: check)."""
+        rows = self.run(f"select results_gap from {self.table('models')} where model_id = ?", [self.model_id])
+        return rows[0][0] if rows else None
+
+    def set_results_gap(self, gap: int | None) -> None:
+        self.run(f"update {self.table('models')} set results_gap = ? where model_id = ?", [gap, self.model_id])
 
     # -- submissions ----------------------------------------------------------------------------
     def record_intent(self, submission_id: str, n_requests: int, n_bytes: int, requests_sql: str,
