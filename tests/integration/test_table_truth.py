@@ -51,3 +51,39 @@ def test_rows_deleted_from_the_results_table_fail_no_key_dropped_and_come_back_f
         assert results[i]["output_text"] == expected_answer(i, f"body number {i} with some text")
     assert emulator.ledger(requests=False)["bill"] == bill and create_calls(emulator) == 1
     project.dbt("test")
+
+
+LOOKALIKES = ["dbt_claude_batch-proof-abc", "dbt_claude_batch-proof-err"]
+
+
+def test_a_user_key_that_looks_like_a_marker_is_submitted_harvested_counted_and_reported(project, emulator):
+    from dbt_claude_batch import inspect
+
+    rows = [{"id": k, "body": f"text of {k}"} for k in ["a", "b", *LOOKALIKES]]
+    project.load_table("items", rows)
+    project.configure(replace=False, max_failure_ratio=1, **FAST)
+    emulator.set_scenarios([{"name": "result_outcome", "custom_ids": [LOOKALIKES[1]],
+                             "outcome": "invalid_request_error"}])
+
+    out = project.run().stdout
+
+    sent = [r["custom_id"] for r in emulator.ledger()["requests"]]
+    markers = [r[0] for r in project.query("select marker_id from dbt_claude_batch.submissions")]
+    assert sorted(sent) == sorted(["a", "b", *LOOKALIKES, *markers]) and len(markers) == 1
+    assert "submitted 4, harvested 4 (3 succeeded; failed: 1 invalid_request)" in out
+    results = project.results()
+    assert sorted(results) == ["a", "b", LOOKALIKES[0]]
+    assert results[LOOKALIKES[0]]["output_text"] == expected_answer(LOOKALIKES[0], f"text of {LOOKALIKES[0]}")
+    assert list(project.failures()) == [LOOKALIKES[1]]
+    assert project.query("select n_submitted, n_harvested, n_failed from dbt_claude_batch.all_runs") == [(4, 4, 1)]
+    assert project.query("select sum(requests_billed) from dbt_claude_batch.all_spend") == [(3,)]  # errors: no usage
+    con = duckdb.connect(str(project.db_path), read_only=True)
+    try:
+        doc = inspect.status_document(con, "dbt_claude_batch")
+        mix = inspect.outcome_mix(con, "dbt_claude_batch")
+        top = inspect.top_failure_messages(con, "dbt_claude_batch")
+    finally:
+        con.close()
+    assert doc["models"][0]["spend"]["billed_requests"] == 4
+    assert sorted((r["category"], r["n"]) for r in mix["rows"]) == [("errored", 1), ("succeeded", 3)]
+    assert [t["n"] for t in top] == [1]
