@@ -221,11 +221,10 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
     watermark = existing is not None and _has_column(state, this, "harvest_seq")
     # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
-    source_keys = f"select {custom_id_sql(cfg.key)} from ({source_sql})"
-    current = None if is_incremental else source_keys
+    current = None if is_incremental else f"select {custom_id_sql(cfg.key)} from ({source_sql})"
     flag = existing is None or _has_column(state, this, "newer_request_in_flight")
     results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current,
-                                      flag_column=flag, source_keys=source_keys))
+                                      flag_column=flag, source_keys=f"select {custom_id_sql(cfg.key)} from ({source_sql})"))
     finish_run(state, record, "ok", prices=cfg.prices)
     logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
     try:
