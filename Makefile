@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --only-binary=:all: -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# Two workers: most of a test's time is a dbt subprocess, and every test has its own files and emulator.
+# First the layers contract (pyproject.toml [tool.importlinter], a second), then the tests: two workers,
+# as most of a test's time is a dbt subprocess, and every test has its own files and emulator.
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # Scale checks (a million rows, minutes each): not part of `make test`.

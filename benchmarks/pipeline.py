@@ -272,7 +272,7 @@ def _launch_dbt(args: list[str]) -> int:
         tracemalloc.start()
     import importlib
 
-    from dbt_claude_batch import python_model
+    from dbt_claude_batch.run import python_model
 
     def wrap(module_name: str, name: str, label: str | None = None, reset: bool = True) -> None:
         """Wrap `name` where it is defined and where python_model bound it (imports may be lazy)."""

@@ -95,7 +95,7 @@ class Emulator:
     def start(self) -> None:
         shutil.rmtree(STATE_DIR, ignore_errors=True)
         STATE_DIR.mkdir(parents=True)
-        cmd = [sys.executable, "-m", "dbt_claude_batch.cli", "emulator", "--port", "0",
+        cmd = [sys.executable, "-m", "dbt_claude_batch.observe.cli", "emulator", "--port", "0",
                "--state-dir", str(STATE_DIR), "--processing-delay", str(PROCESSING_DELAY),
                "--scenario", json.dumps(FAULTS)]
         self._log = open(STATE_DIR / "emulator.log", "ab")

@@ -231,7 +231,7 @@ def items(n: int, start: int = 1, prefix: str = "body") -> list[dict]:
     return [{"id": i, "body": f"{prefix} number {i} with some text"} for i in range(start, start + n)]
 
 
-MARKER_PATTERN = "dbt_claude_batch-proof-[0-9a-f]{32}"  # as state.MARKER_PATTERN: no key's custom_id has this form
+MARKER_PATTERN = "dbt_claude_batch-proof-[0-9a-f]{32}"  # as keys.MARKER_PATTERN: no key's custom_id has this form
 
 
 def is_marker(custom_id: str) -> bool:
@@ -257,7 +257,7 @@ def row_requests(emulator) -> list[dict]:
 
 def marker_cost(project: "DbtProject") -> float:
     """What the marker requests (one per batch, see submission.py) cost, from the state's own outcomes."""
-    from dbt_claude_batch.pricing import cost_sql, model_family_sql, prices_cte
+    from dbt_claude_batch.base.pricing import cost_sql, model_family_sql, prices_cte
 
     return project.query(
         f"with {prices_cte()} select coalesce(sum({cost_sql('o', 'p')}), 0) from dbt_claude_batch.outcomes o "

@@ -1,6 +1,6 @@
 """Start, drive and stop the local API emulator from tests (used by tests/conftest.py).
 
-    emu = EmulatorProcess(state_dir)        # starts `python -m dbt_claude_batch.cli emulator`
+    emu = EmulatorProcess(state_dir)        # starts `python -m dbt_claude_batch.observe.cli emulator`
     emu.url, emu.pid, emu.state_dir
     emu.client(max_retries=0)               # a real anthropic.Anthropic pointed at the emulator
     emu.ledger(), emu.advance_clock(90000), emu.configure(processing_delay=3600)
@@ -42,7 +42,7 @@ class EmulatorProcess:
         return self.proc.pid if self.proc else None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "dbt_claude_batch.cli", "emulator", "--port", "0",
+        cmd = [sys.executable, "-m", "dbt_claude_batch.observe.cli", "emulator", "--port", "0",
                "--state-dir", str(self.state_dir), *self.extra_args]
         self._log = open(self.state_dir / "emulator.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log,

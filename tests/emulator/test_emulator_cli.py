@@ -37,9 +37,9 @@ def test_configure_at_run_time(emulator):
 
 
 def test_cli_help_lists_emulator_subcommand():
-    out = subprocess.run([sys.executable, "-m", "dbt_claude_batch.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "dbt_claude_batch.observe.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "emulator" in out
-    bad = subprocess.run([sys.executable, "-m", "dbt_claude_batch.cli", "emulator", "--state-dir", "/tmp/x",
+    bad = subprocess.run([sys.executable, "-m", "dbt_claude_batch.observe.cli", "emulator", "--state-dir", "/tmp/x",
                           "--scenario", "not json"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--scenario" in bad.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import duckdb
 
-from dbt_claude_batch.migrations import SCHEMA_VERSION
+from dbt_claude_batch.state.migrations import SCHEMA_VERSION
 from dbt_harness import create_calls, expected_answer, items
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}

@@ -9,7 +9,7 @@ import yaml
 
 from dbt_harness import items
 
-from dbt_claude_batch.views import STATE_VIEWS
+from dbt_claude_batch.state.views import STATE_VIEWS
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 SCHEMA = {

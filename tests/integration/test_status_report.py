@@ -20,7 +20,7 @@ from browser_harness import load_page, require_chromium
 from dbt_harness import DbtProject, created_batches, items
 from emulator_harness import EmulatorProcess
 
-from dbt_claude_batch.snapshot import write_snapshot
+from dbt_claude_batch.state.snapshot import write_snapshot
 
 CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
 FAULTS = [{"name": "result_outcome", "custom_ids": ["100", "101"], "outcome": "invalid_request_error"},

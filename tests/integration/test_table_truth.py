@@ -57,7 +57,7 @@ LOOKALIKES = ["dbt_claude_batch-proof-abc", "dbt_claude_batch-proof-err"]
 
 
 def test_a_user_key_that_looks_like_a_marker_is_submitted_harvested_counted_and_reported(project, emulator):
-    from dbt_claude_batch import inspect
+    from dbt_claude_batch.state import inspect
 
     rows = [{"id": k, "body": f"text of {k}"} for k in ["a", "b", *LOOKALIKES]]
     project.load_table("items", rows)

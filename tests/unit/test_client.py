@@ -18,7 +18,7 @@ def _fresh(code: str) -> list[str]:
     return out.stdout.split()
 
 
-PRELUDE = "import sys, threading\nfrom dbt_claude_batch.client import LazyClient\napi = LazyClient()\n"
+PRELUDE = "import sys, threading\nfrom dbt_claude_batch.api.client import LazyClient\napi = LazyClient()\n"
 
 
 def test_a_client_never_asked_for_never_imports_the_sdk():
@@ -78,7 +78,7 @@ def test_an_error_is_checked_against_an_sdk_class_without_touching_a_half_import
     whether an error of the run is the SDK's must answer no, not raise and hide the run's own error."""
     code = PRELUDE + (
         "import types\n"
-        "from dbt_claude_batch.client import is_sdk_error\n"
+        "from dbt_claude_batch.api.client import is_sdk_error\n"
         "sys.modules['anthropic'] = types.ModuleType('anthropic')  # as while another thread imports it\n"
         "print(is_sdk_error(ValueError('budget'), 'APIConnectionError'))\n"
         "del sys.modules['anthropic']\n"

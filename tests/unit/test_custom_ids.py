@@ -9,10 +9,10 @@ import uuid
 import duckdb
 import pytest
 
-from dbt_claude_batch.errors import SourceDataError
-from dbt_claude_batch.keys import check_keys, custom_id_sql
-from dbt_claude_batch.spool import marker_id
-from dbt_claude_batch.state import MARKER_PATTERN
+from dbt_claude_batch.base.errors import SourceDataError
+from dbt_claude_batch.base.keys import check_keys, custom_id_sql
+from dbt_claude_batch.run.spool import marker_id
+from dbt_claude_batch.base.keys import MARKER_PATTERN
 
 VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from dbt_claude_batch.duckdb_memory import bounded, parse_size
-from dbt_claude_batch.errors import ConfigError
-from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.base.duckdb_memory import bounded, parse_size
+from dbt_claude_batch.base.errors import ConfigError
+from dbt_claude_batch.base.settings import Settings
 
 
 def _shown(con) -> str:

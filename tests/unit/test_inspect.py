@@ -9,10 +9,10 @@ import os
 import duckdb
 import pytest
 
-from dbt_claude_batch import inspect
-from dbt_claude_batch.pricing import BATCH_DISCOUNT, LIST_PRICES
-from dbt_claude_batch.snapshot import read_snapshot, snapshot_path, write_snapshot
-from dbt_claude_batch.state import State
+from dbt_claude_batch.state import inspect
+from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, LIST_PRICES
+from dbt_claude_batch.state.snapshot import read_snapshot, snapshot_path, write_snapshot
+from dbt_claude_batch.state.state import State
 
 S = "dbt_claude_batch"
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
-from dbt_claude_batch.live_counts import LiveCounts
-from dbt_claude_batch.status import render_text
+from dbt_claude_batch.observe.live_counts import LiveCounts
+from dbt_claude_batch.observe.status import render_text
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0)
 

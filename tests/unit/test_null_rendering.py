@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from dbt_claude_batch.prompts import Prompt, canonical_json, request_params
-from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.base.prompts import Prompt, canonical_json, request_params
+from dbt_claude_batch.base.settings import Settings
 
 
 def _prompt(tmp_path, text):

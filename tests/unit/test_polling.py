@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_claude_batch.polling import next_wait
+from dbt_claude_batch.run.polling import next_wait
 
 
 def _bounds(value: float) -> tuple[float, float]:

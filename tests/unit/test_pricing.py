@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dbt_claude_batch.pricing import estimate_input_tokens, list_price
+from dbt_claude_batch.base.pricing import estimate_input_tokens, list_price
 
 
 def test_dated_models_are_priced_as_their_family_and_overrides_win():

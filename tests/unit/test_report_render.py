@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 
 import duckdb
 
-from dbt_claude_batch.report import build_report
-from dbt_claude_batch.report.charts import bar_chart, hbar_chart, nice_ticks
-from dbt_claude_batch.state import State
+from dbt_claude_batch.observe.report import build_report
+from dbt_claude_batch.observe.report.charts import bar_chart, hbar_chart, nice_ticks
+from dbt_claude_batch.state.state import State
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -6,10 +6,10 @@ import datetime as dt
 
 import duckdb
 
-from dbt_claude_batch import answers
-from dbt_claude_batch.results import results_sql
-from dbt_claude_batch.settings import Settings
-from dbt_claude_batch.state import State
+from dbt_claude_batch.run import answers
+from dbt_claude_batch.run.results import results_sql
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.state.state import State
 
 MODEL = "db.main.items_batch"
 SETTINGS = Settings.build(None, {"key": "id", "prompt_column": "p", "model": "claude-haiku-4-5"})

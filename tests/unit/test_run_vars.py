@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_claude_batch.errors import ConfigError
-from dbt_claude_batch.run_vars import RunVars
+from dbt_claude_batch.base.errors import ConfigError
+from dbt_claude_batch.base.run_vars import RunVars
 
 
 def test_known_vars_are_read():
@@ -31,7 +31,7 @@ def test_an_unknown_var_without_a_close_name_lists_the_known_ones():
 
 
 def test_a_project_named_like_a_var_is_a_scope_not_an_unknown_var():
-    from dbt_claude_batch.run_vars import project_vars
+    from dbt_claude_batch.base.run_vars import project_vars
 
     project = {"name": "claude_batch_demo",
                "vars": {"claude_batch_demo": {"claude_batch_sample": 3}, "claude_batch_cancel": "m", "other": 1}}

@@ -8,7 +8,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from dbt_claude_batch.planning import SourceDigest, source_digest
+from dbt_claude_batch.run.planning import SourceDigest, source_digest
 
 SOURCE = "select * from items"
 

@@ -11,8 +11,8 @@ import hashlib
 import duckdb
 import pytest
 
-from dbt_claude_batch.prompts import Prompt, canonical_json, params_sql, request_params
-from dbt_claude_batch.settings import Settings
+from dbt_claude_batch.base.prompts import Prompt, canonical_json, params_sql, request_params
+from dbt_claude_batch.base.settings import Settings
 
 NASTY = [
     "plain", "", None, 'quote " and backslash \\ and \\u000B literally', "line\nbreak\r\ttab\b\f",

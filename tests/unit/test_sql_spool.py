@@ -10,12 +10,12 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from dbt_claude_batch import planning
-from dbt_claude_batch.errors import SourceDataError
-from dbt_claude_batch.prompts import Prompt
-from dbt_claude_batch.settings import Settings
-from dbt_claude_batch.spool import build_spool
-from dbt_claude_batch.state import State
+from dbt_claude_batch.run import planning
+from dbt_claude_batch.base.errors import SourceDataError
+from dbt_claude_batch.base.prompts import Prompt
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.run.spool import build_spool
+from dbt_claude_batch.state.state import State
 
 MODEL = "db.main.items_batch"
 TEMPLATE = "Classify this ticket:\n{{ body }}"
@@ -168,7 +168,7 @@ def test_rows_that_render_empty_are_failures_judged_alike_by_both_passes(tmp_pat
 
 
 def test_blank_means_the_same_in_python_and_in_sql():
-    from dbt_claude_batch.prompts import blank_sql, is_blank
+    from dbt_claude_batch.base.prompts import blank_sql, is_blank
 
     con = duckdb.connect()
     con.execute("create table cp as select i, chr(i::integer) as c from range(1, 1114112) t(i) "

@@ -7,9 +7,9 @@ import datetime as dt
 import duckdb
 import pytest
 
-from dbt_claude_batch import migrations as state_module
-from dbt_claude_batch.errors import StateError
-from dbt_claude_batch.state import SCHEMA_VERSION, State
+from dbt_claude_batch.state import migrations as state_module
+from dbt_claude_batch.base.errors import StateError
+from dbt_claude_batch.state.state import SCHEMA_VERSION, State
 
 
 def _database_at(version: int):

@@ -8,10 +8,10 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from dbt_claude_batch.results import write_state_views, write_views
-from dbt_claude_batch.settings import Settings
-from dbt_claude_batch.state import State
-from dbt_claude_batch.views import STATE_VIEWS
+from dbt_claude_batch.run.results import write_state_views, write_views
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.state.state import State
+from dbt_claude_batch.state.views import STATE_VIEWS
 
 S = "dbt_claude_batch"
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0)
@@ -163,7 +163,7 @@ def _run_with(state, run_id, started, outcomes, outcome="ok", kind="batch", mark
 
 
 def test_health_view_judges_the_failures_no_retry_fixes_over_the_last_runs_together():
-    from dbt_claude_batch.state import utcnow
+    from dbt_claude_batch.state.state import utcnow
 
     con = duckdb.connect()
     state = _state(con)

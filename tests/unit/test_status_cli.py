@@ -14,12 +14,12 @@ import duckdb
 import pytest
 import yaml
 
-from dbt_claude_batch.cli import main
-from dbt_claude_batch.errors import ConfigError
-from dbt_claude_batch.snapshot import snapshot_path, write_snapshot
-from dbt_claude_batch.state import State
-from dbt_claude_batch.status import duration, progress_bar, render_text
-from dbt_claude_batch.warehouse import Location, database_file
+from dbt_claude_batch.observe.cli import main
+from dbt_claude_batch.base.errors import ConfigError
+from dbt_claude_batch.state.snapshot import snapshot_path, write_snapshot
+from dbt_claude_batch.state.state import State
+from dbt_claude_batch.observe.status import duration, progress_bar, render_text
+from dbt_claude_batch.state.warehouse import Location, database_file
 
 S = "dbt_claude_batch"
 
@@ -108,7 +108,7 @@ def test_text_shows_progress_bars_expiry_spend_and_failures(tmp_path, capsys):
 
 def test_watch_refreshes_until_interrupted(tmp_path, monkeypatch):
     _state_db(tmp_path / "w.duckdb")
-    from dbt_claude_batch import status
+    from dbt_claude_batch.observe import status
 
     sleeps = []
 

@@ -1,0 +1,353 @@
+"""Settings of a batch model: keyword arguments over the model's YAML `claude_batch` config.
+
+Validated once, defaults in one place. Nothing secret lives here: the API key comes only from the
+environment (see `client.py`), because dbt writes compiled config into `target/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from dbt_claude_batch.base.errors import ConfigError
+
+# API version 2026-10-21 (SDK 2.14) rejects these in every request; catching them here saves a
+# 24-hour round trip that would end with every row errored.
+REJECTED_PARAMS = ("temperature", "top_p", "top_k")
+# Set by dedicated settings, or by the product itself.
+RESERVED_PARAMS = ("model", "max_tokens", "messages", "system", "stop_sequences", "stream")
+# The other fields of a Messages API body (anthropic 2.14, `MessageCreateParamsNonStreaming`): written out
+# rather than read from the SDK at run time, since importing its types costs a second on every run; a unit
+# test holds this list to the installed SDK.
+MESSAGES_API_PARAMS = ("cache_control", "container", "diagnostics", "inference_geo", "metadata", "output_config",
+                       "service_tier", "speed", "thinking", "tool_choice", "tools", "user_profile_id",
+                       "workspace_id")
+# What an Anthropic API key looks like; such a value in config would be sent, spooled and kept by dbt.
+_KEY_MARK = "sk-ant-"
+
+MODES = ("batch", "sync", "auto")
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*(\([0-9, ]+\))?(\[\])?")
+API_MAX_REQUESTS_PER_BATCH = 100_000
+API_MAX_BATCH_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one batch model needs; built by `Settings.build`."""
+
+    key: tuple[str, ...]
+    model: str | None = None
+    model_column: str | None = None
+    prompt_template: str | None = None
+    prompt_column: str | None = None
+    max_tokens: int = 1024
+    system: str | None = None
+    stop_sequences: tuple[str, ...] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    max_attempts: int = 3
+    wait_seconds: float = 0.0
+    poll_interval_seconds: float = 45.0
+    max_requests_per_batch: int = API_MAX_REQUESTS_PER_BATCH
+    max_batch_bytes: int = 256_000_000
+    state_schema: str = "dbt_claude_batch"
+    in_doubt_grace_seconds: float = 3600.0
+    # a batch created this long before a create's intent (by the server's clock) is still a candidate
+    clock_skew_seconds: float = 300.0
+    # a run fails (red) when more than this share of what it harvested failed for a reason no retry fixes
+    max_failure_ratio: float = 0.5
+    # health over time (the `<model>__health` view, the failure_ratio_window test, `status`): the same
+    # share over the last runs, or the last hours when set
+    health_window_runs: int = 10
+    health_window_hours: float | None = None
+    max_failure_ratio_window: float = 0.1
+    # model names accepted although the Models API does not list them (new or private models)
+    extra_models: tuple[str, ...] = ()
+    # routing between the Message Batches API and synchronous Messages calls
+    mode: str = "batch"
+    sync_concurrency: int = 4
+    auto_sync_max_requests: int = 100
+    deadline_hours: float | None = None
+    # cost and the account's queue
+    max_cost_usd: float | None = None
+    max_cost_usd_all_models: float | None = None
+    max_requests_in_flight: int | None = None
+    prices: Mapping[str, Any] | None = None
+    prompt_caching: bool = False
+    cache_ttl: str = "1h"
+    few_shot: tuple | None = None
+    dedupe: bool = True
+    # output and recovery
+    output_schema: Mapping[str, Any] | None = None
+    output_columns: Mapping[str, str] | None = None
+    max_tokens_cap: int | None = None
+    split_column: str | None = None
+    split_join: str = "concat"
+    context_tokens: int = 200_000
+    keep_message: bool = False
+    # DuckDB's memory limit while the model works, when the profile sets none (null: never touch it)
+    memory_limit: str | None = "1GB"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def build(cls, config: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> "Settings":
+        """Merge keyword arguments over the YAML config dict and validate the result."""
+        if config is not None and not isinstance(config, Mapping):
+            raise ConfigError(
+                "The `claude_batch` config must be a mapping of settings; fix the model's YAML config.\n"
+                f"Got: {type(config).__name__}"
+            )
+        merged: dict[str, Any] = {**(config or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        _refuse_keys(merged)  # first: later messages may quote a value
+        unknown = sorted(set(merged) - set(cls.names()))
+        if unknown:
+            raise ConfigError(_unknown_settings(unknown, cls.names()))
+        if "key" not in merged:
+            raise ConfigError("Setting `key` is missing: name the primary key column(s), e.g. key='ticket_id'.")
+        merged["key"] = _as_names("key", merged["key"])
+        merged["extra_models"] = merged.get("extra_models") or ()
+        if merged["extra_models"]:
+            merged["extra_models"] = tuple(_as_names("extra_models", merged["extra_models"]))
+        if merged.get("stop_sequences") is not None:
+            merged["stop_sequences"] = tuple(_as_names("stop_sequences", merged["stop_sequences"]))
+        merged["params"] = dict(merged.get("params") or {})
+        if merged.get("few_shot") is not None:
+            merged["few_shot"] = tuple(merged["few_shot"])
+        settings = cls(**merged)
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        if (self.prompt_template is None) == (self.prompt_column is None):
+            raise ConfigError(
+                "Set exactly one of `prompt_template` (a Jinja file) or `prompt_column` (a column holding "
+                "the prompt text)."
+            )
+        if not self.model and not self.model_column:
+            raise ConfigError("Setting `model` is missing: name the Claude model, e.g. model='claude-haiku-4-5'.")
+        if self.model is not None and not isinstance(self.model, str):
+            raise ConfigError(
+                f"Setting `model` must be a model name in quotes, e.g. model: 'claude-haiku-4-5'; got {self.model!r} "
+                f"({type(self.model).__name__}): fix it in the model's claude_batch settings."
+            )
+        for name in ("max_tokens", "max_attempts", "max_requests_per_batch", "max_batch_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Setting `{name}` must be a positive integer; got {value!r}.")
+        if self.max_requests_per_batch > API_MAX_REQUESTS_PER_BATCH:
+            raise ConfigError(
+                f"Setting `max_requests_per_batch` is {self.max_requests_per_batch}; the API accepts at most "
+                f"{API_MAX_REQUESTS_PER_BATCH} requests per batch: lower it."
+            )
+        if self.max_batch_bytes > API_MAX_BATCH_BYTES:
+            raise ConfigError(
+                f"Setting `max_batch_bytes` is {self.max_batch_bytes}; the API accepts at most "
+                f"{API_MAX_BATCH_BYTES} bytes per batch: lower it."
+            )
+        for name in ("wait_seconds", "poll_interval_seconds", "in_doubt_grace_seconds", "clock_skew_seconds"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"Setting `{name}` must be a number of seconds >= 0; got {value!r}.")
+        self._validate_strategy()
+        if self.memory_limit is not None:
+            from dbt_claude_batch.base.duckdb_memory import parse_size
+
+            if not isinstance(self.memory_limit, str) or not parse_size(self.memory_limit):
+                raise ConfigError(
+                    f"Setting `memory_limit` must be a size DuckDB understands, like '1GB' or '512MB', or null "
+                    f"to leave DuckDB's own limit; got {self.memory_limit!r}."
+                )
+        if not isinstance(self.params, Mapping):
+            raise ConfigError("Setting `params` must be a mapping of Messages API parameters.")
+        for name in self.params:
+            if name in REJECTED_PARAMS:
+                raise ConfigError(
+                    f"Parameter `{name}` is rejected by the Messages API (version 2026-10-21) in every "
+                    "request: remove it from `params`."
+                )
+            if name in RESERVED_PARAMS:
+                raise ConfigError(
+                    f"Parameter `{name}` cannot go in `params`: use the setting of the same name "
+                    "(`messages` come from the prompt; `stream` is not allowed in batches)."
+                )
+            if name not in MESSAGES_API_PARAMS:
+                raise ConfigError(_unknown_param(name))
+        try:
+            json.dumps(dict(self.params))
+        except TypeError as exc:
+            raise ConfigError(f"Setting `params` must be JSON-serialisable: {exc}") from None
+
+    def _validate_strategy(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"Setting `mode` must be one of {', '.join(MODES)}; got {self.mode!r}.")
+        for name in ("sync_concurrency", "auto_sync_max_requests", "context_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Setting `{name}` must be a positive integer; got {value!r}.")
+        if (not isinstance(self.max_failure_ratio, (int, float)) or isinstance(self.max_failure_ratio, bool)
+                or not 0 <= self.max_failure_ratio <= 1):
+            raise ConfigError(f"Setting `max_failure_ratio` must be a number from 0 to 1; got {self.max_failure_ratio!r}.")
+        if (not isinstance(self.max_failure_ratio_window, (int, float)) or isinstance(self.max_failure_ratio_window, bool)
+                or not 0 <= self.max_failure_ratio_window <= 1):
+            raise ConfigError(f"Setting `max_failure_ratio_window` must be a number from 0 to 1; "
+                              f"got {self.max_failure_ratio_window!r}.")
+        if (not isinstance(self.health_window_runs, int) or isinstance(self.health_window_runs, bool)
+                or self.health_window_runs < 1):
+            raise ConfigError(f"Setting `health_window_runs` must be a positive integer; got {self.health_window_runs!r}.")
+        if self.health_window_hours is not None and (
+                not isinstance(self.health_window_hours, (int, float)) or isinstance(self.health_window_hours, bool)
+                or self.health_window_hours <= 0):
+            raise ConfigError(f"Setting `health_window_hours` must be a number of hours > 0, or null for the last "
+                              f"`health_window_runs` runs; got {self.health_window_hours!r}.")
+        if self.max_requests_in_flight is not None and (
+                not isinstance(self.max_requests_in_flight, int) or isinstance(self.max_requests_in_flight, bool)
+                or self.max_requests_in_flight < 2):
+            raise ConfigError(f"Setting `max_requests_in_flight` must be an integer >= 2 (a batch holds at least one "
+                              f"row and its marker); got {self.max_requests_in_flight!r}.")
+        for name in ("deadline_hours", "max_cost_usd", "max_cost_usd_all_models"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+                raise ConfigError(f"Setting `{name}` must be a number >= 0; got {value!r}.")
+        if self.prompt_caching and not (self.system or self.few_shot):
+            raise ConfigError(
+                "Setting `prompt_caching` needs a shared prefix to cache: set `system` and/or `few_shot`."
+            )
+        if self.cache_ttl not in ("5m", "1h"):
+            raise ConfigError(f"Setting `cache_ttl` must be '5m' or '1h'; got {self.cache_ttl!r}.")
+        if self.split_join not in ("concat", "json_array"):
+            raise ConfigError(f"Setting `split_join` must be 'concat' or 'json_array'; got {self.split_join!r}.")
+        if self.max_tokens_cap is not None and (not isinstance(self.max_tokens_cap, int) or self.max_tokens_cap < self.max_tokens):
+            raise ConfigError(
+                f"Setting `max_tokens_cap` must be an integer >= max_tokens ({self.max_tokens}); got {self.max_tokens_cap!r}."
+            )
+        if self.few_shot is not None:
+            for i, example in enumerate(self.few_shot):
+                if not isinstance(example, Mapping) or set(example) != {"user", "assistant"}:
+                    raise ConfigError(
+                        f"Setting `few_shot` item {i} must be a mapping with exactly `user` and `assistant` texts."
+                    )
+        if self.output_schema is not None and not isinstance(self.output_schema, Mapping):
+            raise ConfigError("Setting `output_schema` must be a JSON schema (a mapping).")
+        if self.output_columns is not None:
+            if self.output_schema is None:
+                raise ConfigError("Setting `output_columns` needs `output_schema`: it flattens fields of the parsed JSON.")
+            if not isinstance(self.output_columns, Mapping) or not all(
+                isinstance(t, str) and _TYPE_NAME.fullmatch(t) for t in self.output_columns.values()
+            ):
+                raise ConfigError(
+                    "Setting `output_columns` must map column names to DuckDB types, e.g. {label: VARCHAR, score: DOUBLE}."
+                )
+        if self.prices is not None:
+            for model, price in self.prices.items():
+                if not isinstance(price, Mapping) or not {"input", "output"} <= set(price):
+                    raise ConfigError(
+                        f"Setting `prices` entry {model!r} must give `input` and `output` USD per million tokens."
+                    )
+        if "output_config" in self.params and self.output_schema is not None:
+            raise ConfigError("Set the JSON schema once: use `output_schema`, not `params.output_config`.")
+
+    @property
+    def effective_max_tokens_cap(self) -> int:
+        return self.max_tokens_cap or min(64_000, max(self.max_tokens, self.max_tokens * 8))
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        """The settings that shape a request; any change to them changes every request hash."""
+        return {
+            "model": self.model,
+            "model_column": self.model_column,
+            "prompt_column": self.prompt_column,
+            "max_tokens": self.max_tokens,
+            "system": self.system,
+            "stop_sequences": list(self.stop_sequences) if self.stop_sequences else None,
+            "params": dict(self.params),
+            "prompt_caching": self.prompt_caching,
+            "cache_ttl": self.cache_ttl if self.prompt_caching else None,
+            "few_shot": [dict(e) for e in self.few_shot] if self.few_shot else None,
+            "output_schema": dict(self.output_schema) if self.output_schema else None,
+        }
+
+
+def _refuse_keys(merged: Mapping[str, Any]) -> None:
+    """Refuse any setting that holds what looks like an API key, anywhere inside it; never quote the value."""
+    for name, value in merged.items():
+        where = _key_inside(value, name)
+        if where is not None:
+            at = f" at `{where}`" if where != name else ""
+            raise ConfigError(
+                f"Setting `{name}` holds what looks like an Anthropic API key ({_KEY_MARK}…{at}): never put a key in "
+                "config; remove it and use the ANTHROPIC_API_KEY environment variable instead; nothing was "
+                "submitted.\nA key in config would be sent in every request body and spooled, and dbt keeps its "
+                "config in target/ (manifest.json, compiled code): rotate a key that was ever written there."
+            )
+    hidden = [name for name in merged if _KEY_MARK in str(name)]
+    if hidden:
+        raise ConfigError(f"A setting name holds what looks like an Anthropic API key ({_KEY_MARK}…): remove it and "
+                          "use the ANTHROPIC_API_KEY environment variable instead; nothing was submitted.")
+
+
+def _key_inside(value: Any, path: str) -> str | None:
+    """The path of the first string (or mapping key) inside `value` that holds an API key, else None."""
+    if isinstance(value, str):
+        return path if _KEY_MARK in value else None
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if _KEY_MARK in str(k):
+                return f"{path}.<a key name>"
+            found = _key_inside(v, f"{path}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple, set)):
+        for i, v in enumerate(value):
+            found = _key_inside(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _suggestion(name: str, valid: list[str] | tuple[str, ...]) -> str | None:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _unknown_settings(unknown: list[str], valid: list[str]) -> str:
+    """One line naming each unknown setting with the closest valid name, then every valid name."""
+    hints = {}
+    for name in unknown:
+        close = _suggestion(name, valid)
+        if name in MESSAGES_API_PARAMS or name in REJECTED_PARAMS:
+            hints[name] = "a Messages API parameter: put it inside `params`"
+        elif close:
+            hints[name] = f"did you mean `{close}`?"
+    listing = f"\nValid settings: {', '.join(valid)}"
+    if len(unknown) == 1:
+        name = unknown[0]
+        if name in hints and hints[name].startswith("did you mean"):
+            return (f"Unknown setting `{name}`: {hints[name]} Fix the name in the model's claude_batch settings; "
+                    f"nothing was submitted.{listing}")
+        what = f" is {hints[name]}" if name in hints else ": remove it, or pass Messages API parameters inside `params`"
+        return f"Unknown setting `{name}`{what}; nothing was submitted.{listing}"
+    named = ", ".join(f"`{n}`" + (f" ({hints[n]})" if n in hints else "") for n in unknown)
+    return (f"Unknown settings {named}: fix or remove them (Messages API parameters go inside `params`); "
+            f"nothing was submitted.{listing}")
+
+
+def _unknown_param(name: str) -> str:
+    close = _suggestion(name, MESSAGES_API_PARAMS)
+    hint = f"did you mean `{close}`? Fix" if close else "remove it, or fix"
+    return (f"Parameter `{name}` in `params` is not a Messages API parameter: {hint} the name; the API would refuse "
+            f"every request; nothing was submitted. Valid params: {', '.join(MESSAGES_API_PARAMS)} (and the "
+            f"settings {', '.join(p for p in RESERVED_PARAMS if p not in ('messages', 'stream'))}).")
+
+
+def _as_names(setting: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"Setting `{setting}` must be a string or a non-empty list of strings; got {value!r}.")
+    return tuple(value)

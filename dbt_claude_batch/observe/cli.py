@@ -1,0 +1,168 @@
+"""The `dbt-claude-batch` console script.
+
+Each subcommand registers itself in `build_parser`; its implementation is imported lazily
+inside its handler, so `dbt-claude-batch --help` stays fast and the product never loads the
+emulator. `status` and `report` share dbt's connection options (`_add_connection_options`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _scenario(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--scenario must be a JSON object: {e}")
+    if not isinstance(value, dict) or "name" not in value:
+        raise argparse.ArgumentTypeError('--scenario must be a JSON object with a "name"')
+    return value
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from dbt_claude_batch.emulator import serve
+
+    return serve(port=args.port, state_dir=args.state_dir, processing_delay=args.processing_delay,
+                 time_factor=args.time_factor, scenarios=args.scenario, seed=args.seed,
+                 max_batch_bytes=args.max_batch_bytes)
+
+
+def _add_emulator(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emulator", help="run the local Message Batches API emulator",
+                       description="Serve a local emulator of the Message Batches API on 127.0.0.1. "
+                                   "The first stdout line is the base URL.")
+    p.add_argument("--port", type=int, default=0, help="port to bind (0: pick a free one)")
+    p.add_argument("--state-dir", required=True, help="directory for persisted state")
+    p.add_argument("--processing-delay", type=float, default=None,
+                   help="emulated seconds a batch takes to end (default 0)")
+    p.add_argument("--time-factor", type=float, default=None,
+                   help="emulated seconds per real second (default 1)")
+    p.add_argument("--scenario", type=_scenario, action="append", default=None,
+                   help='fault scenario as JSON, e.g. \'{"name": "http_error", "status": 529}\'; repeatable')
+    p.add_argument("--seed", type=int, default=None, help="seed for result order (default 0)")
+    p.add_argument("--max-batch-bytes", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_run_emulator)
+
+
+def _add_connection_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the state is (dbt's conventions, or --database)")
+    g.add_argument("--project-dir", help="dbt project directory (default: DBT_PROJECT_DIR, else the current one)")
+    g.add_argument("--profiles-dir", help="directory of profiles.yml (default: DBT_PROFILES_DIR, else the current "
+                                          "directory when it has one, else ~/.dbt)")
+    g.add_argument("--profile", help="profile name (default: the one dbt_project.yml names)")
+    g.add_argument("--target", "-t", help="target name (default: DBT_TARGET, else the profile's target)")
+    g.add_argument("--database", metavar="FILE", help="the DuckDB file itself (skips the dbt project lookup)")
+    g.add_argument("--state-schema", default="dbt_claude_batch", help="the `state_schema` setting (default: %(default)s)")
+
+
+def _database_of(args: argparse.Namespace):
+    """A callable that locates the DuckDB file (again on each call, so --watch follows profile edits)."""
+    def locate() -> str:
+        from dbt_claude_batch.state.warehouse import Location, database_file
+
+        if args.database:
+            return os.path.abspath(args.database)
+        return database_file(Location(args.project_dir, args.profiles_dir, args.profile, args.target))
+    return locate
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from dbt_claude_batch.observe.status import run
+
+    return run(_database_of(args), args.state_schema, as_json=args.json, watch=args.watch,
+               refreshes=args.refreshes, api_interval=args.api_interval)
+
+
+def _at_least(minimum: float, kind=float):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+        return value
+    return parse
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="batches in flight, spend, failures and last runs of every batch model",
+                       description="Per batch model: batches in flight with progress, age, time left and ETA; "
+                                   "spend billed and committed; failures by kind with their next action; when it "
+                                   "last ran. Reads the DuckDB file read-only; while a running dbt holds its lock, "
+                                   "shows the snapshot that run keeps current. Exit 1 when there is nothing to show.")
+    _add_connection_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document (with --watch: one per line)")
+    p.add_argument("--watch", nargs="?", type=float, const=10.0, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS (default 10) until Ctrl-C, with the API's live counts of the "
+                        "batches in flight (read-only retrieves; ANTHROPIC_API_KEY from the environment)")
+    p.add_argument("--refreshes", type=_at_least(1, int), default=None, metavar="N",
+                   help="with --watch: stop after N refreshes")
+    p.add_argument("--api-interval", type=_at_least(5.0), default=30.0, metavar="SECONDS",
+                   help="with --watch: ask the API about each batch at most every SECONDS (default 30, at least 5)")
+    p.set_defaults(func=_run_status)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from dbt_claude_batch.observe.report import run
+
+    return run(_database_of(args), args.state_schema, args.out)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write one self-contained HTML page with charts of spend, outcomes and batches",
+                       description="Write one static HTML page (no network needed to open it): spend per day and "
+                                   "model, outcome mix per run, batch turnaround against the 24 h window, tokens "
+                                   "with cache reads and writes, de-duplication and reuse savings, top failure "
+                                   "messages. Needs the DuckDB file unlocked (run it when dbt is not running).")
+    _add_connection_options(p)
+    p.add_argument("--out", required=True, metavar="FILE.html", help="where to write the page")
+    p.set_defaults(func=_run_report)
+
+
+def _run_dbt(args: argparse.Namespace) -> int:
+    """dbt's own command line in this process, with SIGTERM handled like Ctrl-C (for schedulers)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from dbt.cli.main import cli
+
+    sys.argv = ["dbt", *args.dbt_args]
+    try:
+        cli.main(args=args.dbt_args, prog_name="dbt", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def _add_dbt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dbt", help="run dbt with SIGTERM handled like Ctrl-C (for schedulers)",
+                       description="Run dbt's own command line in this process, e.g. `dbt-claude-batch dbt run -s "
+                                   "my_model`. dbt itself dies at once on SIGTERM; here SIGTERM is Ctrl-C: batch "
+                                   "models stop between creates and polls, write what they hold, and exit non-zero.")
+    p.add_argument("dbt_args", nargs=argparse.REMAINDER, metavar="DBT_ARGS", help="what you would pass to `dbt`")
+    p.set_defaults(func=_run_dbt)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbt-claude-batch",
+                                     description="Run Claude over dbt tables through the Message Batches API.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_emulator(sub)
+    _add_status(sub)
+    _add_report(sub)
+    _add_dbt(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Sending what the spool pass rendered: answers reused, names and budget checked, routed, sent.
+
+The budget guard counts the new work and what is already committed in flight (each submission's
+estimate is recorded with its intent): `max_cost_usd` for this model, `max_cost_usd_all_models`
+across every batch model of the state. The processing queue of a workspace is limited by the API
+(past it, creates are refused with 429): `max_requests_in_flight` keeps this state's batches in
+flight under a limit of your choosing, and a create the API refuses because the queue is full stops
+submission for this run. Either way the rest waits, pending, for the next run, which stays green.
+"""
+
+from __future__ import annotations
+
+from dbt_claude_batch.run import planning
+from dbt_claude_batch.api.client import LazyClient
+from dbt_claude_batch.base.errors import BudgetExceededError, ConfigError, SourceDataError, TemplateError
+from dbt_claude_batch.run.interruption import StopFlag
+from dbt_claude_batch.base.log import logger
+from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, unpriced
+from dbt_claude_batch.base.prompts import Prompt
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.state.state import State
+from dbt_claude_batch.state.workdir import scratch
+
+# `auto` goes synchronous when the batch window (up to 24 h) plus this margin would miss the deadline.
+AUTO_MARGIN_HOURS = 1.0
+
+
+def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int,
+                   source_sql: str, stop: StopFlag | None = None) -> tuple[int, int]:
+    """Render, reuse held answers, check names and budget, route and send the pending rows.
+
+    Returns the request lines sent, and those left waiting for room in the processing queue or
+    because `stop` was set (checked before each create; a create sent finishes and is recorded).
+    """
+    from dbt_claude_batch.run.local_outcomes import record_empty_prompts, record_template_errors, reuse_held_answers
+    from dbt_claude_batch.run.spool import build_spool
+    from dbt_claude_batch.run.sync import run_sync
+
+    with scratch() as tmp:
+        spool = build_spool(state, prompt, cfg, tmp, source_sql)
+        planning.record_aliases(state)
+        n_errors = record_template_errors(state)
+        n_empty = record_empty_prompts(state)
+        n_reused = reuse_held_answers(state)
+        if n_reused:
+            spool.refresh_counts()
+            logger.info(f"{n_reused} requests already answered in state: reused, not bought again")
+        if n_empty:
+            _empty_prompts(state, n_empty, n_errors, every=not spool.chunks and not n_reused)
+        if n_errors:
+            logger.warning(f"the prompt template raised for {n_errors} row(s); they are recorded as failures of "
+                           "kind template_error (see the failures table)")
+            if not spool.chunks and not n_reused:
+                first = state.run(f"select error from {planning.RENDERED} where reason = 'template_error' limit 1")
+                raise TemplateError(f"{first[0][0]}\nIt raised for every one of the {n_errors} rows to submit; "
+                                    "nothing was submitted.")
+        if not spool.chunks:
+            return 0, 0
+        reasons = planning.reason_counts(state)
+        batch_lines = sum(c.n for c in spool.chunks if c.lane == "batch")
+        route, why = choose_route(cfg, batch_lines)
+        discount = BATCH_DISCOUNT if route == "batch" else 1.0
+        prices = spool.list_price_usd()
+        estimate = prices.get("sync", 0.0) + prices.get("batch", 0.0) * discount
+        logger.info(
+            f"{n_staged} source rows, {sum(reasons.values())} to submit "
+            f"({', '.join(f'{v} {k}' for k, v in reasons.items())}) as {spool.n_lines} requests"
+            + (f", {spool.n_deduplicated} sharing an identical request" if spool.n_deduplicated else "")
+            + f"; route: {route} ({why}); {_estimate_note(cfg, spool, estimate)}"
+        )
+        if spool.unpriced_models:  # a misspelt model is what is wrong then, not its missing price
+            check_models(api, state, cfg)
+        check_budget(cfg, state, spool, estimate)
+        if not spool.unpriced_models:  # after the budget: a refused budget asks the API nothing
+            check_models(api, state, cfg)
+        from dbt_claude_batch import submission  # imports the SDK, which a warm-up may still be importing
+
+        room = None if cfg.max_requests_in_flight is None else cfg.max_requests_in_flight - state.requests_in_flight()
+        sent = waiting = stopped = 0
+        for i, chunk in enumerate(spool.chunks):
+            if stop is not None and stop.requested:
+                stopped = sum(c.n for c in spool.chunks[i:])
+                break
+            if chunk.lane == "sync" or route == "sync":
+                sent += run_sync(api.get(), state, spool, chunk, cfg, stop)
+                continue
+            if room is not None and chunk.n + 1 > room:  # +1: the marker request
+                waiting += chunk.n
+                continue
+            try:
+                submission.submit_chunk(api.get(), state, spool, chunk, cfg.in_doubt_grace_seconds,
+                                        cfg.clock_skew_seconds, spool.chunk_cost(chunk) * discount)
+            except submission.QueueFull as exc:
+                waiting += sum(c.n for c in spool.chunks[i:] if c.lane == "batch")
+                logger.warning(f"the API refused a batch: the workspace's processing queue is full ({exc}); "
+                               f"{waiting} requests wait, pending, for the next run")
+                return sent, waiting
+            sent += chunk.n
+            if room is not None:
+                room -= chunk.n + 1
+        if waiting:
+            logger.warning(f"{waiting} requests wait for room in the queue (max_requests_in_flight "
+                           f"{cfg.max_requests_in_flight}); the next run submits them")
+        return sent, waiting + stopped
+
+
+def _empty_prompts(state: State, n_empty: int, n_errors: int, every: bool) -> None:
+    """Say which rows rendered an empty prompt (recorded, not sent); fail the run when no row is left to send."""
+    key, message = state.run(
+        f"select p.__cb_key_json, r.error from {planning.PENDING} p join {planning.RENDERED} r "
+        "on r.ordinal = p.__cb_ordinal where r.reason = 'empty_prompt' order by r.ordinal limit 1")[0]
+    logger.warning(f"{n_empty} row(s) rendered an empty prompt and were not sent; they are recorded as failures "
+                   f"of kind empty_prompt (see the failures table). First: {message}")
+    if every:
+        others = f" and the template raised for the other {n_errors}" if n_errors else ""
+        raise SourceDataError(
+            f"The prompt rendered empty for {n_empty if n_errors else 'every one'} of the {n_empty + n_errors} "
+            f"rows to submit (first: key {key}){others}: give those rows text or filter them out in the staging "
+            "model; nothing was submitted, and they are recorded as failures of kind empty_prompt.")
+
+
+def check_models(api: LazyClient, state: State, cfg: Settings) -> None:
+    from dbt_claude_batch.api.model_names import check_model_names
+
+    names = [r[0] for r in state.run(
+        f"select distinct p.__cb_model from {planning.PENDING} p join {planning.RENDERED} r "
+        "on r.ordinal = p.__cb_ordinal where r.include")]
+    setting = f"column `{cfg.model_column}`" if cfg.model_column else "setting `model`"
+    check_model_names(api.get(), names, cfg.extra_models, setting)
+
+
+def _estimate_note(cfg: Settings, spool, estimate: float) -> str:
+    """The estimate for the log line; never $0 for work whose model has no price."""
+    if not spool.unpriced_models:
+        return f"estimated cost at most ${estimate:.4f}"
+    note = f"no price known for {unpriced(spool.unpriced_models, cfg.prices)}"
+    if estimate:
+        return f"estimated cost at most ${estimate:.4f} for the priced models, and {note}"
+    return note
+
+
+def choose_route(cfg: Settings, n_requests: int) -> tuple[str, str]:
+    """Where the pending requests go, and why (logged)."""
+    if cfg.mode != "auto":
+        return cfg.mode, f"mode: {cfg.mode}"
+    if n_requests <= cfg.auto_sync_max_requests:
+        return "sync", f"{n_requests} requests <= auto_sync_max_requests {cfg.auto_sync_max_requests}"
+    if cfg.deadline_hours is not None and cfg.deadline_hours < 24 + AUTO_MARGIN_HOURS:
+        return "sync", (f"deadline {cfg.deadline_hours}h is shorter than the batch window "
+                        f"(24h + {AUTO_MARGIN_HOURS:g}h margin)")
+    return "batch", f"{n_requests} requests > auto_sync_max_requests {cfg.auto_sync_max_requests}"
+
+
+def check_budget(cfg: Settings, state: State, spool, estimate: float) -> None:
+    """Refuse before anything is sent when new work plus spend committed in flight passes a limit."""
+    if cfg.max_cost_usd is None and cfg.max_cost_usd_all_models is None:
+        return
+    if spool.unpriced_models:
+        raise ConfigError(f"No price known for model(s) {unpriced(spool.unpriced_models, cfg.prices)}; the budget guard "
+                          "cannot estimate the cost without it, so nothing was submitted.")
+    for setting, limit, every_model in (("max_cost_usd", cfg.max_cost_usd, False),
+                                        ("max_cost_usd_all_models", cfg.max_cost_usd_all_models, True)):
+        if limit is None:
+            continue
+        committed = state.committed_usd(every_model)
+        if estimate + committed > limit:
+            scope = "every batch model of this state" if every_model else "this model"
+            raise BudgetExceededError(
+                f"Estimated cost ${estimate:.4f} of {spool.n_lines} pending requests, plus ${committed:.4f} committed "
+                f"in flight for {scope}, is over the limit {setting} = ${limit:.4f}: nothing was submitted. Raise "
+                f"`{setting}` in the model's claude_batch settings, wait for the batches in flight to end, or "
+                "submit fewer rows (filter the staging model).\n"
+                "The estimate counts input as UTF-8 bytes / 4 tokens and output as max_tokens (the worst case)."
+            )

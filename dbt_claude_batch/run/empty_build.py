@@ -1,0 +1,47 @@
+"""`dbt run --empty`: the results relation with its columns and no rows, with no API call and no state write.
+
+dbt's `--empty` limits the refs of SQL models to zero rows; a Python model's `dbt.ref()` on dbt-duckdb is
+not limited, so the model asks dbt's flags itself. CI runs `--empty` to check that a project builds, with
+no money in mind: nothing may be submitted, sampled or polled, and the state schema is not touched (not
+even created). The columns are those a real run returns: the results query is bound against an empty
+state in a throwaway in-memory database, and only its column names and types are kept.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from dbt_claude_batch.base.identifiers import quote
+from dbt_claude_batch.run.results import results_sql
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.state.state import State
+
+
+def empty_requested() -> bool:
+    """True when this dbt invocation was given `--empty`."""
+    try:
+        from dbt.flags import get_flags
+
+        return bool(getattr(get_flags(), "EMPTY", False))
+    except Exception:  # noqa: BLE001 - outside a dbt invocation there is no --empty
+        return False
+
+
+def empty_results(session, cfg: Settings, key_types: dict[str, str], model_id: str):
+    """A relation with the results table's columns and types, and zero rows."""
+    alias = f"cb_empty_{uuid.uuid4().hex[:12]}"
+    cursor = session.cursor()
+    home = cursor.execute("select current_database()").fetchall()[0][0]
+    cursor.execute(f"attach ':memory:' as {alias}")
+    try:
+        cursor.execute(f"use {alias}")
+        state = State(cursor, cfg.state_schema, model_id)
+        state.ensure()
+        relation = cursor.sql(results_sql(state, cfg, key_types, None))
+        columns = list(zip(relation.columns, (str(t) for t in relation.types)))
+    finally:
+        cursor.execute(f"use {quote(home)}")
+        cursor.execute(f"detach {alias}")
+        cursor.close()
+    return session.sql("select " + ", ".join(f"null::{type_} as {quote(name)}" for name, type_ in columns)
+                       + " limit 0")

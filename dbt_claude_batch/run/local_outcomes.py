@@ -1,0 +1,139 @@
+"""Outcomes decided without calling the API: answers already held, and rows whose prompt failed or is empty.
+
+*Reuse.* A request whose exact request hash (sha256 of the rendered params) already has a succeeded
+answer in this model's state is answered from state instead of being bought again: after a reverted
+edit, a key change, or a row that asks exactly what another row was already answered. Split requests
+and keys named in `claude_batch_rerun_keys` are never reused. The reused answer is recorded as a new
+attempt of its key in a pseudo-batch of kind ``reuse``: cost 0, `shared_from` naming the custom_id and
+`reused_from` the batch whose answer it is.
+
+*Template errors.* A row whose template raised is recorded as a failure of kind ``template_error`` in a
+pseudo-batch of kind ``local``, so it shows in the failures table with its message, costs nothing, and
+is rendered again when the row or the template changes.
+
+*Empty prompts.* A row whose prompt renders blank (see prompts.py) is recorded the same way as a failure
+of kind ``empty_prompt``: it is never sent (the API refuses empty text) and costs nothing.
+
+All run after the spool pass and before the budget check and any create.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from dbt_claude_batch.run import answers
+from dbt_claude_batch.base.identifiers import literal
+from dbt_claude_batch.run.planning import PENDING, RENDERED
+from dbt_claude_batch.state.state import State, utcnow
+
+_REUSE = "cb_reuse"
+
+_COPIED = (
+    "result_type", "error_type", "error_message", "canceled_by_user", "output_text", "stop_reason",
+    "answered_model", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens", "cache_read_input_tokens", "message", "service_tier", "output_json",
+)
+
+
+def reuse_held_answers(state: State) -> int:
+    """Answer rendered lines whose request is already answered in state; return how many keys were."""
+    requests, submissions, outcomes = state.table("requests"), state.table("submissions"), state.table("outcomes")
+    state.run(
+        f"""create or replace temp table {_REUSE} as
+        with cb_wanted as (
+            select distinct request_hash from {RENDERED} where include and parts = 1 and reason <> 'rerun'),
+        cb_held as (
+            select r.request_hash,
+                   arg_max(struct_pack(b := o.batch_id, c := o.custom_id), coalesce(o.harvest_seq, 0)) as src
+            from {requests} r
+            join {submissions} s using (submission_id)
+            join {outcomes} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
+            where r.model_id = {literal(state.model_id)} and o.result_type = 'succeeded'
+              and coalesce(r.parts, 1) = 1 and r.request_hash in (select request_hash from cb_wanted)
+            group by r.request_hash)
+        select v.ordinal, v.custom_id, h.src.b as from_batch, h.src.c as from_custom_id
+        from {RENDERED} v join cb_held h using (request_hash)
+        where v.include and v.parts = 1 and v.reason <> 'rerun'"""
+    )
+    n = state.run(f"select count(*) from {_REUSE}")[0][0]
+    if n:
+        with state.transaction():  # all of it, or none: an attempt without its outcome would wait forever
+            _reuse(state, n)
+    state.run(f"drop table if exists {_REUSE}")
+    return n
+
+
+def _reuse(state: State, n: int) -> None:
+    outcomes = state.table("outcomes")
+    batch_id = _record_pseudo_batch(state, "reuse", _REUSE, n, "answers held in state, reused by request hash")
+    state.run(
+        f"""insert or ignore into {outcomes} (batch_id, custom_id, model_id, shared_from, reused_from,
+            harvested_at, harvest_seq, {', '.join(_COPIED)})
+        select ?, u.custom_id, {literal(state.model_id)}, u.from_custom_id, u.from_batch, ?,
+            {state.next_seq_sql()}, {', '.join('o.' + c for c in _COPIED)}
+        from {_REUSE} u join {outcomes} o on o.batch_id = u.from_batch and o.custom_id = u.from_custom_id""",
+        [batch_id, utcnow()],
+    )
+    answers.refresh(state, [batch_id])
+    state.run(
+        f"update {RENDERED} set include = false, reason = 'reused' "
+        f"where (ordinal, custom_id) in (select (ordinal, custom_id) from {_REUSE})"
+    )
+
+
+def record_template_errors(state: State) -> int:
+    """Record rows whose template raised as failures of kind template_error; return how many."""
+    return _record_local_failures(state, "template_error", "prompt template raised for these rows")
+
+
+def record_empty_prompts(state: State) -> int:
+    """Record rows whose prompt rendered blank as failures of kind empty_prompt; return how many."""
+    return _record_local_failures(state, "empty_prompt", "prompt rendered empty for these rows; not sent")
+
+
+def _record_local_failures(state: State, kind: str, note: str) -> int:
+    """Rows the spool pass judged `kind` (a reason), recorded as errored outcomes with that error_type."""
+    rows = f"(select ordinal, custom_id from {RENDERED} where reason = {literal(kind)})"
+    n = state.run(f"select count(*) from {rows}")[0][0]
+    if n:
+        with state.transaction():
+            batch_id = _record_pseudo_batch(state, "local", rows, n, note)
+            state.run(
+                f"""insert or ignore into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type,
+                    error_type, error_message, harvested_at, harvest_seq)
+                select ?, r.custom_id, {literal(state.model_id)}, 'errored', {literal(kind)}, r.error, ?,
+                    {state.next_seq_sql()}
+                from {RENDERED} r where r.reason = {literal(kind)}""",
+                [batch_id, utcnow()],
+            )
+            answers.refresh(state, [batch_id])
+    return n
+
+
+def _record_pseudo_batch(state: State, kind: str, rows: str, n: int, note: str) -> str:
+    """A submission + batch, already ended and harvested, holding the state rows of `rows`' lines."""
+    batch_id = f"{kind}_{uuid.uuid4().hex[:24]}"
+    submission_id = str(uuid.uuid4())
+    now = utcnow()
+    state.run(
+        f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, n_bytes, "
+        "intent_at, settled_at, note) values (?, ?, 'submitted', ?, ?, 0, ?, ?, ?)",
+        [submission_id, state.model_id, batch_id, n, now, now, note],
+    )
+    state.run(
+        f"""insert into {state.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash,
+            request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of)
+        select ?, ?, r.custom_id, p.__cb_key_json, p.__cb_input_hash, r.request_hash, p.__cb_attempt,
+            p.__cb_model, p.__cb_custom_id, r.part, r.parts, r.max_tokens, null
+        from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal
+        where (r.ordinal, r.custom_id) in (select (ordinal, custom_id) from {rows})""",
+        [submission_id, state.model_id],
+    )
+    state.run(
+        f"insert into {state.table('batches')} (batch_id, model_id, submission_id, processing_status, created_at, "
+        "ended_at, n_processing, n_succeeded, n_errored, n_canceled, n_expired, n_submitted, kind, polled_at, "
+        "harvested_at, result_lines, reconciled) values (?, ?, ?, 'ended', ?, ?, 0, ?, ?, 0, 0, ?, ?, ?, ?, ?, true)",
+        [batch_id, state.model_id, submission_id, now, now, n if kind == "reuse" else 0,
+         n if kind != "reuse" else 0, n, kind, now, now, n],
+    )
+    return batch_id

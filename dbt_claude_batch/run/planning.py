@@ -1,0 +1,235 @@
+"""Which rows to submit: the staging table against the state, as SQL in DuckDB.
+
+Two digests decide whether a row's request changed:
+- the *input hash*, computed in SQL from the columns the prompt uses (and the per-row model column)
+  plus a fingerprint of everything else (template text, settings). Equal input hash means an equal
+  request, so a nothing-to-do run is one scan and one anti-join, with no prompt rendered.
+- the *request hash*, sha256 of the rendered request params. It is computed only for rows whose input
+  hash changed; when it equals the last attempt's (a template edit that does not touch this row's text),
+  the row is not resubmitted and the new input hash is remembered as an alias of that request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+from dbt_claude_batch.base.identifiers import literal, quote
+from dbt_claude_batch.base.keys import custom_id_sql, key_json_sql
+from dbt_claude_batch.state.queries import latest_outcomes_sql, retryable_sql, too_long_sql
+from dbt_claude_batch.state.state import State
+
+STAGED = "cb_staged"
+PENDING = "cb_pending"
+RENDERED = "cb_rendered"
+
+
+def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
+          model_column: str | None, default_model: str | None, fingerprint: str) -> int:
+    """Materialise the source as (custom_id, key, input hash, model) in a narrow temp table.
+
+    The prompt columns are hashed here but not kept: only the rows that will be rendered fetch them
+    again (`candidate_rows_sql`), so a wide source does not cost memory on runs with little to do.
+    """
+    hashed = list(dict.fromkeys([*prompt_columns, *([model_column] if model_column else [])]))
+    struct = ", ".join(f"{quote(c)} := {quote(c)}" for c in hashed) or "none := null"
+    model_expr = (
+        f"coalesce(cast({quote(model_column)} as varchar), {literal(default_model or '')})"
+        if model_column
+        else literal(default_model or "")
+    )
+    state.run(
+        f"""create or replace temp table {STAGED} as
+        select {custom_id_sql(key)} as __cb_custom_id,
+               {key_json_sql(key)} as __cb_key_json,
+               md5({literal(fingerprint)} || to_json(struct_pack({struct}))) as __cb_input_hash,
+               {model_expr} as __cb_model
+        from ({source_sql})"""
+    )
+    return state.run(f"select count(*) from {STAGED}")[0][0]
+
+
+def source_digest(cursor, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
+                  model_column: str | None, seed: str) -> tuple[str, int]:
+    """A digest of the source's keys and prompt inputs, plus `seed` (template, settings), and its row count.
+
+    One scan with DuckDB's 64-bit `hash`, nothing materialised: it only decides whether a run may skip
+    staging and planning because nothing changed since a run that left nothing to do (a changed row
+    would have to keep the sum of the hashes to be missed). Staging computes the real input hashes.
+    """
+    columns = ", ".join(quote(c) for c in dict.fromkeys([*key, *prompt_columns, *([model_column] if model_column else [])]))
+    count, total = cursor.execute(
+        f"select count(*), coalesce(sum(hash({columns})::hugeint), 0) from ({source_sql})"
+    ).fetchall()[0]
+    return hashlib.sha256(f"{seed}|{count}|{total}".encode()).hexdigest(), count
+
+
+class SourceDigest:
+    """`source_digest`, computed on a cursor and a thread of its own while the run does other work.
+
+    On a run with nothing to do this one read of the source is the only work that grows with the
+    table, so the run's fixed state work (schema check, run record, views) goes on beside it. DuckDB
+    releases the GIL while it scans. Leaving the block waits for the scan: no thread outlives the run.
+    """
+
+    def __init__(self, cursor, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
+                 model_column: str | None, seed: str):
+        self._cursor = cursor
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dbt_claude_batch-digest")
+        self._future = self._pool.submit(source_digest, cursor, source_sql, key, prompt_columns, model_column, seed)
+
+    def result(self) -> tuple[str, int]:
+        """(digest, row count), once the scan is done; raises what the scan raised."""
+        return self._future.result()
+
+    def __enter__(self) -> SourceDigest:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pool.shutdown(wait=True)
+        self._cursor.close()
+
+
+def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequence[str], rows: str,
+                       extra: str = "", ordered: bool = True) -> str:
+    """`rows` (a query with __cb_custom_id and __cb_ordinal) joined back to the source's prompt columns;
+    `extra`, more select-list items (`, expr as name`) over them; in `__cb_ordinal` order if `ordered`."""
+    columns = "".join(f", s.{quote(c)}" for c in prompt_columns)
+    return (
+        f"select c.*{columns}{extra} from ({rows}) c "
+        f"join (select {custom_id_sql(key)} as __cb_source_id, * from ({source_sql})) s "
+        f"on s.__cb_source_id = c.__cb_custom_id" + (" order by c.__cb_ordinal" if ordered else "")
+    )
+
+
+OPEN = "cb_open"
+
+
+def open_rows(state: State, rerun: bool) -> str:
+    """The staged rows planning must look at: all but those settled, as a table name.
+
+    A row is settled when its key's newest attempt (as the answers table last saw it) is the answered
+    one, for these very inputs, and nothing of the key is in flight: such a row is never a candidate,
+    so planning skips it without aggregating its history. A run with 1% changed rows plans 1% of them.
+    Re-run keys need every row.
+    """
+    if rerun:
+        return STAGED
+    state.run(
+        f"""create or replace temp table {OPEN} as
+        select st.* from {STAGED} st
+        left join (select custom_id, input_hash from {state.table('answers')}
+                   where model_id = {literal(state.model_id)} and attempt = latest_attempt) a
+            on a.custom_id = st.__cb_custom_id and a.input_hash = st.__cb_input_hash
+        where a.custom_id is null or st.__cb_custom_id in (select custom_id from ({state.flying_requests_sql()}))"""
+    )
+    return OPEN
+
+
+def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_cap: int, base_max_tokens: int,
+         can_split: bool, rerun_filter: str | None = None) -> int:
+    """Build the temp table of candidate rows; return how many there are.
+
+    Reasons: `new` (never submitted), `retry` / `resubmit_canceled` (same request, to send again),
+    `maybe_changed` (inputs changed since the last finished attempt; rendering decides) and `rerun`
+    (keys named in `claude_batch_rerun_keys`). Rows in flight are never candidates, except reruns.
+    `__cb_max_tokens` carries an escalated max_tokens after a truncation; `__cb_split_tokens` asks for
+    a split after a prompt-too-long error.
+    """
+    resubmit = "true" if resubmit_canceled else "false"
+    rerun = rerun_filter or "false"
+    rows = open_rows(state, rerun_filter is not None)
+    narrow = None if rows == STAGED else f"select __cb_custom_id from {rows}"
+    state.run(
+        f"""create or replace temp table {PENDING} as
+        with cb_lo as ({latest_outcomes_sql(state, narrow)}),
+        cb_judged as (
+            select st.*, lo.custom_id as __cb_prev_custom_id, lo.result_type as __cb_prev_result,
+                   lo.request_hash as __cb_prev_request_hash,
+                   coalesce(lo.attempt, 0) + 1 as __cb_attempt,
+                   (lo.input_hash = st.__cb_input_hash or a.input_hash is not null) as __cb_same_input,
+                   coalesce(lo.result_type = 'canceled' and lo.canceled_by_user, false) as __cb_user_canceled,
+                   coalesce(({retryable_sql('lo', max_tokens_cap, can_split)} and lo.tries < {int(max_attempts)})
+                            or (lo.result_type = 'canceled' and lo.canceled_by_user and {resubmit}), false)
+                       as __cb_would_retry,
+                   case when lo.result_type = 'truncated' then least({int(max_tokens_cap)}, greatest(lo.max_tokens, 1) * 2)
+                        when lo.max_tokens > {int(base_max_tokens)} then lo.max_tokens end as __cb_max_tokens,
+                   case when {too_long_sql('lo')} then
+                        cast(regexp_extract(lo.error_message, '([0-9]+) tokens', 1) as bigint) end as __cb_split_tokens,
+                   coalesce({rerun}, false) as __cb_rerun
+            from {rows} st
+            left join cb_lo lo on lo.custom_id = st.__cb_custom_id
+            left join {state.table('input_aliases')} a
+                on a.model_id = {literal(state.model_id)} and a.custom_id = st.__cb_custom_id
+               and a.input_hash = st.__cb_input_hash and a.request_hash = lo.request_hash)
+        , cb_candidates as (
+            select * from cb_judged
+            where __cb_rerun or __cb_prev_custom_id is null
+               or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry)))
+        -- numbered after filtering: a run with little to do does not sort every source row
+        select row_number() over (order by __cb_custom_id) as __cb_ordinal, *,
+               -- identical inputs render identical requests: the first of each group is sent, the rest share it
+               first_value(__cb_custom_id) over (
+                   partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_rerun
+                   order by __cb_custom_id) as __cb_leader,
+               count(*) over (partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_rerun)
+                   as __cb_group_size,
+               case when __cb_rerun then 'rerun'
+                    when __cb_prev_custom_id is null then 'new'
+                    when not __cb_same_input then 'maybe_changed'
+                    when __cb_user_canceled then 'resubmit_canceled'
+                    else 'retry' end as __cb_reason
+        from cb_candidates
+        -- stored in order, so each batch's rows are found by zone maps (pending_requests_sql)
+        order by __cb_ordinal"""
+    )
+    return state.run(f"select count(*) from {PENDING}")[0][0]
+
+
+RENDERED_COLUMNS = {
+    "ordinal": "BIGINT", "custom_id": "VARCHAR", "part": "INTEGER", "parts": "INTEGER",
+    "request_hash": "VARCHAR", "max_tokens": "INTEGER", "dedup_of": "VARCHAR", "reason": "VARCHAR",
+    "chunk": "INTEGER", "include": "BOOLEAN", "lane": "VARCHAR", "cost": "DOUBLE", "line_offset": "BIGINT",
+    "line_length": "BIGINT", "error": "VARCHAR",
+}
+
+
+def load_rendered(state: State, path: str) -> None:
+    """Load the spool pass's verdicts (one row per request line or follower) next to the candidates."""
+    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in RENDERED_COLUMNS.items()) + "}"
+    state.run(
+        f"create or replace temp table {RENDERED} as "
+        f"select * from read_csv({literal(path)}, header = true, columns = {columns}, nullstr = '')"
+    )
+
+
+def record_aliases(state: State) -> None:
+    """Remember changed inputs that render to the last attempt's request, so later runs skip rendering them."""
+    state.run(
+        f"""insert or replace into {state.table('input_aliases')}
+        select {literal(state.model_id)}, p.__cb_custom_id, p.__cb_input_hash, r.request_hash
+        from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal
+        where not r.include and r.reason = 'unchanged'"""
+    )
+
+
+def reason_counts(state: State) -> dict[str, int]:
+    """Keys per reason, for the log (a split or de-duplicated key counts once)."""
+    return dict(state.run(
+        f"select reason, count(distinct ordinal) from {RENDERED} where include group by all order by all"
+    ))
+
+
+def pending_requests_sql(state: State, chunk: int) -> str:
+    """The state rows of one batch: its request lines and the de-duplicated rows that share them."""
+    low, high = state.run(f"select min(ordinal), max(ordinal) from {RENDERED} where chunk = ?", [int(chunk)])[0]
+    # Both tables are stored in ordinal order: the range lets DuckDB read only this batch's row groups.
+    span = f"between {int(low or 0)} and {int(high or 0)}"
+    return (
+        f"select r.custom_id, p.__cb_key_json as key_json, p.__cb_input_hash as input_hash, "
+        f"r.request_hash, p.__cb_attempt as attempt, p.__cb_model as request_model, "
+        f"p.__cb_custom_id as key_custom_id, r.part, r.parts, r.max_tokens, r.dedup_of "
+        f"from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal "
+        f"where r.include and r.chunk = {int(chunk)} and r.ordinal {span} and p.__cb_ordinal {span}"
+    )

@@ -1,0 +1,68 @@
+"""Checks that stop a run before any API call, and warnings about state that is not where it was.
+
+The key that dbt merges on (`unique_key`) and the key answers are stored by (`key`) must agree; a
+changed `key` is accepted only while the table is rebuilt; a model without state here, but with state
+in another schema (a changed `state_schema`), says so before every row is bought again.
+"""
+
+from __future__ import annotations
+
+from dbt_claude_batch.base import dbt_node
+from dbt_claude_batch.base.errors import ConfigError
+from dbt_claude_batch.base.identifiers import quote
+from dbt_claude_batch.base.log import logger
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.state.state import State
+
+
+def check_unique_key(cfg: Settings, identifier: str) -> None:
+    """dbt merges returned rows on `unique_key`: it must be the same columns as the batch `key`."""
+    unique_key = dbt_node.unique_key(identifier)
+    if unique_key is not None and set(unique_key) != set(cfg.key):
+        raise ConfigError(
+            f"Model {identifier} has unique_key {list(unique_key)} but claude_batch key {list(cfg.key)}: set both to "
+            "the same column(s) (dbt merges results on unique_key, answers are kept per key); nothing was submitted."
+        )
+
+
+def check_key_change(state: State, cfg: Settings, identifier: str, is_incremental: bool) -> None:
+    """A new `key` means new custom_ids: allowed only while the results table is rebuilt from scratch."""
+    recorded = state.recorded_key()
+    if recorded is None:
+        warn_if_state_elsewhere(state, is_incremental)
+        return
+    if recorded == list(cfg.key) or not state.has_state():
+        return
+    if is_incremental:
+        raise ConfigError(
+            f"Setting `key` of {state.model_id} changed from {recorded} to {list(cfg.key)}: rebuild the table on the "
+            f"new key with `dbt run --full-refresh -s {identifier}` (answers to unchanged requests are reused, not "
+            "bought again), or set `key` back; nothing was submitted."
+        )
+    logger.warning(f"key changed from {recorded} to {list(cfg.key)}; the table is rebuilt on "
+                   "the new key")
+
+
+def warn_if_state_elsewhere(state: State, is_incremental: bool) -> None:
+    """A model without state here, but with state in another schema or a table already built: say it re-buys."""
+    others = []
+    for (schema,) in state.run(
+        "select table_schema from information_schema.tables where table_name = 'models' and table_schema <> ? "
+        "and table_catalog = current_database()", [state.schema]
+    ):
+        try:
+            if state.run(f"select 1 from {quote(schema)}.models where model_id = ? limit 1", [state.model_id]):
+                others.append(schema)
+        except Exception:  # noqa: BLE001 - a table of that name that is not ours
+            continue
+    if others:
+        logger.warning(
+            f"state_schema is {state.schema!r}, which has no state for this model, but "
+            f"{', '.join(repr(o) for o in others)} has: every row is submitted (and paid for) again. Set "
+            f"`state_schema: {others[0]}` to keep using the answers held there."
+        )
+    elif is_incremental:
+        logger.warning(
+            f"the results table exists but state_schema {state.schema!r} holds no state for it "
+            "(state reset, or state_schema changed): every row is submitted (and paid for) again."
+        )

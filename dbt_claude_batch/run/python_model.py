@@ -1,0 +1,323 @@
+"""What a dbt Python model calls. Orchestrates one run; the logic lives in the modules it calls.
+
+    from dbt_claude_batch import batch_model
+
+    def model(dbt, session):
+        dbt.config(materialized="incremental", unique_key="ticket_id")
+        return batch_model(dbt, session, source=dbt.ref("stg_tickets"),
+                           settings=dbt.config.meta_get("claude_batch"))
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from typing import Any
+
+from dbt_claude_batch.run import answers, planning
+from dbt_claude_batch.api.client import LazyClient, is_sdk_error, require_api_key
+from dbt_claude_batch.base.duckdb_memory import bounded
+from dbt_claude_batch.run.empty_build import empty_requested, empty_results
+from dbt_claude_batch.base.errors import ConfigError, RunHealthError
+from dbt_claude_batch.base.identifiers import qualified
+from dbt_claude_batch.run.interruption import StopFlag, stop_on_cancel
+from dbt_claude_batch.base.keys import check_custom_ids_unique, check_key_columns, check_keys, custom_id_sql
+from dbt_claude_batch.base.log import for_model, logger
+from dbt_claude_batch.run.preflight import check_key_change, check_unique_key
+from dbt_claude_batch.base.prompts import Prompt
+from dbt_claude_batch.run.results import results_sql, write_views
+from dbt_claude_batch.state.run_record import UNFIXABLE_KINDS, RunRecord, finish_run, start_run
+from dbt_claude_batch.base.run_vars import RunVars
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.state.snapshot import write_snapshot
+from dbt_claude_batch.state.state import State
+from dbt_claude_batch.state.workdir import clean_stale
+
+def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: Any):
+    """Run one batch model: settle, poll, harvest, submit what is new or changed, return new results.
+
+    `source` is a relation from ``dbt.ref(...)`` or ``dbt.source(...)`` named literally in the model
+    file; `settings` is usually ``dbt.config.meta_get("claude_batch")`` (YAML ``+meta: {claude_batch: ...}``);
+    keyword arguments override it. Returns a DuckDB relation of result rows for dbt's incremental
+    merge on the key columns.
+    """
+    started = time.perf_counter()
+    cfg = Settings.build(settings, kwargs)
+    this = dbt.this
+    # The catalog name is left out on purpose: DuckDB takes it from the file name, and copying or
+    # renaming the file must not orphan the state (and buy every answer again).
+    model_id = f"{this.schema}.{this.identifier}"
+    if empty_requested():
+        with for_model(model_id):
+            _, _, _, key_types = _source_shape(source, cfg)
+            logger.info("--empty: the results table is built with its columns and no rows; "
+                        "no API call was made and the state is untouched")
+            return empty_results(session, cfg, key_types, model_id)
+    require_api_key()
+    # The client is closed on every way out, so that no SDK import started early outlives the run.
+    with (for_model(model_id), bounded(session.cursor(), cfg.memory_limit), LazyClient() as api,
+          stop_on_cancel(session) as stop):
+        return _run(dbt, session, source, cfg, model_id, started, api, stop)
+
+
+def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api: LazyClient, stop: StopFlag):
+    this = dbt.this
+    check_unique_key(cfg, this.identifier)
+    run_vars = RunVars.from_dbt(this.identifier)
+    state = State(session.cursor(), cfg.state_schema, model_id)
+    source_sql, columns, prompt, key_types = _source_shape(source, cfg)
+
+    # The one read of the whole source goes on beside the fixed state work, up to the quiet decision.
+    with planning.SourceDigest(session.cursor(), source_sql, cfg.key, prompt.columns, cfg.model_column,
+                               _planning_seed(cfg) + prompt.fingerprint()) as source_digest:
+        state.ensure()
+        check_key_change(state, cfg, this.identifier, dbt.is_incremental)
+        unfinished = bool(state.unharvested_batches() or state.unsettled_submissions()
+                          or state.unfinished_sync_batches())
+        if unfinished:  # batches to poll or creates to settle: certain to call the API
+            api.warm()
+        state.record_model(list(cfg.key), key_types)
+        if not state.answers_ready():  # state written by a version before the answers table
+            with state.transaction():
+                answers.rebuild(state)
+                state.set_answers_ready()
+        answers.refresh_pending(state)  # harvested by a run that stopped before its answers were brought up to date
+        record = start_run(state)
+        try:
+            return _recorded_run(dbt, session, source_sql, cfg, state, api, run_vars, prompt, columns, key_types,
+                                 source_digest, unfinished, started, record, stop)
+        except BaseException as exc:
+            if not record.finished:
+                finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                           cfg.prices)
+            raise
+
+
+def _source_shape(source, cfg: Settings) -> tuple[str, list[str], Prompt, dict[str, str]]:
+    """The source's query, columns, the prompt over them, and the key columns' types; checks that every
+    column a setting or the template names is there."""
+    columns = list(source.columns)
+    types = {c: str(t) for c, t in zip(source.columns, source.types)}
+    prompt = Prompt(cfg, _project_dir(), types)
+    prompt.check_columns(columns)
+    for name in ("model_column", "split_column"):
+        column = getattr(cfg, name)
+        if column and column not in columns:
+            raise ConfigError(f"Setting `{name}` names {column!r}, which is not in the source: fix it.\n"
+                              f"Source columns: {', '.join(columns)}")
+    check_key_columns(cfg.key, columns)
+    return source.sql_query(), columns, prompt, {c: types[c] for c in cfg.key}
+
+
+def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, api: LazyClient, run_vars: RunVars,
+                  prompt: Prompt, columns: list[str], key_types: dict[str, str],
+                  source_digest: planning.SourceDigest, unfinished: bool, started: float, record: RunRecord,
+                  stop: StopFlag):
+    """The run once its `runs` row exists: the rest of the fixed work, then the digest decides."""
+    this = dbt.this
+    _drop_leaked_tmp_tables(state, this)
+    clean_stale()
+    write_views(state, cfg, this.database, this.schema, this.identifier, key_types, source_sql)
+    digest, n_rows = source_digest.result()
+    # Same source, same settings, and the last run left nothing to do: no staging, no planning join.
+    quiet = digest == state.quiet_digest() and not run_vars.any() and not unfinished
+    finish = functools.partial(_finish, session, state, cfg, this, key_types, dbt.is_incremental, started,
+                               source_sql, record)
+    if quiet:
+        record.n_source_rows = n_rows
+        logger.info(f"{n_rows} source rows, unchanged since the last run: nothing to submit")
+        return finish()
+    if n_rows and not state.has_state():  # a first run with rows to send
+        api.warm()
+    check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
+    n_staged = record.n_source_rows = planning.stage(
+        state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model, prompt.fingerprint())
+    state.set_quiet_digest(None)
+    check_custom_ids_unique(state.cursor, planning.STAGED)
+
+    try:
+        done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types, stop)
+    except Exception as exc:
+        if is_sdk_error(exc, "APIConnectionError"):
+            from dbt_claude_batch.run.submission import unreachable_error
+
+            raise unreachable_error(exc, "talking to the Message Batches API") from None
+        raise
+    if done is None:  # a sample preview
+        return finish(only_new=True)
+    sent, waiting = done
+    record.n_submitted = sent
+    if stop.requested:
+        line = (f"stopped by Ctrl-C: this run submitted {sent} request(s) before the stop and {waiting} were not "
+                "submitted (they stay pending); the next dbt run continues from here: it collects the batches "
+                "in flight and submits the rest, and nothing is bought twice")
+        logger.warning(line)
+        return finish(outcome="stopped", note=line)
+    if (not sent and not waiting and not run_vars.any() and not state.unharvested_batches()
+            and not state.unsettled_submissions()):
+        state.set_quiet_digest(digest)
+    return finish()
+
+
+def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,
+              source_sql: str, this, key_types: dict[str, str], stop: StopFlag) -> tuple[int, int] | None:
+    """Settle, cancel, poll, harvest, submit and wait; return the request lines sent and those left
+    waiting for room in the queue or by a stop (None for a sample)."""
+    model_id = state.model_id
+    if run_vars.sample_size:
+        from dbt_claude_batch.run.sample import run_sample
+
+        if not n_staged:
+            raise ConfigError(
+                f"`claude_batch_sample` asked for {run_vars.sample_size} rows, but the source of {model_id} is "
+                "empty: load rows into the staging model, or run without the var."
+            )
+        run_sample(api.get(), state, prompt, cfg, run_vars.sample_size, this, key_types, source_sql)
+        return None
+
+    for batch_id in state.unfinished_sync_batches():
+        from dbt_claude_batch.run.sync import finish_interrupted
+
+        finish_interrupted(state, batch_id)
+    _settle(api, state, cfg)
+    if run_vars.cancel and state.unharvested_batches():
+        from dbt_claude_batch.run.polling import cancel_in_flight
+
+        cancel_in_flight(api.get(), state)
+    _poll_and_harvest(api, state, cfg)
+
+    if run_vars.rerun_keys:
+        missing = run_vars.missing_rerun_keys(state.cursor, planning.STAGED, cfg.key)
+        if missing:
+            logger.warning(f"claude_batch_rerun_keys names {len(missing)} key(s) the source does not have: "
+                           f"{', '.join(map(repr, missing[:10]))}; they are ignored")
+    n_candidates = planning.plan(
+        state, cfg.max_attempts, run_vars.resubmit_canceled, cfg.effective_max_tokens_cap, cfg.max_tokens,
+        can_split=cfg.split_column is not None, rerun_filter=run_vars.rerun_filter(cfg.key),
+    )
+    sent = waiting = 0
+    if n_candidates and stop.requested:
+        waiting = n_candidates
+    elif n_candidates:
+        from dbt_claude_batch.run.dispatch import submit_pending
+
+        api.warm()
+
+        sent, waiting = submit_pending(api, state, prompt, cfg, n_staged, source_sql, stop)
+    if not sent and not waiting:
+        logger.info(f"{n_staged} source rows, nothing to submit")
+
+    # Worth waiting for: batches in flight, and unanswered creates whose candidates may prove theirs.
+    # One in doubt with no candidate only waits out its grace period, which is not this run's to spend.
+    if cfg.wait_seconds > 0 and not stop.requested and (state.unharvested_batches() or state.awaiting_proof()):
+        from dbt_claude_batch.run.polling import wait_until
+
+        def step() -> bool:
+            _settle(api, state, cfg)
+            _poll_and_harvest(api, state, cfg)
+            write_snapshot(state.cursor, cfg.state_schema)
+            return not state.unharvested_batches() and not state.awaiting_proof()
+
+        if not wait_until(state, time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step, stop):
+            logger.info(f"batches still in flight; the next run collects them")
+    return sent, waiting
+
+
+def _settle(api: LazyClient, state: State, cfg: Settings) -> None:
+    if state.unsettled_submissions():
+        from dbt_claude_batch.run.submission import settle_unsettled
+
+        settle_unsettled(api.get(), state, cfg.in_doubt_grace_seconds, cfg.clock_skew_seconds)
+
+
+def _planning_seed(cfg: Settings) -> str:
+    """Settings that change what planning decides without changing any input hash."""
+    return json.dumps([cfg.max_attempts, cfg.effective_max_tokens_cap, cfg.split_column, cfg.dedupe])
+
+
+def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
+            source_sql: str, record: RunRecord, only_new: bool = False, outcome: str = "ok", note: str | None = None):
+    for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED):
+        state.run(f"drop table if exists {temp}")
+    existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
+    watermark = existing is not None and _has_column(state, this, "harvest_seq")
+    # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
+    current = None if is_incremental else f"select {custom_id_sql(cfg.key)} from ({source_sql})"
+    if current and not record.n_source_rows:
+        held = state.run(f"select count(*) from {state.table('answers')} where model_id = ?", [state.model_id])[0][0]
+        if held:
+            # An upstream built with --empty (or a load that failed) reads as empty; a rebuild must not
+            # throw away answers that were paid for.
+            current = None
+            logger.warning(f"the source is empty in this run, so the rebuilt table keeps the {held} answer(s) held "
+                           "in state instead of dropping them; once the source has rows again, a full refresh "
+                           "holds exactly its keys")
+    flag = existing is None or _has_column(state, this, "newer_request_in_flight")
+    results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current,
+                                      flag_column=flag, source_keys=f"select {custom_id_sql(cfg.key)} from ({source_sql})"))
+    finish_run(state, record, outcome, note, prices=cfg.prices)
+    logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
+    try:
+        _check_health(cfg, record)
+    except RunHealthError as exc:
+        finish_run(state, record, "error", str(exc).splitlines()[0], cfg.prices)
+        raise
+    finally:
+        write_snapshot(state.cursor, cfg.state_schema)
+    return results
+
+
+def _check_health(cfg: Settings, record: RunRecord) -> None:
+    """Fail the model (red) when too much of what this run harvested failed for a reason no retry fixes.
+
+    Everything is recorded first: the next run continues, and its merge catches up this run's results.
+    """
+    unfixable = sum(record.by_kind.get(k, 0) for k in UNFIXABLE_KINDS)
+    if not record.n_harvested or unfixable / record.n_harvested <= cfg.max_failure_ratio:
+        return
+    raise RunHealthError(
+        f"{unfixable} of the {record.n_harvested} requests this run harvested failed for a reason no retry fixes "
+        f"({', '.join(f'{record.by_kind[k]} {k}' for k in UNFIXABLE_KINDS if record.by_kind.get(k))}), over "
+        f"max_failure_ratio {cfg.max_failure_ratio:g}: see the model's __failures table (error_message, "
+        "next_action), fix the requests, and run again. Everything was recorded; the results merge on the next run."
+    )
+
+
+def _has_column(state: State, this, column: str) -> bool:
+    """Results tables built by an older version lack newer columns until a (free) --full-refresh."""
+    return bool(state.run(
+        "select 1 from information_schema.columns where table_catalog = ? and table_schema = ? "
+        "and table_name = ? and column_name = ?",
+        [this.database, this.schema, this.identifier, column],
+    ))
+
+
+def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:
+    if not state.unharvested_batches():
+        return
+    from dbt_claude_batch.run.harvest import harvest_ended
+    from dbt_claude_batch.run.polling import refresh
+
+    harvest_ended(api.get(), state, refresh(api.get(), state), cfg.output_schema, cfg.keep_message)
+    answers.refresh_pending(state)
+
+
+def _drop_leaked_tmp_tables(state: State, this) -> None:
+    """dbt-duckdb leaves `<model>__dbt_tmp...` tables after incremental Python runs; drop earlier ones."""
+    rows = state.run(
+        "select table_name from information_schema.tables where table_catalog = ? and table_schema = ? "
+        "and starts_with(table_name, ?)",
+        [this.database, this.schema, this.identifier + "__dbt_tmp"],
+    )
+    for (name,) in rows:
+        state.run(f"drop table if exists {qualified(this.database, this.schema, name)}")
+
+
+def _project_dir() -> str | None:
+    try:
+        from dbt.flags import get_flags
+
+        return getattr(get_flags(), "PROJECT_DIR", None)
+    except Exception:  # noqa: BLE001 - outside a dbt invocation
+        return None

@@ -1,0 +1,378 @@
+"""The one pass that renders pending rows into request lines, before anything is sent.
+
+For each candidate row it renders the request, decides whether it really changed, splits a prompt
+too long for the context window, lets identical requests share one line, estimates the cost, and
+cuts the lines into batches by count and bytes. Lines go to a JSONL spool file and the verdicts to a
+CSV that DuckDB loads next to the candidates. Everything that can refuse a run (a request too large,
+the budget) happens here, before money is spent. Memory holds one Arrow batch of rows, plus one entry
+per group of identical requests. When DuckDB can render every pending row (a plain template), the
+same pass runs in SQL instead (`sql_spool.py`), with one spool file per batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbt_claude_batch.base.errors import RowTemplateError, SourceDataError
+from dbt_claude_batch.base.log import logger
+from dbt_claude_batch.run.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
+                                       load_rendered)
+from dbt_claude_batch.base.pricing import estimate_input_tokens, list_price, text_tokens
+from dbt_claude_batch.base.prompts import Prompt, canonical_json, empty_prompt_message, is_blank, params_sql, request_params
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.run.sql_spool import build_in_sql, request_too_large
+from dbt_claude_batch.base.keys import MARKER_PREFIX
+from dbt_claude_batch.state.state import State
+
+_ENVELOPE = len(b'{"requests":[]}')
+# Every batch carries one marker request (see submission.py); room for it is kept in each chunk.
+_MARKER_RESERVE_BYTES = 256
+_READ_ROWS = 10_000
+# Parts of a split prompt aim at half the context window: the estimate is rough, and the model needs
+# room for the instructions around the part.
+_SPLIT_FILL = 0.5
+VERDICT_COLUMNS = list(RENDERED_COLUMNS)
+# A prompt is split up front when its estimate passes this share of the context window.
+_SPLIT_THRESHOLD = 0.9
+
+
+@dataclass
+class Chunk:
+    """A run of request lines that fits one batch (or one synchronous pass), and where they are in the spool."""
+
+    index: int
+    lane: str  # "batch" (routed by mode) or "sync" (re-run keys: always synchronous)
+    path: str
+    n: int = 0
+    n_bytes: int = 0
+    offset: int = 0
+    length: int = 0
+    model: str = ""  # the first line's model, also used by the marker request
+    filtered: bool = False  # some lines were answered from state and are left out when sending
+
+
+def marker_id(submission_id: str) -> str:
+    """The custom_id of a submission's marker request: it names the submission, and nothing else."""
+    return MARKER_PREFIX + submission_id.replace("-", "")
+
+
+def marker_line(custom_id: str, model: str) -> bytes:
+    """The marker request: one line, ~10 input tokens and 1 output token."""
+    params = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ok"}]}
+    return json.dumps({"custom_id": custom_id, "params": params}, separators=(",", ":")).encode()
+
+
+@dataclass
+class Spool:
+    directory: str
+    state: State | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    unpriced_models: set[str] = field(default_factory=set)
+    n_lines: int = 0
+    n_deduplicated: int = 0
+    n_template_errors: int = 0
+
+    def lane_path(self, lane: str) -> str:
+        return os.path.join(self.directory, f"requests-{lane}.jsonl")
+
+    def chunk_path(self, index: int) -> str:
+        """A batch's own spool file (the SQL pass writes one per batch; the row pass one per lane)."""
+        return os.path.join(self.directory, f"requests-batch-{index}.jsonl")
+
+    @property
+    def verdicts(self) -> str:
+        return os.path.join(self.directory, "verdicts.csv")
+
+    def lines_of(self, chunk: Chunk) -> bytes:
+        """The chunk's request lines, without those answered from state (see local_outcomes.py)."""
+        with open(chunk.path, "rb") as spool:
+            spool.seek(chunk.offset)
+            data = spool.read(chunk.length)
+        if not chunk.filtered:
+            return data
+        ranges = self.state.run(
+            f"select line_offset, line_length from {RENDERED} where chunk = ? and include and dedup_of is null "
+            "order by line_offset", [chunk.index])
+        return b"".join(data[o - chunk.offset:o - chunk.offset + n] for o, n in ranges)
+
+    def body_of(self, chunk: Chunk, marker: bytes | None = None) -> bytes:
+        """The create body for a chunk, built from raw bytes (no Python objects per request)."""
+        lines = self.lines_of(chunk)[:-1].replace(b"\n", b",")
+        # One join: a batch body is up to 256 MB, and every concatenation would copy it again.
+        return b"".join([b'{"requests":[', lines, b"," if lines and marker is not None else b"", marker or b"", b"]}"])
+
+    def list_price_usd(self) -> dict[str, float]:
+        """Estimated list-price cost per lane of the lines still to send."""
+        return dict(self.state.run(
+            f"select lane, sum(cost) from {RENDERED} where include and dedup_of is null group by lane"))
+
+    def chunk_cost(self, chunk: Chunk) -> float:
+        """Estimated list-price cost of the lines a chunk still sends."""
+        return float(self.state.run(
+            f"select coalesce(sum(cost), 0) from {RENDERED} where chunk = ? and include and dedup_of is null",
+            [chunk.index])[0][0])
+
+    def refresh_counts(self) -> None:
+        """After some lines were answered from state: recount lines per chunk, drop empty chunks."""
+        rows = dict((c, (n, b)) for c, n, b in self.state.run(
+            f"select chunk, count(*), sum(line_length) from {RENDERED} where include and dedup_of is null "
+            "group by chunk"))
+        for chunk in self.chunks:
+            n, n_bytes = rows.get(chunk.index, (0, 0))
+            if n != chunk.n:
+                chunk.n, chunk.n_bytes, chunk.filtered = n, int(n_bytes), True
+        self.chunks = [c for c in self.chunks if c.n]
+        self.n_lines = sum(c.n for c in self.chunks)
+
+
+def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str, source_sql: str,
+                in_sql: bool = True) -> Spool:
+    """Render the pending rows into spool files and the verdicts table (`in_sql=False`: always row by row)."""
+    spool = Spool(directory, state)
+    extra = _sql_rendered_columns(prompt, settings)
+    writer = _Writer(spool, prompt, settings)
+    if extra and in_sql:
+        rendered = build_in_sql(
+            state, settings,
+            candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}", extra,
+                               ordered=False),
+            spool.chunk_path, writer.limit_requests, writer.limit_bytes, writer.fixed_tokens)
+        if rendered is not None:
+            spool.chunks = [Chunk(index=i, lane=lane, path=spool.chunk_path(i), n=n, n_bytes=size, length=size,
+                                  model=model) for i, lane, n, size, model in rendered.chunks]
+            spool.n_lines = sum(c.n for c in spool.chunks)
+            spool.n_deduplicated = rendered.n_deduplicated
+            spool.unpriced_models = rendered.unpriced_models
+            return spool
+    rows = candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}", extra)
+    reader = state.cursor.sql(rows).to_arrow_reader(_READ_ROWS)
+    try:
+        writer.write(reader)
+    except BaseException:
+        state.cursor.abort()  # DuckDB refuses further work on a cursor with an unfinished result
+        raise
+    load_rendered(state, spool.verdicts)
+    _check_part_ids(state)
+    return spool
+
+
+def _sql_rendered_columns(prompt: Prompt, settings: Settings) -> str:
+    """Where SQL renders the prompt exactly as Jinja would (a plain template over text or integer columns,
+    no splitting), DuckDB renders it, builds the request JSON and hashes it, and the pass below only
+    routes lines. `__cb_params` is NULL for a row SQL cannot build byte for byte; Python renders that one."""
+    expression = prompt.sql_expression() if settings.split_column is None else None
+    params = params_sql(settings, "__cb_prompt", "__cb_model") if expression else None
+    if params is None:
+        return ""
+    return (f", {expression} as __cb_prompt, {params} as __cb_params, "
+            "sha256(__cb_params) as __cb_request_hash")
+
+
+def _check_part_ids(state: State) -> None:
+    """A part id (`<custom_id>-pN`) must not be the custom_id of another key, or one batch would hold it twice."""
+    clash = state.run(
+        f"select r.custom_id from {RENDERED} r join {STAGED} s on s.__cb_custom_id = r.custom_id "
+        "where r.parts > 1 limit 1"
+    )
+    if clash:
+        raise SourceDataError(
+            f"A part of a split prompt would get the id {clash[0][0]!r}, which is already the custom_id of another "
+            "key: rename that key or turn `split_column` off for this run; nothing was submitted."
+        )
+
+
+def split_text(text: str, parts: int) -> list[str]:
+    """Cut text into `parts` pieces of similar length, at whitespace where possible."""
+    pieces, start = [], 0
+    for i in range(1, parts):
+        target = len(text) * i // parts
+        cut = text.rfind(" ", start + 1, target + 1)
+        if cut <= start:
+            cut = target
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def part_custom_id(key_id: str, part: int) -> str:
+    suffix = f"-p{part}"
+    if len(key_id) + len(suffix) <= 64:
+        return key_id + suffix
+    return key_id[:47] + "-" + hashlib.md5(key_id.encode()).hexdigest()[:8] + suffix
+
+
+class _Writer:
+    def __init__(self, spool: Spool, prompt: Prompt, settings: Settings):
+        self.spool = spool
+        self.prompt = prompt
+        self.settings = settings
+        self.limit_bytes = settings.max_batch_bytes - _ENVELOPE - _MARKER_RESERVE_BYTES
+        self.limit_requests = settings.max_requests_per_batch - 1  # the marker takes one
+        self.current: dict[str, Chunk] = {}
+        self.files: dict[str, Any] = {}
+        self.offsets: dict[str, int] = {}
+        self.groups: dict[str, tuple[list[str], Chunk, str]] = {}  # leader custom_id -> (sent ids, chunk, hash)
+        self.prices: dict[str, tuple[float, float] | None] = {}
+        # Input tokens of everything but the prompt (system, examples, per-message overhead).
+        self.fixed_tokens = estimate_input_tokens(request_params(settings, "", settings.model))
+
+    def write(self, reader) -> None:
+        try:
+            with open(self.spool.verdicts, "w", newline="") as verdicts:
+                out = csv.writer(verdicts)
+                out.writerow(VERDICT_COLUMNS)
+                for record_batch in reader:
+                    data = record_batch.to_pydict()
+                    names = list(data)
+                    self.pending = []
+                    for values in zip(*data.values()):
+                        self.row(dict(zip(names, values)))
+                    out.writerows(self.pending)  # one call per Arrow batch
+        finally:
+            for handle in self.files.values():
+                handle.close()
+
+    def verdict(self, ordinal: int, custom_id: str, request_hash: str, reason: str, include: bool,
+                part: int = 1, parts: int = 1, max_tokens: Any = "", dedup_of: str = "", chunk: Chunk | None = None,
+                cost: float = 0.0, offset: Any = "", length: Any = "", error: str = "") -> None:
+        self.pending.append((ordinal, custom_id, part, parts, request_hash, max_tokens, dedup_of, reason,
+                             "" if chunk is None else chunk.index, include, "" if chunk is None else chunk.lane,
+                             cost, offset, length, error))
+
+    def row(self, row: dict[str, Any]) -> None:
+        ordinal, key_id, reason = row["__cb_ordinal"], row["__cb_custom_id"], row["__cb_reason"]
+        leader = row["__cb_leader"] if self.settings.dedupe else key_id
+        shared = self.groups.get(leader) if leader != key_id else None
+        fast = row.get("__cb_params") if shared is None else None
+        values: dict[str, Any] | None = None
+        base: dict[str, Any] | None = None
+        if shared is not None:
+            ids, chunk, request_hash = shared
+        elif fast is not None:
+            if is_blank(row["__cb_prompt"]):
+                return self.empty(ordinal, key_id, row)
+            request_hash = row["__cb_request_hash"]
+        else:
+            values = {c: row[c] for c in self.prompt.columns}
+            try:
+                text = self.prompt.render(values)
+            except RowTemplateError as exc:
+                # One row's failure does not hold back the others: it is recorded as a failure of kind
+                # template_error, and rendered again when the row or the template changes.
+                message = exc.for_key(row["__cb_key_json"])
+                if not self.spool.n_template_errors:
+                    logger.warning(message.splitlines()[0])
+                self.spool.n_template_errors += 1
+                self.verdict(ordinal, key_id, "template_error:" + row["__cb_input_hash"], "template_error", False,
+                             error=message)
+                return
+            if is_blank(text):
+                return self.empty(ordinal, key_id, row)
+            base = request_params(self.settings, text, row["__cb_model"])
+            request_hash = hashlib.sha256(canonical_json(base).encode("utf-8")).hexdigest()
+        if reason == "maybe_changed":
+            if request_hash != row["__cb_prev_request_hash"]:
+                reason = "changed"
+            elif row["__cb_would_retry"]:
+                reason = "retry"
+            else:
+                self.verdict(ordinal, key_id, request_hash, "unchanged", False)
+                return
+        max_tokens = row["__cb_max_tokens"] or self.settings.max_tokens
+        if shared is not None:
+            for part, sent_id in enumerate(ids, start=1):
+                follower = key_id if len(ids) == 1 else part_custom_id(key_id, part)
+                self.verdict(ordinal, follower, request_hash, reason, True, part, len(ids), max_tokens, sent_id,
+                             chunk)
+            self.spool.n_deduplicated += 1
+            return
+        lane = "sync" if row["__cb_rerun"] else "batch"
+        if fast is not None and max_tokens == self.settings.max_tokens:
+            # The request JSON built by SQL is this row's line as it is (same max_tokens, never split).
+            line = b'{"custom_id":"' + key_id.encode() + b'","params":' + fast.encode("utf-8") + b"}"
+            estimate = self.fixed_tokens + text_tokens(row["__cb_prompt"])
+            chunk, offset, size, cost = self.append(lane, line, row["__cb_model"], estimate, max_tokens,
+                                                    row["__cb_key_json"])
+            ids = [key_id]
+            self.verdict(ordinal, key_id, request_hash, reason, True, 1, 1, max_tokens, "", chunk, cost, offset, size)
+        else:
+            if base is None:
+                values = {c: row[c] for c in self.prompt.columns}
+                base = request_params(self.settings, row["__cb_prompt"], row["__cb_model"])
+            requests = self.parts(row, values, base, max_tokens)
+            ids, chunk = [], None
+            for part, params in enumerate(requests, start=1):
+                custom_id = key_id if len(requests) == 1 else part_custom_id(key_id, part)
+                chunk, offset, size, cost = self.emit(lane, custom_id, params, row["__cb_key_json"])
+                ids.append(custom_id)
+                self.verdict(ordinal, custom_id, request_hash, reason, True, part, len(requests), max_tokens, "",
+                             chunk, cost, offset, size)
+        if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
+            self.groups[key_id] = (ids, chunk, request_hash)
+
+    def empty(self, ordinal: int, key_id: str, row: dict[str, Any]) -> None:
+        """A blank prompt is not sent (the API refuses it): the row becomes a failure of kind empty_prompt,
+        rendered again when the row or the template changes, as a template error is."""
+        self.verdict(ordinal, key_id, "empty_prompt:" + row["__cb_input_hash"], "empty_prompt", False,
+                     error=empty_prompt_message(row["__cb_key_json"]))
+
+    def parts(self, row: dict[str, Any], values: dict[str, Any], base: dict[str, Any], max_tokens: int) -> list[dict]:
+        """The request(s) for one row: one, or several when the prompt is too long and may be split."""
+        column = self.settings.split_column
+        estimate = estimate_input_tokens(base)
+        needed = max(estimate, row["__cb_split_tokens"] or 0)
+        too_long = needed > self.settings.context_tokens * _SPLIT_THRESHOLD or bool(row["__cb_split_tokens"])
+        if column is None or not too_long:
+            return [{**base, "max_tokens": max_tokens}]
+        text = "" if values.get(column) is None else str(values[column])
+        n = max(2, math.ceil(needed / (self.settings.context_tokens * _SPLIT_FILL)))
+        out = []
+        for piece in split_text(text, n):
+            part_params = request_params(self.settings, self.prompt.render({**values, column: piece}), row["__cb_model"])
+            out.append({**part_params, "max_tokens": max_tokens})
+        return out
+
+    def emit(self, lane: str, custom_id: str, params: dict[str, Any], key_json: str) -> tuple[Chunk, int, int, float]:
+        """Append one request line; return its chunk, offset, size and estimated list-price cost."""
+        line = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False,
+                          separators=(",", ":"), default=str).encode("utf-8")
+        return self.append(lane, line, params["model"], estimate_input_tokens(params), params["max_tokens"], key_json)
+
+    def append(self, lane: str, line: bytes, model: str, input_tokens: int, max_tokens: int,
+               key_json: str) -> tuple[Chunk, int, int, float]:
+        size = len(line) + 1  # the comma or newline that follows it
+        if size > self.limit_bytes:
+            raise request_too_large(key_json, size, self.settings.max_batch_bytes)
+        if lane not in self.files:
+            self.files[lane] = open(self.spool.lane_path(lane), "wb")
+            self.offsets[lane] = 0
+        chunk = self.current.get(lane)
+        if chunk is None or chunk.n >= self.limit_requests or chunk.n_bytes + size > self.limit_bytes:
+            chunk = Chunk(index=len(self.spool.chunks), lane=lane, path=self.spool.lane_path(lane),
+                          offset=self.offsets[lane], model=model)
+            self.spool.chunks.append(chunk)
+            self.current[lane] = chunk
+        offset = self.offsets[lane]
+        self.files[lane].write(line)
+        self.files[lane].write(b"\n")
+        chunk.n += 1
+        chunk.n_bytes += size
+        chunk.length += size
+        self.offsets[lane] += size
+        self.spool.n_lines += 1
+        if model not in self.prices:
+            self.prices[model] = list_price(model, self.settings.prices)
+        price = self.prices[model]
+        cost = 0.0
+        if price is None:
+            self.spool.unpriced_models.add(model)
+        else:
+            cost = (input_tokens * price[0] + max_tokens * price[1]) / 1e6
+        return chunk, offset, size, cost

@@ -1,0 +1,145 @@
+"""Synchronous Messages API calls with bounded concurrency, recorded exactly like a batch.
+
+Used by `mode: sync`, by `mode: auto` for small or urgent work, and for keys named in
+`claude_batch_rerun_keys`. Each answer is written as a line in the results-file format and loaded
+by the same harvest code as batch results, so failures have the same kinds and the same retries.
+The SDK retries 429, 529 and 5xx answers itself, honouring `retry-after`. Answers are written to the
+state as they complete, at least every half second: a crash loses at most those, which the next run
+records as `missing` and resubmits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+from dbt_claude_batch.run import answers
+from dbt_claude_batch.run.harvest import finish_batch, load_lines
+from dbt_claude_batch.base.log import logger
+from dbt_claude_batch.run.planning import pending_requests_sql
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.run.spool import Chunk, Spool
+from dbt_claude_batch.state.state import State, utcnow
+from dbt_claude_batch.state.workdir import scratch
+
+SYNC_RETRIES = 6
+# Paid answers reach the state at least this often, so a crash loses (and the next run pays again for)
+# at most half a second of answers.
+_FLUSH_EVERY = 50
+_FLUSH_SECONDS = 0.5
+
+
+def call_messages(client, params: Mapping[str, Any]) -> dict[str, Any]:
+    """One Messages API call; the answer as a batch `result` object (succeeded or errored)."""
+    import anthropic
+
+    try:
+        raw = client.messages.with_raw_response.create(**params)
+        return {"type": "succeeded", "message": json.loads(raw.http_response.text)}
+    except anthropic.APIStatusError as exc:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        kind = error.get("type") or ("invalid_request_error" if 400 <= exc.status_code < 500 else "api_error")
+        if exc.status_code == 404 and kind == "not_found_error":
+            kind = "invalid_request_error"  # unknown model: the request must change
+        return {"type": "errored", "error": {"type": "error", "error": {"type": kind, "message": error.get("message") or str(exc)}}}
+    except anthropic.APIConnectionError as exc:
+        return {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": f"connection failed: {exc}"}}}
+
+
+def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Settings, stop=None) -> int:
+    """Send one chunk's requests synchronously and record them as a pseudo-batch of kind `sync`.
+
+    Returns how many were sent: once `stop` (an `interruption.StopFlag`) is set, requests not yet
+    started are not sent; they end as `missing`, which the next run sends.
+    """
+    concurrency, schema, keep = settings.sync_concurrency, settings.output_schema, settings.keep_message
+    batch_id = "sync_" + uuid.uuid4().hex[:24]
+    submission_id = str(uuid.uuid4())
+    lines = spool.lines_of(chunk).splitlines()
+    state.record_intent(submission_id, chunk.n, chunk.n_bytes, pending_requests_sql(state, chunk.index))
+    now = utcnow()
+    state.mark_submitted(submission_id, _pseudo_batch(batch_id, len(lines), now), kind="sync")
+    logger.info(f"sending {len(lines)} requests synchronously ({concurrency} at a time) as {batch_id}")
+    sync_client = client.with_options(max_retries=SYNC_RETRIES)
+
+    def one(line: bytes) -> bytes:
+        request = json.loads(line)
+        result = call_messages(sync_client, request["params"])
+        return json.dumps({"custom_id": request["custom_id"], "result": result}, separators=(",", ":")).encode()
+
+    with scratch() as tmp:
+        everything = os.path.join(tmp, "all.jsonl")
+        group, group_no, flushed_at, recorded, sent = [], 0, time.monotonic(), 0, 0
+        with ThreadPoolExecutor(max_workers=concurrency) as pool, open(everything, "wb") as out:
+            pending = {pool.submit(one, line) for line in lines}
+            while pending or group:
+                if stop is not None and stop.requested:
+                    pending = {f for f in pending if not f.cancel()}
+                done, pending = wait(pending, timeout=_FLUSH_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    answer = future.result()
+                    sent += 1
+                    out.write(answer + b"\n")
+                    group.append(answer)
+                if group and (len(group) >= _FLUSH_EVERY or not pending
+                              or time.monotonic() - flushed_at >= _FLUSH_SECONDS):
+                    _flush(state, batch_id, tmp, group_no, group, schema, keep)
+                    recorded += len(group)
+                    logger.info(f"{batch_id}: recorded {recorded} of {len(lines)} answers")
+                    group, group_no, flushed_at = [], group_no + 1, time.monotonic()
+        with state.transaction():
+            load_lines(state, batch_id, everything, schema, keep)
+            _end(state, batch_id)
+            notes = finish_batch(state, batch_id)
+            answers.refresh(state, [batch_id])
+    if notes and sent == len(lines):
+        logger.warning(f"synchronous run {batch_id} did not reconcile: {'; '.join(notes)}")
+    return sent
+
+
+def finish_interrupted(state: State, batch_id: str) -> None:
+    """A synchronous run that stopped midway: requests without an answer become `missing` (resubmitted)."""
+    with state.transaction():
+        _end(state, batch_id)
+        finish_batch(state, batch_id)
+        answers.refresh(state, [batch_id])
+    logger.warning(f"synchronous run {batch_id} was interrupted; requests without an answer will be sent again")
+
+
+def _flush(state: State, batch_id: str, tmp: str, group_no: int, group: list[bytes], output_schema,
+           keep_message: bool) -> None:
+    path = os.path.join(tmp, f"group-{group_no}.jsonl")
+    with open(path, "wb") as f:
+        f.write(b"\n".join(group) + b"\n")
+    with state.transaction():
+        load_lines(state, batch_id, path, output_schema, keep_message)
+        answers.refresh(state, [batch_id])
+
+
+def _end(state: State, batch_id: str) -> None:
+    outcomes = state.table("outcomes")
+    state.run(
+        f"""update {state.table('batches')} set processing_status = 'ended', ended_at = ?, n_processing = 0,
+            n_succeeded = (select count(*) from {outcomes} where batch_id = ? and shared_from is null
+                           and result_type not in ('errored', 'missing')),
+            n_errored = n_submitted - (select count(*) from {outcomes} where batch_id = ? and shared_from is null
+                                       and result_type not in ('errored', 'missing')),
+            n_canceled = 0, n_expired = 0
+        where batch_id = ?""",
+        [utcnow(), batch_id, batch_id, batch_id],
+    )
+
+
+def _pseudo_batch(batch_id: str, n: int, now) -> SimpleNamespace:
+    return SimpleNamespace(
+        id=batch_id, processing_status="in_progress", created_at=now, expires_at=now + timedelta(hours=24),
+        ended_at=None, cancel_initiated_at=None, archived_at=None,
+        request_counts=SimpleNamespace(processing=n, succeeded=0, errored=0, canceled=0, expired=0),
+    )

@@ -1,0 +1,81 @@
+"""The SQL over state that the run and the readers share: each key's attempts and latest outcome,
+and which failures the next run retries by itself.
+
+Planning (run) decides with these; the views, `inspect` and so `status` and the report show the same
+facts with the same queries, so what people read is what the next run will do.
+"""
+
+from __future__ import annotations
+
+from dbt_claude_batch.base.identifiers import literal
+from dbt_claude_batch.state.state import State
+
+TOO_LONG_PATTERN = "prompt is too long"
+
+
+def scope_sql(scope: tuple[list[str], list[str]] | None) -> str:
+    """Literals, so DuckDB reads only the row groups of some submissions (requests `r`) and their
+    batches (submissions `s`): `scope` is (submission_ids, batch_ids)."""
+    if scope is None:
+        return ""
+    return (f" and r.submission_id in ({', '.join(literal(x) for x in scope[0])})"
+            f" and s.batch_id in ({', '.join(literal(x) for x in scope[1])})")
+
+
+def key_attempts_sql(state: State, only_keys: str | None = None,
+                     scope: tuple[list[str], list[str]] | None = None) -> str:
+    """One row per (key, attempt): the parts of a split request and their outcomes rolled into one.
+
+    An attempt is in flight while any part lacks an outcome, succeeded when every part did, and
+    otherwise failed as its first failing part did. `only_keys`, a query of custom_ids, narrows it;
+    `scope`, (submission_ids, batch_ids), reads only those submissions' requests (see answers.refresh).
+    """
+    narrow = f" and coalesce(r.key_custom_id, r.custom_id) in ({only_keys})" if only_keys else ""
+    narrow += scope_sql(scope)
+    return f"""with cb_req as (
+            select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.key_json, r.input_hash,
+                   r.request_hash, r.attempt, coalesce(r.part, 1) as part, r.max_tokens, s.batch_id,
+                   o.result_type, o.error_type, o.error_message, o.canceled_by_user, o.harvested_at, o.harvest_seq
+            from {state.table('requests')} r
+            join {state.table('submissions')} s using (submission_id)
+            left join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
+            where r.model_id = {literal(state.model_id)} and s.status not in ('rejected', 'abandoned'){narrow})
+        select key_custom_id as custom_id, attempt,
+               any_value(key_json) as key_json, any_value(input_hash) as input_hash,
+               any_value(request_hash) as request_hash, max(max_tokens) as max_tokens,
+               count(*) as n_parts,
+               case when count(result_type) < count(*) then null
+                    when count(*) filter (where result_type = 'succeeded') = count(*) then 'succeeded'
+                    else min_by(result_type, part) filter (where result_type <> 'succeeded') end as result_type,
+               min_by(error_type, part) filter (where result_type <> 'succeeded') as error_type,
+               min_by(error_message, part) filter (where result_type <> 'succeeded') as error_message,
+               coalesce(min_by(canceled_by_user, part) filter (where result_type <> 'succeeded'), false) as canceled_by_user,
+               coalesce(min_by(batch_id, part) filter (where result_type <> 'succeeded'), any_value(batch_id)) as batch_id,
+               max(harvested_at) as harvested_at, max(harvest_seq) as harvest_seq
+        from cb_req group by key_custom_id, attempt"""
+
+
+def latest_outcomes_sql(state: State, only_keys: str | None = None) -> str:
+    """Per key: its latest attempt, that attempt's outcome (null while in flight), and tries of its request."""
+    return f"""with cb_attempts as ({key_attempts_sql(state, only_keys)}),
+        cb_tries as (select custom_id, request_hash, count(*) as tries from cb_attempts group by all)
+        select l.*, t.tries
+        from (select * from cb_attempts qualify row_number() over (partition by custom_id order by attempt desc) = 1) l
+        join cb_tries t using (custom_id, request_hash)"""
+
+
+def too_long_sql(alias: str) -> str:
+    return f"({alias}.error_type = 'invalid_request_error' and {alias}.error_message like '{TOO_LONG_PATTERN}%')"
+
+
+def retryable_sql(alias: str, max_tokens_cap: int, can_split: bool) -> str:
+    """Outcomes worth sending again: server-side trouble as they are, some with a modified request."""
+    split = f" or {too_long_sql(alias)}" if can_split else ""
+    return (
+        f"({alias}.result_type in ('expired', 'missing', 'invalid_output')"
+        f" or ({alias}.result_type = 'errored'"
+        f" and coalesce({alias}.error_type, '') not in ('invalid_request_error', 'template_error', 'empty_prompt'))"
+        f" or ({alias}.result_type = 'canceled' and not {alias}.canceled_by_user)"
+        f" or ({alias}.result_type = 'truncated' and coalesce({alias}.max_tokens, 0) < {int(max_tokens_cap)})"
+        f"{split})"
+    )
