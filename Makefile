@@ -20,7 +20,7 @@ test: $(STAMP)
 
 # The docs site (docs/, mkdocs.yml) into site/; --strict turns a broken link or anchor into a failure.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # Scale checks (a million rows, minutes each): not part of `make test`.
 test-scale: $(STAMP)

@@ -54,22 +54,20 @@ def test_the_getting_started_page_runs_in_a_fresh_project(tmp_path, emulator):
     runs = [b.text for b in blocks if b.name == "run"]
     assert runs and "dbt_project.yml" in files and "packages.yml" in files
 
-    root = tmp_path / "fresh"
+    root, home = tmp_path / "fresh", tmp_path / "home"
     for name, text in files.items():
-        path = root / name
+        path = home / name.removeprefix("~/") if name.startswith("~/") else root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     # The page's package path is where the user cloned the repository: here, this one.
     packages = yaml.safe_load(files["packages.yml"])
     assert [list(p) for p in packages["packages"]] == [["local"]], "packages.yml should install one local package"
     (root / "packages.yml").write_text(yaml.safe_dump({"packages": [{"local": str(REPO_ROOT)}]}))
-    profile = yaml.safe_load(files["dbt_project.yml"])["profile"]
-    db_path = tmp_path / "warehouse.duckdb"
-    (tmp_path / "profiles.yml").write_text(yaml.safe_dump(
-        {profile: {"target": "dev", "outputs": {"dev": {"type": "duckdb", "path": str(db_path), "threads": 1}}}}))
+    profiles = home / ".dbt" / "profiles.yml"
+    assert profiles.is_file(), "the page gives no ~/.dbt/profiles.yml block"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DBT_", "ANTHROPIC_"))}
-    env.update({"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": emulator.url,
-                "DBT_PROFILES_DIR": str(tmp_path), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
+    env.update({"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": emulator.url, "HOME": str(home),
+                "DBT_PROFILES_DIR": str(profiles.parent), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
 
     for block in runs:
         for line in block.splitlines():
@@ -80,6 +78,8 @@ def test_the_getting_started_page_runs_in_a_fresh_project(tmp_path, emulator):
     source = list(csv.DictReader(io.StringIO(files[seed])))
     project = yaml.safe_load(files["dbt_project.yml"])
     key = project["models"][project["name"]][model]["+meta"]["claude_batch"]["key"]
+    target = yaml.safe_load(profiles.read_text())[project["profile"]]
+    db_path = root / target["outputs"][target["target"]]["path"]  # relative: dbt runs in the project directory
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         results = con.execute(f'select "{key}", output_text from main."{model}"').fetchall()
