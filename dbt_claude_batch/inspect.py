@@ -23,7 +23,7 @@ from dbt_claude_batch.planning import latest_outcomes_sql
 from dbt_claude_batch.pricing import (BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M, cost_sql,
                                       model_family_sql, prices_cte)
 from dbt_claude_batch.settings import Settings
-from dbt_claude_batch.state import MARKER_LIKE, State, as_utc, row_counts, utcnow
+from dbt_claude_batch.state import State, as_utc, marker_sql, row_counts, utcnow
 from dbt_claude_batch.views import RUN_COLUMNS, health_sql, model_views
 
 DOCUMENT_FORMAT = "dbt-claude-batch status 1"
@@ -70,7 +70,7 @@ def costed_outcomes_sql(schema: str) -> str:
     return f"""with {prices_cte()},
         cb_o as (
             select o.*, o.shared_from_ is not null as shared, b.kind, p.input_price,
-                   o.custom_id like '{MARKER_LIKE}' as marker,
+                   {marker_sql(schema, 'o')} as marker,
                    {billed_cost_sql('o', 'p')} as full_cost,
                    case when o.shared_from_ is not null then 0.0 else full_cost end as cost
             -- shared_from hidden from cost_sql so that it prices the copied usage: what the answer was worth
@@ -364,5 +364,5 @@ def top_failure_messages(cursor, schema: str, limit: int = 10) -> list[dict[str,
     """The most frequent failure messages over every attempt (rows affected, models, last seen)."""
     return rows(cursor, f"""select result_type as kind, error_type, coalesce(error_message, '(no message)') as message,
             count(*) as n, count(distinct model_id) as models, max(harvested_at) as last_seen
-        from {qualified(schema, 'outcomes')} where result_type <> 'succeeded' and custom_id not like '{MARKER_LIKE}'
+        from {qualified(schema, 'outcomes')} o where result_type <> 'succeeded' and not {marker_sql(schema, 'o')}
         group by all order by n desc, message limit {int(limit)}""")

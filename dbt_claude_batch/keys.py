@@ -9,6 +9,9 @@ custom_id rules (the API allows 1 to 64 of ``[A-Za-z0-9_-]``):
 - anything else (slashes, @, spaces, unicode, empty, too long) is sanitized to ``_`` for readability,
   cut to 51 characters and given a ``-`` plus 12 hex characters of the md5 of the exact key, so two
   different keys never share an id. A run also checks, in SQL, that no two staged keys collide.
+- a key that spells a marker request's id (``dbt_claude_batch-proof-`` and 32 hex digits, see
+  `state.MARKER_PATTERN`) takes the hashed form too, which never has that form (its last ``-`` is 12
+  characters from the end, a marker's 32): no row's custom_id can be a marker's.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from dbt_claude_batch.errors import SourceDataError
-from dbt_claude_batch.identifiers import quote
+from dbt_claude_batch.identifiers import literal, quote
+from dbt_claude_batch.state import MARKER_PATTERN, MARKER_PREFIX
 
 _PREFIX_LEN = 51  # 51 + "-" + 12 hex = 64
 _SAMPLE = 5
@@ -41,6 +45,9 @@ def custom_id_sql(columns: Sequence[str]) -> str:
         readable = f"regexp_replace({joined}, '[^A-Za-z0-9_-]', '_', 'g')"
         digest = f"md5(to_json([{', '.join(parts)}]))"
     identity = parts[0] if len(parts) == 1 else joined
+    # The prefix first (a CASE, so the regular expression runs only on the rare keys that start so).
+    exact = (f"({exact} and not (case when starts_with({identity}, {literal(MARKER_PREFIX)}) "
+             f"then regexp_full_match({identity}, {literal(MARKER_PATTERN)}) else false end))")
     return (
         f"case when {exact} then {identity} "
         f"else left({readable}, {_PREFIX_LEN}) || '-' || left({digest}, 12) end"

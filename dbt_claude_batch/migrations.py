@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -193,12 +193,19 @@ MIGRATIONS: dict[int, list[str]] = {
         "alter table {s}.models add column answers_ready boolean default false",
         "alter table {s}.batches add column answers_at timestamp",  # when its keys' answers were brought up to date
     ],
+    # v6: held answers less results-table rows when a run last found no held answer of a source key
+    # missing from the table (results.restore_sql): while both counts keep that difference and the
+    # source its quiet digest, a run with nothing to do needs no anti-join to know nothing is missing.
+    6: [
+        "alter table {s}.models add column results_gap bigint",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
 # them is not ours (or was damaged), and the run stops before touching it.
 EXPECTED_COLUMNS = {
-    "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest", "answers_ready"),
+    "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest", "answers_ready",
+               "results_gap"),
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
                     "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",

@@ -255,7 +255,7 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
                            "holds exactly its keys")
     flag = existing is None or _has_column(state, this, "newer_request_in_flight")
     results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current,
-                                      flag_column=flag))
+                                      flag_column=flag, source_keys=f"select {custom_id_sql(cfg.key)} from ({source_sql})"))
     finish_run(state, record, outcome, note, prices=cfg.prices)
     logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
     try:

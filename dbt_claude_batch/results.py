@@ -32,7 +32,8 @@ def _unpack_keys(key_types: dict[str, str], expr: str = "key_json") -> str:
 
 
 def results_sql(state: State, settings: Settings, key_types: dict[str, str], existing: str | None,
-                watermark: bool = False, current_keys: str | None = None, flag_column: bool = True) -> str:
+                watermark: bool = False, current_keys: str | None = None, flag_column: bool = True,
+                source_keys: str | None = None) -> str:
     """Latest successful result per key, read from the answers table; with `existing`, only those
     newer than what that table holds.
 
@@ -40,7 +41,9 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
     or with a request in flight, are considered. The watermark is read from the table itself, so a run
     whose merge never happened is simply caught up by the next one. With `current_keys` (a query of
     custom_ids), only those keys. `newer_request_in_flight` says a row's answer is about to be
-    replaced; `flag_column` is false for a table built before that column existed.
+    replaced; `flag_column` is false for a table built before that column existed. With `source_keys`
+    (a query of the current source's custom_ids), held answers of source keys missing from `existing`
+    (rows deleted from it) are returned again (`restore_sql`).
     """
     flag = "coalesce(f.flying_attempt > w.attempt, false)"
     flag_differs = f" and e.newer_request_in_flight is not distinct from {flag}" if flag_column else ""
@@ -59,12 +62,16 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
             f"exists ({state.flying_requests_sql()})", [state.model_id])[0]
         # Rows flagged as about to change whose newer request went nowhere (abandoned) are cleared too.
         flagged = flag_column and state.run(f"select exists (select 1 from {existing} where newer_request_in_flight)")[0][0]
+        restore = restore_sql(state, existing, mark, source_keys) if source_keys else None
         if not newer_answers and not flying and not flagged:
             # Nothing the table has not seen: a relation DuckDB knows is empty, whatever the table's size.
-            where.append("false")
+            where.append(restore or "false")
         else:
             also = f" or w.custom_id in (select custom_id from {existing} where newer_request_in_flight)" if flagged else ""
+            also += f" or {restore}" if restore else ""
             where.append(f"(w.seq > {mark} or w.custom_id in (select custom_id from cb_in_flight){also})")
+    elif source_keys and not existing:
+        state.set_results_gap(None)  # a rebuilt table: the next incremental run checks afresh
     if current_keys:
         where.append(f"w.custom_id in ({current_keys})")
     in_flight = f"select custom_id, max(attempt) as flying_attempt from ({state.flying_requests_sql()}) group by all"
@@ -86,6 +93,35 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
     left join cb_in_flight f using (custom_id)
     left join cb_prices p on p.model_family = {model_family_sql('w.answered_model')}
     where {' and '.join(where)}"""
+
+
+def restore_sql(state: State, existing: str, mark: int, source_keys: str) -> str | None:
+    """A condition on answers `w` selecting held answers of current source keys that `existing` lacks
+    (rows deleted by hand or by an upstream job), or None when none is missing. No API call: state
+    holds the answers.
+
+    On a run with nothing to do this costs two counts: the held answers less the table's rows is
+    remembered (`models.results_gap`) when a check finds nothing missing, and while it stays the same
+    (and the source its quiet digest) no row can have gone. Otherwise an anti-join of the answers the
+    table has seen against it; only when that finds some is the source read, so that a key deleted
+    from both the source and the table (on purpose) is not brought back.
+    """
+    gap = state.run(f"select (select count(*) from {state.table('answers')} where model_id = ?) "
+                    f"- (select count(*) from {existing})", [state.model_id])[0][0]
+    if gap == state.results_gap():
+        return None
+    # Answers the watermark does not bring (seq <= mark) whose key has no row in the table.
+    absent = (f"select w.custom_id from {state.table('answers')} w anti join {existing} e on e.custom_id = w.custom_id "
+              f"where w.model_id = {literal(state.model_id)} and w.seq <= {int(mark)}")
+    missing = 0
+    if state.run(f"select count(*) from ({absent})")[0][0]:
+        missing = state.run(f"select count(*) from ({absent}) where custom_id in ({source_keys})")[0][0]
+    if not missing:
+        state.set_results_gap(gap)
+        return None
+    logger.info(f"restoring {missing} result row(s) missing from {state.model_id} from the answers held in state "
+                "(no API call)")
+    return f"(w.custom_id in ({absent}) and w.custom_id in ({source_keys}))"
 
 
 def write_views(state: State, settings: Settings, database: str, schema: str, identifier: str,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from dbt_claude_batch.identifiers import literal
 from dbt_claude_batch.pricing import cost_sql, model_family_sql, prices_cte
-from dbt_claude_batch.state import MARKER_LIKE, State, utcnow
+from dbt_claude_batch.state import State, marker_sql, utcnow
 
 # Failures no resubmission fixes until a person changes something (counted by `max_failure_ratio`).
 UNFIXABLE_KINDS = ("invalid_request", "template_error", "empty_prompt", "refused")
@@ -65,7 +65,7 @@ def finish_run(state: State, record: RunRecord, outcome: str, note: str | None =
     rows = state.run(
         f"with {prices_cte(prices)} select case when o.reused_from is not null then 'reused' "
         f"when b.kind = 'sample' then 'sample' "
-        f"when o.custom_id like '{MARKER_LIKE}' then 'marker' "
+        f"when {marker_sql(state.schema, 'o')} then 'marker' "
         f"when o.error_type = 'template_error' then 'template_error' "
         f"when o.error_type = 'empty_prompt' then 'empty_prompt' "
         f"when o.error_type = 'invalid_request_error' then 'invalid_request' else o.result_type end as kind, "

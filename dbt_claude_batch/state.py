@@ -22,9 +22,19 @@ from dbt_claude_batch.identifiers import literal, qualified
 from dbt_claude_batch.migrations import EXPECTED_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
 # custom_ids of the marker requests every batch carries (see spool.py): their outcomes are kept for
-# the bill, and left out of every count, table and chart of rows.
+# the bill, and left out of every count, table and chart of rows. A marker is recognised only as the
+# exact `marker_id` recorded for its batch's submission (`marker_sql`), never by its prefix: a user key
+# may start with it. No key's custom_id matches MARKER_PATTERN (keys.custom_id_sql), so the two are
+# disjoint by construction.
 MARKER_PREFIX = "dbt_claude_batch-proof-"
-MARKER_LIKE = MARKER_PREFIX + "%"
+MARKER_PATTERN = MARKER_PREFIX + "[0-9a-f]{32}"  # the prefix and a uuid4's hex digits (spool.marker_id)
+
+
+def marker_sql(schema: str, alias: str = "o") -> str:
+    """SQL: whether the outcome row `alias` is its batch's marker line (its custom_id is, exactly, the
+    marker id recorded for the submission that made the batch)."""
+    return (f"exists (select 1 from {qualified(schema, 'batches')} mb join {qualified(schema, 'submissions')} ms "
+            f"using (submission_id) where mb.batch_id = {alias}.batch_id and ms.marker_id = {alias}.custom_id)")
 
 _ensure_lock = threading.Lock()
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
@@ -175,7 +185,17 @@ class State:
         return rows[0][0] if rows else None
 
     def set_quiet_digest(self, digest: str | None) -> None:
-        self.run(f"update {self.table('models')} set quiet_digest = ? where model_id = ?", [digest, self.model_id])
+        # The source may have changed: what the last restore check saw (`results_gap`) no longer holds.
+        self.run(f"update {self.table('models')} set quiet_digest = ?, results_gap = null where model_id = ?",
+                 [digest, self.model_id])
+
+    def results_gap(self) -> int | None:
+        """Held answers less results rows when the last restore check found nothing missing (None: check)."""
+        rows = self.run(f"select results_gap from {self.table('models')} where model_id = ?", [self.model_id])
+        return rows[0][0] if rows else None
+
+    def set_results_gap(self, gap: int | None) -> None:
+        self.run(f"update {self.table('models')} set results_gap = ? where model_id = ?", [gap, self.model_id])
 
     # -- submissions ----------------------------------------------------------------------------
     def record_intent(self, submission_id: str, n_requests: int, n_bytes: int, requests_sql: str,

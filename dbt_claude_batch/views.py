@@ -25,6 +25,12 @@ def _unpack_keys(key_types: dict[str, str], expr: str = "key_json") -> str:
     return f"unnest(from_json({expr}, {literal(json.dumps(key_types))}))"
 
 
+def _current_key_sql(key: Sequence[str], expr: str = "lo.key_json") -> str:
+    """Whether a packed key is one of the current `key` columns: after a key change, the custom_ids of the
+    old key (whose outcomes stay in state, for reuse) are not keys of the model any more."""
+    return f"json_keys({expr}) = [{', '.join(literal(c) for c in key)}]::varchar[]"
+
+
 def _retried_sql(settings: Settings, alias: str = "lo") -> str:
     """Whether the next run resubmits a failed latest attempt by itself (`latest_outcomes_sql` row)."""
     cap, can_split = settings.effective_max_tokens_cap, settings.split_column is not None
@@ -32,7 +38,8 @@ def _retried_sql(settings: Settings, alias: str = "lo") -> str:
 
 
 def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str]) -> str:
-    """`<model>__failures`: one row per key whose latest attempt failed, with its next action in words."""
+    """`<model>__failures`: one row per key (of the current `key` columns) whose latest attempt failed,
+    with its next action in words."""
     cap, can_split = settings.effective_max_tokens_cap, settings.split_column is not None
     retry = _retried_sql(settings)
     return f"""select {_unpack_keys(key_types, 'lo.key_json')}, lo.custom_id, lo.batch_id, lo.attempt,
@@ -64,7 +71,9 @@ def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str
         end as next_action,
         lo.harvested_at as failed_at
     from ({latest_outcomes_sql(state)}) lo
-    where lo.result_type is not null and lo.result_type <> 'succeeded'"""
+    where lo.result_type is not null and lo.result_type <> 'succeeded' and {_current_key_sql(list(key_types))}
+    -- one row per key, always: were a key ever to have two custom_ids, its latest failure
+    qualify row_number() over (partition by lo.key_json::varchar order by lo.harvested_at desc, lo.custom_id) = 1"""
 
 
 def batches_view_sql(state: State, every_model: bool = False) -> str:
@@ -204,7 +213,8 @@ def all_failures_sql(cursor, schema: str) -> str:
                 result_type as kind, error_type, error_message, canceled_by_user,
                 null::boolean as retried_automatically, null::varchar as next_action, harvested_at as failed_at
                 from ({latest_outcomes_sql(State(cursor, schema, model_id))})
-                where result_type is not null and result_type <> 'succeeded'""")
+                where result_type is not null and result_type <> 'succeeded'
+                  and {_current_key_sql(json.loads(key_columns), 'key_json')}""")
     return "\nunion all ".join(parts) or (
         "select null::varchar as dbt_model, null::json as key_json, null::varchar as custom_id, "
         "null::varchar as batch_id, null::integer as attempt, null::varchar as kind, null::varchar as error_type, "

@@ -231,11 +231,11 @@ def items(n: int, start: int = 1, prefix: str = "body") -> list[dict]:
     return [{"id": i, "body": f"{prefix} number {i} with some text"} for i in range(start, start + n)]
 
 
-MARKER_PREFIX = "dbt_claude_batch-proof-"
+MARKER_PATTERN = "dbt_claude_batch-proof-[0-9a-f]{32}"  # as state.MARKER_PATTERN: no key's custom_id has this form
 
 
 def is_marker(custom_id: str) -> bool:
-    return custom_id.startswith(MARKER_PREFIX)
+    return re.fullmatch(MARKER_PATTERN, custom_id) is not None
 
 
 def created_batches(emulator) -> list[dict]:
@@ -262,7 +262,7 @@ def marker_cost(project: "DbtProject") -> float:
     return project.query(
         f"with {prices_cte()} select coalesce(sum({cost_sql('o', 'p')}), 0) from dbt_claude_batch.outcomes o "
         f"left join cb_prices p on p.model_family = {model_family_sql('o.answered_model')} "
-        f"where o.custom_id like '{MARKER_PREFIX}%'"
+        f"where regexp_full_match(o.custom_id, '{MARKER_PATTERN}')"
     )[0][0]
 
 

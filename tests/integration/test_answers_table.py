@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import duckdb
 
+from dbt_claude_batch.migrations import SCHEMA_VERSION
 from dbt_harness import create_calls, expected_answer, items
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
@@ -18,7 +19,8 @@ def _as_if_written_by_v4(project) -> None:
         con.execute(f"drop table {STATE}.answers")
         con.execute(f"alter table {STATE}.models drop column answers_ready")
         con.execute(f"alter table {STATE}.batches drop column answers_at")
-        con.execute(f"delete from {STATE}.state_version where version = 5")
+        con.execute(f"alter table {STATE}.models drop column results_gap")  # v6
+        con.execute(f"delete from {STATE}.state_version where version >= 5")
     finally:
         con.close()
 
@@ -39,7 +41,7 @@ def test_state_from_before_the_answers_table_is_upgraded_and_loses_no_answer(pro
         r["id"]: expected_answer(r["id"], r["body"]) for r in changed}
     assert results[5]["attempt"] == 2 and create_calls(emulator) == 2  # only the changed row was bought again
     assert project.query(f"select count(*), count(distinct custom_id) from {STATE}.answers") == [(12, 12)]
-    assert project.query(f"select max(version) from {STATE}.state_version") == [(5,)]
+    assert project.query(f"select max(version) from {STATE}.state_version") == [(SCHEMA_VERSION,)]
     # A full refresh reads every answer back from the table, with nothing bought.
     project.dbt("run", "-s", project.model, "--full-refresh")
     assert {k: v["output_text"] for k, v in project.results().items()} == {

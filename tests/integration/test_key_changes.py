@@ -64,3 +64,22 @@ def test_full_refresh_drops_keys_no_longer_in_the_source_and_incremental_keeps_t
     project.dbt("run", "--full-refresh", "-s", "+items_batch")
     assert sorted(project.results()) == [1, 2, 3]
     assert create_calls(emulator) == 1
+
+
+def test_a_key_that_failed_before_and_after_a_key_change_has_one_failures_row(project, emulator):
+    project.load_table("items", [r for r in ROWS if r["tenant"] == "a"])
+    project.configure(replace=False, max_failure_ratio=1, **FAST)
+    emulator.set_scenarios([{"name": "result_outcome", "custom_ids": ["2", "2-a"], "outcome": "invalid_request_error"}])
+    project.run()
+    assert [(r["id"], r["kind"]) for r in project.failures().values()] == [(2, "errored")]
+    project.write_model(unique_key=["id", "tenant"])
+    project.configure(replace=False, key=["id", "tenant"])
+
+    project.dbt("run", "--full-refresh", "-s", "+items_batch")
+
+    assert create_calls(emulator) == 2  # key (2, a) was sent again under its new custom_id, and failed again
+    failures = project.query("select id, tenant, custom_id from main.items_batch__failures order by all")
+    assert failures == [(2, "a", "2-a")]
+    assert project.query("select key_json, count(*) from dbt_claude_batch.all_failures group by all "
+                         "having count(*) > 1") == []
+    assert project.query("select count(*) from dbt_claude_batch.all_failures") == [(1,)]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 import re
+import uuid
 
 import duckdb
 import pytest
 
 from dbt_claude_batch.errors import SourceDataError
 from dbt_claude_batch.keys import check_keys, custom_id_sql
+from dbt_claude_batch.spool import marker_id
+from dbt_claude_batch.state import MARKER_PATTERN
 
 VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -72,6 +75,26 @@ def _checked(rows, columns=("id",)):
     con.execute("create table t (id bigint, body varchar)")
     con.executemany("insert into t values (?, ?)", rows)
     check_keys(con, "select * from t", list(columns), ["id", "body"])
+
+
+def test_no_key_gets_the_custom_id_of_a_marker_request():
+    """Markers are `dbt_claude_batch-proof-` and 32 hex digits (spool.marker_id): a key spelling one exactly,
+    alone or joined from parts, gets a hashed id instead, which never has that form; other keys that
+    merely start with the prefix keep their ids."""
+    marker = marker_id(str(uuid.UUID(int=7)))
+    assert re.fullmatch(MARKER_PATTERN, marker)
+    lookalike = "dbt_claude_batch-proof-abc"
+    assert ids([[marker], [lookalike]]) == [ids([[marker]])[0], lookalike]
+    single = ids([[marker]])[0]
+    joined = ids([["dbt_claude_batch", "proof", marker.rsplit("-", 1)[1]]], columns=("a", "b", "c"))[0]
+    for got in (single, joined):
+        assert got != marker and got.startswith("dbt_claude_batch-proof-") and VALID.fullmatch(got)
+        assert not re.fullmatch(MARKER_PATTERN, got)
+    rng = random.Random(3)
+    near = [marker[:n] + "".join(rng.choice("0123456789abcdef" + "-_x" * (i % 2)) for _ in range(55 - n))
+            for n in range(20, 56) for i in range(4)]
+    assert sum(bool(re.fullmatch(MARKER_PATTERN, k)) for k in near) > 10  # many keys spell a marker exactly
+    assert not any(re.fullmatch(MARKER_PATTERN, i) for i in ids([[k] for k in near]))
 
 
 def test_check_keys_accepts_clean_keys():

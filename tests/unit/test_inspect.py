@@ -227,13 +227,16 @@ def test_marker_requests_are_billed_but_no_row_failure_or_request_count():
     _outcome(con, "b1", "1")
     _outcome(con, "b1", "2", result="errored", error_type="api_error")
     # each batch's marker: answered with one token (cut off at max_tokens 1), billed
-    _outcome(con, "b1", "dbt_claude_batch-proof-0123456789abcdef0123456789abcdef", result="truncated",
-             error_type="max_tokens")
+    marker = "dbt_claude_batch-proof-0123456789abcdef0123456789abcdef"
+    _outcome(con, "b1", marker, result="truncated", error_type="max_tokens")
     con.execute(f"""update "{S}".outcomes set input_tokens = 10, output_tokens = 1, error_message = 'cut off'
-                    where custom_id like 'dbt_claude_batch-proof-%'""")
+                    where custom_id = ?""", [marker])
+    # Recognised by the exact marker id recorded for the batch's submission, not by its prefix.
+    con.execute(f"""insert into "{S}".submissions (submission_id, model_id, status, batch_id, n_requests, n_bytes,
+                    intent_at, marker_id) values ('sub-b1', ?, 'submitted', 'b1', 2, 10, ?, ?)""", [MODEL, NOW, marker])
 
     s = inspect.status_document(con, S, now=NOW)["models"][0]["spend"]
-    marker = BATCH_DISCOUNT * (10 * HAIKU_IN + 1 * HAIKU_OUT) / 1e6
-    assert s["billed_usd"] == pytest.approx(ONE_ANSWER + marker)
+    marker_usd = BATCH_DISCOUNT * (10 * HAIKU_IN + 1 * HAIKU_OUT) / 1e6
+    assert s["billed_usd"] == pytest.approx(ONE_ANSWER + marker_usd)
     assert s["billed_requests"] == 2
     assert [r["kind"] for r in inspect.top_failure_messages(con, S)] == ["errored"]

@@ -194,3 +194,37 @@ def test_every_kind_of_key_refreshed_in_one_step_gives_what_a_rebuild_gives():
         ("split", 1, None, ["first half", "second half"], 5), ("twice", 2, "second try", None, 7)]
     answers.rebuild(state)
     assert con.execute(f"select {columns} from {state.table('answers')} order by custom_id").fetchall() == kept
+
+
+def test_held_answers_missing_from_the_table_come_back_for_source_keys_only():
+    """A row deleted from the results table is returned again while its key is in the source; a key
+    gone from both stays gone, and once a check found nothing missing, unchanged counts skip it."""
+    con, state = _state()
+    state.record_model(["id"], {"id": "VARCHAR"})
+    for seq, key in enumerate(["k1", "k2", "k3"], start=1):
+        _request(state, f"s{seq}", f"b{seq}", key, key, 1, "succeeded", f"answer {key}", seq=seq)
+    con.execute("create table src as select unnest(['k1', 'k2', 'k3']) as id")
+    con.execute("create table seen as select custom_id, attempt, seq as harvest_seq, false as newer_request_in_flight "
+                f"from {state.table('answers')} where false")
+    answers.rebuild(state)
+    con.execute(f"insert into seen select custom_id, attempt, seq, false from {state.table('answers')} "
+                "where custom_id <> 'k2'")  # k2's row was deleted by hand; k3 (the newest) is still there
+
+    def results(source_keys="select id from src"):
+        return sorted(r[1] for r in con.sql(results_sql(state, SETTINGS, {"id": "VARCHAR"}, "seen", watermark=True,
+                                                        source_keys=source_keys)).fetchall())
+
+    assert results() == ["k2"]
+    assert state.results_gap() is None  # restored: the next run checks again
+    con.execute("insert into seen values ('k2', 1, 2, false)")  # what dbt's merge did
+    assert results() == []
+    assert state.results_gap() == 0
+
+    # k2 leaves the source and its row is deleted (on purpose): it stays deleted.
+    con.execute("delete from src where id = 'k2'")
+    state.set_quiet_digest(None)  # a run whose source changed
+    con.execute("delete from seen where custom_id = 'k2'")
+    assert results() == []
+    assert state.results_gap() == 1
+    # The same counts on a later run with nothing to do: no anti-join, no read of the source.
+    assert results(source_keys="select id from no_such_table") == []

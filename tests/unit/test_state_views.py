@@ -95,6 +95,30 @@ def test_all_failures_reads_each_models_view_and_falls_back_to_state_without_one
         ("main.a", 1), ("other.b", 1)]
 
 
+def test_the_failures_view_has_one_row_per_key_of_the_current_key_columns():
+    con = duckdb.connect()
+    a = _state(con, "main.a")
+    _submission(a, "a1", [1, 2], outcome="errored", error_type="invalid_request_error")
+    # Key 2 failed again under a second custom_id (as after a change of custom_id rules), an hour later.
+    a.run(f"insert into {a.table('requests')} (submission_id, model_id, custom_id, key_custom_id, key_json, "
+          "input_hash, request_hash, attempt) values ('a1', 'main.a', '2-x', '2-x', '{\"id\":2}', 'in', 'h', 1)")
+    a.run(f"insert into {a.table('outcomes')} (batch_id, custom_id, model_id, result_type, harvested_at) "
+          "values ('b-a1', '2-x', 'main.a', 'expired', ?)", [NOW + dt.timedelta(hours=1)])
+    write_views(a, SETTINGS, "memory", "main", "a", {"id": "BIGINT"})
+    assert con.execute("select id, custom_id, kind from main.a__failures order by all").fetchall() == [
+        (1, "1", "errored"), (2, "2-x", "expired")]
+    # After a key change the old key's custom_ids are no key of the model: not in its view, nor in
+    # all_failures when the model's view is in another database file.
+    a.record_model(["id", "tenant"], {"id": "BIGINT", "tenant": "VARCHAR"})
+    write_views(a, SETTINGS, "memory", "main", "a", {"id": "BIGINT", "tenant": "VARCHAR"})
+    assert con.execute("select count(*) from main.a__failures").fetchall() == [(0,)]
+    b = _state(con, "other.b")
+    _submission(b, "b1", [9], outcome="expired")
+    b.record_model(["id", "tenant"], {"id": "BIGINT", "tenant": "VARCHAR"})
+    write_state_views(b)
+    assert con.execute(f"select count(*) from {S}.all_failures").fetchall() == [(0,)]
+
+
 def test_state_views_have_exactly_the_columns_the_package_documents():
     con = duckdb.connect()
     write_state_views(_state(con))  # no failures at all: all_failures is still typed
