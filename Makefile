@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-scale demo bench venv clean
+.PHONY: test test-scale demo bench venv docs clean
 
 venv: $(STAMP)
 
@@ -13,11 +13,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --only-binary=:all: -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# First the layers contract (pyproject.toml [tool.importlinter], a second), then the tests: two workers,
+# First the layers contract (pyproject.toml [tool.importlinter]) and the docs build, then the tests: two workers,
 # as most of a test's time is a dbt subprocess, and every test has its own files and emulator.
 test: $(STAMP)
 	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# The docs site (docs/, mkdocs.yml) into site/; --strict turns a broken link or anchor into a failure.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # Scale checks (a million rows, minutes each): not part of `make test`.
 test-scale: $(STAMP)
@@ -33,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cost.py
 
 clean:
-	rm -rf $(VENV) integration_project/target integration_project/logs integration_project/dbt_packages integration_project/*.duckdb
+	rm -rf $(VENV) integration_project/target integration_project/logs integration_project/dbt_packages integration_project/*.duckdb site
