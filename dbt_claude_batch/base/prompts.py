@@ -115,6 +115,7 @@ class Prompt:
 
     def __init__(self, settings: Settings, project_dir: str | None, column_types: Mapping[str, str] | None = None):
         self.settings = settings
+        self.project_dir = project_dir
         self.column_types = dict(column_types or {})  # the source's DuckDB types, for `sql_expression`
         self.source_text: str | None = None
         self._template: jinja2.Template | None = None
@@ -143,9 +144,21 @@ class Prompt:
             self.path = None
             self._pieces = [("column", settings.prompt_column)]
 
+    @property
+    def input_columns(self) -> list[str]:
+        """The columns a request is made of: the template's, then the attachments' (see `attachments`)."""
+        return list(dict.fromkeys([*self.columns, *(a["column"] for a in self.settings.attachments)]))
+
     def check_columns(self, available: Iterable[str]) -> None:
         """Fail before anything is submitted when the prompt names a column the source lacks."""
         available = list(available)
+        absent = [a["column"] for a in self.settings.attachments if a["column"] not in available]
+        if absent:
+            raise TemplateError(
+                f"Setting `attachments` names column(s) {', '.join(absent)} that the source does not have: fix the "
+                f"column names in `attachments` or add the column(s) to the staging model; nothing was submitted.\n"
+                f"Source columns: {', '.join(available)}"
+            )
         missing = [c for c in self.columns if c not in available]
         if not missing:
             return

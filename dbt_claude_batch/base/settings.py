@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from dbt_claude_batch.base.errors import ConfigError
+from dbt_claude_batch.base.media_types import parse_attachments
 
 # API version 2026-10-21 (SDK 2.14) rejects these in every request; catching them here saves a
 # 24-hour round trip that would end with every row errored.
@@ -33,6 +34,8 @@ MODES = ("batch", "sync", "auto")
 _TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*(\([0-9, ]+\))?(\[\])?")
 API_MAX_REQUESTS_PER_BATCH = 100_000
 API_MAX_BATCH_BYTES = 256 * 1024 * 1024
+API_MAX_PDF_PAGES = 100
+OVERSIZED_IMAGE = ("downsize", "error")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,11 @@ class Settings:
     keep_message: bool = False
     # DuckDB's memory limit while the model works, when the profile sets none (null: never touch it)
     memory_limit: str | None = "1GB"
+    # documents and images sent with the prompt (see media.py): columns in the order the user declares
+    attachments: tuple[Mapping[str, Any], ...] = ()
+    attachments_root: str | None = None
+    oversized_image: str = "downsize"
+    max_pages_per_request: int = 100
 
     @classmethod
     def names(cls) -> list[str]:
@@ -119,6 +127,7 @@ class Settings:
         merged["params"] = dict(merged.get("params") or {})
         if merged.get("few_shot") is not None:
             merged["few_shot"] = tuple(merged["few_shot"])
+        merged["attachments"] = parse_attachments(merged.get("attachments"))
         settings = cls(**merged)
         settings._validate()
         return settings
@@ -155,6 +164,7 @@ class Settings:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"Setting `{name}` must be a number of seconds >= 0; got {value!r}.")
         self._validate_strategy()
+        self._validate_attachments()
         if self.memory_limit is not None:
             from dbt_claude_batch.base.duckdb_memory import parse_size
 
@@ -252,6 +262,22 @@ class Settings:
         if "output_config" in self.params and self.output_schema is not None:
             raise ConfigError("Set the JSON schema once: use `output_schema`, not `params.output_config`.")
 
+    def _validate_attachments(self) -> None:
+        if self.oversized_image not in OVERSIZED_IMAGE:
+            raise ConfigError(f"Setting `oversized_image` must be one of {', '.join(OVERSIZED_IMAGE)}; "
+                              f"got {self.oversized_image!r}.")
+        value = self.max_pages_per_request
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= API_MAX_PDF_PAGES:
+            raise ConfigError(f"Setting `max_pages_per_request` must be an integer from 1 to {API_MAX_PDF_PAGES} "
+                              f"(the API's limit of PDF pages per request); got {value!r}.")
+        if self.attachments_root is not None and (not isinstance(self.attachments_root, str)
+                                                  or not self.attachments_root.strip()):
+            raise ConfigError("Setting `attachments_root` must be a folder path (relative to the dbt project "
+                              f"directory) or null; got {self.attachments_root!r}.")
+        if self.attachments and self.split_column is not None:
+            raise ConfigError("Settings `attachments` and `split_column` cannot be used together yet: remove "
+                              "`split_column` from this model (a split prompt would lose its attachments).")
+
     @property
     def effective_max_tokens_cap(self) -> int:
         return self.max_tokens_cap or min(64_000, max(self.max_tokens, self.max_tokens * 8))
@@ -270,6 +296,9 @@ class Settings:
             "cache_ttl": self.cache_ttl if self.prompt_caching else None,
             "few_shot": [dict(e) for e in self.few_shot] if self.few_shot else None,
             "output_schema": dict(self.output_schema) if self.output_schema else None,
+            **({"attachments": [dict(a) for a in self.attachments], "attachments_root": self.attachments_root,
+                "oversized_image": self.oversized_image, "max_pages_per_request": self.max_pages_per_request}
+               if self.attachments else {}),
         }
 
 

@@ -32,7 +32,8 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
     Returns the request lines sent, and those left waiting for room in the processing queue or
     because `stop` was set (checked before each create; a create sent finishes and is recorded).
     """
-    from dbt_claude_batch.run.local_outcomes import record_empty_prompts, record_template_errors, reuse_held_answers
+    from dbt_claude_batch.run.local_outcomes import (record_attachment_failures, record_empty_prompts,
+                                                     record_template_errors, reuse_held_answers)
     from dbt_claude_batch.run.spool import build_spool
     from dbt_claude_batch.run.sync import run_sync
 
@@ -41,6 +42,13 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         planning.record_aliases(state)
         n_errors = record_template_errors(state)
         n_empty = record_empty_prompts(state)
+        n_attachments = record_attachment_failures(state)
+        if n_attachments:
+            first = state.run(f"select error from {planning.RENDERED} where reason like 'attachment%' "
+                              "order by ordinal limit 1")[0][0]
+            logger.warning(f"{n_attachments} row(s) have attachments that cannot be sent; they are recorded as "
+                           f"failures of kind attachment_error or attachment_missing (see the failures table). "
+                           f"First: {first}")
         n_reused = reuse_held_answers(state)
         if n_reused:
             spool.refresh_counts()

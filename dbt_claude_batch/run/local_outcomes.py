@@ -14,6 +14,9 @@ is rendered again when the row or the template changes.
 *Empty prompts.* A row whose prompt renders blank (see prompts.py) is recorded the same way as a failure
 of kind ``empty_prompt``: it is never sent (the API refuses empty text) and costs nothing.
 
+*Attachments.* A row whose attachment failed a check (see media.py) is recorded the same way, as a
+failure of kind ``attachment_error`` (``attachment_missing`` for a required NULL), never sent.
+
 All run after the spool pass and before the budget check and any create.
 """
 
@@ -89,6 +92,12 @@ def record_template_errors(state: State) -> int:
 def record_empty_prompts(state: State) -> int:
     """Record rows whose prompt rendered blank as failures of kind empty_prompt; return how many."""
     return _record_local_failures(state, "empty_prompt", "prompt rendered empty for these rows; not sent")
+
+
+def record_attachment_failures(state: State) -> int:
+    """Record rows whose attachments failed a check (media.py) as failures of that kind; return how many."""
+    return (_record_local_failures(state, "attachment_error", "attachments failed a check for these rows; not sent")
+            + _record_local_failures(state, "attachment_missing", "required attachments are NULL for these rows"))
 
 
 def _record_local_failures(state: State, kind: str, note: str) -> int:

@@ -26,14 +26,20 @@ RENDERED = "cb_rendered"
 
 
 def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
-          model_column: str | None, default_model: str | None, fingerprint: str) -> int:
+          model_column: str | None, default_model: str | None, fingerprint: str, stamped: Sequence[str] = ()) -> int:
     """Materialise the source as (custom_id, key, input hash, model) in a narrow temp table.
 
     The prompt columns are hashed here but not kept: only the rows that will be rendered fetch them
     again (`candidate_rows_sql`), so a wide source does not cost memory on runs with little to do.
+    `stamped` columns hold local attachment paths: each path's stamp (size and modification time, from
+    media.py's temp table) joins the hash, so an edited file at the same path is rendered again.
     """
     hashed = list(dict.fromkeys([*prompt_columns, *([model_column] if model_column else [])]))
     struct = ", ".join(f"{quote(c)} := {quote(c)}" for c in hashed) or "none := null"
+    joins = ""
+    for i, column in enumerate(stamped):
+        struct += f", {quote('__cb_stamp_' + column)} := cb_f{i}.__cb_stamp"
+        joins += (f" left join cb_file_stamps cb_f{i} on cb_f{i}.__cb_stamp_path = cast({quote(column)} as varchar)")
     model_expr = (
         f"coalesce(cast({quote(model_column)} as varchar), {literal(default_model or '')})"
         if model_column
@@ -45,7 +51,7 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
                {key_json_sql(key)} as __cb_key_json,
                md5({literal(fingerprint)} || to_json(struct_pack({struct}))) as __cb_input_hash,
                {model_expr} as __cb_model
-        from ({source_sql})"""
+        from ({source_sql}){joins}"""
     )
     return state.run(f"select count(*) from {STAGED}")[0][0]
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from typing import Any
@@ -69,7 +70,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
     source_sql, columns, prompt, key_types = _source_shape(source, cfg)
 
     # The one read of the whole source goes on beside the fixed state work, up to the quiet decision.
-    with planning.SourceDigest(session.cursor(), source_sql, cfg.key, prompt.columns, cfg.model_column,
+    with planning.SourceDigest(session.cursor(), source_sql, cfg.key, prompt.input_columns, cfg.model_column,
                                _planning_seed(cfg) + prompt.fingerprint()) as source_digest:
         state.ensure()
         check_key_change(state, cfg, this.identifier, dbt.is_incremental)
@@ -120,6 +121,12 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     clean_stale()
     write_views(state, cfg, this.database, this.schema, this.identifier, key_types, source_sql)
     digest, n_rows = source_digest.result()
+    stamped = _path_columns(cfg, source_sql, state)
+    if stamped:  # an edited file at the same path changes no column: its stamp joins the digest
+        from dbt_claude_batch.run.media import resolve_root, stamp_local_files
+
+        files = stamp_local_files(state, source_sql, stamped, resolve_root(cfg, _project_dir()))
+        digest = hashlib.sha256(f"{digest}|{files}".encode()).hexdigest()
     # Same source, same settings, and the last run left nothing to do: no staging, no planning join.
     quiet = digest == state.quiet_digest() and not run_vars.any() and not unfinished
     finish = functools.partial(_finish, session, state, cfg, this, key_types, dbt.is_incremental, started,
@@ -132,7 +139,7 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
         api.warm()
     check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
     n_staged = record.n_source_rows = planning.stage(
-        state, source_sql, cfg.key, prompt.columns, cfg.model_column, cfg.model, prompt.fingerprint())
+        state, source_sql, cfg.key, prompt.input_columns, cfg.model_column, cfg.model, prompt.fingerprint(), stamped)
     state.set_quiet_digest(None)
     check_custom_ids_unique(state.cursor, planning.STAGED)
 
@@ -231,6 +238,14 @@ def _settle(api: LazyClient, state: State, cfg: Settings) -> None:
         settle_unsettled(api.get(), state, cfg.in_doubt_grace_seconds, cfg.clock_skew_seconds)
 
 
+def _path_columns(cfg: Settings, source_sql: str, state: State) -> list[str]:
+    """Attachment columns of text type: they may hold local paths, whose files are stamped."""
+    if not cfg.attachments:
+        return []
+    types = dict(state.run(f"select column_name, column_type from (describe {source_sql})"))
+    return [a["column"] for a in cfg.attachments if str(types.get(a["column"], "")).upper() == "VARCHAR"]
+
+
 def _planning_seed(cfg: Settings) -> str:
     """Settings that change what planning decides without changing any input hash."""
     return json.dumps([cfg.max_attempts, cfg.effective_max_tokens_cap, cfg.split_column, cfg.dedupe])
@@ -238,7 +253,7 @@ def _planning_seed(cfg: Settings) -> str:
 
 def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
             source_sql: str, record: RunRecord, only_new: bool = False, outcome: str = "ok", note: str | None = None):
-    for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED):
+    for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):
         state.run(f"drop table if exists {temp}")
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
     watermark = existing is not None and _has_column(state, this, "harvest_seq")

@@ -16,6 +16,7 @@ import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from dbt_claude_batch.base.errors import ConfigError
 from dbt_claude_batch.base.identifiers import literal, qualified, quote
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run.planning import STAGED, candidate_rows_sql
@@ -29,6 +30,9 @@ from dbt_claude_batch.run.sync import SYNC_RETRIES, call_messages
 def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: int, this,
                key_types: dict[str, str], source_sql: str) -> str:
     """Send `size` sample rows synchronously and write `<model>__sample`; return its name."""
+    if settings.attachments:
+        raise ConfigError("`claude_batch_sample` does not take models with `attachments` yet: run without the var; "
+                          "nothing was submitted.")
     chosen = (
         f"select __cb_custom_id, __cb_key_json, __cb_model, row_number() over (order by md5(__cb_custom_id)) "
         f"as __cb_ordinal from {STAGED} order by md5(__cb_custom_id) limit {int(size)}"

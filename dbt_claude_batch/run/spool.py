@@ -21,6 +21,7 @@ from typing import Any
 
 from dbt_claude_batch.base.errors import RowTemplateError, SourceDataError
 from dbt_claude_batch.base.log import logger
+from dbt_claude_batch.run import media
 from dbt_claude_batch.run.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
                                        load_rendered)
 from dbt_claude_batch.base.pricing import estimate_input_tokens, list_price, text_tokens
@@ -137,10 +138,11 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
     spool = Spool(directory, state)
     extra = _sql_rendered_columns(prompt, settings)
     writer = _Writer(spool, prompt, settings)
+    columns = prompt.input_columns
     if extra and in_sql:
         rendered = build_in_sql(
             state, settings,
-            candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}", extra,
+            candidate_rows_sql(source_sql, settings.key, columns, f"select * from {PENDING}", extra,
                                ordered=False),
             spool.chunk_path, writer.limit_requests, writer.limit_bytes, writer.fixed_tokens)
         if rendered is not None:
@@ -150,7 +152,7 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
             spool.n_deduplicated = rendered.n_deduplicated
             spool.unpriced_models = rendered.unpriced_models
             return spool
-    rows = candidate_rows_sql(source_sql, settings.key, prompt.columns, f"select * from {PENDING}", extra)
+    rows = candidate_rows_sql(source_sql, settings.key, columns, f"select * from {PENDING}", extra)
     reader = state.cursor.sql(rows).to_arrow_reader(_READ_ROWS)
     try:
         writer.write(reader)
@@ -165,7 +167,10 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
 def _sql_rendered_columns(prompt: Prompt, settings: Settings) -> str:
     """Where SQL renders the prompt exactly as Jinja would (a plain template over text or integer columns,
     no splitting), DuckDB renders it, builds the request JSON and hashes it, and the pass below only
-    routes lines. `__cb_params` is NULL for a row SQL cannot build byte for byte; Python renders that one."""
+    routes lines. `__cb_params` is NULL for a row SQL cannot build byte for byte; Python renders that one.
+    Rows with attachments are always rendered in Python (media.py reads and checks their files)."""
+    if settings.attachments:
+        return ""
     expression = prompt.sql_expression() if settings.split_column is None else None
     params = params_sql(settings, "__cb_prompt", "__cb_model") if expression else None
     if params is None:
@@ -222,6 +227,7 @@ class _Writer:
         self.prices: dict[str, tuple[float, float] | None] = {}
         # Input tokens of everything but the prompt (system, examples, per-message overhead).
         self.fixed_tokens = estimate_input_tokens(request_params(settings, "", settings.model))
+        self.root = media.resolve_root(settings, prompt.project_dir) if settings.attachments else None
 
     def write(self, reader) -> None:
         try:
@@ -253,6 +259,7 @@ class _Writer:
         fast = row.get("__cb_params") if shared is None else None
         values: dict[str, Any] | None = None
         base: dict[str, Any] | None = None
+        attached: media.RowMedia | None = None
         if shared is not None:
             ids, chunk, request_hash = shared
         elif fast is not None:
@@ -273,9 +280,22 @@ class _Writer:
                 self.verdict(ordinal, key_id, "template_error:" + row["__cb_input_hash"], "template_error", False,
                              error=message)
                 return
-            if is_blank(text):
+            if self.settings.attachments:
+                try:
+                    attached = media.row_media(row, self.settings, self.root, row["__cb_key_json"],
+                                               len(text.encode("utf-8")))
+                except media.AttachmentProblem as exc:
+                    self.verdict(ordinal, key_id, f"{exc.kind}:{row['__cb_input_hash']}", exc.kind, False,
+                                 error=str(exc))
+                    return
+            if is_blank(text) and not (attached and attached.blocks):
                 return self.empty(ordinal, key_id, row)
             base = request_params(self.settings, text, row["__cb_model"])
+            if attached and attached.blocks:
+                # One user message: the attachments in declared order, then the question (documents first
+                # is what Anthropic recommends).
+                text_block = [{"type": "text", "text": text}] if not is_blank(text) else []
+                base["messages"][-1]["content"] = attached.blocks + text_block
             request_hash = hashlib.sha256(canonical_json(base).encode("utf-8")).hexdigest()
         if reason == "maybe_changed":
             if request_hash != row["__cb_prev_request_hash"]:
@@ -308,9 +328,10 @@ class _Writer:
                 base = request_params(self.settings, row["__cb_prompt"], row["__cb_model"])
             requests = self.parts(row, values, base, max_tokens)
             ids, chunk = [], None
+            media_tokens = attached.tokens if attached else 0
             for part, params in enumerate(requests, start=1):
                 custom_id = key_id if len(requests) == 1 else part_custom_id(key_id, part)
-                chunk, offset, size, cost = self.emit(lane, custom_id, params, row["__cb_key_json"])
+                chunk, offset, size, cost = self.emit(lane, custom_id, params, row["__cb_key_json"], media_tokens)
                 ids.append(custom_id)
                 self.verdict(ordinal, custom_id, request_hash, reason, True, part, len(requests), max_tokens, "",
                              chunk, cost, offset, size)
@@ -339,11 +360,14 @@ class _Writer:
             out.append({**part_params, "max_tokens": max_tokens})
         return out
 
-    def emit(self, lane: str, custom_id: str, params: dict[str, Any], key_json: str) -> tuple[Chunk, int, int, float]:
-        """Append one request line; return its chunk, offset, size and estimated list-price cost."""
+    def emit(self, lane: str, custom_id: str, params: dict[str, Any], key_json: str,
+             media_tokens: int = 0) -> tuple[Chunk, int, int, float]:
+        """Append one request line; return its chunk, offset, size and estimated list-price cost
+        (`media_tokens`: the attachments' estimate, which the text estimate does not see)."""
         line = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False,
                           separators=(",", ":"), default=str).encode("utf-8")
-        return self.append(lane, line, params["model"], estimate_input_tokens(params), params["max_tokens"], key_json)
+        return self.append(lane, line, params["model"], estimate_input_tokens(params) + media_tokens,
+                           params["max_tokens"], key_json)
 
     def append(self, lane: str, line: bytes, model: str, input_tokens: int, max_tokens: int,
                key_json: str) -> tuple[Chunk, int, int, float]:

@@ -327,6 +327,7 @@ def savings(cursor, schema: str) -> list[dict[str, Any]]:
 _CATEGORY = ("case when kind = 'reuse' then 'reused' when shared then 'de-duplicated' "
              "when result_type = 'errored' and error_type = 'template_error' then 'template_error' "
              "when result_type = 'errored' and error_type = 'empty_prompt' then 'empty_prompt' "
+             "when result_type = 'errored' and error_type in ('attachment_error', 'attachment_missing') then error_type "
              "else result_type end")
 
 

@@ -74,7 +74,8 @@ def retryable_sql(alias: str, max_tokens_cap: int, can_split: bool) -> str:
     return (
         f"({alias}.result_type in ('expired', 'missing', 'invalid_output')"
         f" or ({alias}.result_type = 'errored'"
-        f" and coalesce({alias}.error_type, '') not in ('invalid_request_error', 'template_error', 'empty_prompt'))"
+        f" and coalesce({alias}.error_type, '') not in ('invalid_request_error', 'template_error', 'empty_prompt',"
+        f" 'attachment_error', 'attachment_missing'))"
         f" or ({alias}.result_type = 'canceled' and not {alias}.canceled_by_user)"
         f" or ({alias}.result_type = 'truncated' and coalesce({alias}.max_tokens, 0) < {int(max_tokens_cap)})"
         f"{split})"

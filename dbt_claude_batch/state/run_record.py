@@ -15,7 +15,8 @@ from dbt_claude_batch.base.pricing import cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.state.state import State, marker_sql, utcnow
 
 # Failures no resubmission fixes until a person changes something (counted by `max_failure_ratio`).
-UNFIXABLE_KINDS = ("invalid_request", "template_error", "empty_prompt", "refused")
+UNFIXABLE_KINDS = ("invalid_request", "template_error", "empty_prompt", "attachment_error", "attachment_missing",
+                   "refused")
 
 
 @dataclass
@@ -68,6 +69,7 @@ def finish_run(state: State, record: RunRecord, outcome: str, note: str | None =
         f"when {marker_sql(state.schema, 'o')} then 'marker' "
         f"when o.error_type = 'template_error' then 'template_error' "
         f"when o.error_type = 'empty_prompt' then 'empty_prompt' "
+        f"when o.error_type in ('attachment_error', 'attachment_missing') then o.error_type "
         f"when o.error_type = 'invalid_request_error' then 'invalid_request' else o.result_type end as kind, "
         f"count(*), coalesce(sum({cost_sql('o', 'p')}), 0) {new} group by all"
     )

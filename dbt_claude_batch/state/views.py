@@ -63,6 +63,10 @@ def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str
                 'fix the template at the line named in error_message, or the row; it is rendered again when either changes'
             when lo.error_type = 'empty_prompt' then
                 'the prompt is empty for this row (its columns are NULL or blank): give the row text or filter it out of the staging model; it was not sent, and is rendered again when the row or the template changes'
+            when lo.error_type = 'attachment_error' then
+                'fix or replace the file named in error_message (or the attachment settings); it was not sent, and is read again when the row or the file changes'
+            when lo.error_type = 'attachment_missing' then
+                'a required attachment is NULL: give the row a file, or drop required for that column; it was not sent, and is rendered again when the row changes'
             when lo.result_type = 'errored' and lo.error_type = 'invalid_request_error' then
                 'fix the request (prompt template, model or settings); the changed request is resubmitted automatically'
             when {retryable_sql('lo', cap, can_split)} then

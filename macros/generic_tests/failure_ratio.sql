@@ -3,7 +3,8 @@
   counted over the keys whose latest attempt finished (result or failure; in flight and never
   submitted ones are left out). `kinds` narrows the failures counted to these failure kinds
   (`errored`, `expired`, `canceled`, `missing`, `truncated`, `invalid_output`, `refused`) or error
-  types (`api_error`, `overloaded_error`, `invalid_request_error`, `template_error`, `empty_prompt`, ...).
+  types (`api_error`, `overloaded_error`, `invalid_request_error`, `template_error`, `empty_prompt`, `attachment_error`,
+  `attachment_missing`, ...).
   Over the ratio it returns the failed keys (with `n_failed`, `n_finished`, `failure_ratio`), so
   `warn_if` / `error_if` can also set absolute limits; at or under it, nothing.
 

@@ -13,7 +13,7 @@ OUTCOME_COLORS = {
     "succeeded": "#009E73", "errored": "#D55E00", "expired": "#E69F00", "canceled": "#999999",
     "missing": "#8C6D31", "truncated": "#CC79A7", "refused": "#6A3D9A", "invalid_output": "#B8A200",
     "template_error": "#7A0177", "de-duplicated": "#0072B2", "reused": "#56B4E9",
-    "empty_prompt": "#4D4D4D",
+    "empty_prompt": "#4D4D4D", "attachment_error": "#993404", "attachment_missing": "#FE9929",
 }
 TOKEN_COLORS = {"input": "#0072B2", "cache writes": "#E69F00", "cache reads": "#56B4E9", "output": "#009E73"}
 SAVING_COLORS = {"billed": "#D55E00", "saved: de-duplication": "#0072B2", "saved: reuse of held answers": "#56B4E9",

@@ -1,0 +1,114 @@
+"""What an attachment is, from its bytes alone, and the API's limits on media (pure rules, no I/O).
+
+The media type is read from the bytes (magic numbers, with the `filetype` package), never from a file
+name: a scan saved as `.pdf` that is really a PNG is sent as the PNG it is. A document may also be plain
+text: bytes that decode as UTF-8 and hold no NUL.
+"""
+
+from __future__ import annotations
+
+import math
+
+from typing import Any, Mapping
+
+import filetype
+
+from dbt_claude_batch.base.errors import ConfigError
+
+DOCUMENT_TYPES = ("application/pdf", "text/plain")
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+KINDS = ("document", "image")
+ATTACHMENT_FIELDS = ("column", "kind", "required", "title")
+
+# The Messages API's limits (docs: vision, PDF support, batch limits).
+MAX_IMAGE_BASE64_BYTES = 5 * 1024 * 1024
+MAX_IMAGE_SIDE = 8000
+MAX_IMAGE_SIDE_MANY = 2000  # when a request holds more than MANY_IMAGES images
+MANY_IMAGES = 20
+MAX_IMAGES_PER_REQUEST = 100
+MAX_PDF_PAGES = 100
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# The model sees an image scaled to this long edge at most; tokens ~ width * height / 750.
+IMAGE_LONG_EDGE = 1568
+IMAGE_PIXELS_PER_TOKEN = 750
+# A PDF page costs 1,500-3,000 tokens (its text plus the page as an image): estimates take the upper bound,
+# so a budget guard errs on the safe side.
+PDF_PAGE_TOKENS = 3000
+
+
+def detect(data: bytes) -> str | None:
+    """The media type of `data` from its bytes, if it is one the API takes; else None."""
+    kind = filetype.guess_mime(data[:8192]) if data else None
+    if kind in DOCUMENT_TYPES or kind in IMAGE_TYPES:
+        return kind
+    if kind is None and is_text(data):
+        return "text/plain"
+    return None
+
+
+def is_text(data: bytes) -> bool:
+    """UTF-8 text without NUL bytes (a plain-text document)."""
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def kind_of(media_type: str) -> str:
+    return "document" if media_type in DOCUMENT_TYPES else "image"
+
+
+def base64_size(n_bytes: int) -> int:
+    return 4 * math.ceil(n_bytes / 3)
+
+
+def image_tokens(width: int, height: int) -> int:
+    """Estimated input tokens of an image: scaled (never up) to a long edge of 1568 px, then w*h/750."""
+    long_edge = max(width, height, 1)
+    scale = min(1.0, IMAGE_LONG_EDGE / long_edge)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    return math.ceil(w * h / IMAGE_PIXELS_PER_TOKEN)
+
+
+def max_image_side(n_images: int) -> int:
+    """The largest side the API takes without downsizing, for a request holding `n_images` images."""
+    return MAX_IMAGE_SIDE_MANY if n_images > MANY_IMAGES else MAX_IMAGE_SIDE
+
+
+def parse_attachments(value: Any) -> tuple[dict[str, Any], ...]:
+    """`attachments` as a tuple of {column, kind, required, title}, each checked; [] or null: none."""
+    if value is None:
+        return ()
+    if isinstance(value, Mapping) or not isinstance(value, (list, tuple)):
+        raise ConfigError("Setting `attachments` must be a list of {column: NAME, kind: document|image}; got "
+                          f"{value!r}: fix it in the model's claude_batch settings.")
+    out, seen = [], set()
+    for i, item in enumerate(value):
+        where = f"Setting `attachments` item {i}"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a mapping like {{column: loan_pdf, kind: document}}; got {item!r}.")
+        unknown = sorted(set(item) - set(ATTACHMENT_FIELDS))
+        if unknown:
+            raise ConfigError(f"{where} has unknown field(s) {', '.join(unknown)}: use only "
+                              f"{', '.join(ATTACHMENT_FIELDS)}.")
+        column, kind = item.get("column"), item.get("kind")
+        if not isinstance(column, str) or not column:
+            raise ConfigError(f"{where} needs `column`: the name of the source column holding the attachment.")
+        if kind not in KINDS:
+            raise ConfigError(f"{where} (column {column!r}) has kind {kind!r}: set kind to one of "
+                              f"{', '.join(KINDS)}.")
+        if column in seen:
+            raise ConfigError(f"{where} names column {column!r} a second time: declare each column once.")
+        seen.add(column)
+        required = item.get("required", False)
+        if not isinstance(required, bool):
+            raise ConfigError(f"{where} (column {column!r}) has required {required!r}: set true or false.")
+        title = item.get("title")
+        if title is not None and (not isinstance(title, str) or kind != "document"):
+            raise ConfigError(f"{where} (column {column!r}) has title {title!r}: a title is text, and only "
+                              "documents take one; remove it or fix it.")
+        out.append({"column": column, "kind": kind, "required": required, "title": title})
+    return tuple(out)
