@@ -1,0 +1,74 @@
+"""Documents and images from warehouse rows, inline: local paths under the root and BLOBs, through real dbt runs."""
+
+from __future__ import annotations
+
+import os
+
+from media_builders import pdf_bytes, png_bytes
+
+from dbt_harness import create_calls, row_requests
+
+FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
+TYPES = {"id": "BIGINT", "body": "VARCHAR", "doc": "VARCHAR", "scan": "BLOB"}
+ATTACH = [{"column": "doc", "kind": "document", "title": "Loan file"}, {"column": "scan", "kind": "image"}]
+
+
+def test_files_under_the_root_and_blobs_are_sent_checked_and_identified_by_content(project, emulator):
+    files = project.root / "files"
+    files.mkdir()
+    (files / "a.pdf").write_bytes(pdf_bytes(2, "alpha"))
+    (files / "b.pdf").write_bytes(pdf_bytes(3, "beta"))
+    (files / "corrupt.pdf").write_bytes(pdf_bytes(3, "gamma")[:150])
+    (files / "locked.pdf").write_bytes(pdf_bytes(2, "delta", encrypted=True))
+    (project.root / "outside.pdf").write_bytes(pdf_bytes(1, "secret"))
+    project.write("prompts/item.j2", "Item {{ id }}: {{ body }}")
+    project.configure(replace=False, attachments=ATTACH, attachments_root="files", **FAST)
+    rows = [
+        {"id": 1, "body": "loan", "doc": "a.pdf", "scan": png_bytes(40, 30, (1, 2, 3))},
+        {"id": 2, "body": "loan", "doc": "b.pdf", "scan": None},
+        {"id": 3, "body": "loan", "doc": "corrupt.pdf", "scan": None},
+        {"id": 4, "body": "loan", "doc": "locked.pdf", "scan": None},
+        {"id": 5, "body": "loan", "doc": "../outside.pdf", "scan": None},
+        {"id": 6, "body": "no files", "doc": None, "scan": None},
+    ]
+    project.load_table("items", rows, types=TYPES)
+    out = project.run().stdout
+    assert "3 row(s) have attachments that cannot be sent" in out
+
+    assert sorted(project.results()) == [1, 2, 6]
+    failures = project.failures()
+    assert {k: f["error_type"] for k, f in failures.items()} == {3: "attachment_error", 4: "attachment_error",
+                                                                 5: "attachment_error"}
+    assert failures[3]["error_message"].startswith('Attachment in column `doc` for key {"id":3} is a corrupt PDF')
+    assert failures[4]["error_message"].startswith('Attachment in column `doc` for key {"id":4} is an encrypted PDF')
+    assert failures[5]["error_message"].startswith(
+        'Attachment in column `doc` for key {"id":5} cannot be read: the path \'../outside.pdf\' leads outside '
+        'attachments_root')
+    assert all("fix or replace the file" in f["next_action"] for f in failures.values())
+    assert all(f["cost_usd"] in (None, 0) for f in failures.values())
+    assert sorted(r["custom_id"] for r in row_requests(emulator)) == ["1", "2", "6"]  # the failures never sent
+
+    # Nothing changed: nothing is read again or sent, and the failures are not recorded again.
+    project.run()
+    assert create_calls(emulator) == 1 and project.failures()[3]["attempt"] == 1
+
+    # An edited file at the same path: that row alone is sent again. A touched but unchanged file is not.
+    with open(files / "a.pdf", "wb") as handle:
+        handle.write(pdf_bytes(4, "alpha edited"))
+    os.utime(files / "b.pdf", ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    project.run()
+    assert sorted(r["custom_id"] for r in row_requests(emulator)) == ["1", "1", "2", "6"]
+    assert project.results()[1]["attempt"] == 2 and project.results()[2]["attempt"] == 1
+
+    # The same file under another key is answered from state at $0; a required NULL is a failure of its own.
+    project.configure(replace=False, attachments=[{**ATTACH[0], "required": True}, ATTACH[1]])
+    project.load_table("items", [*rows[:2], {"id": 7, "body": "loan", "doc": "b.pdf", "scan": None}, rows[5]],
+                       types=TYPES)
+    project.run()
+    results = project.results()
+    assert results[7]["cost_usd"] == 0.0 and results[7]["shared_from"] == "2"
+    assert results[7]["output_text"] == results[2]["output_text"]
+    missing = project.failures()[6]
+    assert missing["error_type"] == "attachment_missing"
+    assert missing["error_message"].startswith('Required attachment in column `doc` is NULL for key {"id":6}')
+    assert len(row_requests(emulator)) == 4  # nothing bought
