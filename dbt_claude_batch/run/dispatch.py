@@ -81,7 +81,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         check_budget(cfg, state, spool, estimate)
         if not spool.unpriced_models:  # after the budget: a refused budget asks the API nothing
             check_models(api, state, cfg)
-        from dbt_claude_batch import submission  # imports the SDK, which a warm-up may still be importing
+        from dbt_claude_batch.run import submission  # imports the SDK, which a warm-up may still be importing
 
         room = None if cfg.max_requests_in_flight is None else cfg.max_requests_in_flight - state.requests_in_flight()
         sent = waiting = stopped = 0
