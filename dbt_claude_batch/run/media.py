@@ -96,6 +96,8 @@ def stamp_local_files(state, source_sql: str, columns: Sequence[str], root: str 
     rendered again (its request hash then decides whether it is bought again)."""
     import pyarrow as pa
 
+    if not columns:
+        return hashlib.sha256().hexdigest()
     unions = " union ".join(
         f"select cast({quote(c)} as varchar) as p from ({source_sql}) where {quote(c)} is not null" for c in columns)
     reader = state.cursor.sql(f"select distinct p from ({unions}) order by p").to_arrow_reader(10_000)
