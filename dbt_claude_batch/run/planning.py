@@ -26,16 +26,19 @@ RENDERED = "cb_rendered"
 
 
 def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
-          model_column: str | None, default_model: str | None, fingerprint: str, stamped: Sequence[str] = ()) -> int:
+          model_column: str | None, default_model: str | None, fingerprint: str, stamped: Sequence[str] = (),
+          blobs: Sequence[str] = ()) -> int:
     """Materialise the source as (custom_id, key, input hash, model) in a narrow temp table.
 
     The prompt columns are hashed here but not kept: only the rows that will be rendered fetch them
     again (`candidate_rows_sql`), so a wide source does not cost memory on runs with little to do.
     `stamped` columns hold local attachment paths: each path's stamp (size and modification time, from
     media.py's temp table) joins the hash, so an edited file at the same path is rendered again.
+    `blobs` (attachment BLOB columns) are hashed by their sha256, not by their JSON text (4x their size).
     """
     hashed = list(dict.fromkeys([*prompt_columns, *([model_column] if model_column else [])]))
-    struct = ", ".join(f"{quote(c)} := {quote(c)}" for c in hashed) or "none := null"
+    struct = ", ".join(f"{quote(c)} := {'sha256' if c in blobs else ''}({quote(c)})"
+                       for c in hashed) or "none := null"
     joins = ""
     for i, column in enumerate(stamped):
         struct += f", {quote('__cb_stamp_' + column)} := cb_f{i}.__cb_stamp"

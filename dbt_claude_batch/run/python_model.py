@@ -121,7 +121,7 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     clean_stale()
     write_views(state, cfg, this.database, this.schema, this.identifier, key_types, source_sql)
     digest, n_rows = source_digest.result()
-    stamped = _path_columns(cfg, source_sql, state)
+    stamped, blobs = _attachment_columns(cfg, source_sql, state)
     if stamped:  # an edited file at the same path changes no column: its stamp joins the digest
         from dbt_claude_batch.run.media import resolve_root, stamp_local_files
 
@@ -139,7 +139,7 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
         api.warm()
     check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
     n_staged = record.n_source_rows = planning.stage(
-        state, source_sql, cfg.key, prompt.input_columns, cfg.model_column, cfg.model, prompt.fingerprint(), stamped)
+        state, source_sql, cfg.key, prompt.input_columns, cfg.model_column, cfg.model, prompt.fingerprint(), stamped, blobs)
     state.set_quiet_digest(None)
     check_custom_ids_unique(state.cursor, planning.STAGED)
 
@@ -238,12 +238,13 @@ def _settle(api: LazyClient, state: State, cfg: Settings) -> None:
         settle_unsettled(api.get(), state, cfg.in_doubt_grace_seconds, cfg.clock_skew_seconds)
 
 
-def _path_columns(cfg: Settings, source_sql: str, state: State) -> list[str]:
-    """Attachment columns of text type: they may hold local paths, whose files are stamped."""
+def _attachment_columns(cfg: Settings, source_sql: str, state: State) -> tuple[list[str], list[str]]:
+    """Attachment columns of text type (they may hold local paths, whose files are stamped) and of BLOB type."""
     if not cfg.attachments:
-        return []
+        return [], []
     types = dict(state.run(f"select column_name, column_type from (describe {source_sql})"))
-    return [a["column"] for a in cfg.attachments if str(types.get(a["column"], "")).upper() == "VARCHAR"]
+    of = {a["column"]: str(types.get(a["column"], "")).upper() for a in cfg.attachments}
+    return [c for c, t in of.items() if t == "VARCHAR"], [c for c, t in of.items() if t == "BLOB"]
 
 
 def _planning_seed(cfg: Settings) -> str:

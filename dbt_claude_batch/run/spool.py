@@ -35,6 +35,7 @@ _ENVELOPE = len(b'{"requests":[]}')
 # Every batch carries one marker request (see submission.py); room for it is kept in each chunk.
 _MARKER_RESERVE_BYTES = 256
 _READ_ROWS = 10_000
+_READ_ROWS_MEDIA = 16
 # Parts of a split prompt aim at half the context window: the estimate is rough, and the model needs
 # room for the instructions around the part.
 _SPLIT_FILL = 0.5
@@ -153,7 +154,8 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
             spool.unpriced_models = rendered.unpriced_models
             return spool
     rows = candidate_rows_sql(source_sql, settings.key, columns, f"select * from {PENDING}", extra)
-    reader = state.cursor.sql(rows).to_arrow_reader(_READ_ROWS)
+    # Attachment columns may hold files' bytes (BLOBs): a few rows at a time keeps memory flat.
+    reader = state.cursor.sql(rows).to_arrow_reader(_READ_ROWS_MEDIA if settings.attachments else _READ_ROWS)
     try:
         writer.write(reader)
     except BaseException:

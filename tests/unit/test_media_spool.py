@@ -38,7 +38,7 @@ def _stage(state, settings, prompt, tmp_path):
     stamped = ["doc"]
     media.stamp_local_files(state, source, stamped, media.resolve_root(settings, str(tmp_path)))
     planning.stage(state, source, settings.key, prompt.input_columns, None, settings.model, prompt.fingerprint(),
-                   stamped)
+                   stamped, ["scan"])
     return dict(state.run(f"select __cb_custom_id, __cb_input_hash from {planning.STAGED}"))
 
 
