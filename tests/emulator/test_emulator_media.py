@@ -86,6 +86,15 @@ def test_each_answer_names_its_own_pdfs_in_order(api):
     assert counted.input_tokens == sync.usage.input_tokens
 
 
+def test_the_text_of_compressed_pdfs_is_read_too(api):
+    plain, packed = pdf_bytes(2, "net 30 days"), pdf_bytes(2, "net 30 days", compressed=True)
+    counts = [api.messages.count_tokens(model=MODEL, messages=params(pdf_block(data))["messages"]).input_tokens
+              for data in (plain, packed)]
+    assert counts == [4 + tok(PROMPT) + 1500 * 2 + tok(pdf_text(2, "net 30 days"))] * 2
+    msg = api.messages.create(**params(pdf_block(packed), text="Labels: net 30, net 60\nTerms?"))
+    assert msg.content[0].text == f"net 30 | pdf:2p:{sha12(packed)}"
+
+
 def test_images_are_named_by_size_and_hash_and_cost_by_pixels(api):
     small, wide, photo = png_bytes(1000, 500), png_bytes(3000, 1500, (1, 2, 3)), jpeg_bytes(640, 480)
     msg = api.messages.create(**params(image_block(small), image_block(wide), image_block(photo, "image/jpeg")))
