@@ -1,11 +1,11 @@
 """Tiny dependency-free builders of test media: PDFs, PNGs and JPEGs made in the test itself.
 
-    pdf_bytes(pages, text="", encrypted=False) -> bytes   a valid PDF of `pages` pages
-    png_bytes(width, height, color=(r, g, b)) -> bytes    a valid solid-colour RGB PNG
+    pdf_bytes(pages, text="", encrypted=False, compressed=False) -> bytes   a valid PDF of `pages` pages
+    png_bytes(width, height, color=(r, g, b), pad_to=0) -> bytes   a valid solid-colour RGB PNG
     jpeg_bytes(width, height) -> bytes                    a valid solid mid-grey baseline JPEG
 
-Each PDF page shows one line, `"<text> page k/N"` (standard Helvetica, uncompressed content stream),
-so two PDFs differ in their bytes whenever their page count or text differ. `encrypted=True` adds a
+Each PDF page shows one line, `"<text> page k/N"` (standard Helvetica; its content stream
+Flate-compressed with `compressed=True`, as most real PDFs have it), so two PDFs differ in their bytes whenever their page count or text differ. `encrypted=True` adds a
 Standard security handler `/Encrypt` dictionary to the trailer: readers (and the API) treat the file
 as encrypted; the page contents themselves are not actually enciphered.
 """
@@ -20,13 +20,13 @@ def _pdf_string(text: str) -> str:
     return "(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
 
 
-def pdf_bytes(pages: int, text: str = "", encrypted: bool = False) -> bytes:
+def pdf_bytes(pages: int, text: str = "", encrypted: bool = False, compressed: bool = False) -> bytes:
     """A minimal valid PDF 1.4 with `pages` pages, each showing `text` and its page number."""
     if pages < 1:
         raise ValueError("a PDF needs at least one page")
     first_page = 4  # objects: 1 catalog, 2 page tree, 3 font, then (page, content) pairs
     kids = " ".join(f"{first_page + 2 * i} 0 R" for i in range(pages))
-    objects = [
+    objects: list[str | bytes] = [
         "<< /Type /Catalog /Pages 2 0 R >>",
         f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>",
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
@@ -36,7 +36,11 @@ def pdf_bytes(pages: int, text: str = "", encrypted: bool = False) -> bytes:
         stream = f"BT /F1 12 Tf 72 720 Td {_pdf_string(line)} Tj ET"
         objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
                        f"/Resources << /Font << /F1 3 0 R >> >> /Contents {first_page + 2 * i + 1} 0 R >>")
-        objects.append(f"<< /Length {len(stream.encode('latin-1'))} >>\nstream\n{stream}\nendstream")
+        data = stream.encode("latin-1")
+        if compressed:
+            data = zlib.compress(data)
+        flate = " /Filter /FlateDecode" if compressed else ""
+        objects.append(f"<< /Length {len(data)}{flate} >>\nstream\n".encode("latin-1") + data + b"\nendstream")
     if encrypted:
         objects.append("<< /Filter /Standard /V 1 /R 2 /Length 40 /P -44 "
                        f"/O <{'00' * 32}> /U <{'00' * 32}> >>")
@@ -44,7 +48,8 @@ def pdf_bytes(pages: int, text: str = "", encrypted: bool = False) -> bytes:
     offsets = []
     for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+        raw = body if isinstance(body, bytes) else body.encode("latin-1")
+        out += f"{number} 0 obj\n".encode("ascii") + raw + b"\nendobj\n"
     xref = len(out)
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode("ascii")
     for offset in offsets:
@@ -60,12 +65,19 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def png_bytes(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    """A valid 8-bit RGB PNG of one colour (a large one compresses to a few KB)."""
-    row = b"\x00" + bytes(color) * width  # filter type 0, then the pixels
-    raw = zlib.compress(row * height, 9)
+def png_bytes(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30), pad_to: int = 0) -> bytes:
+    """A valid 8-bit RGB PNG of one colour (a large one compresses to a few KB).
+
+    `pad_to` makes the file at least that many bytes with a private ancillary chunk that readers
+    skip (for size limits without a huge image).
+    """
+    rows = (b"\x00" + bytes(color) * width) * height  # each row: filter type 0, then the pixels
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", raw) + _png_chunk(b"IEND", b"")
+    chunks = [_png_chunk(b"IHDR", header), _png_chunk(b"IDAT", zlib.compress(rows, 9))]
+    size = 8 + sum(map(len, chunks)) + 12
+    if pad_to > size:
+        chunks.append(_png_chunk(b"pdDg", b"\x00" * max(0, pad_to - size - 12)))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks) + _png_chunk(b"IEND", b"")
 
 
 def jpeg_bytes(width: int, height: int) -> bytes:

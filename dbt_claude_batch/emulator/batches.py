@@ -242,6 +242,7 @@ def ledger_view(state, with_requests: bool) -> dict:
     out["queue"] = queue_view(state)
     out["batches"] = [{"id": r["id"], "created_at": rfc3339(r["created_at"]), "request_count": r["request_count"],
                        "processing_status": r["processing_status"], "deleted": r["deleted"]} for r in records]
+    out["files"] = state.files.ledger()
     if with_requests:
         out["requests"] = [{"batch_id": r["id"], "custom_id": cid, "params_hash": h}
                            for r in records for cid, h in state.store.load_hashes(r["id"])]

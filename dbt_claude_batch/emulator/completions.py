@@ -15,6 +15,9 @@ joined with newlines) and the system prompt:
     that is not JSON when a json_schema output format is requested;
   * `output_config.format = {"type": "json_schema", "schema": ...}` wraps the answer in JSON that
     is valid for the schema (strings carry the answer, enums pick the matching value);
+  * image and document blocks in the last user message (read by media.annotate) name themselves
+    after the answer, in order: `<answer> | pdf:<pages>p:<sha12> image:<w>x<h>:<sha12> text:<words>`;
+    label matching also reads the documents' text (PDF text, text documents);
   * `stop_sequences` cut before the first occurrence; `max_tokens` truncates to max_tokens*4 bytes.
 """
 
@@ -87,8 +90,16 @@ def choose_label(labels: list[tuple[str, list[str]]], text: str) -> str:
     return labels[-1][0]
 
 
-def base_answer(user_text: str, system_text: str) -> str:
-    """The answer before formatting, stop sequences and max_tokens."""
+def attachments(params: dict) -> tuple[list[str], str]:
+    """The labels of the last user message's media blocks, in order, and their text joined."""
+    blocks = tokens.as_blocks(tokens.last_user_content(params))
+    read = [b for b in blocks if getattr(b, "media_label", "")]
+    return [b.media_label for b in read], "\n".join(b.media_text for b in read if b.media_text)
+
+
+def base_answer(user_text: str, system_text: str, documents: str = "") -> str:
+    """The answer before attachments, formatting, stop sequences and max_tokens; labels are
+    matched in the user text and the `documents` text."""
     m = _WORDS_DIRECTIVE.search(user_text)
     if m:
         seed = hashlib.sha256(user_text.encode("utf-8")).digest()
@@ -97,48 +108,52 @@ def base_answer(user_text: str, system_text: str) -> str:
     found = _labels(user_text)
     if found is not None:
         labels, rest = found
-        return choose_label(labels, rest)
+        return choose_label(labels, rest + "\n" + documents)
     found = _labels(system_text)
     if found is not None:
-        return choose_label(found[0], user_text)
+        return choose_label(found[0], user_text + "\n" + documents)
     return "digest:" + hashlib.sha256(user_text.encode("utf-8")).hexdigest()[:16]
 
 
-def value_for_schema(schema: object, answer: str, user_text: str, root: dict | None = None) -> object:
-    """A minimal value valid for `schema` whose strings carry `answer`."""
+def value_for_schema(schema: object, answer: str, user_text: str, root: dict | None = None,
+                     choice: str | None = None) -> object:
+    """A minimal value valid for `schema` whose strings carry `answer`; an enum takes `choice`
+    (default `answer`) or an option named in `user_text`."""
     root = root if root is not None else (schema if isinstance(schema, dict) else {})
+    choice = answer if choice is None else choice
     if not isinstance(schema, dict):
         return answer
     if "$ref" in schema and isinstance(schema["$ref"], str) and schema["$ref"].startswith("#/"):
         target: object = root
         for part in schema["$ref"][2:].split("/"):
             target = target.get(part, {}) if isinstance(target, dict) else {}
-        return value_for_schema(target, answer, user_text, root)
+        return value_for_schema(target, answer, user_text, root, choice)
     if "const" in schema:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         options = schema["enum"]
-        if answer in options:
-            return answer
+        if choice in options:
+            return choice
         strings = [o for o in options if isinstance(o, str)]
         for option in strings:
-            if option.lower() == answer.lower() or _matches(option, user_text):
+            if option.lower() == choice.lower() or _matches(option, user_text):
                 return option
         return options[0]
     for key in ("anyOf", "oneOf", "allOf"):
         if isinstance(schema.get(key), list) and schema[key]:
-            return value_for_schema(schema[key][0], answer, user_text, root)
+            return value_for_schema(schema[key][0], answer, user_text, root, choice)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or (kind is None and "properties" in schema):
         props = schema.get("properties") or {}
         names = list(props) + [r for r in schema.get("required") or [] if r not in props]
-        return {name: value_for_schema(props.get(name, {"type": "string"}), answer, user_text, root)
+        return {name: value_for_schema(props.get(name, {"type": "string"}), answer, user_text, root, choice)
                 for name in names}
     if kind == "array":
         count = int(schema.get("minItems") or 0)
-        return [value_for_schema(schema.get("items") or {}, answer, user_text, root) for _ in range(count)]
+        return [value_for_schema(schema.get("items") or {}, answer, user_text, root, choice)
+                for _ in range(count)]
     if kind == "integer":
         return int(schema.get("minimum", 0))
     if kind == "number":
@@ -165,14 +180,17 @@ def complete(params: dict) -> dict:
                 "stop_details": {"type": "refusal", "category": None,
                                  "explanation": "The emulator refuses requests carrying [[emulator:refuse]]."},
                 "output_tokens": tokens.tokens(text)}
-    answer = base_answer(user_text, system_text)
+    labels, documents = attachments(params)
+    choice = base_answer(user_text, system_text, documents)
+    answer = choice + " | " + " ".join(labels) if labels else choice
     output_config = params.get("output_config") if isinstance(params.get("output_config"), dict) else {}
     fmt = output_config.get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         if "[[emulator:bad_json]]" in user_text:
             text = BAD_JSON_TEXT
         else:
-            text = json.dumps(value_for_schema(fmt.get("schema") or {}, answer, user_text),
+            text = json.dumps(value_for_schema(fmt.get("schema") or {}, answer, user_text + "\n" + documents,
+                                               choice=choice),
                               ensure_ascii=False, separators=(", ", ": "))
     else:
         text = answer

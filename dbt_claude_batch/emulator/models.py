@@ -7,7 +7,7 @@ same name a batch request gets back as an errored result.
 `created_at` is the date in the model's snapshot id where one is known (claude-opus-4-6: the API
 description's example), else the epoch, which the API documents for an unknown release date.
 `capabilities` say what the emulator does with a request, the same for every model: batches and
-json_schema output yes; image and PDF blocks accepted (counted as tokens, not read); thinking,
+json_schema output yes; image and PDF blocks read (media.py: limits, tokens, answer labels); thinking,
 effort, citations, server tools and context management no. Every model is `active`.
 """
 

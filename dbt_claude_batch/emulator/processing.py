@@ -46,7 +46,7 @@ def process_batch(state, record: dict, requests: list[dict], done: int, now: flo
             result = {"type": "expired"} if outcome == "expired" else errored(outcome, OUTCOME_MESSAGES[outcome])
         else:
             try:
-                validation.check_params(params, version, in_batch=True)
+                params, _ = validation.check_params(params, version, in_batch=True, files=state.files)
             except validation.ParamsError as e:
                 result = errored("invalid_request_error", e.message)
             else:
@@ -72,7 +72,7 @@ def run_message(state, params: object, version: str) -> tuple[int, dict]:
     p_hash = tokens.params_hash(params)
     model = str(params.get("model"))
     try:
-        validation.check_params(params, version, in_batch=False)
+        params, _ = validation.check_params(params, version, in_batch=False, files=state.files)
     except validation.ParamsError as e:
         state.ledger.record_message(p_hash, model, e.status)
         return e.status, {"type": e.kind, "message": e.message}
@@ -83,14 +83,15 @@ def run_message(state, params: object, version: str) -> tuple[int, dict]:
     return 200, message
 
 
-def count_tokens(params: object) -> tuple[int, dict]:
+def count_tokens(state, params: object) -> tuple[int, dict]:
+    """POST /v1/messages/count_tokens: (HTTP status, body); a prompt over the context limit is counted."""
     if not isinstance(params, dict):
         return 400, {"type": "invalid_request_error", "message": "body: Input should be a valid dictionary"}
     probe = dict(params)
     probe.setdefault("max_tokens", 1)
     try:
-        validation.check_params(probe, validation.VERSION_OLD, in_batch=False)
+        _, n = validation.check_params(probe, validation.VERSION_OLD, in_batch=False, files=state.files,
+                                       count_only=True)
     except validation.ParamsError as e:
-        if not e.message.startswith("prompt is too long"):
-            return e.status, {"type": e.kind, "message": e.message}
-    return 200, {"input_tokens": tokens.input_tokens(params)}
+        return e.status, {"type": e.kind, "message": e.message}
+    return 200, {"input_tokens": n}

@@ -38,7 +38,8 @@ import hashlib
 import threading
 
 ROUTES = ("create", "retrieve", "list", "cancel", "delete", "results", "messages", "count_tokens",
-          "list_models", "retrieve_model", "any")
+          "list_models", "retrieve_model", "upload_file", "list_files", "retrieve_file", "delete_file",
+          "download_file", "any")
 OUTCOMES = ("api_error", "overloaded_error", "invalid_request_error", "expired")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                403: "permission_error", 404: "not_found_error", 408: "timeout_error",

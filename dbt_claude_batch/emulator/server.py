@@ -12,7 +12,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import batches, models, pagination, processing, validation
+from . import batches, files, media, models, pagination, processing, validation
 from .clock import rfc3339
 from .scenarios import ERROR_TYPES, ScenarioError
 
@@ -30,6 +30,11 @@ ROUTES = [
      "GET /v1/messages/batches/{message_batch_id}/results"),
     ("POST", r"/v1/messages/count_tokens", "count_tokens", "POST /v1/messages/count_tokens"),
     ("POST", r"/v1/messages", "messages", "POST /v1/messages"),
+    ("POST", r"/v1/files", "upload_file", "POST /v1/files"),
+    ("GET", r"/v1/files", "list_files", "GET /v1/files"),
+    ("GET", rf"/v1/files/{_ID}", "retrieve_file", "GET /v1/files/{file_id}"),
+    ("DELETE", rf"/v1/files/{_ID}", "delete_file", "DELETE /v1/files/{file_id}"),
+    ("GET", rf"/v1/files/{_ID}/content", "download_file", "GET /v1/files/{file_id}/content"),
     ("GET", r"/v1/models", "list_models", "GET /v1/models"),
     ("GET", rf"/v1/models/{_ID}", "retrieve_model", "GET /v1/models/{model_id}"),
 ]
@@ -42,6 +47,10 @@ QUEUE_LIMIT_MESSAGE = ("Number of batch requests in the processing queue would e
 CREDIT_BALANCE_MESSAGE = ("Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing "
                           "to upgrade or purchase credits.")
 ROUTES = [(m, re.compile(p + r"/?$"), name, template) for m, p, name, template in ROUTES]
+# Bodies refused with 413 on their Content-Length before being read (a batch create: state.max_batch_bytes).
+BODY_LIMITS = {"messages": (media.MAX_REQUEST_BYTES, "a Messages request"),
+               "count_tokens": (media.MAX_REQUEST_BYTES, "a Messages request"),
+               "upload_file": (files.MAX_UPLOAD_BYTES, "a file upload")}
 
 
 class Reply(Exception):
@@ -133,13 +142,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _api(self, name: str, path_id: str | None, url) -> None:
         state = self.state
+        length = int(self.headers.get("Content-Length") or 0)
+        limit = BODY_LIMITS.get(name, (None, ""))
         if name == "create":
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > state.max_batch_bytes:
-                self.close_connection = True  # the body is not read
-                raise Reply(413, "request_too_large",
-                            f"Request exceeds the maximum allowed number of bytes ({state.max_batch_bytes}) "
-                            "for a message batch")
+            limit = (state.max_batch_bytes, "a message batch")
+        if limit[0] is not None and length > limit[0]:
+            self.close_connection = True  # the body is not read
+            raise Reply(413, "request_too_large",
+                        f"Request exceeds the maximum allowed number of bytes ({limit[0]}) for {limit[1]}")
         raw = self._body()
         if name == "create" and state.scenarios.drop_create("before") is not None:
             # Lost on the way in: the API never sees it, so nothing is created or answered.
@@ -180,6 +190,8 @@ class Handler(BaseHTTPRequestHandler):
             raise Reply(e.status, e.kind, e.message)
         except batches.NotFound as e:
             raise Reply(404, "not_found_error", f"Not found: {e}")
+        except files.NotFound as e:
+            raise Reply(404, "not_found_error", str(e))
 
     # API routes (called with state.lock held) ------------------------------------------
     def _route_create(self, raw, batch_id, url, version) -> None:
@@ -228,10 +240,26 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, body)
 
     def _route_count_tokens(self, raw, batch_id, url, version) -> None:
-        status, body = processing.count_tokens(self._json(raw))
+        status, body = processing.count_tokens(self.state, self._json(raw))
         if status != 200:
             raise Reply(status, body["type"], body["message"])
         self._send(200, body)
+
+    def _route_upload_file(self, raw, path_id, url, version) -> None:
+        self._send(200, self.state.files.upload(self.headers.get("Content-Type") or "", raw,
+                                                self.state.clock.now()))
+
+    def _route_list_files(self, raw, path_id, url, version) -> None:
+        self._send(200, self.state.files.listing(parse_qs(url.query)))
+
+    def _route_retrieve_file(self, raw, file_id, url, version) -> None:
+        self._send(200, self.state.files.get(file_id))
+
+    def _route_delete_file(self, raw, file_id, url, version) -> None:
+        self._send(200, self.state.files.delete(file_id, self.state.clock.now()))
+
+    def _route_download_file(self, raw, file_id, url, version) -> None:
+        self.state.files.download(file_id)
 
     def _route_list_models(self, raw, path_id, url, version) -> None:
         self._send(200, models.listing(parse_qs(url.query)))

@@ -6,6 +6,7 @@ import threading
 import time
 
 from .clock import Clock
+from .files import Files
 from .ledger import Ledger
 from .prompt_cache import PromptCache
 from .scenarios import Scenarios
@@ -40,6 +41,7 @@ class EmulatorState:
         self.records: dict[str, dict] = {r["id"]: r for r in self.store.load_batches()}
         self.next_seq = max((r["seq"] for r in self.records.values()), default=0) + 1
         self.requests_cache: dict[str, list] = {}
+        self.files = Files(state_dir)
         self.save()
 
     def configure(self, processing_delay: float | None = None, time_factor: float | None = None) -> None:

@@ -6,8 +6,9 @@ Token estimate (documented in the README):
                  + sum over messages of (4 + sum(tokens(each content block)))
                  + tokens(json of `tools`) if tools are given
     output_tokens = tokens(answer text)
-A string `system` or string message `content` is one block. A non-text block (image, tool_result,
-document, ...) counts as the compact JSON of the block.
+A string `system` or string message `content` is one block. An image or document block read by
+media.annotate counts its media tokens (media.py); any other non-text block (tool_result, ...)
+counts as the compact JSON of the block.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def block_text(block: dict) -> str:
     return canonical_json(stripped)
 
 
+def block_tokens(block: dict) -> int:
+    """Tokens of one block: its media tokens when media.annotate read it, else tokens(block_text)."""
+    media_tokens = getattr(block, "media_tokens", None)
+    return media_tokens if media_tokens is not None else tokens(block_text(block))
+
+
 def plain_text(content: object) -> str:
     """Text of the text blocks only, joined with newlines (what the fake model reads)."""
     parts = [b["text"] for b in as_blocks(content)
@@ -59,18 +66,22 @@ def plain_text(content: object) -> str:
     return "\n".join(parts)
 
 
-def last_user_text(params: dict) -> str:
+def last_user_content(params: dict) -> object:
     for message in reversed(params.get("messages") or []):
         if isinstance(message, dict) and message.get("role") == "user":
-            return plain_text(message.get("content"))
-    return ""
+            return message.get("content")
+    return None
+
+
+def last_user_text(params: dict) -> str:
+    return plain_text(last_user_content(params))
 
 
 def prompt_segments(params: dict) -> list[tuple[int, dict]]:
     """Every prompt block in order, with the tokens it adds (message overhead on its first block)."""
     segments: list[tuple[int, dict]] = []
     for block in as_blocks(params.get("system")):
-        segments.append((tokens(block_text(block)), block))
+        segments.append((block_tokens(block), block))
     for message in params.get("messages") or []:
         if not isinstance(message, dict):
             continue
@@ -79,7 +90,7 @@ def prompt_segments(params: dict) -> list[tuple[int, dict]]:
             segments.append((MESSAGE_OVERHEAD, {"type": "text", "text": ""}))
             continue
         for i, block in enumerate(blocks):
-            segments.append((tokens(block_text(block)) + (MESSAGE_OVERHEAD if i == 0 else 0), block))
+            segments.append((block_tokens(block) + (MESSAGE_OVERHEAD if i == 0 else 0), block))
     return segments
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from . import pricing, tokens
+from . import media, pricing, tokens
 
 MAX_REQUESTS = 100_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
@@ -71,8 +71,11 @@ def check_create_body(body: object) -> list[dict]:
     return reqs
 
 
-def check_params(params: dict, version: str, in_batch: bool) -> int:
-    """Validate Messages params; return the input token count, or raise ParamsError."""
+def check_params(params: dict, version: str, in_batch: bool, files=None,
+                 count_only: bool = False) -> tuple[dict, int]:
+    """Validate Messages params; return them with their media blocks read (media.annotate) and the
+    input token count, or raise ParamsError. `files` resolves file sources; `count_only` (for
+    count_tokens) lets a prompt over the context limit through."""
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise ParamsError("model: Field required")
@@ -119,10 +122,14 @@ def check_params(params: dict, version: str, in_batch: bool) -> int:
             raise ParamsError("output_config.format: expected {\"type\": \"json_schema\", \"schema\": {...}}")
     if pricing.base_model(model) is None:
         raise ParamsError(f"model: {model}", kind="not_found_error", status=404)
-    n = tokens.input_tokens(params)
-    if n > pricing.CONTEXT_LIMIT:
+    try:
+        prepared = media.annotate(params, files)
+    except media.ParamsError as e:
+        raise ParamsError(e.message)
+    n = tokens.input_tokens(prepared)
+    if n > pricing.CONTEXT_LIMIT and not count_only:
         raise ParamsError(f"prompt is too long: {n} tokens > {pricing.CONTEXT_LIMIT} maximum")
-    return n
+    return prepared, n
 
 
 def _check_text(content: str | list) -> None:

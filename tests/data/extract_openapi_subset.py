@@ -24,6 +24,9 @@ ROOTS = [
     "CountMessageTokensResponse",
     "ModelInfo",
     "ListResponse_ModelInfo_",
+    "BetaFileMetadataSchema",
+    "BetaFileListResponse",
+    "BetaFileDeleteResponse",
 ]
 DEFAULT_SOURCE = "/work/shared/reference/anthropic-openapi.json"
 DEFAULT_OUTPUT = Path(__file__).with_name("openapi-subset.json")

@@ -39,7 +39,9 @@ def problems(name: str, body: object) -> list[str]:
     found = [f"{name}: {e.message} at {list(e.absolute_path)}" for e in VALIDATORS[name].iter_errors(body)]
     timed = {"MessageBatch": ([body], BATCH_TIMES), "ModelInfo": ([body], MODEL_TIMES),
              "ListResponse_MessageBatch_": (body.get("data", []), BATCH_TIMES),
-             "ListResponse_ModelInfo_": (body.get("data", []), MODEL_TIMES)}
+             "ListResponse_ModelInfo_": (body.get("data", []), MODEL_TIMES),
+             "BetaFileMetadataSchema": ([body], ("created_at",)),
+             "BetaFileListResponse": (body.get("data", []), ("created_at",))}
     objects, fields = timed.get(name, ([], ()))
     for obj in objects:
         for field in fields:
@@ -68,6 +70,10 @@ def schema_for(method: str, path: str, status: int) -> str | None:
         return "MessageBatchIndividualResponse"
     if path.startswith("/v1/messages/batches/"):
         return "DeleteMessageBatchResponse" if method == "DELETE" else "MessageBatch"
+    if path == "/v1/files":
+        return "BetaFileMetadataSchema" if method == "POST" else "BetaFileListResponse"
+    if path.startswith("/v1/files/") and not path.endswith("/content"):
+        return "BetaFileDeleteResponse" if method == "DELETE" else "BetaFileMetadataSchema"
     return None
 
 
