@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from media_builders import pdf_bytes, png_bytes
@@ -10,21 +11,31 @@ from dbt_harness import create_calls, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 TYPES = {"id": "BIGINT", "body": "VARCHAR", "doc": "VARCHAR", "scan": "BLOB"}
+def sha12(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def named(answer: str) -> str:
+    """What the emulator's answer says of the attachments it read (after ` | `), in order."""
+    return answer.split(" | ", 1)[1] if " | " in answer else ""
+
+
 ATTACH = [{"column": "doc", "kind": "document", "title": "Loan file"}, {"column": "scan", "kind": "image"}]
 
 
 def test_files_under_the_root_and_blobs_are_sent_checked_and_identified_by_content(project, emulator):
     files = project.root / "files"
     files.mkdir()
-    (files / "a.pdf").write_bytes(pdf_bytes(2, "alpha"))
-    (files / "b.pdf").write_bytes(pdf_bytes(3, "beta"))
+    a_pdf, b_pdf, png = pdf_bytes(2, "alpha"), pdf_bytes(3, "beta"), png_bytes(40, 30, (1, 2, 3))
+    (files / "a.pdf").write_bytes(a_pdf)
+    (files / "b.pdf").write_bytes(b_pdf)
     (files / "corrupt.pdf").write_bytes(pdf_bytes(3, "gamma")[:150])
     (files / "locked.pdf").write_bytes(pdf_bytes(2, "delta", encrypted=True))
     (project.root / "outside.pdf").write_bytes(pdf_bytes(1, "secret"))
     project.write("prompts/item.j2", "Review this {{ body }} file.")
     project.configure(replace=False, attachments=ATTACH, attachments_root="files", max_failure_ratio=1, **FAST)
     rows = [
-        {"id": 1, "body": "loan", "doc": "a.pdf", "scan": png_bytes(40, 30, (1, 2, 3))},
+        {"id": 1, "body": "loan", "doc": "a.pdf", "scan": png},
         {"id": 2, "body": "loan", "doc": "b.pdf", "scan": None},
         {"id": 3, "body": "loan", "doc": "corrupt.pdf", "scan": None},
         {"id": 4, "body": "loan", "doc": "locked.pdf", "scan": None},
@@ -35,7 +46,12 @@ def test_files_under_the_root_and_blobs_are_sent_checked_and_identified_by_conte
     out = project.run().stdout
     assert "3 row(s) have attachments that cannot be sent" in out
 
-    assert sorted(project.results()) == [1, 2, 6]
+    results = project.results()
+    assert sorted(results) == [1, 2, 6]
+    # Each answer names its own files, in declared order: the document, then the image; row 6 is text only.
+    assert named(results[1]["output_text"]) == f"pdf:2p:{sha12(a_pdf)} image:40x30:{sha12(png)}"
+    assert named(results[2]["output_text"]) == f"pdf:3p:{sha12(b_pdf)}"
+    assert named(results[6]["output_text"]) == ""
     failures = project.failures()
     assert {k: f["error_type"] for k, f in failures.items()} == {3: "attachment_error", 4: "attachment_error",
                                                                  5: "attachment_error"}
@@ -52,12 +68,15 @@ def test_files_under_the_root_and_blobs_are_sent_checked_and_identified_by_conte
     assert create_calls(emulator) == 1 and project.failures()[3]["attempt"] == 1
 
     # An edited file at the same path: that row alone is sent again. A touched but unchanged file is not.
+    edited = pdf_bytes(4, "alpha edited")
     with open(files / "a.pdf", "wb") as handle:
-        handle.write(pdf_bytes(4, "alpha edited"))
+        handle.write(edited)
     os.utime(files / "b.pdf", ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
     project.run()
     assert sorted(r["custom_id"] for r in row_requests(emulator)) == ["1", "1", "2", "6"]
-    assert project.results()[1]["attempt"] == 2 and project.results()[2]["attempt"] == 1
+    results = project.results()
+    assert results[1]["attempt"] == 2 and results[2]["attempt"] == 1
+    assert named(results[1]["output_text"]) == f"pdf:4p:{sha12(edited)} image:40x30:{sha12(png)}"
 
     # The same file under another key is answered from state at $0; a required NULL is a failure of its own.
     project.configure(replace=False, attachments=[{**ATTACH[0], "required": True}, ATTACH[1]])
@@ -66,7 +85,7 @@ def test_files_under_the_root_and_blobs_are_sent_checked_and_identified_by_conte
     project.run()
     results = project.results()
     assert results[7]["cost_usd"] == 0.0 and results[7]["shared_from"] == "2"
-    assert results[7]["output_text"] == results[2]["output_text"]
+    assert named(results[7]["output_text"]) == f"pdf:3p:{sha12(b_pdf)}"
     missing = project.failures()[6]
     assert missing["error_type"] == "attachment_missing"
     assert missing["error_message"].startswith('Required attachment in column `doc` is NULL for key {"id":6}')
