@@ -90,3 +90,18 @@ def test_files_under_the_root_and_blobs_are_sent_checked_and_identified_by_conte
     assert missing["error_type"] == "attachment_missing"
     assert missing["error_message"].startswith('Required attachment in column `doc` is NULL for key {"id":6}')
     assert len(row_requests(emulator)) == 4  # nothing bought
+
+
+def test_the_budget_guard_counts_pdf_pages_and_images(project, emulator):
+    # 40 pages at 3,000 tokens (the upper bound): 120k input tokens, about $0.06 at
+    # batch prices for claude-haiku-4-5; the text alone would be ~$0.0002.
+    project.write("prompts/item.j2", "Review this {{ body }} file.")
+    project.configure(replace=False, attachments=ATTACH, max_cost_usd=0.01, **FAST)
+    project.load_table("items", [{"id": 1, "body": "loan", "doc": None, "scan": png_bytes(1568, 1568)},
+                                 {"id": 2, "body": "loan", "doc": None, "scan": None}], types=TYPES)
+    project.run()  # under the limit: an image and a text-only row
+    project.load_table("items", [{"id": 3, "body": "big", "doc": pdf_bytes(40), "scan": None}],
+                       types={**TYPES, "doc": "BLOB"})
+    out = project.run(expect_ok=False).stdout
+    assert "Estimated cost $0.06" in out and "is over the limit max_cost_usd = $0.0100: nothing was submitted" in out
+    assert sorted(r["custom_id"] for r in row_requests(emulator)) == ["1", "2"]
