@@ -6,7 +6,9 @@ cuts the lines into batches by count and bytes. Lines go to a JSONL spool file a
 CSV that DuckDB loads next to the candidates. Everything that can refuse a run (a request too large,
 the budget) happens here, before money is spent. Memory holds one Arrow batch of rows, plus one entry
 per group of identical requests. When DuckDB can render every pending row (a plain template), the
-same pass runs in SQL instead (`sql_spool.py`), with one spool file per batch.
+same pass runs in SQL instead (`sql_spool.py`), with one spool file per batch. Rows with attachments
+(media.py) always take this row pass: their files are read, checked and base64-encoded one row at a
+time, as the row's line is written.
 """
 
 from __future__ import annotations
