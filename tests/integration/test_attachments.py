@@ -105,3 +105,14 @@ def test_the_budget_guard_counts_pdf_pages_and_images(project, emulator):
     out = project.run(expect_ok=False).stdout
     assert "Estimated cost $0.06" in out and "is over the limit max_cost_usd = $0.0100: nothing was submitted" in out
     assert sorted(r["custom_id"] for r in row_requests(emulator)) == ["1", "2"]
+
+
+def test_the_synchronous_route_sends_the_same_blocks(project, emulator):
+    project.write("prompts/item.j2", "Review this {{ body }} file.")
+    project.configure(replace=False, attachments=ATTACH, mode="sync", **FAST)
+    pdf = pdf_bytes(5, "sync")
+    project.load_table("items", [{"id": 1, "body": "loan", "doc": pdf, "scan": png_bytes(20, 10)}],
+                       types={**TYPES, "doc": "BLOB"})
+    project.run()
+    assert named(project.results()[1]["output_text"]) == f"pdf:5p:{sha12(pdf)} image:20x10:{sha12(png_bytes(20, 10))}"
+    assert create_calls(emulator) == 0
