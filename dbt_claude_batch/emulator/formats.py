@@ -66,12 +66,13 @@ def image_size(data: bytes, media_type: str) -> tuple[int, int] | None:
     return None
 
 
-_OBJECT = re.compile(rb"(\d+)\s+\d+\s+obj\b(.*?)\bendobj", re.S)
+_HEADER = re.compile(rb"(\d+)\s+\d+\s+obj\b")
 _PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
-_STREAM = re.compile(rb"stream\r?\n")
+_STREAM = re.compile(rb"\bstream\r?\n")
 _ENCRYPT = re.compile(rb"/Encrypt\s*(?:\d+\s+\d+\s+R|<<)")
-_SHOWN = re.compile(rb"\(((?:\\.|[^\\()])*)\)\s*(?:Tj|'|\")|\[((?:\\.|[^\]\\])*)\]\s*TJ", re.S)
-_IN_ARRAY = re.compile(rb"\(((?:\\.|[^\\()])*)\)", re.S)
+_STRING = rb"\(([^\\()]*(?:\\.[^\\()]*)*)\)"  # a literal string without unescaped parentheses
+_SHOWN = re.compile(_STRING + rb"\s*(?:Tj|'|\")|\[([^\]\\]*(?:\\.[^\]\\]*)*)\]\s*TJ", re.S)
+_IN_ARRAY = re.compile(_STRING, re.S)
 _ESCAPE = re.compile(rb"\\([0-7]{1,3}|.)", re.S)
 _ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
 
@@ -82,23 +83,33 @@ def _unescape(raw: bytes) -> str:
         if code[:1].isdigit():
             return bytes([int(code, 8) & 0xFF])
         return _ESCAPES.get(code, code if code not in (b"\n", b"\r") else b"")
-    return _ESCAPE.sub(one, raw).decode("latin-1")
+    return (_ESCAPE.sub(one, raw) if b"\\" in raw else raw).decode("latin-1")
 
 
-def _streams(body: bytes) -> list[bytes]:
-    """The (decompressed when Flate) stream data inside one object's body."""
-    found = []
-    m = _STREAM.search(body)
-    if m is not None:
-        end = body.rfind(b"endstream")
-        data = body[m.end():end if end > m.end() else len(body)]
-        if b"/FlateDecode" in body[:m.start()]:
+def _objects(data: bytes):
+    """(object number, dictionary part, stream data or None) of each top-level `N G obj ... endobj`.
+
+    The search jumps from one `endobj` to the next header, so stream bytes are never scanned for headers.
+    """
+    pos = 0
+    while True:
+        m = _HEADER.search(data, pos)
+        if m is None:
+            return
+        end = data.find(b"endobj", m.end())
+        end = len(data) if end < 0 else end
+        body, pos = data[m.end():end], end + 6
+        s = _STREAM.search(body)
+        if s is None:
+            yield m.group(1), body, None
+            continue
+        head, stream = body[:s.start()], body[s.end():body.rfind(b"endstream")]
+        if b"/FlateDecode" in head:
             try:
-                data = zlib.decompressobj().decompress(data)
+                stream = zlib.decompressobj().decompress(stream)
             except zlib.error:
-                data = b""
-        found.append(data)
-    return found
+                stream = b""
+        yield m.group(1), head, stream
 
 
 def pdf_facts(data: bytes) -> tuple[int, bool, str]:
@@ -106,18 +117,17 @@ def pdf_facts(data: bytes) -> tuple[int, bool, str]:
     pages: set[bytes] = set()
     in_streams = 0
     shown: list[str] = []
-    for m in _OBJECT.finditer(data):
-        number, body = m.group(1), m.group(2)
-        head = body.split(b"stream", 1)[0]
+    for number, head, stream in _objects(data):
         if _PAGE.search(head):
             pages.add(number)
-        for stream in _streams(body):
-            if b"/ObjStm" in head:
-                in_streams += len(_PAGE.findall(stream))
-                continue
-            for s in _SHOWN.finditer(stream):
-                if s.group(1) is not None:
-                    shown.append(_unescape(s.group(1)))
-                else:
-                    shown.append("".join(_unescape(p) for p in _IN_ARRAY.findall(s.group(2))))
+        if stream is None:
+            continue
+        if b"/ObjStm" in head:
+            in_streams += len(_PAGE.findall(stream))
+            continue
+        for s in _SHOWN.finditer(stream):
+            if s.group(1) is not None:
+                shown.append(_unescape(s.group(1)))
+            else:
+                shown.append("".join(_unescape(p) for p in _IN_ARRAY.findall(s.group(2))))
     return len(pages) + in_streams, _ENCRYPT.search(data) is not None, "\n".join(shown)

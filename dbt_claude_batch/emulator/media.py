@@ -288,7 +288,10 @@ def annotate(params: dict, files=None) -> dict:
         if image.parent is not None:
             image.parent.tokens += image.tokens
     prepared = {**params, "messages": messages}
-    if len(json.dumps(params, separators=(",", ":"))) > MAX_REQUEST_BYTES:
+    inline = sum(len(item.block["source"].get("data") or "") for item in items
+                 if isinstance(item.block["source"].get("data"), str))
+    # Encoding the whole request costs as much as reading its media: only when it could be too big.
+    if inline > MAX_REQUEST_BYTES // 2 and len(json.dumps(params, separators=(",", ":"))) > MAX_REQUEST_BYTES:
         raise ParamsError(f"request exceeds the maximum size of a Messages request with media: "
                           f"more than {MAX_REQUEST_BYTES} bytes")
     for item in items:
