@@ -19,8 +19,9 @@ import secrets
 import string
 from pathlib import Path
 
-from . import media, pagination
+from . import pagination
 from .clock import rfc3339
+from .formats import sniff
 from .validation import ParamsError
 
 MAX_UPLOAD_BYTES = 500 * 1024 * 1024
@@ -62,7 +63,7 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | Non
 
 
 def mime_type(data: bytes, part_type: str | None, filename: str | None) -> str:
-    found = media.sniff(data)
+    found = sniff(data)
     if found:
         return found
     if part_type and part_type.split(";")[0].strip() not in ("", "application/octet-stream"):

@@ -20,11 +20,9 @@ import binascii
 import hashlib
 import json
 import math
-import re
-import struct
-import zlib
 
 from . import tokens
+from .formats import image_size, pdf_facts, sniff
 
 MAX_IMAGE_BASE64 = 5 * 1024 * 1024
 MAX_MEDIA = 100
@@ -56,115 +54,6 @@ class MediaBlock(dict):
     media_tokens = 0
     media_label = ""
     media_text = ""
-
-
-def sniff(data: bytes) -> str | None:
-    """The media type the bytes' magic number says, for the types the API takes."""
-    if data.startswith(b"%PDF-"):
-        return "application/pdf"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
-def image_size(data: bytes, media_type: str) -> tuple[int, int] | None:
-    """(width, height) from an image's header, or None when the header is unreadable."""
-    try:
-        if media_type == "image/png" and data[12:16] == b"IHDR":
-            return struct.unpack(">II", data[16:24])
-        if media_type == "image/gif":
-            return struct.unpack("<HH", data[6:10])
-        if media_type == "image/webp":
-            chunk = data[12:16]
-            if chunk == b"VP8 ":
-                w, h = struct.unpack("<HH", data[26:30])
-                return w & 0x3FFF, h & 0x3FFF
-            if chunk == b"VP8L":
-                bits = int.from_bytes(data[21:25], "little")
-                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-            if chunk == b"VP8X":
-                return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
-            return None
-        if media_type == "image/jpeg":
-            i = 2
-            while i + 9 < len(data):
-                if data[i] != 0xFF:
-                    return None
-                marker = data[i + 1]
-                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                    i += 2 if marker != 0xFF else 1
-                    continue
-                length = struct.unpack(">H", data[i + 2:i + 4])[0]
-                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                    return w, h
-                i += 2 + length
-    except struct.error:
-        return None
-    return None
-
-
-_OBJECT = re.compile(rb"(\d+)\s+\d+\s+obj\b(.*?)\bendobj", re.S)
-_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
-_STREAM = re.compile(rb"stream\r?\n")
-_ENCRYPT = re.compile(rb"/Encrypt\s*(?:\d+\s+\d+\s+R|<<)")
-_SHOWN = re.compile(rb"\(((?:\\.|[^\\()])*)\)\s*(?:Tj|'|\")|\[((?:\\.|[^\]\\])*)\]\s*TJ", re.S)
-_IN_ARRAY = re.compile(rb"\(((?:\\.|[^\\()])*)\)", re.S)
-_ESCAPE = re.compile(rb"\\([0-7]{1,3}|.)", re.S)
-_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
-
-
-def _unescape(raw: bytes) -> str:
-    def one(m: re.Match) -> bytes:
-        code = m.group(1)
-        if code[:1].isdigit():
-            return bytes([int(code, 8) & 0xFF])
-        return _ESCAPES.get(code, code if code not in (b"\n", b"\r") else b"")
-    return _ESCAPE.sub(one, raw).decode("latin-1")
-
-
-def _streams(body: bytes) -> list[bytes]:
-    """The (decompressed when Flate) stream data inside one object's body."""
-    found = []
-    m = _STREAM.search(body)
-    if m is not None:
-        end = body.rfind(b"endstream")
-        data = body[m.end():end if end > m.end() else len(body)]
-        if b"/FlateDecode" in body[:m.start()]:
-            try:
-                data = zlib.decompressobj().decompress(data)
-            except zlib.error:
-                data = b""
-        found.append(data)
-    return found
-
-
-def pdf_facts(data: bytes) -> tuple[int, bool, str]:
-    """(pages, encrypted, text shown) of a PDF; pages 0 when no page object is found."""
-    pages: set[bytes] = set()
-    in_streams = 0
-    shown: list[str] = []
-    for m in _OBJECT.finditer(data):
-        number, body = m.group(1), m.group(2)
-        head = body.split(b"stream", 1)[0]
-        if _PAGE.search(head):
-            pages.add(number)
-        for stream in _streams(body):
-            if b"/ObjStm" in head:
-                in_streams += len(_PAGE.findall(stream))
-                continue
-            for s in _SHOWN.finditer(stream):
-                if s.group(1) is not None:
-                    shown.append(_unescape(s.group(1)))
-                else:
-                    shown.append("".join(_unescape(p) for p in _IN_ARRAY.findall(s.group(2))))
-    return len(pages) + in_streams, _ENCRYPT.search(data) is not None, "\n".join(shown)
 
 
 def image_tokens(width: int, height: int) -> int:
@@ -399,10 +288,12 @@ def annotate(params: dict, files=None) -> dict:
         if image.parent is not None:
             image.parent.tokens += image.tokens
     prepared = {**params, "messages": messages}
-    if len(json.dumps(params, separators=(",", ":"))) > MAX_REQUEST_BYTES:
+    inline = sum(len(item.block["source"].get("data") or "") for item in items
+                 if isinstance(item.block["source"].get("data"), str))
+    # Encoding the whole request costs as much as reading its media: only when it could be too big.
+    if inline > MAX_REQUEST_BYTES // 2 and len(json.dumps(params, separators=(",", ":"))) > MAX_REQUEST_BYTES:
         raise ParamsError(f"request exceeds the maximum size of a Messages request with media: "
                           f"more than {MAX_REQUEST_BYTES} bytes")
     for item in items:
-        if isinstance(item.block, MediaBlock):
-            item.block.media_tokens, item.block.media_label, item.block.media_text = item.tokens, item.label, item.text
+        item.block.media_tokens, item.block.media_label, item.block.media_text = item.tokens, item.label, item.text
     return prepared

@@ -91,3 +91,12 @@ def test_files_are_listed_newest_first_with_pagination_and_survive_a_restart(api
     calls = emulator.ledger()["calls"]
     assert calls["POST /v1/files"] == {"200": 5}
     assert calls["DELETE /v1/files/{file_id}"] == {"200": 1}
+
+
+def test_http_error_scenarios_reach_the_files_routes(api, emulator):
+    emulator.add_scenario({"name": "http_error", "status": 529, "route": "upload_file", "times": 1})
+    with pytest.raises(anthropic.APIStatusError) as err:
+        api.files.upload(file=("a.pdf", pdf_bytes(1)))
+    assert err.value.status_code == 529
+    assert api.files.upload(file=("a.pdf", pdf_bytes(1))).mime_type == "application/pdf"
+    assert [f["filename"] for f in emulator.ledger()["files"]] == ["a.pdf"]
