@@ -150,3 +150,23 @@ def lines_by_id(raw: bytes) -> dict[str, dict]:
         obj = json.loads(line)
         out[obj["custom_id"]] = obj["result"]
     return out
+
+
+def announce_oversized(emulator, path: str, limit: int, opening: bytes) -> tuple[bytes, bytes]:
+    """POST to `path` announcing a body one byte over `limit` and sending only `opening`: (status line
+    and headers, body) of the answer, which must come without the body being read."""
+    import socket
+
+    host, port = emulator.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {host}\r\nx-api-key: k\r\n"
+                      f"anthropic-version: 2023-06-01\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {limit + 1}\r\n\r\n").encode() + opening)
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body

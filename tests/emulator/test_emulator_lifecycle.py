@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import socket
 
 import anthropic
 import httpx2
 import pytest
 
-from emulator_contract import check_body, checked_client, lines_by_id, raw_results, request
+from emulator_contract import announce_oversized, check_body, checked_client, lines_by_id, raw_results, request
 
 DAY = 86_400
 
@@ -200,18 +199,7 @@ def test_body_over_limit_is_413_through_sdk(emulator_factory):
 
 def test_default_256mb_limit_rejects_on_content_length_without_reading(emulator):
     """The real limit (256 MiB), checked cheaply: announce a body one byte over it, send none."""
-    host, port = emulator.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall((f"POST /v1/messages/batches HTTP/1.1\r\nHost: {host}\r\nx-api-key: k\r\n"
-                      f"anthropic-version: 2023-06-01\r\nContent-Type: application/json\r\n"
-                      f"Content-Length: {256 * 1024 * 1024 + 1}\r\n\r\n").encode() + b'{"requests": [')
-        data = b""
-        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, body = announce_oversized(emulator, "/v1/messages/batches", 256 * 1024 * 1024, b'{"requests": [')
     assert head.startswith(b"HTTP/1.1 413")
     assert check_body("POST", "/v1/messages/batches", 413, body) == []
     assert json.loads(body)["error"]["type"] == "request_too_large"

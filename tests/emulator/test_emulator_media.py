@@ -10,12 +10,11 @@ import base64
 import hashlib
 import json
 import math
-import socket
 
 import anthropic
 import pytest
 
-from emulator_contract import check_body, lines_by_id, raw_results, retrieve_ended
+from emulator_contract import announce_oversized, check_body, lines_by_id, raw_results, retrieve_ended
 from media_builders import jpeg_bytes, pdf_bytes, png_bytes
 
 MODEL = "claude-haiku-4-5"
@@ -234,18 +233,7 @@ def test_a_batch_request_over_32_mb_is_refused(api):
 
 
 def test_a_synchronous_body_over_32_mb_is_413_without_being_read(emulator):
-    host, port = emulator.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall((f"POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nx-api-key: k\r\n"
-                      f"anthropic-version: 2023-06-01\r\nContent-Type: application/json\r\n"
-                      f"Content-Length: {32 * 1024 * 1024 + 1}\r\n\r\n").encode() + b'{"model": ')
-        data = b""
-        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, body = announce_oversized(emulator, "/v1/messages", 32 * 1024 * 1024, b'{"model": ')
     assert head.startswith(b"HTTP/1.1 413")
     assert check_body("POST", "/v1/messages", 413, body) == []
     assert json.loads(body)["error"]["type"] == "request_too_large"

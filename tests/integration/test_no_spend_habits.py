@@ -125,7 +125,8 @@ def test_ctrl_c_stops_between_creates_and_the_next_run_continues(project, emulat
     assert len(_each_row_bought_once(emulator)) == 30
 
 
-def test_ctrl_c_stops_the_wait_for_results(project, emulator_factory):
+def _run_waiting(project, emulator_factory):
+    """A `dbt run` of 3 rows waiting (wait_seconds 600) for a batch that takes an hour: (emulator, proc, seen)."""
     emulator = emulator_factory("--processing-delay", "3600")
     project.emulator = emulator
     project.load_table("items", items(3))
@@ -133,6 +134,11 @@ def test_ctrl_c_stops_the_wait_for_results(project, emulator_factory):
     proc = project.popen("run", "-s", f"+{project.model}")
     seen: list[str] = []
     _read_until(proc, "waiting ", seen)
+    return emulator, proc, seen
+
+
+def test_ctrl_c_stops_the_wait_for_results(project, emulator_factory):
+    emulator, proc, seen = _run_waiting(project, emulator_factory)
     os.kill(proc.pid, signal.SIGINT)
     code = _finish(proc, seen)  # well before wait_seconds
 
@@ -190,13 +196,7 @@ def test_sigterm_kills_dbt_safely_and_stops_between_creates_under_the_wrapper(pr
 
 
 def test_two_runs_on_one_file_lose_nothing(project, emulator_factory):
-    emulator = emulator_factory("--processing-delay", "3600")
-    project.emulator = emulator
-    project.load_table("items", items(3))
-    project.configure(replace=False, wait_seconds=600, poll_interval_seconds=1)
-    first = project.popen("run", "-s", f"+{project.model}")
-    seen: list[str] = []
-    _read_until(first, "waiting ", seen)  # the first run holds the file while it waits
+    emulator, first, seen = _run_waiting(project, emulator_factory)  # the first run holds the file while it waits
 
     second = project.run(expect_ok=False)
     assert "Could not set lock on file" in second.stdout + second.stderr  # dbt-duckdb's words, before any model
