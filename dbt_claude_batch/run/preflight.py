@@ -25,11 +25,17 @@ def check_unique_key(cfg: Settings, identifier: str) -> None:
         )
 
 
-def check_key_change(state: State, cfg: Settings, identifier: str, is_incremental: bool) -> None:
-    """A new `key` means new custom_ids: allowed only while the results table is rebuilt from scratch."""
+def check_key_change(state: State, cfg: Settings, identifier: str, is_incremental: bool,
+                     results_table: str | None = None) -> None:
+    """A new `key` means new custom_ids: allowed only while the results table is rebuilt from scratch.
+
+    `results_table` is the existing results table (an incremental run), to tell a re-buy from a table
+    that only `dbt run --empty` built.
+    """
     recorded = state.recorded_key()
     if recorded is None:
-        warn_if_state_elsewhere(state, is_incremental)
+        held = bool(results_table) and bool(state.run(f"select exists (select 1 from {results_table})")[0][0])
+        warn_if_state_elsewhere(state, held)
         return
     if recorded == list(cfg.key) or not state.has_state():
         return
@@ -43,8 +49,8 @@ def check_key_change(state: State, cfg: Settings, identifier: str, is_incrementa
                    "the new key")
 
 
-def warn_if_state_elsewhere(state: State, is_incremental: bool) -> None:
-    """A model without state here, but with state in another schema or a table already built: say it re-buys."""
+def warn_if_state_elsewhere(state: State, table_has_rows: bool) -> None:
+    """A model without state here, but with state in another schema or rows in its table: say it re-buys."""
     others = []
     for (schema,) in state.run(
         "select table_schema from information_schema.tables where table_name = 'models' and table_schema <> ? "
@@ -61,8 +67,8 @@ def warn_if_state_elsewhere(state: State, is_incremental: bool) -> None:
             f"{', '.join(repr(o) for o in others)} has: every row is submitted (and paid for) again. Set "
             f"`state_schema: {others[0]}` to keep using the answers held there."
         )
-    elif is_incremental:
+    elif table_has_rows:
         logger.warning(
-            f"the results table exists but state_schema {state.schema!r} holds no state for it "
+            f"the results table has rows but state_schema {state.schema!r} holds no state for it "
             "(state reset, or state_schema changed): every row is submitted (and paid for) again."
         )

@@ -73,7 +73,8 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
     with planning.SourceDigest(session.cursor(), source_sql, cfg.key, prompt.input_columns, cfg.model_column,
                                _planning_seed(cfg) + prompt.fingerprint()) as source_digest:
         state.ensure()
-        check_key_change(state, cfg, this.identifier, dbt.is_incremental)
+        check_key_change(state, cfg, this.identifier, dbt.is_incremental,
+                         qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None)
         unfinished = bool(state.unharvested_batches() or state.unsettled_submissions()
                           or state.unfinished_sync_batches())
         if unfinished:  # batches to poll or creates to settle: certain to call the API
