@@ -79,6 +79,18 @@ def _outcome(con, spool) -> dict:
             "chunks": [(c.index, c.lane, c.n, c.n_bytes, c.length, c.model, spool.body_of(c)) for c in spool.chunks]}
 
 
+def _both_passes_agree(tmp_path, con, state, settings, prompt, source) -> dict:
+    """Spool the pending rows by the row pass and by the SQL pass; they must agree. Returns the SQL pass's."""
+    by_row, in_sql = tmp_path / "rows", tmp_path / "sql"
+    by_row.mkdir()
+    in_sql.mkdir()
+    expected = _outcome(con, build_spool(state, prompt, settings, str(by_row), source, in_sql=False))
+    got = _outcome(con, build_spool(state, prompt, settings, str(in_sql), source))
+    assert not (in_sql / "verdicts.csv").exists()  # the SQL pass ran
+    assert got == expected
+    return got
+
+
 @pytest.mark.parametrize("settings_kw", [
     {},
     {"max_requests_per_batch": 4},  # the count cuts batches
@@ -88,15 +100,7 @@ def _outcome(con, spool) -> dict:
 def test_the_sql_pass_gives_what_the_row_pass_gives(tmp_path, settings_kw):
     con, state, settings, prompt, source = _planned(tmp_path, **settings_kw)
     _as_if_sent_before(con, state, settings, prompt, source, tmp_path)
-    by_row, in_sql = tmp_path / "rows", tmp_path / "sql"
-    by_row.mkdir()
-    in_sql.mkdir()
-
-    expected = _outcome(con, build_spool(state, prompt, settings, str(by_row), source, in_sql=False))
-    got = _outcome(con, build_spool(state, prompt, settings, str(in_sql), source))
-
-    assert not (in_sql / "verdicts.csv").exists()  # the SQL pass ran
-    assert got == expected
+    got = _both_passes_agree(tmp_path, con, state, settings, prompt, source)
     reasons = {r[7] for r in got["verdicts"]}
     assert {"new", "changed", "retry", "unchanged", "rerun"} <= reasons
     assert {c[1] for c in got["chunks"]} == {"batch", "sync"}
@@ -136,15 +140,7 @@ def test_rows_that_render_empty_are_failures_judged_alike_by_both_passes(tmp_pat
     _as_if_sent_before(con, state, settings, prompt, source, tmp_path)
     con.execute(f"update {planning.PENDING} set __cb_reason = 'maybe_changed', __cb_prev_request_hash = 'old' "
                 "where __cb_custom_id = '15'")  # a row that had text before
-    by_row, in_sql = tmp_path / "rows", tmp_path / "sql"
-    by_row.mkdir()
-    in_sql.mkdir()
-
-    expected = _outcome(con, build_spool(state, prompt, settings, str(by_row), source, in_sql=False))
-    got = _outcome(con, build_spool(state, prompt, settings, str(in_sql), source))
-
-    assert not (in_sql / "verdicts.csv").exists()  # the SQL pass ran
-    assert got == expected
+    got = _both_passes_agree(tmp_path, con, state, settings, prompt, source)
     columns = [c for c in planning.RENDERED_COLUMNS if c != "line_offset"]  # as `_outcome` lists them
     verdicts = {v[columns.index("custom_id")]: dict(zip(columns, v)) for v in got["verdicts"]}
     inputs = dict(con.execute(f"select __cb_custom_id, __cb_input_hash from {planning.PENDING}").fetchall())
