@@ -8,6 +8,7 @@ import time
 import anthropic
 
 from dbt_claude_batch.base.log import logger
+from dbt_claude_batch.run.interruption import StopFlag
 from dbt_claude_batch.state.state import State, utcnow
 
 
@@ -94,9 +95,9 @@ def progress_line(state: State, elapsed: float, remaining: float, until_expected
             + "; ".join(parts) + eta)
 
 
-def wait_until(state: State, deadline: float, interval: float, step, stop=None) -> bool:
-    """Call `step()` until it returns True (nothing left in flight), the deadline passes or `stop` (a
-    `interruption.StopFlag`) is set."""
+def wait_until(state: State, deadline: float, interval: float, step, stop: StopFlag | None = None) -> bool:
+    """Call `step()` until it returns True (nothing left in flight), the deadline passes or `stop` is set."""
+    stop = stop or StopFlag()
     started = time.monotonic()
     polls = 0
     while True:
@@ -107,9 +108,6 @@ def wait_until(state: State, deadline: float, interval: float, step, stop=None) 
             return False
         until = expected_end(state)
         logger.info(progress_line(state, time.monotonic() - started, remaining, until))
-        wait = next_wait(interval, remaining, polls, until)
-        if stop is not None and stop.sleep(wait):
+        if stop.sleep(next_wait(interval, remaining, polls, until)):
             return False
-        if stop is None:
-            time.sleep(wait)
         polls += 1

@@ -228,7 +228,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
             return not state.unharvested_batches() and not state.awaiting_proof()
 
         if not wait_until(state, time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step, stop):
-            logger.info(f"batches still in flight; the next run collects them")
+            logger.info("batches still in flight; the next run collects them")
     return sent, waiting
 
 
@@ -260,7 +260,8 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
     watermark = existing is not None and _has_column(state, this, "harvest_seq")
     # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
-    current = None if is_incremental else f"select {custom_id_sql(cfg.key)} from ({source_sql})"
+    source_keys = f"select {custom_id_sql(cfg.key)} from ({source_sql})"
+    current = None if is_incremental else source_keys
     if current and not record.n_source_rows:
         held = state.run(f"select count(*) from {state.table('answers')} where model_id = ?", [state.model_id])[0][0]
         if held:
@@ -272,7 +273,7 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
                            "holds exactly its keys")
     flag = existing is None or _has_column(state, this, "newer_request_in_flight")
     results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current,
-                                      flag_column=flag, source_keys=f"select {custom_id_sql(cfg.key)} from ({source_sql})"))
+                                      flag_column=flag, source_keys=source_keys))
     finish_run(state, record, outcome, note, prices=cfg.prices)
     logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
     try:
