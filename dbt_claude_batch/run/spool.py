@@ -21,11 +21,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbt_claude_batch.base.errors import RowTemplateError, SourceDataError
+from dbt_claude_batch.base.errors import RowTemplateError
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run import media
-from dbt_claude_batch.run.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
-                                       load_rendered)
+from dbt_claude_batch.run.parts import check_part_ids, part_custom_id, split_text
+from dbt_claude_batch.run.planning import PENDING, RENDERED, RENDERED_COLUMNS, candidate_rows_sql, load_rendered
 from dbt_claude_batch.base.pricing import estimate_input_tokens, list_price, text_tokens
 from dbt_claude_batch.base.prompts import Prompt, canonical_json, empty_prompt_message, is_blank, params_sql, request_params
 from dbt_claude_batch.base.settings import Settings
@@ -164,7 +164,7 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
         state.cursor.abort()  # DuckDB refuses further work on a cursor with an unfinished result
         raise
     load_rendered(state, spool.verdicts)
-    _check_part_ids(state)
+    check_part_ids(state)
     return spool
 
 
@@ -181,40 +181,6 @@ def _sql_rendered_columns(prompt: Prompt, settings: Settings) -> str:
         return ""
     return (f", {expression} as __cb_prompt, {params} as __cb_params, "
             "sha256(__cb_params) as __cb_request_hash")
-
-
-def _check_part_ids(state: State) -> None:
-    """A part id (`<custom_id>-pN`) must not be the custom_id of another key, or one batch would hold it twice."""
-    clash = state.run(
-        f"select r.custom_id from {RENDERED} r join {STAGED} s on s.__cb_custom_id = r.custom_id "
-        "where r.parts > 1 limit 1"
-    )
-    if clash:
-        raise SourceDataError(
-            f"A part of a split prompt would get the id {clash[0][0]!r}, which is already the custom_id of another "
-            "key: rename that key or turn `split_column` off for this run; nothing was submitted."
-        )
-
-
-def split_text(text: str, parts: int) -> list[str]:
-    """Cut text into `parts` pieces of similar length, at whitespace where possible."""
-    pieces, start = [], 0
-    for i in range(1, parts):
-        target = len(text) * i // parts
-        cut = text.rfind(" ", start + 1, target + 1)
-        if cut <= start:
-            cut = target
-        pieces.append(text[start:cut])
-        start = cut
-    pieces.append(text[start:])
-    return pieces
-
-
-def part_custom_id(key_id: str, part: int) -> str:
-    suffix = f"-p{part}"
-    if len(key_id) + len(suffix) <= 64:
-        return key_id + suffix
-    return key_id[:47] + "-" + hashlib.md5(key_id.encode()).hexdigest()[:8] + suffix
 
 
 class _Writer:

@@ -196,7 +196,7 @@ def test_refusal_is_kept_as_a_failure_and_not_retried(project, emulator):
 
 
 def test_oversized_document_is_split_processed_and_reassembled(project, emulator):
-    from dbt_claude_batch.run.spool import split_text
+    from dbt_claude_batch.run.parts import split_text
 
     rows = items(3)
     rows[1]["body"] = " ".join(f"word{i}" for i in range(150_000))  # 1.54 MB: ~385k tokens by the estimate

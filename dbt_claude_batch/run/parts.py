@@ -1,0 +1,90 @@
+"""Requests cut into parts: a prompt too long for the context window (`split_column`), and a PDF over
+the page limit (`max_pages_per_request`, at most the API's 100), cut into even page ranges.
+
+Each part is a request of its own, with the custom_id ``<key's custom_id>-p<N>`` (`part_custom_id`);
+the parts' answers are joined again into one results row per key (answers.py, results.py). A PDF's
+parts are cut one row at a time, while the spool writes that row's lines: never a whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+
+from dbt_claude_batch.base.errors import SourceDataError
+from dbt_claude_batch.run.planning import RENDERED, STAGED
+from dbt_claude_batch.state.state import State
+
+
+def page_ranges(pages: int, limit: int) -> list[tuple[int, int]]:
+    """(first, last) pages, 1-based and inclusive, of the ceil(pages / limit) parts of a document.
+
+    The parts are balanced: their sizes differ by at most one page, the larger ones first (250 pages
+    at 100 a part: 1-84, 85-167, 168-250)."""
+    if pages < 1 or limit < 1:
+        raise ValueError(f"page_ranges needs pages >= 1 and limit >= 1; got {pages}, {limit}")
+    n = math.ceil(pages / limit)
+    size, extra = divmod(pages, n)
+    ranges, first = [], 1
+    for i in range(n):
+        last = first + size + (1 if i < extra else 0) - 1
+        ranges.append((first, last))
+        first = last + 1
+    return ranges
+
+
+def pages_note(first: int, last: int, pages: int) -> str:
+    """The line put before the prompt of one part of a cut document, so the model knows what it holds."""
+    return f"Pages {first}-{last} of {pages}."
+
+
+def pdf_pages(data: bytes, first: int, last: int) -> bytes:
+    """A PDF of pages `first` to `last` (1-based, inclusive) of `data`. pypdf writes the same bytes for
+    the same input, so a part's request hash is stable from run to run."""
+    import pypdf
+
+    reader = pypdf.PdfReader(io.BytesIO(data))
+    writer = pypdf.PdfWriter()
+    for page in reader.pages[first - 1:last]:
+        writer.add_page(page)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def split_text(text: str, parts: int) -> list[str]:
+    """Cut text into `parts` pieces of similar length, at whitespace where possible."""
+    pieces, start = [], 0
+    for i in range(1, parts):
+        target = len(text) * i // parts
+        cut = text.rfind(" ", start + 1, target + 1)
+        if cut <= start:
+            cut = target
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def part_custom_id(key_id: str, part: int) -> str:
+    """The custom_id of part `part` of a key: ``<key_id>-p<part>``, within the API's 64 characters
+    (a long key id is cut and given 8 hex digits of its md5, so two keys never share a part id)."""
+    suffix = f"-p{part}"
+    if len(key_id) + len(suffix) <= 64:
+        return key_id + suffix
+    return key_id[:47] + "-" + hashlib.md5(key_id.encode()).hexdigest()[:8] + suffix
+
+
+def check_part_ids(state: State) -> None:
+    """A part id (`<custom_id>-pN`) must not be the custom_id of another key, or one batch would hold it twice."""
+    clash = state.run(
+        f"select r.custom_id from {RENDERED} r join {STAGED} s on s.__cb_custom_id = r.custom_id "
+        "where r.parts > 1 limit 1"
+    )
+    if clash:
+        raise SourceDataError(
+            f"A part of a split prompt or cut document would get the id {clash[0][0]!r}, which is already the "
+            "custom_id of another key: rename that key, or turn `split_column` off (or raise "
+            "`max_pages_per_request`) for this run; nothing was submitted."
+        )
