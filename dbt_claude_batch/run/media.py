@@ -24,6 +24,7 @@ from dbt_claude_batch.base.errors import ConfigError
 from dbt_claude_batch.base.identifiers import quote
 from dbt_claude_batch.base.pricing import text_tokens
 from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.run import parts
 
 MISSING = "attachment_missing"
 INVALID = "attachment_error"
@@ -42,12 +43,37 @@ class AttachmentProblem(Exception):
 
 
 @dataclass
+class CutDocument:
+    """A PDF over the page limit, cut into parts (parts.py): where its block is, its bytes and pages,
+    and how many pages one part may hold beside the row's other attachments."""
+
+    index: int
+    column: str
+    data: bytes
+    pages: int
+    limit: int = 0
+
+
+@dataclass
+class DocumentPart:
+    """One part of a cut document: its pages, the row's blocks with that part in place, their tokens."""
+
+    first: int
+    last: int
+    pages: int
+    blocks: list[dict[str, Any]]
+    tokens: int
+
+
+@dataclass
 class RowMedia:
-    """A row's attachment blocks, in declared order, and their estimated input tokens."""
+    """A row's attachment blocks, in declared order, and their estimated input tokens (without the
+    pages of a cut document, which each part adds)."""
 
     blocks: list[dict[str, Any]] = field(default_factory=list)
     tokens: int = 0
     n_bytes: int = 0
+    cut: CutDocument | None = None
 
 
 def resolve_root(settings: Settings, project_dir: str | None) -> str | None:
@@ -137,6 +163,14 @@ def row_media(row: Mapping[str, Any], settings: Settings, root: str | None, key_
                     "and sent when the row changes."))
             continue
         block, n_pages, size = _block(item, value, settings, root, key_json)
+        if "_cut" in block:
+            data, n_pages = block.pop("_cut")
+            if out.cut is not None:
+                raise _problem(key_json, column, f"is a PDF of {n_pages} pages, over max_pages_per_request "
+                               f"{settings.max_pages_per_request}, and so is the one in column `{out.cut.column}`: "
+                               "only one document per row is cut into parts; split one of the files")
+            out.cut = CutDocument(len(out.blocks), column, data, n_pages)
+            n_pages = None
         if n_pages is not None:
             pages += n_pages
         if size is not None:
@@ -145,6 +179,33 @@ def row_media(row: Mapping[str, Any], settings: Settings, root: str | None, key_
         out.n_bytes += block.pop("_bytes")
         out.blocks.append(block)
     _request_limits(settings, key_json, images, pages, out.n_bytes + text_bytes)
+    if out.cut is not None:
+        # Every part carries the row's other attachments: their pages and images leave less room.
+        out.cut.limit = min(settings.max_pages_per_request - pages, mt.MAX_PDF_PAGES - pages - len(images))
+        if out.cut.limit < 1:
+            raise _problem(key_json, out.cut.column, f"is a PDF of {out.cut.pages} pages to cut into parts, but the "
+                           f"row's other attachments already take {pages} page(s) and {len(images)} image(s) of "
+                           f"each request's {settings.max_pages_per_request}: send fewer attachments per row")
+    return out
+
+
+def document_parts(attached: RowMedia, key_json: str, text_bytes: int = 0) -> list[DocumentPart]:
+    """The parts of a row's cut document, in page order: each holds the row's blocks with one page range
+    of the document in its place (the other attachments go with every part). Built for one row at a
+    time; raises AttachmentProblem when a part would pass the API's bytes per request."""
+    cut = attached.cut
+    out = []
+    for first, last in parts.page_ranges(cut.pages, cut.limit):
+        encoded = base64.b64encode(parts.pdf_pages(cut.data, first, last)).decode("ascii")
+        if attached.n_bytes + len(encoded) + text_bytes + _ENVELOPE_BYTES > mt.MAX_REQUEST_BYTES:
+            raise _problem(key_json, cut.column, f"is cut into parts of at most {cut.limit} pages, and pages "
+                           f"{first}-{last} still bring a request to over the API's limit of {mt.MAX_REQUEST_BYTES} "
+                           "(32 MB): lower max_pages_per_request or send smaller files")
+        blocks = list(attached.blocks)
+        template = blocks[cut.index]
+        blocks[cut.index] = {**template, "source": {**template["source"], "data": encoded}}
+        n = last - first + 1
+        out.append(DocumentPart(first, last, n, blocks, attached.tokens + n * mt.PDF_PAGE_TOKENS))
     return out
 
 
@@ -190,11 +251,17 @@ def _block(item: Mapping[str, Any], value: Any, settings: Settings, root: str | 
         text = data.decode("utf-8")
         return _wrap(item, settings, {"type": "text", "media_type": "text/plain", "data": text},
                      text_tokens(text), len(data)), None, None
+    if media == "application/pdf":
+        pages = _pdf_pages(data, key_json, column)
+        if pages > settings.max_pages_per_request:
+            # Cut into parts (document_parts); each part's pages are encoded when its request is built.
+            block = _wrap(item, settings, {"type": "base64", "media_type": media, "data": ""}, 0, 0)
+            return {**block, "_cut": (data, pages)}, None, None
+        encoded = base64.b64encode(data).decode("ascii")
+        source = {"type": "base64", "media_type": media, "data": encoded}
+        return _wrap(item, settings, source, pages * mt.PDF_PAGE_TOKENS, len(encoded)), pages, None
     encoded = base64.b64encode(data).decode("ascii")
     source = {"type": "base64", "media_type": media, "data": encoded}
-    if media == "application/pdf":
-        pages = _pdf_pages(data, key_json, column, settings)
-        return _wrap(item, settings, source, pages * mt.PDF_PAGE_TOKENS, len(encoded)), pages, None
     width, height = _image_size(data, key_json, column)
     if len(encoded) > mt.MAX_IMAGE_BASE64_BYTES:
         raise _problem(key_json, column, f"is an image of {len(encoded)} bytes once base64-encoded, over the "
@@ -213,7 +280,7 @@ def _wrap(item: Mapping[str, Any], settings: Settings, source: dict[str, Any], t
     return {**block, "_tokens": tokens, "_bytes": n_bytes}
 
 
-def _pdf_pages(data: bytes, key_json: str, column: str, settings: Settings) -> int:
+def _pdf_pages(data: bytes, key_json: str, column: str) -> int:
     import pypdf
 
     try:
@@ -225,9 +292,6 @@ def _pdf_pages(data: bytes, key_json: str, column: str, settings: Settings) -> i
                        "replace the file") from None
     if encrypted:
         raise _problem(key_json, column, "is an encrypted PDF: the API cannot read it; send a decrypted copy")
-    if pages > settings.max_pages_per_request:
-        raise _problem(key_json, column, f"is a PDF of {pages} pages, over max_pages_per_request "
-                       f"{settings.max_pages_per_request}: split the file (chunking is not done yet)")
     return pages
 
 

@@ -201,6 +201,8 @@ RENDERED_COLUMNS = {
     "request_hash": "VARCHAR", "max_tokens": "INTEGER", "dedup_of": "VARCHAR", "reason": "VARCHAR",
     "chunk": "INTEGER", "include": "BOOLEAN", "lane": "VARCHAR", "cost": "DOUBLE", "line_offset": "BIGINT",
     "line_length": "BIGINT", "error": "VARCHAR",
+    # a cut document's part (parts.py): its own request hash, and its pages
+    "part_hash": "VARCHAR", "first_page": "INTEGER", "last_page": "INTEGER",
 }
 
 
@@ -238,7 +240,8 @@ def pending_requests_sql(state: State, chunk: int) -> str:
     return (
         f"select r.custom_id, p.__cb_key_json as key_json, p.__cb_input_hash as input_hash, "
         f"r.request_hash, p.__cb_attempt as attempt, p.__cb_model as request_model, "
-        f"p.__cb_custom_id as key_custom_id, r.part, r.parts, r.max_tokens, r.dedup_of "
+        f"p.__cb_custom_id as key_custom_id, r.part, r.parts, r.max_tokens, r.dedup_of, "
+        f"r.part_hash, r.first_page, r.last_page "
         f"from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal "
         f"where r.include and r.chunk = {int(chunk)} and r.ordinal {span} and p.__cb_ordinal {span}"
     )

@@ -24,7 +24,7 @@ from typing import Any
 from dbt_claude_batch.base.errors import RowTemplateError
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run import media
-from dbt_claude_batch.run.parts import check_part_ids, part_custom_id, split_text
+from dbt_claude_batch.run.parts import check_part_ids, pages_note, part_custom_id, split_text
 from dbt_claude_batch.run.planning import PENDING, RENDERED, RENDERED_COLUMNS, candidate_rows_sql, load_rendered
 from dbt_claude_batch.base.pricing import estimate_input_tokens, list_price, text_tokens
 from dbt_claude_batch.base.prompts import Prompt, canonical_json, empty_prompt_message, is_blank, params_sql, request_params
@@ -217,10 +217,12 @@ class _Writer:
 
     def verdict(self, ordinal: int, custom_id: str, request_hash: str, reason: str, include: bool,
                 part: int = 1, parts: int = 1, max_tokens: Any = "", dedup_of: str = "", chunk: Chunk | None = None,
-                cost: float = 0.0, offset: Any = "", length: Any = "", error: str = "") -> None:
+                cost: float = 0.0, offset: Any = "", length: Any = "", error: str = "",
+                cut: tuple[str, int, int] | None = None) -> None:
+        """One verdict row; `cut`: a cut document's part (its own request hash, first and last page)."""
         self.pending.append((ordinal, custom_id, part, parts, request_hash, max_tokens, dedup_of, reason,
                              "" if chunk is None else chunk.index, include, "" if chunk is None else chunk.lane,
-                             cost, offset, length, error))
+                             cost, offset, length, error, *(cut or ("", "", ""))))
 
     def row(self, row: dict[str, Any]) -> None:
         ordinal, key_id, reason = row["__cb_ordinal"], row["__cb_custom_id"], row["__cb_reason"]
@@ -230,8 +232,9 @@ class _Writer:
         values: dict[str, Any] | None = None
         base: dict[str, Any] | None = None
         attached: media.RowMedia | None = None
+        cut: list[tuple[dict[str, Any], tuple[str, int, int], int]] = []  # a cut document's (params, part, tokens)
         if shared is not None:
-            ids, chunk, request_hash = shared
+            ids, chunk, request_hash, shared_cut = shared
         elif fast is not None:
             if is_blank(row["__cb_prompt"]):
                 return self.empty(ordinal, key_id, row)
@@ -254,6 +257,8 @@ class _Writer:
                 try:
                     attached = media.row_media(row, self.settings, self.root, row["__cb_key_json"],
                                                len(text.encode("utf-8")))
+                    if attached.cut is not None:
+                        cut = self.cut_requests(row, text, attached)
                 except media.AttachmentProblem as exc:
                     self.verdict(ordinal, key_id, f"{exc.kind}:{row['__cb_input_hash']}", exc.kind, False,
                                  error=str(exc))
@@ -267,6 +272,9 @@ class _Writer:
                 text_block = [{"type": "text", "text": text}] if not is_blank(text) else []
                 base["messages"][-1]["content"] = attached.blocks + text_block
             request_hash = hashlib.sha256(canonical_json(base).encode("utf-8")).hexdigest()
+            if cut:
+                # The key's request is its parts': a changed page changes it.
+                request_hash = hashlib.sha256("".join(c[1][0] for c in cut).encode()).hexdigest()
         if reason == "maybe_changed":
             if request_hash != row["__cb_prev_request_hash"]:
                 reason = "changed"
@@ -280,7 +288,7 @@ class _Writer:
             for part, sent_id in enumerate(ids, start=1):
                 follower = key_id if len(ids) == 1 else part_custom_id(key_id, part)
                 self.verdict(ordinal, follower, request_hash, reason, True, part, len(ids), max_tokens, sent_id,
-                             chunk)
+                             chunk, cut=shared_cut[part - 1] if shared_cut else None)
             self.spool.n_deduplicated += 1
             return
         lane = "sync" if row["__cb_rerun"] else "batch"
@@ -296,23 +304,39 @@ class _Writer:
             if base is None:
                 values = {c: row[c] for c in self.prompt.columns}
                 base = request_params(self.settings, row["__cb_prompt"], row["__cb_model"])
-            requests = self.parts(row, values, base, max_tokens)
+            if cut:
+                requests = [({**params, "max_tokens": max_tokens}, meta, tokens) for params, meta, tokens in cut]
+            else:
+                media_tokens = attached.tokens if attached else 0
+                requests = [(params, None, media_tokens) for params in self.parts(row, values, base, max_tokens)]
             ids, chunk = [], None
-            media_tokens = attached.tokens if attached else 0
-            for part, params in enumerate(requests, start=1):
+            for part, (params, meta, media_tokens) in enumerate(requests, start=1):
                 custom_id = key_id if len(requests) == 1 else part_custom_id(key_id, part)
                 chunk, offset, size, cost = self.emit(lane, custom_id, params, row["__cb_key_json"], media_tokens)
                 ids.append(custom_id)
                 self.verdict(ordinal, custom_id, request_hash, reason, True, part, len(requests), max_tokens, "",
-                             chunk, cost, offset, size)
+                             chunk, cost, offset, size, cut=meta)
         if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
-            self.groups[key_id] = (ids, chunk, request_hash)
+            self.groups[key_id] = (ids, chunk, request_hash, [c[1] for c in cut])
 
     def empty(self, ordinal: int, key_id: str, row: dict[str, Any]) -> None:
         """A blank prompt is not sent (the API refuses it): the row becomes a failure of kind empty_prompt,
         rendered again when the row or the template changes, as a template error is."""
         self.verdict(ordinal, key_id, "empty_prompt:" + row["__cb_input_hash"], "empty_prompt", False,
                      error=empty_prompt_message(row["__cb_key_json"]))
+
+    def cut_requests(self, row: dict[str, Any], text: str,
+                     attached: media.RowMedia) -> list[tuple[dict[str, Any], tuple[str, int, int], int]]:
+        """A cut document's requests, in page order: (params, (part hash, first, last page), media tokens).
+        Each part's prompt starts with a note of its pages (parts.pages_note)."""
+        out = []
+        for part in media.document_parts(attached, row["__cb_key_json"], len(text.encode("utf-8"))):
+            note = pages_note(part.first, part.last, attached.cut.pages)
+            params = request_params(self.settings, note if is_blank(text) else f"{note}\n\n{text}", row["__cb_model"])
+            params["messages"][-1]["content"] = part.blocks + [{"type": "text", "text": params["messages"][-1]["content"]}]
+            part_hash = hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
+            out.append((params, (part_hash, part.first, part.last), part.tokens))
+        return out
 
     def parts(self, row: dict[str, Any], values: dict[str, Any], base: dict[str, Any], max_tokens: int) -> list[dict]:
         """The request(s) for one row: one, or several when the prompt is too long and may be split."""

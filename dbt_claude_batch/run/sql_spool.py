@@ -194,7 +194,8 @@ def _write(state, prices: Mapping[str, tuple[float, float]], chunk_path: Callabl
                l.max_tokens::integer as max_tokens, l.dedup_of, l.reason,
                coalesce(l.chunk, d.chunk)::integer as chunk, l.include,
                case when l.include then coalesce(l.lane, d.lane) end as lane, l.cost::double as cost,
-               l.line_offset::bigint as line_offset, l.line_length::bigint as line_length, l.error
+               l.line_offset::bigint as line_offset, l.line_length::bigint as line_length, l.error,
+               null::varchar as part_hash, null::integer as first_page, null::integer as last_page
         from {_CUT} l left join (select * from {_CUT} where grouped) d on d.custom_id = l.dedup_of
         order by l.ordinal"""
     )

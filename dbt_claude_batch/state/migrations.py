@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -199,6 +199,13 @@ MIGRATIONS: dict[int, list[str]] = {
     6: [
         "alter table {s}.models add column results_gap bigint",
     ],
+    # v7: a PDF over the page limit is cut into parts (run/parts.py), each a request of its own: its
+    # pages, and its own request hash, by which a held part is reused when its key is sent again.
+    7: [
+        "alter table {s}.requests add column if not exists part_hash varchar",
+        "alter table {s}.requests add column if not exists first_page integer",
+        "alter table {s}.requests add column if not exists last_page integer",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -209,7 +216,7 @@ EXPECTED_COLUMNS = {
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
                     "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
-                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of"),
+                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "part_hash", "first_page", "last_page"),
     "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
                 "harvested_at"),
     "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from"),

@@ -166,7 +166,6 @@ def test_null_is_no_attachment_unless_required():
 @pytest.mark.parametrize("value, kw, says", [
     (pdf_bytes(3)[:200], {}, "is a corrupt PDF"),
     (pdf_bytes(2, encrypted=True), {}, "is an encrypted PDF: the API cannot read it"),
-    (pdf_bytes(6), {"max_pages_per_request": 5}, "is a PDF of 6 pages, over max_pages_per_request 5"),
     (png_bytes(10, 10), {}, "holds image/png, but the column is declared kind document"),
     (b"\x00\x01\x02\x03", {}, "is not a supported type (from its bytes)"),
     ("http://example.com/a.pdf", {}, "is a plain http:// URL"),

@@ -1,0 +1,133 @@
+"""A PDF over the page limit cut into parts (pure, DuckDB in memory): the page ranges, the part ids,
+the parts' blocks and estimates, and the spool's lines and verdicts for a cut row."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+
+import duckdb
+import pypdf
+import pytest
+from media_builders import pdf_bytes, png_bytes
+
+from dbt_claude_batch.base import media_types as mt
+from dbt_claude_batch.base.pricing import list_price
+from dbt_claude_batch.base.prompts import Prompt
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.run import media, parts, planning
+from dbt_claude_batch.run.spool import build_spool
+from dbt_claude_batch.state.state import State
+
+KEY = '{"id":7}'
+DOC = {"column": "doc", "kind": "document"}
+IMAGE = {"column": "scan", "kind": "image"}
+
+
+def settings(attachments=(DOC,), **kw):
+    return Settings.build(None, {"key": "id", "prompt_column": "p", "model": "claude-haiku-4-5",
+                                 "attachments": list(attachments), **kw})
+
+
+def shown_pages(block) -> list[str]:
+    """The page labels (`page N/M`) a document block's PDF shows, in order."""
+    reader = pypdf.PdfReader(io.BytesIO(base64.b64decode(block["source"]["data"])))
+    return [re.search(r"page \d+/\d+", page.extract_text()).group(0) for page in reader.pages]
+
+
+@pytest.mark.parametrize("pages, limit, expected", [
+    (250, 100, [(1, 84), (85, 167), (168, 250)]),
+    (100, 100, [(1, 100)]),
+    (101, 100, [(1, 51), (52, 101)]),
+    (7, 3, [(1, 3), (4, 5), (6, 7)]),
+    (1, 1, [(1, 1)]),
+])
+def test_page_ranges_are_even_and_in_order(pages, limit, expected):
+    assert parts.page_ranges(pages, limit) == expected
+
+
+def test_page_ranges_cover_every_page_once_within_the_limit():
+    for pages in range(1, 320):
+        for limit in (1, 2, 3, 7, 50, 99, 100):
+            ranges = parts.page_ranges(pages, limit)
+            assert len(ranges) == math.ceil(pages / limit)
+            assert [p for first, last in ranges for p in range(first, last + 1)] == list(range(1, pages + 1))
+            sizes = [last - first + 1 for first, last in ranges]
+            assert max(sizes) <= limit and max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError):
+        parts.page_ranges(0, 100)
+
+
+def test_part_ids_follow_the_api_rules_and_never_meet():
+    assert parts.part_custom_id("loan-17", 2) == "loan-17-p2"
+    long_a, long_b = "a" * 62, "a" * 61 + "b"
+    ids = {parts.part_custom_id(k, n) for k in (long_a, long_b, "x" * 64) for n in (1, 2, 10, 100)}
+    assert len(ids) == 12
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids)
+
+
+def test_only_a_pdf_over_the_limit_is_cut_and_the_other_attachments_go_with_every_part():
+    big, png = pdf_bytes(12, "big"), png_bytes(30, 20)
+    attached = media.row_media({"doc": big, "scan": png}, settings([DOC, IMAGE], max_pages_per_request=5), None, KEY)
+    assert attached.cut is not None and (attached.cut.pages, attached.cut.limit) == (12, 5)
+    assert attached.tokens == mt.image_tokens(30, 20)  # the cut document's pages are counted per part
+    cut = media.document_parts(attached, KEY)
+    assert [(p.first, p.last, p.pages) for p in cut] == [(1, 4, 4), (5, 8, 4), (9, 12, 4)]
+    for part in cut:
+        assert [b["type"] for b in part.blocks] == ["document", "image"]
+        assert part.blocks[1] is attached.blocks[1]
+        assert shown_pages(part.blocks[0]) == [f"page {n}/12" for n in range(part.first, part.last + 1)]
+        assert part.tokens == attached.tokens + part.pages * mt.PDF_PAGE_TOKENS
+    small = media.row_media({"doc": pdf_bytes(5), "scan": None}, settings([DOC, IMAGE], max_pages_per_request=5),
+                            None, KEY)
+    assert small.cut is None and small.tokens == 5 * mt.PDF_PAGE_TOKENS
+
+
+def test_two_pdfs_over_the_limit_or_no_room_beside_the_others_are_attachment_errors():
+    two = settings([DOC, {"column": "other", "kind": "document"}], max_pages_per_request=5)
+    with pytest.raises(media.AttachmentProblem) as info:
+        media.row_media({"doc": pdf_bytes(6), "other": pdf_bytes(7)}, two, None, KEY)
+    assert str(info.value).startswith('Attachment in column `other` for key {"id":7} is a PDF of 7 pages, over '
+                                      "max_pages_per_request 5, and so is the one in column `doc`")
+    with pytest.raises(media.AttachmentProblem) as info:
+        media.row_media({"doc": pdf_bytes(6), "other": pdf_bytes(5)}, two, None, KEY)
+    assert "already take 5 page(s) and 0 image(s) of each request's 5" in str(info.value)
+    # Room left beside a short document: parts of 2 pages.
+    attached = media.row_media({"doc": pdf_bytes(6), "other": pdf_bytes(3)}, two, None, KEY)
+    assert [(p.first, p.last) for p in media.document_parts(attached, KEY)] == [(1, 2), (3, 4), (5, 6)]
+
+
+def test_a_cut_row_is_one_line_per_part_with_its_pages_note_and_estimate(tmp_path):
+    (tmp_path / "t.j2").write_text("Summarise {{ body }}", encoding="utf-8")
+    s = Settings.build(None, {"key": "id", "prompt_template": "t.j2", "model": "claude-haiku-4-5",
+                              "attachments": [DOC], "max_pages_per_request": 100})
+    prompt = Prompt(s, str(tmp_path), {"id": "BIGINT", "body": "VARCHAR", "doc": "BLOB"})
+    con = duckdb.connect()
+    state = State(con, "dbt_claude_batch", "db.main.items_batch")
+    state.ensure()
+    con.execute("create table items (id bigint, body varchar, doc blob)")
+    con.executemany("insert into items values (?, ?, ?)", [(1, "the loan", pdf_bytes(250, "loan")),
+                                                           (2, "a memo", pdf_bytes(3, "memo"))])
+    planning.stage(state, "select * from items", s.key, prompt.input_columns, None, s.model, prompt.fingerprint(),
+                   (), ["doc"])
+    planning.plan(state, 3, False, s.effective_max_tokens_cap, s.max_tokens, can_split=False)
+    spool = build_spool(state, prompt, s, str(tmp_path), "select * from items")
+
+    lines = [json.loads(line) for line in open(spool.lane_path("batch"), "rb")]
+    assert [line["custom_id"] for line in lines] == ["1-p1", "1-p2", "1-p3", "2"]
+    for line, (first, last) in zip(lines, [(1, 84), (85, 167), (168, 250)]):
+        document, text = line["params"]["messages"][-1]["content"]
+        assert text == {"type": "text", "text": f"Pages {first}-{last} of 250.\n\nSummarise the loan"}
+        assert shown_pages(document) == [f"page {n}/250" for n in range(first, last + 1)]
+    verdicts = con.execute(f"select custom_id, part, parts, request_hash, part_hash, first_page, last_page, cost "
+                           f"from {planning.RENDERED} order by ordinal, part").fetchall()
+    assert [v[:3] + v[5:7] for v in verdicts] == [("1-p1", 1, 3, 1, 84), ("1-p2", 2, 3, 85, 167),
+                                                 ("1-p3", 3, 3, 168, 250), ("2", 1, 1, None, None)]
+    assert len({v[3] for v in verdicts[:3]}) == 1 and len({v[4] for v in verdicts[:3]}) == 3 and verdicts[3][4] is None
+    # The budget sees every part's pages (and its own max_tokens): each part costs its pages more than the memo's 3.
+    price_in = list_price(s.model)[0] / 1e6
+    for v in verdicts[:3]:
+        assert abs(v[7] - verdicts[3][7] - (v[6] - v[5] + 1 - 3) * mt.PDF_PAGE_TOKENS * price_in) < 20 * price_in
