@@ -2,8 +2,9 @@
 
 *Reuse.* A request whose exact request hash (sha256 of the rendered params) already has a succeeded
 answer in this model's state is answered from state instead of being bought again: after a reverted
-edit, a key change, or a row that asks exactly what another row was already answered. Split requests
-and keys named in `claude_batch_rerun_keys` are never reused. The reused answer is recorded as a new
+edit, a key change, or a row that asks exactly what another row was already answered. A part of a cut
+document is reused by its own request hash (`part_hash`), so when one part failed the next run sends
+that part alone. Parts of split prompts and keys named in `claude_batch_rerun_keys` are never reused. The reused answer is recorded as a new
 attempt of its key in a pseudo-batch of kind ``reuse``: cost 0, `shared_from` naming the custom_id and
 `reused_from` the batch whose answer it is.
 
@@ -53,10 +54,25 @@ def reuse_held_answers(state: State) -> int:
             join {outcomes} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
             where r.model_id = {literal(state.model_id)} and o.result_type = 'succeeded'
               and coalesce(r.parts, 1) = 1 and r.request_hash in (select request_hash from cb_wanted)
-            group by r.request_hash)
+            group by r.request_hash),
+        cb_wanted_parts as (
+            select distinct part_hash from {RENDERED} where include and part_hash is not null and reason <> 'rerun'),
+        cb_held_parts as (
+            select r.part_hash,
+                   arg_max(struct_pack(b := o.batch_id, c := o.custom_id), coalesce(o.harvest_seq, 0)) as src
+            from {requests} r
+            join {submissions} s using (submission_id)
+            join {outcomes} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
+            where r.model_id = {literal(state.model_id)} and o.result_type = 'succeeded'
+              and r.part_hash in (select part_hash from cb_wanted_parts)
+            group by r.part_hash)
         select v.ordinal, v.custom_id, h.src.b as from_batch, h.src.c as from_custom_id
         from {RENDERED} v join cb_held h using (request_hash)
-        where v.include and v.parts = 1 and v.reason <> 'rerun'"""
+        where v.include and v.parts = 1 and v.reason <> 'rerun'
+        union all
+        select v.ordinal, v.custom_id, h.src.b, h.src.c
+        from {RENDERED} v join cb_held_parts h using (part_hash)
+        where v.include and v.part_hash is not null and v.reason <> 'rerun'"""
     )
     n = state.run(f"select count(*) from {_REUSE}")[0][0]
     if n:

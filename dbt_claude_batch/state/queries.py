@@ -26,15 +26,17 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
                      scope: tuple[list[str], list[str]] | None = None) -> str:
     """One row per (key, attempt): the parts of a split request and their outcomes rolled into one.
 
-    An attempt is in flight while any part lacks an outcome, succeeded when every part did, and
-    otherwise failed as its first failing part did. `only_keys`, a query of custom_ids, narrows it;
+    An attempt is in flight while any part lacks an outcome, `missing` when it recorded fewer parts
+    than it was cut into (a part's submission went nowhere: never complete), succeeded when every part
+    did, and otherwise failed as its first failing part did. `only_keys`, a query of custom_ids, narrows it;
     `scope`, (submission_ids, batch_ids), reads only those submissions' requests (see answers.refresh).
     """
     narrow = f" and coalesce(r.key_custom_id, r.custom_id) in ({only_keys})" if only_keys else ""
     narrow += scope_sql(scope)
     return f"""with cb_req as (
             select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.key_json, r.input_hash,
-                   r.request_hash, r.attempt, coalesce(r.part, 1) as part, r.max_tokens, s.batch_id,
+                   r.request_hash, r.attempt, coalesce(r.part, 1) as part, coalesce(r.parts, 1) as parts,
+                   r.max_tokens, s.batch_id,
                    o.result_type, o.error_type, o.error_message, o.canceled_by_user, o.harvested_at, o.harvest_seq
             from {state.table('requests')} r
             join {state.table('submissions')} s using (submission_id)
@@ -45,6 +47,7 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
                any_value(request_hash) as request_hash, max(max_tokens) as max_tokens,
                count(*) as n_parts,
                case when count(result_type) < count(*) then null
+                    when count(distinct part) < max(parts) then 'missing'
                     when count(*) filter (where result_type = 'succeeded') = count(*) then 'succeeded'
                     else min_by(result_type, part) filter (where result_type <> 'succeeded') end as result_type,
                min_by(error_type, part) filter (where result_type <> 'succeeded') as error_type,

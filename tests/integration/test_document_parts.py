@@ -1,0 +1,70 @@
+"""A PDF over the page limit, cut into parts and reassembled, through real dbt runs (3 invocations):
+each part is its own request, a failed part is sent again alone, an edited PDF buys every part again."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from media_builders import pdf_bytes
+
+from dbt_harness import row_requests
+
+FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
+TYPES = {"id": "BIGINT", "body": "VARCHAR", "doc": "BLOB"}
+# The emulator answers the first label whose phrase is in the prompt or the document's text: the part
+# holding page 85 answers p85. After ` | ` it names the PDF it read: its page count and sha.
+TEMPLATE = "Which page is first? {{ body }}\nLabels: p1 (page 1/250), p85 (page 85/250), p168 (page 168/250), none"
+PART = re.compile(r"(p1|p85|p168) \| pdf:(\d+)p:([0-9a-f]{12})")
+
+
+def parts_of(answer: str) -> list[tuple[str, str, str]]:
+    """(label, pages, sha12) of each part's answer, in the order the results row joined them."""
+    pieces = answer.split("\n\n")
+    assert all(PART.fullmatch(p) for p in pieces), answer
+    return [PART.fullmatch(p).groups() for p in pieces]
+
+
+def test_a_pdf_over_the_limit_is_cut_sent_in_parts_retried_part_by_part_and_reassembled(project, emulator):
+    project.write("prompts/item.j2", TEMPLATE)
+    project.configure(replace=False, attachments=[{"column": "doc", "kind": "document"}], max_pages_per_request=100,
+                      max_failure_ratio=1, **FAST)
+    loan, memo = pdf_bytes(250, "loan"), pdf_bytes(3, "memo")
+    project.load_table("items", [{"id": 1, "body": "loan file", "doc": loan}, {"id": 2, "body": "memo", "doc": memo}],
+                       types=TYPES)
+    # The middle part fails once, with an error worth retrying.
+    emulator.add_scenario({"name": "result_outcome", "custom_ids": ["1-p2"], "outcome": "api_error", "times": 1})
+
+    project.run()
+    sent = row_requests(emulator)
+    assert sorted(r["custom_id"] for r in sent) == ["1-p1", "1-p2", "1-p3", "2"]
+    results = project.results()
+    assert sorted(results) == [2]  # key 1 is not complete while one of its parts failed
+    assert results[2]["output_text"].startswith("none | pdf:3p:")
+    assert project.failures()[1]["error_type"] == "api_error"
+    pages = project.query("select custom_id, part, parts, first_page, last_page from dbt_claude_batch.requests "
+                          "where key_custom_id = '1' order by part")
+    assert pages == [("1-p1", 1, 3, 1, 84), ("1-p2", 2, 3, 85, 167), ("1-p3", 3, 3, 168, 250)]
+
+    # The next run sends the failed part alone; the others' answers are kept, not bought again.
+    project.run()
+    assert sorted(r["custom_id"] for r in row_requests(emulator)[len(sent):]) == ["1-p2"]
+    row = project.results()[1]
+    assert row["attempt"] == 2 and row["parts"] == 3
+    first = parts_of(row["output_text"])
+    # In page order, each part's answer its own: its first page's label, its page count.
+    assert [(label, n) for label, n, _ in first] == [("p1", "84"), ("p85", "83"), ("p168", "83")]
+    assert len({sha for _, _, sha in first}) == 3
+    assert project.failures() == {}
+
+    # An edited PDF: every part is bought again; the unchanged memo is not.
+    edited = pdf_bytes(250, "loan v2")
+    assert hashlib.sha256(edited).digest() != hashlib.sha256(loan).digest()
+    project.load_table("items", [{"id": 1, "body": "loan file", "doc": edited},
+                                 {"id": 2, "body": "memo", "doc": memo}], types=TYPES)
+    before = len(row_requests(emulator))
+    project.run()
+    assert sorted(r["custom_id"] for r in row_requests(emulator)[before:]) == ["1-p1", "1-p2", "1-p3"]
+    again = parts_of(project.results()[1]["output_text"])
+    assert [(label, n) for label, n, _ in again] == [("p1", "84"), ("p85", "83"), ("p168", "83")]
+    assert not {sha for _, _, sha in again} & {sha for _, _, sha in first}
