@@ -20,6 +20,7 @@ from dbt_claude_batch.base.prompts import Prompt
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run import media, parts, planning
 from dbt_claude_batch.run.spool import build_spool
+from dbt_claude_batch.state.queries import latest_outcomes_sql
 from dbt_claude_batch.state.state import State
 
 KEY = '{"id":7}'
@@ -131,3 +132,34 @@ def test_a_cut_row_is_one_line_per_part_with_its_pages_note_and_estimate(tmp_pat
     price_in = list_price(s.model)[0] / 1e6
     for v in verdicts[:3]:
         assert abs(v[7] - verdicts[3][7] - (v[6] - v[5] + 1 - 3) * mt.PDF_PAGE_TOKENS * price_in) < 20 * price_in
+
+
+def test_an_attempt_that_recorded_fewer_parts_than_it_was_cut_into_is_missing_never_complete():
+    con = duckdb.connect()
+    state = State(con, "dbt_claude_batch", "db.main.items_batch")
+    state.ensure()
+    s = '"dbt_claude_batch"'
+
+    def record(part: int, submission: str, result: str | None) -> None:
+        con.execute(f"insert into {s}.submissions (submission_id, model_id, status, batch_id, n_requests, n_bytes, intent_at) "
+                    "values (?, ?, 'submitted', ?, 1, 0, now()) on conflict do nothing",
+                    [submission, state.model_id, "b_" + submission])
+        con.execute(f"insert into {s}.requests (submission_id, model_id, custom_id, key_json, input_hash, request_hash, "
+                    "attempt, model, key_custom_id, part, parts, part_hash, first_page, last_page) "
+                    "values (?, ?, ?, '{\"id\":1}', 'i', 'r', 1, 'm', '1', ?, 3, ?, ?, ?)",
+                    [submission, state.model_id, f"1-p{part}", part, f"h{part}", part * 10 - 9, part * 10])
+        if result:
+            con.execute(f"insert into {s}.outcomes (batch_id, custom_id, model_id, result_type, harvest_seq, harvested_at) "
+                        "values (?, ?, ?, ?, ?, now())", ["b_" + submission, f"1-p{part}", state.model_id, result, part])
+
+    def outcome():
+        return con.execute(f"select result_type, n_parts from ({latest_outcomes_sql(state)})").fetchall()
+
+    record(1, "s1", "succeeded")
+    record(3, "s1", "succeeded")
+    assert outcome() == [("missing", 2)]  # part 2's submission went nowhere: the key is not answered
+    record(2, "s2", None)
+    assert outcome() == [(None, 3)]  # in flight
+    con.execute(f"insert into {s}.outcomes (batch_id, custom_id, model_id, result_type, harvest_seq, harvested_at) "
+                "values ('b_s2', '1-p2', ?, 'succeeded', 9, now())", [state.model_id])
+    assert outcome() == [("succeeded", 3)]
