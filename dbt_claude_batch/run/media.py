@@ -5,7 +5,9 @@ a `url` source: the API fetches it, so its identity is the URL), a Files API id 
 `file` source), or a local path, read only under `attachments_root` after resolving links. NULL means
 no attachment, unless the attachment is `required`. Everything is checked before any create; a row that
 fails a check becomes a failure of its own (``attachment_error``, or ``attachment_missing`` for a
-required NULL), never sent, and rendered again when the row or its file changes.
+required NULL), never sent, and rendered again when the row or its file changes. A single PDF over
+`max_pages_per_request` is not a failure: it is cut into page ranges (`document_parts`, parts.py),
+each part a request of its own carrying the row's other attachments.
 
 Bytes are read one row at a time, while the spool writes that row's line: never a whole batch.
 """

@@ -8,7 +8,8 @@ the budget) happens here, before money is spent. Memory holds one Arrow batch of
 per group of identical requests. When DuckDB can render every pending row (a plain template), the
 same pass runs in SQL instead (`sql_spool.py`), with one spool file per batch. Rows with attachments
 (media.py) always take this row pass: their files are read, checked and base64-encoded one row at a
-time, as the row's line is written.
+time, as the row's line is written; a PDF over the page limit is cut into one line per page range
+(parts.py), each with its own request hash (`part_hash`).
 """
 
 from __future__ import annotations
