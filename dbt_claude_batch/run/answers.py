@@ -94,7 +94,8 @@ def refresh(state: State, batch_ids: list[str]) -> None:
     # harvested in one step).
     state.run(
         f"""create or replace temp table {_TOUCHED} as
-        select coalesce(r.key_custom_id, r.custom_id) as custom_id, count(*) as n, false as elsewhere
+        select coalesce(r.key_custom_id, r.custom_id) as custom_id, count(*) as n, false as elsewhere,
+               max(coalesce(r.parts, 1)) > 1 as cut
         from {state.table('outcomes')} o
         join {state.table('submissions')} s on s.batch_id = o.batch_id
         join {requests} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id
@@ -117,9 +118,11 @@ def refresh(state: State, batch_ids: list[str]) -> None:
     state.run(f"insert into {answers} ({columns}) " + _single_answers_sql(state, batch_list, scope))
     # Other keys answered only here are read from these submissions alone, which DuckDB finds by zone
     # maps; the rest from their whole history.
-    if state.run(f"select count(*) from {_TOUCHED} where not elsewhere and n > 1")[0][0]:
+    # (A key cut into parts always takes this way, even with one part here: it needs all of them.)
+    if state.run(f"select count(*) from {_TOUCHED} where not elsewhere and (n > 1 or cut)")[0][0]:
         state.run(f"insert into {answers} ({columns}) "
-                  + answers_sql(state, f"select custom_id from {_TOUCHED} where not elsewhere and n > 1", scope))
+                  + answers_sql(state, f"select custom_id from {_TOUCHED} where not elsewhere and (n > 1 or cut)",
+                                scope))
     if state.run(f"select count(*) from {_TOUCHED} where elsewhere")[0][0]:
         state.run(f"insert into {answers} ({columns}) "
                   + answers_sql(state, f"select custom_id from {_TOUCHED} where elsewhere"))
@@ -140,6 +143,7 @@ def _single_answers_sql(state: State, batch_list: str, scope: tuple[list[str], l
     join {state.table('requests')} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id
     join {state.table('batches')} b on b.batch_id = o.batch_id
     join {_TOUCHED} t on t.custom_id = coalesce(r.key_custom_id, r.custom_id) and t.n = 1 and not t.elsewhere
+        and not t.cut
     where o.batch_id in ({batch_list}) and o.result_type = 'succeeded'
       and r.model_id = {literal(state.model_id)} and s.status not in ('rejected', 'abandoned'){scope_sql(scope)}"""
 

@@ -18,7 +18,7 @@ from dbt_claude_batch.base import media_types as mt
 from dbt_claude_batch.base.pricing import list_price
 from dbt_claude_batch.base.prompts import Prompt
 from dbt_claude_batch.base.settings import Settings
-from dbt_claude_batch.run import media, parts, planning
+from dbt_claude_batch.run import answers, media, parts, planning
 from dbt_claude_batch.run.spool import build_spool
 from dbt_claude_batch.state.queries import latest_outcomes_sql
 from dbt_claude_batch.state.state import State
@@ -163,3 +163,34 @@ def test_an_attempt_that_recorded_fewer_parts_than_it_was_cut_into_is_missing_ne
     con.execute(f"insert into {s}.outcomes (batch_id, custom_id, model_id, result_type, harvest_seq, harvested_at) "
                 "values ('b_s2', '1-p2', ?, 'succeeded', 9, now())", [state.model_id])
     assert outcome() == [("succeeded", 3)]
+
+
+def test_a_key_with_one_part_of_two_recorded_gets_no_answer_until_both_are_answered():
+    """The part of a key whose other part never reached state (a run stopped between two creates) is
+    not the key's answer: the answers table (what results read) waits for every part."""
+    con = duckdb.connect()
+    state = State(con, "dbt_claude_batch", "db.main.items_batch")
+    state.ensure()
+    s = '"dbt_claude_batch"'
+
+    def harvested(part: int, attempt: int) -> None:
+        sub, batch = f"s{part}{attempt}", f"b{part}{attempt}"
+        con.execute(f"insert into {s}.submissions (submission_id, model_id, status, batch_id, n_requests, n_bytes, "
+                    "intent_at) values (?, ?, 'submitted', ?, 1, 0, now())", [sub, state.model_id, batch])
+        con.execute(f"insert into {s}.batches (batch_id, model_id, submission_id, processing_status, ended_at, "
+                    "harvested_at, n_submitted) values (?, ?, ?, 'ended', now(), now(), 1)", [batch, state.model_id, sub])
+        con.execute(f"insert into {s}.requests (submission_id, model_id, custom_id, key_json, input_hash, request_hash, "
+                    "attempt, model, key_custom_id, part, parts) values (?, ?, ?, '{\"id\":1}', 'i', 'r', ?, 'm', '1', ?, 2)",
+                    [sub, state.model_id, f"1-p{part}", attempt, part])
+        con.execute(f"insert into {s}.outcomes (batch_id, custom_id, model_id, result_type, output_text, harvest_seq, "
+                    "harvested_at) values (?, ?, ?, 'succeeded', ?, ?, now())",
+                    [batch, f"1-p{part}", state.model_id, f"answer {part}", part + attempt])
+        answers.refresh(state, [batch])
+
+    def held():
+        return con.execute(f"select attempt, output_text, output_parts from {s}.answers").fetchall()
+
+    harvested(1, 1)
+    assert held() == []
+    harvested(2, 1)
+    assert held() == [(1, None, ["answer 1", "answer 2"])]
