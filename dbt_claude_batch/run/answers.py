@@ -20,7 +20,7 @@ ANSWER_COLUMNS = (
     "stop_reason",
     "answered_model", "input_tokens", "output_tokens", "cache_creation_input_tokens",
     "cache_creation_1h_input_tokens", "cache_read_input_tokens", "service_tier", "batch_id", "completed_at",
-    "harvest_seq", "seq", "parts", "shared_from",
+    "harvest_seq", "seq", "parts", "shared_from", "part_pages",
 )
 _TOUCHED = "cb_touched"
 
@@ -44,7 +44,7 @@ def answers_sql(state: State, only_keys: str | None, scope: tuple[list[str], lis
     cb_seq as (select custom_id, max(harvest_seq) as seq from cb_attempts group by all),
     cb_parts as (
         select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.attempt, coalesce(r.part, 1) as part,
-               r.key_json, r.request_hash, r.input_hash, k.latest_attempt, o.output_text, o.output_json, o.stop_reason, o.answered_model,
+               r.custom_id as part_id, r.first_page, r.last_page, r.key_json, r.request_hash, r.input_hash, k.latest_attempt, o.output_text, o.output_json, o.stop_reason, o.answered_model,
                o.input_tokens, o.output_tokens, o.cache_creation_input_tokens, o.cache_creation_1h_input_tokens,
                o.cache_read_input_tokens, o.service_tier, o.shared_from, o.batch_id, b.ended_at, o.harvest_seq
         from {state.table('requests')} r
@@ -68,7 +68,10 @@ def answers_sql(state: State, only_keys: str | None, scope: tuple[list[str], lis
            any_value(service_tier) as service_tier, min_by(batch_id, part) as batch_id,
            max(ended_at) as completed_at, max(coalesce(harvest_seq, 0)) as harvest_seq,
            greatest(max(coalesce(harvest_seq, 0)), any_value(q.seq)) as seq, count(*) as parts,
-           any_value(shared_from) as shared_from
+           any_value(shared_from) as shared_from,
+           case when count(*) > 1 and count(first_page) > 0 then to_json(list(struct_pack(
+               part := part, custom_id := part_id, first_page := first_page, last_page := last_page,
+               stop_reason := stop_reason) order by part)) end as part_pages
     from cb_parts p join cb_seq q on q.custom_id = p.key_custom_id
     group by key_custom_id, attempt"""
 
@@ -137,7 +140,7 @@ def _single_answers_sql(state: State, batch_list: str, scope: tuple[list[str], l
            r.request_hash, r.input_hash, r.attempt, o.output_text, null, o.output_json, o.stop_reason,
            o.answered_model, o.input_tokens, o.output_tokens, o.cache_creation_input_tokens,
            o.cache_creation_1h_input_tokens, o.cache_read_input_tokens, o.service_tier, o.batch_id, b.ended_at,
-           coalesce(o.harvest_seq, 0), coalesce(o.harvest_seq, 0), 1, o.shared_from
+           coalesce(o.harvest_seq, 0), coalesce(o.harvest_seq, 0), 1, o.shared_from, null
     from {state.table('outcomes')} o
     join {state.table('submissions')} s on s.batch_id = o.batch_id
     join {state.table('requests')} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id

@@ -3,7 +3,8 @@
 Original key columns come back with their original types (packed as JSON in state, unpacked with the
 types recorded from the source), so users join with ``using (ticket_id)``, never through custom_id.
 A key whose prompt was split gets one row: its parts' answers joined (`split_join: concat`, with a
-blank line between parts) or as a JSON array of the part answers (`json_array`).
+blank line between parts) or as a JSON array of the part answers (`json_array`); a key whose PDF was
+cut into page ranges also lists its parts' pages in `part_pages`.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
            {flattened_columns_sql(settings.output_columns, 'w.output_json')},
            w.stop_reason, w.answered_model, w.input_tokens, w.output_tokens, w.cache_creation_input_tokens,
            w.cache_read_input_tokens, cast({cost_sql('w', 'p')} as double) as cost_usd, w.service_tier, w.batch_id,
-           w.attempt, w.request_hash, w.completed_at, w.seq as harvest_seq, w.parts, w.shared_from,
+           w.attempt, w.request_hash, w.completed_at, w.seq as harvest_seq, w.parts, w.part_pages, w.shared_from,
            {flag} as newer_request_in_flight
     from {state.table('answers')} w
     left join cb_in_flight f using (custom_id)

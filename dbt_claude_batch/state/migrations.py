@@ -205,6 +205,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "alter table {s}.requests add column if not exists part_hash varchar",
         "alter table {s}.requests add column if not exists first_page integer",
         "alter table {s}.requests add column if not exists last_page integer",
+        "alter table {s}.answers add column if not exists part_pages json",  # a cut key's parts and their pages
     ],
 }
 
@@ -223,5 +224,6 @@ EXPECTED_COLUMNS = {
     "input_aliases": ("model_id", "custom_id", "input_hash", "request_hash"),
     "foreign_batches": ("submission_id", "batch_id", "checked_at"),
     "runs": ("run_id", "model_id", "started_at"),
-    "answers": ("model_id", "custom_id", "attempt", "key_json", "output_text", "output_parts", "harvest_seq", "seq"),
+    "answers": ("model_id", "custom_id", "attempt", "key_json", "output_text", "output_parts", "harvest_seq", "seq",
+                "part_pages"),
 }

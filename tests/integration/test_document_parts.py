@@ -4,6 +4,7 @@ each part is its own request, a failed part is sent again alone, an edited PDF b
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 from media_builders import pdf_bytes
@@ -51,6 +52,10 @@ def test_a_pdf_over_the_limit_is_cut_sent_in_parts_retried_part_by_part_and_reas
     assert sorted(r["custom_id"] for r in row_requests(emulator)[len(sent):]) == ["1-p2"]
     row = project.results()[1]
     assert row["attempt"] == 2 and row["parts"] == 3
+    assert json.loads(row["part_pages"]) == [
+        {"part": n, "custom_id": f"1-p{n}", "first_page": a, "last_page": b, "stop_reason": "end_turn"}
+        for n, (a, b) in enumerate([(1, 84), (85, 167), (168, 250)], start=1)]
+    assert project.results()[2]["part_pages"] is None
     first = parts_of(row["output_text"])
     # In page order, each part's answer its own: its first page's label, its page count.
     assert [(label, n) for label, n, _ in first] == [("p1", "84"), ("p85", "83"), ("p168", "83")]

@@ -193,4 +193,4 @@ def test_a_key_with_one_part_of_two_recorded_gets_no_answer_until_both_are_answe
     harvested(1, 1)
     assert held() == []
     harvested(2, 1)
-    assert held() == [(1, None, ["answer 1", "answer 2"])]
+    assert held() == [(1, None, ["answer 1", "answer 2"])]  # not cut into pages: no part_pages
