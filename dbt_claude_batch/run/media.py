@@ -197,8 +197,9 @@ def document_parts(attached: RowMedia, key_json: str, text_bytes: int = 0) -> li
     time; raises AttachmentProblem when a part would pass the API's bytes per request."""
     cut = attached.cut
     out = []
-    for first, last in parts.page_ranges(cut.pages, cut.limit):
-        encoded = base64.b64encode(parts.pdf_pages(cut.data, first, last)).decode("ascii")
+    ranges = parts.page_ranges(cut.pages, cut.limit)
+    for (first, last), data in zip(ranges, parts.pdf_parts(cut.data, ranges)):
+        encoded = base64.b64encode(data).decode("ascii")
         if attached.n_bytes + len(encoded) + text_bytes + _ENVELOPE_BYTES > mt.MAX_REQUEST_BYTES:
             raise _problem(key_json, cut.column, f"is cut into parts of at most {cut.limit} pages, and pages "
                            f"{first}-{last} still bring a request to over the API's limit of {mt.MAX_REQUEST_BYTES} "

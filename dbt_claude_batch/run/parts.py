@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from typing import Iterator
 
 from dbt_claude_batch.base.errors import SourceDataError
 from dbt_claude_batch.run.planning import RENDERED, STAGED
@@ -39,18 +40,19 @@ def pages_note(first: int, last: int, pages: int) -> str:
     return f"Pages {first}-{last} of {pages}."
 
 
-def pdf_pages(data: bytes, first: int, last: int) -> bytes:
-    """A PDF of pages `first` to `last` (1-based, inclusive) of `data`. pypdf writes the same bytes for
-    the same input, so a part's request hash is stable from run to run."""
+def pdf_parts(data: bytes, ranges: list[tuple[int, int]]) -> Iterator[bytes]:
+    """A PDF of each (first, last) page range (1-based, inclusive) of `data`, in turn, from one read of
+    it. pypdf writes the same bytes for the same input, so a part's request hash is stable from run to run."""
     import pypdf
 
     reader = pypdf.PdfReader(io.BytesIO(data))
-    writer = pypdf.PdfWriter()
-    for page in reader.pages[first - 1:last]:
-        writer.add_page(page)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
+    for first, last in ranges:
+        writer = pypdf.PdfWriter()
+        for page in reader.pages[first - 1:last]:
+            writer.add_page(page)
+        out = io.BytesIO()
+        writer.write(out)
+        yield out.getvalue()
 
 
 def split_text(text: str, parts: int) -> list[str]:
