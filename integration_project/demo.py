@@ -58,9 +58,9 @@ OVER_LIMIT_PDF_IS_CHUNKED = False
 OVER_LIMIT_PDF = "appraisal-report-0005.pdf"
 CORRUPT_PDF = "loan-application-0006.pdf"
 # What the emulator reads in each file (the PDF's text, the scan's file name in the prompt) -> document_type.
-EXPECTED_DOCUMENT_TYPES = {"loan-application-0001.pdf": "loan_application", "bank-statement-0002.pdf": "bank_statement",
-                           "payslip-0003.jpg": "payslip", "id-card-0004.png": "id_card",
-                           "loan-application-0007": "other"}
+EXPECTED_DOCUMENT_TYPES = {
+    "loan-application-0001.pdf": "loan_application", "bank-statement-0002.pdf": "bank_statement",
+    "payslip-0003.jpg": "payslip", "id-card-0004.png": "id_card", "loan-application-0007": "other"}
 if OVER_LIMIT_PDF_IS_CHUNKED:
     EXPECTED_DOCUMENT_TYPES[OVER_LIMIT_PDF] = "appraisal"
 
@@ -251,7 +251,8 @@ def show_documents() -> list[str]:
         problems.append(f"main.loan_documents holds {got}, expected {EXPECTED_DOCUMENT_TYPES}")
     expected_failures = {CORRUPT_PDF: "is a corrupt PDF"}
     if not OVER_LIMIT_PDF_IS_CHUNKED:
-        expected_failures[OVER_LIMIT_PDF] = "is a PDF of 120 pages, over max_pages_per_request 100"
+        expected_failures[OVER_LIMIT_PDF] = (f"is a PDF of {make_documents.OVER_LIMIT_PAGES} pages, "
+                                             "over max_pages_per_request 100")
     named = {doc: message for doc, kind, message in failed if kind == "attachment_error"}
     if set(named) != set(expected_failures) or len(failed) != len(named) or any(
             text not in named[doc] for doc, text in expected_failures.items()):
