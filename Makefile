@@ -38,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cost.py
 
 clean:
-	rm -rf $(VENV) integration_project/target integration_project/logs integration_project/dbt_packages integration_project/*.duckdb site
+	rm -rf $(VENV) integration_project/target integration_project/logs integration_project/dbt_packages integration_project/*.duckdb integration_project/documents site

@@ -5,19 +5,23 @@
 1. Starts the emulator (a subprocess on 127.0.0.1, state in integration_project/.emulator-state,
    wiped first) with a fault scenario: about 5% of requests come back `errored` with server errors
    (api_error 3%, overloaded_error 2%), and a batch takes 2 seconds to end.
-2. Builds integration_project into a fresh DuckDB file (integration_project/demo.duckdb):
-   `dbt deps`, `dbt build`: the seed (500 support tickets), the staging view, the `ticket_triage`
-   and `ticket_extraction` batch models (each submits, waits and harvests), then their tests,
-   among them the package's health tests, which the ~5% of server errors (retried by themselves)
-   keep green.
-3. Shows the label counts, a few classified tickets, the failures and batches tables, and the bill.
+2. Makes the sample loan documents (scripts/make_documents.py: PDFs and scans made with pypdf and
+   Pillow into integration_project/documents/, one of 120 pages, one corrupt) and builds
+   integration_project into a fresh DuckDB file (integration_project/demo.duckdb):
+   `dbt deps`, `dbt build`: the seed (500 support tickets), the staging models, the `ticket_triage`,
+   `ticket_extraction` and `loan_documents` batch models (each submits, waits and harvests), then
+   their tests, among them the package's health tests, which the ~5% of server errors (retried by
+   themselves) keep green.
+3. Shows the label counts, a few classified tickets, the failures and batches tables, the bill, and
+   the fields extracted from the documents with the corrupt file as a named failure.
 4. Clears the fault scenario, runs `dbt build` again: only the failed tickets are resubmitted, in a
    second batch, and the failures table is empty.
 5. Stops the emulator (always, also on Ctrl-C).
 
 Never calls Anthropic: ANTHROPIC_API_KEY is a fake value and ANTHROPIC_BASE_URL points at the
 emulator, both set only in the environment of the child processes. Exits non-zero if a dbt command
-fails or the final state is not 500 results with 0 failures. Standard library + duckdb only.
+fails or the final state is not 500 results with 0 failures, or the documents' results and failures
+are not the expected ones. Standard library + duckdb (+ pypdf and Pillow for the documents).
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from pathlib import Path
 
 import duckdb
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
+import make_documents  # noqa: E402 - integration_project/scripts/make_documents.py
+
 PROJECT = Path(__file__).resolve().parent
 STATE_DIR = PROJECT / ".emulator-state"
 DB_PATH = PROJECT / "demo.duckdb"
@@ -45,6 +52,17 @@ PROCESSING_DELAY = 2
 FAKE_API_KEY = "emulator-demo-key"  # not a real key: the emulator accepts any value
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+# The 120-page PDF: an attachment_error until PDFs over max_pages_per_request are split into parts and
+# reassembled (issue 19's chunking); then a result like the others. Flip when chunking is merged.
+OVER_LIMIT_PDF_IS_CHUNKED = False
+OVER_LIMIT_PDF = "appraisal-report-0005.pdf"
+CORRUPT_PDF = "loan-application-0006.pdf"
+# What the emulator reads in each file (the PDF's text, the scan's file name in the prompt) -> document_type.
+EXPECTED_DOCUMENT_TYPES = {
+    "loan-application-0001.pdf": "loan_application", "bank-statement-0002.pdf": "bank_statement",
+    "payslip-0003.jpg": "payslip", "id-card-0004.png": "id_card", "loan-application-0007": "other"}
+if OVER_LIMIT_PDF_IS_CHUNKED:
+    EXPECTED_DOCUMENT_TYPES[OVER_LIMIT_PDF] = "appraisal"
 
 
 class DemoFailed(Exception):
@@ -209,10 +227,38 @@ def show_bill(emu: Emulator) -> float:
     rows = [(batch_id, f"${usd:.6f}") for batch_id, usd in bill["by_batch"].items()]
     show("Emulator bill (GET /_emulator/ledger?requests=false)", ["batch_id", "usd"], rows)
     cost = scalar("select (select coalesce(sum(cost_usd), 0) from main.ticket_triage) + "
-                  "(select coalesce(sum(cost_usd), 0) from main.ticket_extraction)")
+                  "(select coalesce(sum(cost_usd), 0) from main.ticket_extraction) + "
+                  "(select coalesce(sum(cost_usd), 0) from main.loan_documents)")
     print(f"  total ${bill['total_usd']:.6f} (batch ${bill['batch_usd']:.6f}, sync ${bill['sync_usd']:.6f}); "
-          f"sum of cost_usd in ticket_triage and ticket_extraction ${cost:.6f}", flush=True)
+          f"sum of cost_usd in ticket_triage, ticket_extraction and loan_documents ${cost:.6f}", flush=True)
     return bill["total_usd"]
+
+
+def show_documents() -> list[str]:
+    """The documents' extracted fields and failures; what is not as expected, as problem lines (only
+    meaningful once no server error from the fault scenario is left to resubmit)."""
+    cols, rows = query("select document_id, document_type, needs_review, summary, attempt, cost_usd "
+                       "from main.loan_documents order by document_id")
+    show("Fields extracted from the loan documents (main.loan_documents: JSON flattened into typed columns)",
+         cols, rows, width=70)
+    _, failed = query("select document_id, error_type, error_message from main.loan_documents__failures "
+                      "order by document_id")
+    show("Documents that could not be sent (main.loan_documents__failures)",
+         ["document_id", "error_type", "error_message"], failed, width=150)
+    problems = []
+    got = {row[0]: row[1] for row in rows}
+    if got != EXPECTED_DOCUMENT_TYPES:
+        problems.append(f"main.loan_documents holds {got}, expected {EXPECTED_DOCUMENT_TYPES}")
+    expected_failures = {CORRUPT_PDF: "is a corrupt PDF"}
+    if not OVER_LIMIT_PDF_IS_CHUNKED:
+        expected_failures[OVER_LIMIT_PDF] = (f"is a PDF of {make_documents.OVER_LIMIT_PAGES} pages, "
+                                             "over max_pages_per_request 100")
+    named = {doc: message for doc, kind, message in failed if kind == "attachment_error"}
+    if set(named) != set(expected_failures) or len(failed) != len(named) or any(
+            text not in named[doc] for doc, text in expected_failures.items()):
+        problems.append(f"main.loan_documents__failures holds {failed}, expected attachment_error for "
+                        f"{expected_failures}")
+    return problems
 
 
 # -------------------------------------------------------------------------------- main
@@ -227,6 +273,10 @@ def run() -> None:
         env = child_env(emu.url)
         print(f"dbt runs with ANTHROPIC_BASE_URL={emu.url} and ANTHROPIC_API_KEY={FAKE_API_KEY} "
               "(a fake key: nothing reaches Anthropic)", flush=True)
+
+        heading("Make the sample loan documents (scripts/make_documents.py: pypdf and Pillow)")
+        for path in make_documents.write():
+            print(f"  {path.relative_to(PROJECT)} ({path.stat().st_size:,} bytes)", flush=True)
 
         heading("Build integration_project: dbt deps, dbt build (seed, models, tests)")
         dbt(env, "deps")
@@ -244,6 +294,13 @@ def run() -> None:
         show_bill(emu)
         print(f"\nFirst run: {first_results} tickets classified, {first_failures} failed "
               "(server errors from the fault scenario).", flush=True)
+
+        heading("Documents: fields extracted from PDFs and scans; the corrupt file is a named failure")
+        show_documents()
+        document_requests = scalar("select coalesce(sum(n_submitted), 0) from main.loan_documents__batches")
+        # Documents that drew a server error are resubmitted by the second run; the bad files are not.
+        document_retries = scalar("select count(*) from main.loan_documents__failures "
+                                  "where error_type not like 'attachment%'")
 
         heading("Clear the fault scenario, dbt build again: the failed tickets are resubmitted")
         print(f"DELETE /_emulator/scenarios -> {emu.call('DELETE', '/_emulator/scenarios')}", flush=True)
@@ -267,7 +324,12 @@ def run() -> None:
         extracted = scalar("select count(*) from main.ticket_extraction")
         extraction_failures = scalar("select count(*) from main.ticket_extraction__failures")
 
-        problems = []
+        heading("Documents after the second run")
+        problems = show_documents()
+        resent = scalar("select coalesce(sum(n_submitted), 0) from main.loan_documents__batches") - document_requests
+        if resent != document_retries:
+            problems.append(f"the second run sent {resent} document request(s), expected {document_retries} (the "
+                            "documents that drew a server error; no file changed)")
         if extracted != EXPECTED_TICKETS or extraction_failures != 0:
             problems.append(f"main.ticket_extraction has {extracted} rows and {extraction_failures} failures, "
                             f"expected {EXPECTED_TICKETS} and 0")
