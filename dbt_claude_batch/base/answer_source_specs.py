@@ -1,8 +1,8 @@
 """The `answer_sources` setting: other states whose answers a run may reuse, by exact request hash.
 
 Each entry names a DuckDB file (`path`, relative to the dbt project directory) or a database the
-profile already attaches (`database`), the state schema inside it (`schema`, default
-``dbt_claude_batch``), and whether a missing file stops the run (`required`, default true). A plain
+profile already attaches (`database`; neither: this database), the state schema inside it (`schema`,
+default ``dbt_claude_batch``), and whether a missing file stops the run (`required`, default true). A plain
 string is a `path`. Pure parsing; opening the sources is `state/answer_sources.py`.
 """
 
@@ -38,9 +38,9 @@ def _entry(i: int, item: Any) -> Mapping[str, Any]:
     unknown = sorted(set(item) - set(SOURCE_FIELDS))
     if unknown:
         raise ConfigError(f"{where} has unknown field(s) {', '.join(unknown)}: use only {', '.join(SOURCE_FIELDS)}.")
-    if ("path" in item) == ("database" in item):
+    if ("path" in item and "database" in item) or not {"path", "database", "schema"} & set(item):
         raise ConfigError(f"{where} must set exactly one of `path` (a DuckDB file) or `database` (a database the "
-                          f"profile attaches); got {dict(item)!r}.")
+                          f"profile attaches), or only `schema` (a schema of this database); got {dict(item)!r}.")
     for name in ("path", "database", "schema"):
         if name in item and (not isinstance(item[name], str) or not item[name].strip()):
             raise ConfigError(f"{where}: `{name}` must be a non-empty string; got {item[name]!r}.")
@@ -48,5 +48,7 @@ def _entry(i: int, item: Any) -> Mapping[str, Any]:
     if not isinstance(required, bool):
         raise ConfigError(f"{where}: `required` must be true or false; got {required!r}.")
     entry: dict[str, Any] = {"schema": item.get("schema", DEFAULT_SCHEMA), "required": required}
-    entry["path" if "path" in item else "database"] = item.get("path", item.get("database"))
+    for name in ("path", "database"):
+        if name in item:
+            entry[name] = item[name]
     return entry

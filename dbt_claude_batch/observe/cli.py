@@ -176,7 +176,15 @@ def _answers(args: argparse.Namespace) -> int:
 
     from dbt_claude_batch.state.answer_files import import_answers
 
-    con = duckdb.connect(path)
+    try:
+        con = duckdb.connect(path)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        from dbt_claude_batch.base.errors import DatabaseLockedError
+
+        raise DatabaseLockedError(f"{path} is locked by another process (a running dbt): import again when it has "
+                                  f"finished.\n{exc}") from None
     try:
         added, held = import_answers(con, args.state_schema, getattr(args, "from"))
     finally:

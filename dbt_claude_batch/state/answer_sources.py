@@ -133,12 +133,20 @@ def open_sources(cursor, state_schema: str, specs: Sequence[Mapping[str, Any]],
                 files.append(path)
                 label = f"{path}:{spec['schema']}"
             else:
-                catalog, label = spec["database"], f"database {spec['database']}:{spec['schema']}"
+                catalog = spec.get("database") or _current_catalog(cursor)
+                if catalog == _current_catalog(cursor) and spec["schema"] == state_schema:
+                    logger.info(f"answer source {spec['schema']} is this run's own state schema: not used as a source")
+                    continue
+                label = f"database {catalog}:{spec['schema']}"
             sources.append(_checked(cursor, catalog, spec["schema"], label, i))
         yield sources
     finally:
         for path in files:
             _detach(cursor, path)
+
+
+def _current_catalog(cursor) -> str:
+    return cursor.execute("select current_database()").fetchall()[0][0]
 
 
 def _current_file(cursor) -> str | None:

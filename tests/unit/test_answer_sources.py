@@ -27,7 +27,7 @@ def test_the_setting_takes_paths_databases_and_defaults():
 
 @pytest.mark.parametrize("value, message", [
     ([{"path": "a", "database": "b"}], "item 0 must set exactly one of `path`"),
-    ([{"schema": "x"}], "item 0 must set exactly one of `path`"),
+    ([{"required": False}], "item 0 must set exactly one of `path`"),
     (["ok.duckdb", {"path": "b", "reqired": False}], "item 1 has unknown field(s) reqired"),
     ([{"path": "b", "required": "no"}], "`required` must be true or false"),
     ([{"path": ""}], "`path` must be a non-empty string"),
@@ -127,6 +127,17 @@ def test_a_newer_state_is_read_while_compatible_and_refused_when_not(tmp_path):
     with pytest.raises(StateError, match=r"^The answer source .* is at state version 99, newer than this dbt-claude-batch "
                                          r"\(\d+\) and incompatible \(no outcomes.output_text\): upgrade"):
         _held(duckdb.connect(), ["prod.duckdb"], tmp_path)
+
+
+def test_a_schema_of_this_database_is_a_source_and_its_own_state_schema_is_not(tmp_path):
+    con = _state_file(tmp_path / "prod.duckdb")  # prod's state in dbt_claude_batch; CI's in ci_state, same file
+    State(con, "ci_state", "ci.m").ensure()
+    spec = parse_answer_sources([{"schema": "dbt_claude_batch"}])
+    with open_sources(con, "ci_state", spec, str(tmp_path)) as found:
+        assert [s.label for s in found] == ["database prod:dbt_claude_batch"]
+        assert len(con.execute(f"select * from ({found[0].held_answers_sql()})").fetchall()) == 2
+    with open_sources(con, "dbt_claude_batch", spec, str(tmp_path)) as found:
+        assert found == []
 
 
 def test_imported_answers_are_a_source_of_this_state(tmp_path):
