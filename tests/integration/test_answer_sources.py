@@ -34,6 +34,16 @@ def _bought(emulator, since: int) -> list[str]:
     return sorted(r["custom_id"] for r in row_requests(emulator) if r["batch_id"] in new)
 
 
+def _bill(emulator) -> float:
+    return emulator.ledger(requests=False)["bill"]["total_usd"]
+
+
+def _spend(project: DbtProject) -> tuple:
+    """(requests billed, answers not bought, USD billed) of the project's state, as `all_spend` says."""
+    return project.query("select sum(requests_billed), sum(answers_not_bought), sum(billed_usd) "
+                         "from dbt_claude_batch.all_spend")[0]
+
+
 def _reused(project: DbtProject) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in project.query(
         "select custom_id, reused_source, reused_from from dbt_claude_batch.outcomes where reused_source is not null")}
@@ -47,6 +57,7 @@ def test_dev_and_ci_buy_only_what_changed_and_reuse_the_rest_of_prod_by_request_
     prod.run()
     (prod_batch,) = [b["id"] for b in created_batches(emulator)]
     prod_answers = {k: v["output_text"] for k, v in prod.results().items()}
+    prod_bill = _bill(emulator)
 
     # dev: its own file; row 3's text edited in staging (same key, another request), row 5's template
     # branch edited, row 7 new. Prod's file is named relative to the dev project; a missing source is refused.
@@ -80,6 +91,10 @@ def test_dev_and_ci_buy_only_what_changed_and_reuse_the_rest_of_prod_by_request_
     assert _reused(dev) == {str(k): (prod_label, prod_batch) for k in (1, 2, 4, 6)}
     assert dev.query("select n_reused, n_submitted from dbt_claude_batch.runs where finished_at is not null "
                      "order by started_at desc limit 1") == [(4, 3)]
+    requests_billed, not_bought, billed = _spend(dev)  # reused answers cost $0: dev paid for its 3 rows only
+    assert (requests_billed, not_bought) == (3, 4)
+    assert abs(billed - (_bill(emulator) - prod_bill)) < 1e-9
+    dev_bill = _bill(emulator)
     assert _file_digest(prod.db_path) == before  # read-only: prod's file is never written
     assert not Path(f"{prod.db_path}.wal").exists()
 
@@ -101,6 +116,9 @@ def test_dev_and_ci_buy_only_what_changed_and_reuse_the_rest_of_prod_by_request_
     ci.run()
 
     assert _bought(emulator, 2) == ["6"]
+    requests_billed, not_bought, billed = _spend(ci)
+    assert (requests_billed, not_bought) == (1, 5)
+    assert abs(billed - (_bill(emulator) - dev_bill)) < 1e-9
     assert create_calls(emulator) == 3
     ci_results = ci.results()
     assert {k: v["output_text"] for k, v in ci_results.items() if k != 6} == {
