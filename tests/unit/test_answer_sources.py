@@ -44,6 +44,7 @@ def _state_file(path, version: int = migrations.SCHEMA_VERSION):
     con = duckdb.connect(str(path))
     if version == migrations.SCHEMA_VERSION:
         State(con, "dbt_claude_batch", "main.m").ensure()
+        State(con, "dbt_claude_batch", "main.m").record_model(["id"], {"id": "BIGINT"})
     else:
         con.execute(f"create schema {S}")
         con.execute(f"create table {S}.state_version (version integer not null, applied_at timestamp not null)")
@@ -151,3 +152,31 @@ def test_imported_answers_are_a_source_of_this_state(tmp_path):
                 [T0, T0])
     assert _held(con, [], tmp_path) == {"imported answers": [
         ("h1", "one", "b1", "k1", 12, None), ("h2", "two", None, None, None, '{"x":1}')]}
+
+
+def test_an_export_imports_once_and_carries_each_answer_by_its_request_hash(tmp_path):
+    from dbt_claude_batch.state.answer_files import export_answers, import_answers
+
+    con = _state_file(tmp_path / "prod.duckdb")
+    out = tmp_path / "answers.parquet"
+    assert export_answers(con, "dbt_claude_batch", "m", str(out), "prod.duckdb") == 2
+    ci = duckdb.connect(str(tmp_path / "ci.duckdb"))  # no state yet: the import creates it
+    assert import_answers(ci, "dbt_claude_batch", str(out)) == (2, 0)
+    assert import_answers(ci, "dbt_claude_batch", str(out)) == (0, 2)
+    assert _held(ci, [], tmp_path) == {"imported answers": [
+        ("h1", "new one", "b2", "k1b", 10, None), ("h2", "two", "b1", "k2", 10, None)]}
+    assert ci.execute(f"select distinct model, source from {S}.imported_answers").fetchall() == [
+        ("main.m", f"{out} <- prod.duckdb:dbt_claude_batch")]
+
+
+def test_export_and_import_refuse_what_they_cannot_read_and_say_what_to_pass(tmp_path):
+    from dbt_claude_batch.state.answer_files import export_answers, import_answers
+
+    con = _state_file(tmp_path / "prod.duckdb")
+    with pytest.raises(ConfigError, match=r"^--model 'other' is no batch model of this state: pass one of main.m "):
+        export_answers(con, "dbt_claude_batch", "other", str(tmp_path / "a.parquet"), "prod.duckdb")
+    con.execute(f"copy (select 1 as id) to '{tmp_path / 'other.parquet'}' (format parquet)")
+    with pytest.raises(ConfigError, match=r"other.parquet is not an answers export \(no column request_hash, model"):
+        import_answers(con, "dbt_claude_batch", str(tmp_path / "other.parquet"))
+    with pytest.raises(ConfigError, match=r"^No file at .*gone.parquet: pass --from"):
+        import_answers(con, "dbt_claude_batch", str(tmp_path / "gone.parquet"))
