@@ -35,7 +35,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
     """
     from dbt_claude_batch.run.local_outcomes import (record_attachment_failures, record_empty_prompts,
                                                      record_template_errors, reuse_from_sources,
-                                                     reuse_held_answers)
+                                                     reuse_held_answers, wants_answers)
     from dbt_claude_batch.run.spool import build_spool
     from dbt_claude_batch.run.sync import run_sync
 
@@ -54,10 +54,11 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         n_reused = reuse_held_answers(state)
         if n_reused:
             logger.info(f"{n_reused} requests already answered in state: reused, not bought again")
-        with open_sources(state.cursor, state.schema, cfg.answer_sources, prompt.project_dir) as sources:
-            for label, n in reuse_from_sources(state, sources).items():
-                logger.info(f"{n} requests answered from {label} by exact request hash: reused at $0, not bought")
-                n_reused += n
+        if wants_answers(state):  # a source file is opened only when a line could be answered from it
+            with open_sources(state.cursor, state.schema, cfg.answer_sources, prompt.project_dir) as sources:
+                for label, n in reuse_from_sources(state, sources).items():
+                    logger.info(f"{n} requests answered from {label} by exact request hash: reused at $0, not bought")
+                    n_reused += n
         if n_reused:
             spool.refresh_counts()
         if n_empty:

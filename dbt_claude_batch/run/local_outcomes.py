@@ -82,6 +82,11 @@ def _reuse(state: State, n: int) -> None:
     )
 
 
+def wants_answers(state: State) -> bool:
+    """Whether any rendered line could still be answered by reuse (so answer sources are worth opening)."""
+    return bool(state.run(f"select 1 from ({_WANTED}) limit 1"))
+
+
 def reuse_from_sources(state: State, sources: list[AnswerSource]) -> dict[str, int]:
     """Answer rendered lines from other sources' answers to the exact same request; return how many
     keys each source answered (by label), in the sources' order."""

@@ -129,7 +129,13 @@ def open_sources(cursor, state_schema: str, specs: Sequence[Mapping[str, Any]],
                 if path == _current_file(cursor):
                     logger.info(f"answer source {path} is this run's own database file: not used as a source")
                     continue
-                catalog = _attach(cursor, path)
+                try:
+                    catalog = _attach(cursor, path)
+                except StateError as exc:
+                    if spec["required"]:
+                        raise
+                    logger.warning(f"{str(exc).splitlines()[0]} (required: false): not used in this run")
+                    continue
                 files.append(path)
                 label = f"{path}:{spec['schema']}"
             else:

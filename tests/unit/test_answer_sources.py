@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 
 import duckdb
 import pytest
@@ -180,3 +182,18 @@ def test_export_and_import_refuse_what_they_cannot_read_and_say_what_to_pass(tmp
         import_answers(con, "dbt_claude_batch", str(tmp_path / "other.parquet"))
     with pytest.raises(ConfigError, match=r"^No file at .*gone.parquet: pass --from"):
         import_answers(con, "dbt_claude_batch", str(tmp_path / "gone.parquet"))
+
+
+def test_a_locked_source_is_refused_when_required_and_left_out_when_not(tmp_path):
+    holder = _state_file(tmp_path / "prod.duckdb")  # stands for prod's running dbt: another connection, writing
+    holder.close()
+    locker = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+                               "print('locked', flush=True); sys.stdin.read()", str(tmp_path / "prod.duckdb")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        with pytest.raises(StateError, match=r"^The answer source .*prod.duckdb cannot be opened read-only"):
+            _held(duckdb.connect(), ["prod.duckdb"], tmp_path)
+        assert _held(duckdb.connect(), [{"path": "prod.duckdb", "required": False}], tmp_path) == {}
+    finally:
+        locker.communicate("")
