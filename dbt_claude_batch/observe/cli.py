@@ -174,8 +174,13 @@ def _answers(args: argparse.Namespace) -> int:
         return 0
     import duckdb
 
+    from dbt_claude_batch.base.errors import ConfigError
     from dbt_claude_batch.state.answer_files import import_answers
 
+    source = getattr(args, "from")
+    if not os.path.isfile(source):  # before the connect, which would create a missing database file
+        raise ConfigError(f"No file at {os.path.abspath(source)}: pass --from the Parquet file `dbt-claude-batch "
+                          "answers export` wrote.")
     try:
         con = duckdb.connect(path)
     except duckdb.IOException as exc:
@@ -186,7 +191,7 @@ def _answers(args: argparse.Namespace) -> int:
         raise DatabaseLockedError(f"{path} is locked by another process (a running dbt): import again when it has "
                                   f"finished.\n{exc}") from None
     try:
-        added, held = import_answers(con, args.state_schema, getattr(args, "from"))
+        added, held = import_answers(con, args.state_schema, source)
     finally:
         con.close()
     print(f"imported {added} answers into {args.state_schema}.imported_answers of {path}"
