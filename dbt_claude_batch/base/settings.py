@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from dbt_claude_batch.base.answer_source_specs import parse_answer_sources
 from dbt_claude_batch.base.errors import ConfigError
 from dbt_claude_batch.base.media_types import parse_attachments
 
@@ -98,6 +99,8 @@ class Settings:
     attachments_root: str | None = None
     oversized_image: str = "downsize"
     max_pages_per_request: int = 100
+    # other states whose answers are reused by exact request hash (answer_source_specs.py)
+    answer_sources: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def names(cls) -> list[str]:
@@ -128,6 +131,7 @@ class Settings:
         if merged.get("few_shot") is not None:
             merged["few_shot"] = tuple(merged["few_shot"])
         merged["attachments"] = parse_attachments(merged.get("attachments"))
+        merged["answer_sources"] = parse_answer_sources(merged.get("answer_sources"))
         settings = cls(**merged)
         settings._validate()
         return settings

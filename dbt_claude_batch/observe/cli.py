@@ -148,6 +148,74 @@ def _add_dbt(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_dbt)
 
 
+def _run_answers(args: argparse.Namespace) -> int:
+    """`answers export` opens the file read-only; `answers import` writes this state's imported_answers."""
+    from dbt_claude_batch.base.errors import DbtClaudeBatchError
+
+    try:
+        return _answers(args)
+    except DbtClaudeBatchError as exc:
+        print(f"dbt-claude-batch answers {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _answers(args: argparse.Namespace) -> int:
+    path = _database_of(args)()
+    if args.action == "export":
+        from dbt_claude_batch.state.answer_files import export_answers
+        from dbt_claude_batch.state.warehouse import open_read_only
+
+        con = open_read_only(path)
+        try:
+            n = export_answers(con, args.state_schema, args.model, args.to, path)
+        finally:
+            con.close()
+        print(f"exported {n} answers of {args.model} (one per request hash) to {os.path.abspath(args.to)}")
+        return 0
+    import duckdb
+
+    from dbt_claude_batch.base.errors import ConfigError
+    from dbt_claude_batch.state.answer_files import import_answers
+
+    source = getattr(args, "from")
+    if not os.path.isfile(source):  # before the connect, which would create a missing database file
+        raise ConfigError(f"No file at {os.path.abspath(source)}: pass --from the Parquet file `dbt-claude-batch "
+                          "answers export` wrote.")
+    try:
+        con = duckdb.connect(path)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        from dbt_claude_batch.base.errors import DatabaseLockedError
+
+        raise DatabaseLockedError(f"{path} is locked by another process (a running dbt): import again when it has "
+                                  f"finished.\n{exc}") from None
+    try:
+        added, held = import_answers(con, args.state_schema, source)
+    finally:
+        con.close()
+    print(f"imported {added} answers into {args.state_schema}.imported_answers of {path}"
+          + (f" ({held} already held)" if held else "") + "; runs reuse them by exact request hash")
+    return 0
+
+
+def _add_answers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("answers", help="export a model's answers to Parquet, or import such a file as an answer source",
+                       description="Answers travel with their request hashes: `export` writes one batch model's "
+                                   "answers to a Parquet file (the DuckDB file opened read-only); `import` adds such "
+                                   "a file to this state's imported_answers, which every run reuses by exact request "
+                                   "hash, at $0. Needs the DuckDB file unlocked (not while dbt runs).")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser("export", help="write a model's answers to a Parquet file")
+    _add_connection_options(export)
+    export.add_argument("--model", required=True, help="the batch model: schema.identifier, or its identifier")
+    export.add_argument("--to", required=True, metavar="FILE.parquet", help="where to write the answers")
+    imported = actions.add_parser("import", help="add an export's answers to this state's imported_answers")
+    _add_connection_options(imported)
+    imported.add_argument("--from", required=True, metavar="FILE.parquet", help="a file `answers export` wrote")
+    p.set_defaults(func=_run_answers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbt-claude-batch",
                                      description="Run Claude over dbt tables through the Message Batches API.")
@@ -156,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status(sub)
     _add_report(sub)
     _add_dbt(sub)
+    _add_answers(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, unpriced
 from dbt_claude_batch.base.prompts import Prompt
 from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.state.answer_sources import open_sources
 from dbt_claude_batch.state.state import State
 from dbt_claude_batch.state.workdir import scratch
 
@@ -33,7 +34,8 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
     because `stop` was set (checked before each create; a create sent finishes and is recorded).
     """
     from dbt_claude_batch.run.local_outcomes import (record_attachment_failures, record_empty_prompts,
-                                                     record_template_errors, reuse_held_answers)
+                                                     record_template_errors, reuse_from_sources,
+                                                     reuse_held_answers, wants_answers)
     from dbt_claude_batch.run.spool import build_spool
     from dbt_claude_batch.run.sync import run_sync
 
@@ -51,8 +53,14 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
                            f"First: {first}")
         n_reused = reuse_held_answers(state)
         if n_reused:
-            spool.refresh_counts()
             logger.info(f"{n_reused} requests already answered in state: reused, not bought again")
+        if wants_answers(state):  # a source file is opened only when a line could be answered from it
+            with open_sources(state.cursor, state.schema, cfg.answer_sources, prompt.project_dir) as sources:
+                for label, n in reuse_from_sources(state, sources).items():
+                    logger.info(f"{n} requests answered from {label} by exact request hash: reused at $0, not bought")
+                    n_reused += n
+        if n_reused:
+            spool.refresh_counts()
         if n_empty:
             _empty_prompts(state, n_empty, n_errors, every=not spool.chunks and not n_reused)
         if n_errors:

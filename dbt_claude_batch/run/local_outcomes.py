@@ -6,7 +6,9 @@ edit, a key change, or a row that asks exactly what another row was already answ
 document is reused by its own request hash (`part_hash`), so when one part failed the next run sends
 that part alone. Parts of split prompts and keys named in `claude_batch_rerun_keys` are never reused. The reused answer is recorded as a new
 attempt of its key in a pseudo-batch of kind ``reuse``: cost 0, `shared_from` naming the custom_id and
-`reused_from` the batch whose answer it is.
+`reused_from` the batch whose answer it is. Answers held elsewhere (other states named by
+`answer_sources`, and imported answers: state/answer_sources.py) are reused the same way, by exact
+request hash only, with `reused_source` naming where each came from.
 
 *Template errors.* A row whose template raised is recorded as a failure of kind ``template_error`` in a
 pseudo-batch of kind ``local``, so it shows in the failures table with its message, costs nothing, and
@@ -28,15 +30,12 @@ import uuid
 from dbt_claude_batch.run import answers
 from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.run.planning import PENDING, RENDERED
+from dbt_claude_batch.state.answer_sources import ANSWER_COLUMNS as _COPIED, AnswerSource
 from dbt_claude_batch.state.state import State, utcnow
 
 _REUSE = "cb_reuse"
-
-_COPIED = (
-    "result_type", "error_type", "error_message", "canceled_by_user", "output_text", "stop_reason",
-    "answered_model", "input_tokens", "output_tokens", "cache_creation_input_tokens",
-    "cache_creation_1h_input_tokens", "cache_read_input_tokens", "message", "service_tier", "output_json",
-)
+_SOURCED = "cb_reuse_sourced"
+_WANTED = f"select distinct request_hash from {RENDERED} where include and parts = 1 and reason <> 'rerun'"
 
 
 def reuse_held_answers(state: State) -> int:
@@ -44,8 +43,7 @@ def reuse_held_answers(state: State) -> int:
     requests, submissions, outcomes = state.table("requests"), state.table("submissions"), state.table("outcomes")
     state.run(
         f"""create or replace temp table {_REUSE} as
-        with cb_wanted as (
-            select distinct request_hash from {RENDERED} where include and parts = 1 and reason <> 'rerun'),
+        with cb_wanted as ({_WANTED}),
         cb_held as (
             select r.request_hash,
                    arg_max(struct_pack(b := o.batch_id, c := o.custom_id), coalesce(o.harvest_seq, 0)) as src
@@ -97,6 +95,48 @@ def _reuse(state: State, n: int) -> None:
     state.run(
         f"update {RENDERED} set include = false, reason = 'reused' "
         f"where (ordinal, custom_id) in (select (ordinal, custom_id) from {_REUSE})"
+    )
+
+
+def wants_answers(state: State) -> bool:
+    """Whether any rendered line could still be answered by reuse (so answer sources are worth opening)."""
+    return bool(state.run(f"select 1 from ({_WANTED}) limit 1"))
+
+
+def reuse_from_sources(state: State, sources: list[AnswerSource]) -> dict[str, int]:
+    """Answer rendered lines from other sources' answers to the exact same request; return how many
+    keys each source answered (by label), in the sources' order."""
+    counts: dict[str, int] = {}
+    for source in sources:
+        state.run(
+            f"""create or replace temp table {_SOURCED} as
+            select v.ordinal, v.custom_id, h.* exclude (request_hash)
+            from {RENDERED} v join ({source.held_answers_sql(_WANTED)}) h using (request_hash)
+            where v.include and v.parts = 1 and v.reason <> 'rerun'"""
+        )
+        n = state.run(f"select count(*) from {_SOURCED}")[0][0]
+        if n:
+            with state.transaction():
+                _reuse_sourced(state, source.label, n)
+            counts[source.label] = n
+        state.run(f"drop table if exists {_SOURCED}")
+    return counts
+
+
+def _reuse_sourced(state: State, label: str, n: int) -> None:
+    batch_id = _record_pseudo_batch(state, "reuse", _SOURCED, n, f"answers from {label}, reused by request hash")
+    state.run(
+        f"""insert or ignore into {state.table('outcomes')} (batch_id, custom_id, model_id, shared_from, reused_from,
+            reused_source, harvested_at, harvest_seq, {', '.join(_COPIED)})
+        select ?, u.custom_id, {literal(state.model_id)}, coalesce(u.from_custom_id, u.custom_id),
+            coalesce(u.from_batch, 'imported'), u.source, ?, {state.next_seq_sql()}, {', '.join('u.' + c for c in _COPIED)}
+        from {_SOURCED} u""",
+        [batch_id, utcnow()],
+    )
+    answers.refresh(state, [batch_id])
+    state.run(
+        f"update {RENDERED} set include = false, reason = 'reused' "
+        f"where (ordinal, custom_id) in (select (ordinal, custom_id) from {_SOURCED})"
     )
 
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -207,6 +207,18 @@ MIGRATIONS: dict[int, list[str]] = {
         "alter table {s}.requests add column if not exists last_page integer",
         "alter table {s}.answers add column if not exists part_pages json",  # a cut key's parts and their pages
     ],
+    # v8: answers from other states (answer_sources.py): where a reused answer came from, and answers
+    # imported from a Parquet export, each under its exact request hash.
+    8: [
+        "alter table {s}.outcomes add column if not exists reused_source varchar",
+        """create table if not exists {s}.imported_answers (
+            request_hash varchar not null,  -- sha256 of the rendered request params: the only proof
+            model varchar,                  -- the batch model (schema.identifier) it was exported from
+            answer json not null,           -- output_text, output_json, stop_reason, answered_model, ...
+            usage json,                     -- the tokens it cost when it was bought
+            source varchar not null,        -- the file (and state) it came from
+            imported_at timestamp not null)""",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -220,10 +232,12 @@ EXPECTED_COLUMNS = {
                  "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "part_hash", "first_page", "last_page"),
     "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
                 "harvested_at"),
-    "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from"),
+    "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from",
+                 "reused_source"),
     "input_aliases": ("model_id", "custom_id", "input_hash", "request_hash"),
     "foreign_batches": ("submission_id", "batch_id", "checked_at"),
     "runs": ("run_id", "model_id", "started_at"),
     "answers": ("model_id", "custom_id", "attempt", "key_json", "output_text", "output_parts", "harvest_seq", "seq",
                 "part_pages"),
+    "imported_answers": ("request_hash", "model", "answer", "usage", "source", "imported_at"),
 }

@@ -33,7 +33,7 @@ def _v1_database():
 def test_v1_state_is_migrated_in_place_and_keeps_its_rows():
     con = _v1_database()
     State(con, "dbt_claude_batch", "m").ensure()
-    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 7
+    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 8
     assert con.execute('select custom_id, key_custom_id, part, parts, part_hash, first_page, last_page '
                        'from "dbt_claude_batch".requests').fetchall() == [("k1", "k1", 1, 1, None, None, None)]
     State(con, "dbt_claude_batch", "m").ensure()  # idempotent
@@ -79,3 +79,15 @@ def test_a_damaged_state_table_is_refused_with_a_clear_error():
     con.execute('alter table "dbt_claude_batch".outcomes drop column harvest_seq')
     with pytest.raises(StateError, match=r"outcomes is not dbt-claude-batch state or was damaged \(missing column"):
         State(con, "dbt_claude_batch", "m").ensure()
+
+
+def test_v6_state_gains_reused_source_and_an_empty_imported_answers_table():
+    con = _database_at(6)
+    s = '"dbt_claude_batch"'
+    con.execute(f"""insert into {s}.outcomes (batch_id, custom_id, model_id, result_type, harvested_at)
+                    values ('b', 'k1', 'm', 'succeeded', ?)""", [dt.datetime(2026, 1, 1)])
+    State(con, "dbt_claude_batch", "m").ensure()
+    assert con.execute(f"select custom_id, reused_source from {s}.outcomes").fetchall() == [("k1", None)]
+    assert con.execute(f"select count(*) from {s}.imported_answers").fetchone()[0] == 0
+    for ddl in state_module.MIGRATIONS[8]:  # idempotent
+        con.execute(ddl.format(s=s))
