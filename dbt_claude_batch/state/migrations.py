@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -199,6 +199,30 @@ MIGRATIONS: dict[int, list[str]] = {
     6: [
         "alter table {s}.models add column results_gap bigint",
     ],
+    # v7: attachments uploaded once through the Files API (run/uploads.py): one row per upload, from its
+    # intent on (status uploading | held | deleted | refused | abandoned), and which request hashes of
+    # which model use which content, so a file is deleted only when no model needs it.
+    7: [
+        """create table if not exists {s}.uploaded_files (
+            upload_id varchar primary key,
+            sha256 varchar not null,
+            filename varchar not null,
+            model_id varchar not null,
+            n_bytes bigint not null,
+            media_type varchar not null,
+            status varchar not null,
+            file_id varchar,
+            intent_at timestamp not null,
+            uploaded_at timestamp,
+            deleted_at timestamp,
+            note varchar)""",
+        """create table if not exists {s}.upload_uses (
+            sha256 varchar not null,
+            model_id varchar not null,
+            request_hash varchar not null,
+            recorded_at timestamp not null,
+            primary key (sha256, model_id, request_hash))""",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -217,4 +241,6 @@ EXPECTED_COLUMNS = {
     "foreign_batches": ("submission_id", "batch_id", "checked_at"),
     "runs": ("run_id", "model_id", "started_at"),
     "answers": ("model_id", "custom_id", "attempt", "key_json", "output_text", "output_parts", "harvest_seq", "seq"),
+    "uploaded_files": ("upload_id", "sha256", "filename", "status", "file_id", "n_bytes", "deleted_at"),
+    "upload_uses": ("sha256", "model_id", "request_hash"),
 }

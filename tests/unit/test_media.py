@@ -45,7 +45,9 @@ def test_attachments_are_normalised_in_declared_order():
      "Setting `attachments` item 0 (column 'doc') has title 'x': a title is text, and only documents take one; "
      "remove it or fix it."),
     ([{"column": "doc", "kind": "image", "colour": 1}],
-     "Setting `attachments` item 0 has unknown field(s) colour: use only column, kind, required, title."),
+     "Setting `attachments` item 0 has unknown field(s) colour: use only column, kind, required, title, upload."),
+    ([{"column": "doc", "kind": "document", "upload": "s3"}],
+     "Setting `attachments` item 0 (column 'doc') has upload 's3': set upload to one of inline, files_api."),
     ({"column": "doc"}, "Setting `attachments` must be a list of {column: NAME, kind: document|image}; "
                         "got {'column': 'doc'}: fix it in the model's claude_batch settings."),
 ])
