@@ -97,7 +97,9 @@ def test_the_budget_guard_counts_pdf_pages_and_images(project, emulator):
     # 40 pages at 3,000 tokens (the upper bound): 120k input tokens, about $0.06 at
     # batch prices for claude-haiku-4-5; the text alone would be ~$0.0002.
     project.write("prompts/item.j2", "Review this {{ body }} file.")
-    project.configure(replace=False, attachments=ATTACH, max_cost_usd=0.01, **FAST)
+    # The document goes through the Files API: a refused budget uploads nothing either.
+    project.configure(replace=False, attachments=[{**ATTACH[0], "upload": "files_api"}, ATTACH[1]], max_cost_usd=0.01,
+                      **FAST)
     project.load_table("items", [{"id": 1, "body": "loan", "doc": None, "scan": png_bytes(1568, 1568)},
                                  {"id": 2, "body": "loan", "doc": None, "scan": None}], types=TYPES)
     project.run()  # under the limit: an image and a text-only row
@@ -106,6 +108,7 @@ def test_the_budget_guard_counts_pdf_pages_and_images(project, emulator):
     out = project.run(expect_ok=False).stdout
     assert "Estimated cost $0.06" in out and "is over the limit max_cost_usd = $0.0100: nothing was submitted" in out
     assert sorted(r["custom_id"] for r in row_requests(emulator)) == ["1", "2"]
+    assert emulator.ledger(requests=False)["files"] == []
 
 
 def test_the_synchronous_route_sends_the_same_blocks(project, emulator):
