@@ -115,10 +115,10 @@ def upload_needed(client, state: State, stash: Stash) -> dict[str, str]:
     n_uploaded = 0
     for sha256, media_type in needed:
         held = _held(state, sha256)
-        if held is None and _open_intents(state, sha256):
+        if held is None and _open_intents(state, sha256, state.model_id):
             if listing is None:
                 listing = list(client.beta.files.list(limit=1000))
-            held = _settle(client, state, sha256, listing)
+            held = _settle(client, state, sha256, listing, state.model_id)
         if held is None:
             held = _upload(client, state, sha256, media_type, stash.path(sha256))
             n_uploaded += 1
@@ -134,20 +134,27 @@ def _held(state: State, sha256: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _open_intents(state: State, sha256: str | None = None) -> list[tuple[str, str, int]]:
-    """Uploads begun and never recorded: (upload_id, sha256, bytes)."""
-    narrow = "and sha256 = ? " if sha256 else ""
+def _open_intents(state: State, sha256: str, model_id: str | None = None) -> list[tuple[str, str, int]]:
+    """Uploads of a content begun and never recorded (by `model_id`'s runs, or any): (upload_id, sha256, bytes).
+
+    Another model's open intent is left to it: its run may be uploading right now, in another dbt thread."""
+    narrow = " and model_id = ?" if model_id else ""
     return state.run(f"select upload_id, sha256, n_bytes from {state.table('uploaded_files')} "
-                     f"where status = 'uploading' {narrow}order by intent_at", [sha256] if sha256 else None)
+                     f"where status = 'uploading' and sha256 = ?{narrow} order by intent_at",
+                     [sha256, model_id] if model_id else [sha256])
 
 
-def _settle(client, state: State, sha256: str, listing: list[Any]) -> str | None:
-    """Adopt by proof the file an unrecorded upload made (its name is the content hash, its size matches);
-    delete any further copy; close the intents. Returns the adopted id, or None when none was made."""
-    intents = _open_intents(state, sha256)
+def _settle(client, state: State, sha256: str, listing: list[Any], model_id: str | None = None) -> str | None:
+    """Adopt by proof the file an unrecorded upload made (its name is the content hash, its size matches, and
+    no row records its id); delete any further copy; close the intents (of `model_id`, or of every model).
+    Returns the adopted id, or None when none was made."""
+    intents = _open_intents(state, sha256, model_id)
     n_bytes = intents[0][2]
-    found = [f for f in listing if f.filename == placeholder(sha256) and f.size_bytes == n_bytes]
     table = state.table("uploaded_files")
+    recorded = {r[0] for r in state.run(f"select file_id from {table} where sha256 = ? and file_id is not null",
+                                        [sha256])}
+    found = [f for f in listing
+             if f.filename == placeholder(sha256) and f.size_bytes == n_bytes and f.id not in recorded]
     adopted = found[0].id if found else None
     for i, (upload_id, _, _) in enumerate(intents):
         if i == 0 and adopted is not None:

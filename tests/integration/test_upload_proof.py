@@ -110,3 +110,15 @@ def test_an_orphan_upload_nothing_needs_is_adopted_then_deleted(emulator):
     _died_after_upload(state, client, 1)
     assert uploads.release_unneeded(SimpleNamespace(get=lambda: client), state, 4096, False) == 1
     assert _live(emulator) == []
+
+
+def test_a_file_another_row_records_is_never_adopted_nor_deleted_as_a_copy(emulator, tmp_path):
+    state, client = _state(), emulator.client()
+    theirs = client.beta.files.upload(file=(uploads.placeholder(SHA), PDF, "application/pdf")).id
+    state.run(f"insert into {state.table('uploaded_files')} (upload_id, sha256, filename, model_id, n_bytes, "
+              "media_type, status, file_id, intent_at, uploaded_at) values ('t', ?, ?, 'main.other', ?, "
+              "'application/pdf', 'deleted', ?, ?, ?)", [SHA, uploads.placeholder(SHA), len(PDF), theirs, utcnow(),
+                                                         utcnow()])
+    _died_after_upload(state, client, 1)
+    ids = uploads.upload_needed(client, state, _rendered(state, tmp_path))
+    assert ids[SHA] != theirs and {f["id"] for f in _live(emulator)} == {theirs, ids[SHA]}
