@@ -83,7 +83,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
             check_models(api, state, cfg)
         from dbt_claude_batch.run import submission  # imports the SDK, which a warm-up may still be importing
 
-        if spool.uploads is not None:  # after every guard: nothing is uploaded for a refused run
+        if spool.uploads is not None and not (stop is not None and stop.requested):  # after every guard
             from dbt_claude_batch.run.uploads import upload_needed
 
             spool.file_ids = upload_needed(api.get(), state, spool.uploads)

@@ -110,6 +110,7 @@ def upload_needed(client, state: State, stash: Stash) -> dict[str, str]:
         f"insert or ignore into {state.table('upload_uses')} select distinct u.sha256, "
         f"{literal(state.model_id)}, r.request_hash, ? from {REFS} u join {_RENDERED} r on r.ordinal = u.ordinal "
         "where r.include and r.dedup_of is null", [now])
+    _forget_vanished(client, state)
     listing: list[Any] | None = None
     ids: dict[str, str] = {}
     n_uploaded = 0
@@ -126,6 +127,22 @@ def upload_needed(client, state: State, stash: Stash) -> dict[str, str]:
     logger.info(f"{len(ids)} attachment file(s) for the Files API: {n_uploaded} uploaded, "
                 f"{len(ids) - n_uploaded} already held")
     return ids
+
+
+def _forget_vanished(client, state: State) -> None:
+    """Held files these lines need that the Files API no longer has (deleted outside this state) are
+    recorded as deleted, so they are uploaded again rather than named in requests that would fail."""
+    table = state.table("uploaded_files")
+    held = [r[0] for r in state.run(f"select file_id from {table} where status = 'held' "
+                                    f"and sha256 in (select sha256 from {REFS}) order by file_id")]
+    for start in range(0, len(held), 100):  # the most ids one listing takes
+        asked = held[start:start + 100]
+        live = {f.id for f in client.beta.files.list(ids=asked)}
+        for file_id in sorted(set(asked) - live):
+            logger.warning(f"uploaded file {file_id} is gone from the Files API (deleted outside dbt_claude_batch?); "
+                           "its content is uploaded again")
+            state.run(f"update {table} set status = 'deleted', deleted_at = ?, note = ? where file_id = ?",
+                      [utcnow(), "gone from the Files API when needed again", file_id])
 
 
 def _held(state: State, sha256: str) -> str | None:

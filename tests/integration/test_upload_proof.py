@@ -122,3 +122,12 @@ def test_a_file_another_row_records_is_never_adopted_nor_deleted_as_a_copy(emula
     _died_after_upload(state, client, 1)
     ids = uploads.upload_needed(client, state, _rendered(state, tmp_path))
     assert ids[SHA] != theirs and {f["id"] for f in _live(emulator)} == {theirs, ids[SHA]}
+
+
+def test_a_held_file_deleted_outside_the_state_is_uploaded_again(emulator, tmp_path):
+    state, client = _state(), emulator.client()
+    first = uploads.upload_needed(client, state, _rendered(state, tmp_path))[SHA]
+    client.beta.files.delete(first)
+    second = uploads.upload_needed(client, state, _rendered(state, tmp_path / "b"))[SHA]
+    assert second != first and [f["id"] for f in _live(emulator)] == [second]
+    assert sorted(state.run(f"select status from {state.table('uploaded_files')}")) == [("deleted",), ("held",)]
