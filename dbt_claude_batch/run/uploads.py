@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 from dbt_claude_batch.base.errors import ApiError
 from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.base.log import logger
-from dbt_claude_batch.run.planning import RENDERED as _RENDERED
+from dbt_claude_batch.run.planning import PENDING, RENDERED as _RENDERED
 from dbt_claude_batch.state.queries import latest_outcomes_sql, retryable_sql
 from dbt_claude_batch.state.state import State, utcnow
 
@@ -236,9 +236,16 @@ def release_unneeded(api, state: State, max_tokens_cap: int, can_split: bool) ->
         state.run(f"drop table if exists {REFS}")
         return 0
     me = literal(state.model_id)
-    waiting = (f" union all select request_hash from {_RENDERED} where include"
-               if state.run(f"select 1 from duckdb_tables() where table_name = '{_RENDERED}' and temporary")
-               else "")
+    waiting = ""
+    if len(state.run(f"select 1 from duckdb_tables() where table_name in ('{_RENDERED}', '{PENDING}') "
+                     "and temporary")) == 2:
+        # Lines this run rendered to send and did not (no room in the queue, a stop): no request of
+        # theirs, at the attempt they were rendered for, was recorded.
+        waiting = f""" union all select r.request_hash from {_RENDERED} r join {PENDING} p on p.__cb_ordinal = r.ordinal
+            where r.include and not exists (select 1 from {state.table('requests')} q
+                join {state.table('submissions')} s using (submission_id)
+                where q.model_id = {me} and q.custom_id = r.custom_id and q.attempt = p.__cb_attempt
+                  and s.status not in ('rejected', 'abandoned'))"""
     state.run(f"""delete from {uses} where model_id = {me} and request_hash not in (
         select r.request_hash from {state.table('requests')} r
         join {state.table('submissions')} s using (submission_id)

@@ -113,13 +113,16 @@ def test_the_budget_guard_counts_pdf_pages_and_images(project, emulator):
 
 def test_the_synchronous_route_sends_the_same_blocks(project, emulator):
     project.write("prompts/item.j2", "Review this {{ body }} file.")
-    project.configure(replace=False, attachments=ATTACH, mode="sync", **FAST)
+    # The document through the Files API, the image inline: the synchronous call names the uploaded file.
+    project.configure(replace=False, attachments=[{**ATTACH[0], "upload": "files_api"}, ATTACH[1]], mode="sync", **FAST)
     pdf = pdf_bytes(5, "sync")
     project.load_table("items", [{"id": 1, "body": "loan", "doc": pdf, "scan": png_bytes(20, 10)}],
                        types={**TYPES, "doc": "BLOB"})
     project.run()
     assert named(project.results()[1]["output_text"]) == f"pdf:5p:{sha12(pdf)} image:20x10:{sha12(png_bytes(20, 10))}"
     assert create_calls(emulator) == 0
+    (uploaded,) = emulator.ledger(requests=False)["files"]  # answered at once, so deleted at the end of the run
+    assert uploaded["sha256"] == hashlib.sha256(pdf).hexdigest() and uploaded["deleted_at"] is not None
 
 
 def _file_sources(emulator, batch_id: str) -> dict[str, list[dict]]:

@@ -15,7 +15,7 @@ from media_builders import pdf_bytes
 
 from dbt_claude_batch.base.errors import ApiError
 from dbt_claude_batch.run import uploads
-from dbt_claude_batch.run.planning import RENDERED
+from dbt_claude_batch.run.planning import PENDING, RENDERED
 from dbt_claude_batch.state.state import State, utcnow
 
 PDF = pdf_bytes(3, "held once")
@@ -30,8 +30,9 @@ def _state() -> State:
 
 def _rendered(state: State, tmp_path, include: bool = True) -> uploads.Stash:
     """What the spool pass leaves for one line naming PDF: the verdict, the ref, the stashed bytes."""
-    state.run(f"create or replace temp table {RENDERED} as select 1::bigint as ordinal, ?::boolean as include, "
-              "null::varchar as dedup_of, 'req-1' as request_hash", [include])
+    state.run(f"create or replace temp table {RENDERED} as select 1::bigint as ordinal, '1' as custom_id, "
+              "?::boolean as include, null::varchar as dedup_of, 'req-1' as request_hash", [include])
+    state.run(f"create or replace temp table {PENDING} as select 1::bigint as __cb_ordinal, 1 as __cb_attempt")
     stash = uploads.Stash(str(tmp_path))
     stash.add(1, [(SHA, "application/pdf", PDF)])
     stash.load(state)
@@ -96,9 +97,8 @@ def test_a_held_file_is_deleted_only_once_no_request_needs_it(emulator, tmp_path
               "values ('b1', 'main.docs', 's1', 1, 'batch')")
     state.run(f"insert into {state.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
               "request_hash, attempt) values ('s1', 'main.docs', '1', '{\"id\":1}', 'i', 'req-1', 1)")
-    state.run(f"drop table {RENDERED}")
     assert uploads.release_unneeded(api, state, 4096, False) == 0 and len(_live(emulator)) == 1
-    # Harvested: deleted through the API and recorded.
+    # Harvested in this same run (the line, sent, is no longer waiting): deleted through the API and recorded.
     state.run(f"update {state.table('batches')} set harvested_at = ?", [utcnow()])
     assert uploads.release_unneeded(api, state, 4096, False) == 1 and _live(emulator) == []
     assert state.run(f"select status, file_id, deleted_at is not null from {state.table('uploaded_files')}") == [
