@@ -4,7 +4,8 @@ The spool pass (media.py) sends such an attachment as a `file` source whose id i
 its content hash, ``dbt_claude_batch-sha256-<sha256>``, and stashes the bytes once per content in the
 run's scratch directory. So the request hash covers the content and not the id an upload gets: the
 same bytes under another path, key, model or run make the same request, and a held answer is reused.
-Only after the budget guard and the model names passed (`dispatch.submit_pending`) are the contents
+Uploads, listings and deletes go through the SDK's `client.files` (the Files API without a beta
+header, as SDK 2.14 has it). Only after the budget guard and the model names passed (`dispatch.submit_pending`) are the contents
 the sent lines need uploaded, and the placeholders swapped for the ids as each body is read.
 
 State (`uploaded_files`, one row per upload; `upload_uses`, which request hashes use which content):
@@ -118,7 +119,7 @@ def upload_needed(client, state: State, stash: Stash) -> dict[str, str]:
         held = _held(state, sha256)
         if held is None and _open_intents(state, sha256, state.model_id):
             if listing is None:
-                listing = list(client.beta.files.list(limit=1000))
+                listing = list(client.files.list(limit=1000))
             held = _settle(client, state, sha256, listing, state.model_id)
         if held is None:
             held = _upload(client, state, sha256, media_type, stash.path(sha256))
@@ -137,7 +138,7 @@ def _forget_vanished(client, state: State) -> None:
                                     f"and sha256 in (select sha256 from {REFS}) order by file_id")]
     for start in range(0, len(held), 100):  # the most ids one listing takes
         asked = held[start:start + 100]
-        live = {f.id for f in client.beta.files.list(ids=asked)}
+        live = {f.id for f in client.files.list(ids=asked)}
         for file_id in sorted(set(asked) - live):
             logger.warning(f"uploaded file {file_id} is gone from the Files API (deleted outside dbt_claude_batch?); "
                            "its content is uploaded again")
@@ -182,7 +183,7 @@ def _settle(client, state: State, sha256: str, listing: list[Any], model_id: str
                       ["no file of this content found by listing" if adopted is None else "another copy adopted",
                        upload_id])
     for extra in found[1:]:
-        client.beta.files.delete(extra.id)
+        client.files.delete(extra.id)
         logger.info(f"deleted {extra.id}, a second upload of content {sha256[:12]}")
     if adopted is not None:
         logger.info(f"adopted {adopted}, uploaded by an earlier run that stopped before recording it")
@@ -201,7 +202,7 @@ def _upload(client, state: State, sha256: str, media_type: str, path: str) -> st
     try:
         with open(path, "rb") as handle:
             # Sent once: a retry after a lost answer could upload the content twice.
-            meta = client.with_options(max_retries=0).beta.files.upload(
+            meta = client.with_options(max_retries=0).files.upload(
                 file=(placeholder(sha256), handle, media_type))
     except anthropic.APIStatusError as exc:
         if exc.status_code not in _NOT_UPLOADED:
@@ -262,7 +263,7 @@ def release_unneeded(api, state: State, max_tokens_cap: int, can_split: bool) ->
         return 0
     client = api.get()
     if orphans:  # uploads a run died in the middle of, which nothing needs now: adopted, then deleted below
-        listing = list(client.beta.files.list(limit=1000))
+        listing = list(client.files.list(limit=1000))
         for (sha256,) in orphans:
             _settle(client, state, sha256, listing)
         doomed = state.run(f"select upload_id, file_id from {files} f where status = 'held' and {unused} "
@@ -272,7 +273,7 @@ def release_unneeded(api, state: State, max_tokens_cap: int, can_split: bool) ->
     n = 0
     for upload_id, file_id in doomed:
         try:
-            client.beta.files.delete(file_id)
+            client.files.delete(file_id)
             note = None
         except anthropic.NotFoundError:
             note = "already gone when deleted"

@@ -45,7 +45,7 @@ def _died_after_upload(state: State, client, copies: int, data: bytes = PDF) -> 
               "media_type, status, intent_at) values ('u0', ?, ?, 'main.docs', ?, 'application/pdf', 'uploading', ?)",
               [SHA, uploads.placeholder(SHA), len(PDF), utcnow()])
     for _ in range(copies):
-        client.beta.files.upload(file=(uploads.placeholder(SHA), data, "application/pdf"))
+        client.files.upload(file=(uploads.placeholder(SHA), data, "application/pdf"))
 
 
 def _live(emulator) -> list[dict]:
@@ -114,7 +114,7 @@ def test_an_orphan_upload_nothing_needs_is_adopted_then_deleted(emulator):
 
 def test_a_file_another_row_records_is_never_adopted_nor_deleted_as_a_copy(emulator, tmp_path):
     state, client = _state(), emulator.client()
-    theirs = client.beta.files.upload(file=(uploads.placeholder(SHA), PDF, "application/pdf")).id
+    theirs = client.files.upload(file=(uploads.placeholder(SHA), PDF, "application/pdf")).id
     state.run(f"insert into {state.table('uploaded_files')} (upload_id, sha256, filename, model_id, n_bytes, "
               "media_type, status, file_id, intent_at, uploaded_at) values ('t', ?, ?, 'main.other', ?, "
               "'application/pdf', 'deleted', ?, ?, ?)", [SHA, uploads.placeholder(SHA), len(PDF), theirs, utcnow(),
@@ -127,7 +127,7 @@ def test_a_file_another_row_records_is_never_adopted_nor_deleted_as_a_copy(emula
 def test_a_held_file_deleted_outside_the_state_is_uploaded_again(emulator, tmp_path):
     state, client = _state(), emulator.client()
     first = uploads.upload_needed(client, state, _rendered(state, tmp_path))[SHA]
-    client.beta.files.delete(first)
+    client.files.delete(first)
     second = uploads.upload_needed(client, state, _rendered(state, tmp_path / "b"))[SHA]
     assert second != first and [f["id"] for f in _live(emulator)] == [second]
     assert sorted(state.run(f"select status from {state.table('uploaded_files')}")) == [("deleted",), ("held",)]
