@@ -18,7 +18,11 @@ from dbt_claude_batch.base.errors import ConfigError
 DOCUMENT_TYPES = ("application/pdf", "text/plain")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 KINDS = ("document", "image")
-ATTACHMENT_FIELDS = ("column", "kind", "required", "title")
+ATTACHMENT_FIELDS = ("column", "kind", "required", "title", "upload")
+# How an attachment's bytes reach the API: base64 in the request, or uploaded once to the Files API.
+UPLOADS = ("inline", "files_api")
+# The Files API's limit per uploaded file.
+MAX_UPLOAD_BYTES = 500 * 1024 * 1024
 
 # The Messages API's limits (docs: vision, PDF support, batch limits).
 MAX_IMAGE_BASE64_BYTES = 5 * 1024 * 1024
@@ -79,7 +83,7 @@ def max_image_side(n_images: int) -> int:
 
 
 def parse_attachments(value: Any) -> tuple[dict[str, Any], ...]:
-    """`attachments` as a tuple of {column, kind, required, title}, each checked; [] or null: none."""
+    """`attachments` as a tuple of {column, kind, required, title, upload}, each checked; [] or null: none."""
     if value is None:
         return ()
     if isinstance(value, Mapping) or not isinstance(value, (list, tuple)):
@@ -110,5 +114,11 @@ def parse_attachments(value: Any) -> tuple[dict[str, Any], ...]:
         if title is not None and (not isinstance(title, str) or kind != "document"):
             raise ConfigError(f"{where} (column {column!r}) has title {title!r}: a title is text, and only "
                               "documents take one; remove it or fix it.")
-        out.append({"column": column, "kind": kind, "required": required, "title": title})
+        upload = item.get("upload", "inline")
+        if upload not in UPLOADS:
+            raise ConfigError(f"{where} (column {column!r}) has upload {upload!r}: set upload to one of "
+                              f"{', '.join(UPLOADS)}.")
+        # `upload` is kept only when not the default, so models written before it keep their fingerprints.
+        out.append({"column": column, "kind": kind, "required": required, "title": title,
+                    **({"upload": upload} if upload != "inline" else {})})
     return tuple(out)

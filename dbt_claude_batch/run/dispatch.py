@@ -91,6 +91,11 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
             check_models(api, state, cfg)
         from dbt_claude_batch.run import submission  # imports the SDK, which a warm-up may still be importing
 
+        if spool.uploads is not None and not (stop is not None and stop.requested):  # after every guard
+            from dbt_claude_batch.run.uploads import upload_needed
+
+            spool.file_ids = upload_needed(api.get(), state, spool.uploads)
+
         room = None if cfg.max_requests_in_flight is None else cfg.max_requests_in_flight - state.requests_in_flight()
         sent = waiting = stopped = 0
         for i, chunk in enumerate(spool.chunks):

@@ -3,7 +3,9 @@
 A column named in `attachments` holds, per row: raw bytes (a DuckDB BLOB), an ``https://`` URL (sent as
 a `url` source: the API fetches it, so its identity is the URL), a Files API id (``file_...``, sent as a
 `file` source), or a local path, read only under `attachments_root` after resolving links. NULL means
-no attachment, unless the attachment is `required`. Everything is checked before any create; a row that
+no attachment, unless the attachment is `required`. An attachment declared `upload: files_api` whose
+bytes are read here (a BLOB or a local path) is sent as a `file` source naming a placeholder of its
+content hash, swapped for the Files API id at submit (uploads.py). Everything is checked before any create; a row that
 fails a check becomes a failure of its own (``attachment_error``, or ``attachment_missing`` for a
 required NULL), never sent, and rendered again when the row or its file changes. A single PDF over
 `max_pages_per_request` is not a failure: it is cut into page ranges (`document_parts`, parts.py),
@@ -27,6 +29,7 @@ from dbt_claude_batch.base.identifiers import quote
 from dbt_claude_batch.base.pricing import text_tokens
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run import parts
+from dbt_claude_batch.run.uploads import placeholder
 
 MISSING = "attachment_missing"
 INVALID = "attachment_error"
@@ -76,6 +79,7 @@ class RowMedia:
     tokens: int = 0
     n_bytes: int = 0
     cut: CutDocument | None = None
+    uploads: list[tuple[str, str, bytes]] = field(default_factory=list)  # (sha256, media type, bytes) for files_api
 
 
 def resolve_root(settings: Settings, project_dir: str | None) -> str | None:
@@ -179,6 +183,8 @@ def row_media(row: Mapping[str, Any], settings: Settings, root: str | None, key_
             images.append((column, *size))
         out.tokens += block.pop("_tokens")
         out.n_bytes += block.pop("_bytes")
+        if "_upload" in block:
+            out.uploads.append(block.pop("_upload"))
         out.blocks.append(block)
     _request_limits(settings, key_json, images, pages, out.n_bytes + text_bytes)
     if out.cut is not None:
@@ -250,6 +256,8 @@ def _block(item: Mapping[str, Any], value: Any, settings: Settings, root: str | 
     if mt.kind_of(media) != kind:
         raise _problem(key_json, column, f"holds {media}, but the column is declared kind {kind}: fix the file or "
                        "the attachment's `kind`")
+    if item.get("upload") == "files_api":
+        return _file_block(item, settings, data, media, key_json, column)
     if media == "text/plain":
         text = data.decode("utf-8")
         return _wrap(item, settings, {"type": "text", "media_type": "text/plain", "data": text},
@@ -270,6 +278,33 @@ def _block(item: Mapping[str, Any], value: Any, settings: Settings, root: str | 
         raise _problem(key_json, column, f"is an image of {len(encoded)} bytes once base64-encoded, over the "
                        f"API's limit of {mt.MAX_IMAGE_BASE64_BYTES} (5 MB): make it smaller")
     return _wrap(item, settings, source, mt.image_tokens(width, height), len(encoded)), None, (width, height)
+
+
+def _file_block(item: Mapping[str, Any], settings: Settings, data: bytes, media: str, key_json: str,
+                column: str) -> tuple[dict[str, Any], int | None, tuple[int, int] | None]:
+    """`upload: files_api`: checked as inline, then sent as a `file` source whose id is a placeholder of the
+    content hash (the request hash covers the content, not the id the upload gets)."""
+    if len(data) > mt.MAX_UPLOAD_BYTES:
+        raise _problem(key_json, column, f"is a file of {len(data)} bytes, over the Files API's limit of "
+                       f"{mt.MAX_UPLOAD_BYTES} (500 MB) per file: make it smaller or split it")
+    pages = size = None
+    tokens = text_tokens(data.decode("utf-8")) if media == "text/plain" else 0
+    if media == "application/pdf":
+        pages = _pdf_pages(data, key_json, column, settings)
+        tokens = pages * mt.PDF_PAGE_TOKENS
+    elif mt.kind_of(media) == "image":
+        size = _image_size(data, key_json, column)
+        encoded = 4 * ((len(data) + 2) // 3)
+        if encoded > mt.MAX_IMAGE_BASE64_BYTES:
+            raise _problem(key_json, column, f"is an image of {encoded} bytes once base64-encoded, over the "
+                           f"API's limit of {mt.MAX_IMAGE_BASE64_BYTES} (5 MB): make it smaller")
+        tokens = mt.image_tokens(*size)
+    sha = hashlib.sha256(data).hexdigest()
+    source = {"type": "file", "file_id": placeholder(sha)}
+    # Only the reference travels in the request: its bytes count against the 32 MB, not the file's.
+    block = _wrap(item, settings, source, tokens, len(placeholder(sha)))
+    block["_upload"] = (sha, media, data)
+    return block, pages, size
 
 
 def _wrap(item: Mapping[str, Any], settings: Settings, source: dict[str, Any], tokens: int,

@@ -229,6 +229,10 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
 
         if not wait_until(state, time.monotonic() + cfg.wait_seconds, cfg.poll_interval_seconds, step, stop):
             logger.info("batches still in flight; the next run collects them")
+    from dbt_claude_batch.run.uploads import release_unneeded
+
+    # Files uploaded for attachments (`upload: files_api`) that no request needs now: one query when none is held.
+    release_unneeded(api, state, cfg.effective_max_tokens_cap, cfg.split_column is not None)
     return sent, waiting
 
 

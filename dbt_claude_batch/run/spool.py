@@ -24,9 +24,10 @@ from typing import Any
 
 from dbt_claude_batch.base.errors import RowTemplateError
 from dbt_claude_batch.base.log import logger
-from dbt_claude_batch.run import media
+from dbt_claude_batch.run import media, uploads
 from dbt_claude_batch.run.parts import check_part_ids, pages_note, part_custom_id, split_text
-from dbt_claude_batch.run.planning import PENDING, RENDERED, RENDERED_COLUMNS, candidate_rows_sql, load_rendered
+from dbt_claude_batch.run.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
+                                           load_rendered)
 from dbt_claude_batch.base.pricing import estimate_input_tokens, list_price, text_tokens
 from dbt_claude_batch.base.prompts import Prompt, canonical_json, empty_prompt_message, is_blank, params_sql, request_params
 from dbt_claude_batch.base.settings import Settings
@@ -82,6 +83,8 @@ class Spool:
     n_lines: int = 0
     n_deduplicated: int = 0
     n_template_errors: int = 0
+    uploads: uploads.Stash | None = None  # contents for the Files API (`upload: files_api`), see uploads.py
+    file_ids: dict[str, str] = field(default_factory=dict)  # their ids once uploaded: swapped in as lines are read
 
     def lane_path(self, lane: str) -> str:
         return os.path.join(self.directory, f"requests-{lane}.jsonl")
@@ -99,12 +102,12 @@ class Spool:
         with open(chunk.path, "rb") as spool:
             spool.seek(chunk.offset)
             data = spool.read(chunk.length)
-        if not chunk.filtered:
-            return data
-        ranges = self.state.run(
-            f"select line_offset, line_length from {RENDERED} where chunk = ? and include and dedup_of is null "
-            "order by line_offset", [chunk.index])
-        return b"".join(data[o - chunk.offset:o - chunk.offset + n] for o, n in ranges)
+        if chunk.filtered:
+            ranges = self.state.run(
+                f"select line_offset, line_length from {RENDERED} where chunk = ? and include and dedup_of is null "
+                "order by line_offset", [chunk.index])
+            data = b"".join(data[o - chunk.offset:o - chunk.offset + n] for o, n in ranges)
+        return uploads.swap(data, self.file_ids) if self.uploads is not None else data
 
     def body_of(self, chunk: Chunk, marker: bytes | None = None) -> bytes:
         """The create body for a chunk, built from raw bytes (no Python objects per request)."""
@@ -165,6 +168,8 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
         state.cursor.abort()  # DuckDB refuses further work on a cursor with an unfinished result
         raise
     load_rendered(state, spool.verdicts)
+    if spool.uploads is not None:
+        spool.uploads.load(state)
     check_part_ids(state)
     return spool
 
@@ -215,6 +220,8 @@ class _Writer:
         finally:
             for handle in self.files.values():
                 handle.close()
+            if self.spool.uploads is not None:
+                self.spool.uploads.close()
 
     def verdict(self, ordinal: int, custom_id: str, request_hash: str, reason: str, include: bool,
                 part: int = 1, parts: int = 1, max_tokens: Any = "", dedup_of: str = "", chunk: Chunk | None = None,
@@ -264,6 +271,10 @@ class _Writer:
                     self.verdict(ordinal, key_id, f"{exc.kind}:{row['__cb_input_hash']}", exc.kind, False,
                                  error=str(exc))
                     return
+                if attached.uploads:
+                    if self.spool.uploads is None:
+                        self.spool.uploads = uploads.Stash(self.spool.directory)
+                    self.spool.uploads.add(ordinal, attached.uploads)
             if is_blank(text) and not (attached and attached.blocks):
                 return self.empty(ordinal, key_id, row)
             base = request_params(self.settings, text, row["__cb_model"])

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -219,6 +219,30 @@ MIGRATIONS: dict[int, list[str]] = {
             source varchar not null,        -- the file (and state) it came from
             imported_at timestamp not null)""",
     ],
+    # v9: attachments uploaded once through the Files API (run/uploads.py): one row per upload, from its
+    # intent on (status uploading | held | deleted | refused | abandoned), and which request hashes of
+    # which model use which content, so a file is deleted only when no model needs it.
+    9: [
+        """create table if not exists {s}.uploaded_files (
+            upload_id varchar primary key,
+            sha256 varchar not null,
+            filename varchar not null,
+            model_id varchar not null,
+            n_bytes bigint not null,
+            media_type varchar not null,
+            status varchar not null,
+            file_id varchar,
+            intent_at timestamp not null,
+            uploaded_at timestamp,
+            deleted_at timestamp,
+            note varchar)""",
+        """create table if not exists {s}.upload_uses (
+            sha256 varchar not null,
+            model_id varchar not null,
+            request_hash varchar not null,
+            recorded_at timestamp not null,
+            primary key (sha256, model_id, request_hash))""",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -240,4 +264,6 @@ EXPECTED_COLUMNS = {
     "answers": ("model_id", "custom_id", "attempt", "key_json", "output_text", "output_parts", "harvest_seq", "seq",
                 "part_pages"),
     "imported_answers": ("request_hash", "model", "answer", "usage", "source", "imported_at"),
+    "uploaded_files": ("upload_id", "sha256", "filename", "status", "file_id", "n_bytes", "deleted_at"),
+    "upload_uses": ("sha256", "model_id", "request_hash"),
 }

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 from media_builders import pdf_bytes, png_bytes
 
-from dbt_harness import create_calls, row_requests
+from dbt_harness import create_calls, created_batches, is_marker, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 TYPES = {"id": "BIGINT", "body": "VARCHAR", "doc": "VARCHAR", "scan": "BLOB"}
@@ -96,7 +97,9 @@ def test_the_budget_guard_counts_pdf_pages_and_images(project, emulator):
     # 40 pages at 3,000 tokens (the upper bound): 120k input tokens, about $0.06 at
     # batch prices for claude-haiku-4-5; the text alone would be ~$0.0002.
     project.write("prompts/item.j2", "Review this {{ body }} file.")
-    project.configure(replace=False, attachments=ATTACH, max_cost_usd=0.01, **FAST)
+    # The document goes through the Files API: a refused budget uploads nothing either.
+    project.configure(replace=False, attachments=[{**ATTACH[0], "upload": "files_api"}, ATTACH[1]], max_cost_usd=0.01,
+                      **FAST)
     project.load_table("items", [{"id": 1, "body": "loan", "doc": None, "scan": png_bytes(1568, 1568)},
                                  {"id": 2, "body": "loan", "doc": None, "scan": None}], types=TYPES)
     project.run()  # under the limit: an image and a text-only row
@@ -105,14 +108,69 @@ def test_the_budget_guard_counts_pdf_pages_and_images(project, emulator):
     out = project.run(expect_ok=False).stdout
     assert "Estimated cost $0.06" in out and "is over the limit max_cost_usd = $0.0100: nothing was submitted" in out
     assert sorted(r["custom_id"] for r in row_requests(emulator)) == ["1", "2"]
+    assert emulator.ledger(requests=False)["files"] == []
 
 
 def test_the_synchronous_route_sends_the_same_blocks(project, emulator):
     project.write("prompts/item.j2", "Review this {{ body }} file.")
-    project.configure(replace=False, attachments=ATTACH, mode="sync", **FAST)
+    # The document through the Files API, the image inline: the synchronous call names the uploaded file.
+    project.configure(replace=False, attachments=[{**ATTACH[0], "upload": "files_api"}, ATTACH[1]], mode="sync", **FAST)
     pdf = pdf_bytes(5, "sync")
     project.load_table("items", [{"id": 1, "body": "loan", "doc": pdf, "scan": png_bytes(20, 10)}],
                        types={**TYPES, "doc": "BLOB"})
     project.run()
     assert named(project.results()[1]["output_text"]) == f"pdf:5p:{sha12(pdf)} image:20x10:{sha12(png_bytes(20, 10))}"
     assert create_calls(emulator) == 0
+    (uploaded,) = emulator.ledger(requests=False)["files"]  # answered at once, so deleted at the end of the run
+    assert uploaded["sha256"] == hashlib.sha256(pdf).hexdigest() and uploaded["deleted_at"] is not None
+
+
+def _file_sources(emulator, batch_id: str) -> dict[str, list[dict]]:
+    """custom_id -> the document sources of that request, as the emulator received the create body."""
+    with open(os.path.join(emulator.state_dir, "batches", batch_id, "requests.json"), "rb") as handle:
+        body = json.load(handle)
+    return {r["custom_id"]: [b["source"] for b in r["params"]["messages"][-1]["content"] if b["type"] == "document"]
+            for r in body["requests"] if not is_marker(r["custom_id"])}
+
+
+def test_files_api_uploads_each_content_once_and_deletes_it_when_no_request_needs_it(project, emulator):
+    files = project.root / "files"
+    files.mkdir()
+    big, other = pdf_bytes(30, "shared loan file"), pdf_bytes(2, "other")
+    for name in ("big.pdf", "big-copy.pdf", "big-again.pdf"):  # one content under three paths
+        (files / name).write_bytes(big)
+    (files / "other.pdf").write_bytes(other)
+    project.write("prompts/item.j2", "Review this {{ body }} file.")
+    project.configure(replace=False, attachments=[{"column": "doc", "kind": "document", "upload": "files_api"}],
+                      attachments_root="files", wait_seconds=0)
+    rows = [{"id": 1, "body": "loan", "doc": "big.pdf"}, {"id": 2, "body": "deed", "doc": "big-copy.pdf"},
+            {"id": 3, "body": "loan", "doc": "other.pdf"}]
+    types = {"id": "BIGINT", "body": "VARCHAR", "doc": "VARCHAR"}
+    project.load_table("items", rows, types=types)
+    project.run()  # uploads, submits, and returns with the batch in flight
+    uploaded = emulator.ledger(requests=False)["files"]
+    by_sha = {f["sha256"]: f for f in uploaded}
+    assert len(uploaded) == 2 and set(by_sha) == {hashlib.sha256(big).hexdigest(), hashlib.sha256(other).hexdigest()}
+    assert all(f["deleted_at"] is None and f["filename"] == f"dbt_claude_batch-sha256-{f['sha256']}" for f in uploaded)
+    (batch,) = created_batches(emulator)
+    big_id, other_id = by_sha[hashlib.sha256(big).hexdigest()]["id"], by_sha[hashlib.sha256(other).hexdigest()]["id"]
+    assert _file_sources(emulator, batch["id"]) == {"1": [{"type": "file", "file_id": big_id}],
+                                                    "2": [{"type": "file", "file_id": big_id}],
+                                                    "3": [{"type": "file", "file_id": other_id}]}
+
+    # Nothing changed but the wait: the batch is harvested, nothing is uploaded or bought, the files are deleted.
+    project.configure(replace=False, **FAST)
+    project.run()
+    results = project.results()
+    assert {k: named(v["output_text"]) for k, v in results.items()} == {
+        1: f"pdf:30p:{sha12(big)}", 2: f"pdf:30p:{sha12(big)}", 3: f"pdf:2p:{sha12(other)}"}
+    uploaded = emulator.ledger(requests=False)["files"]
+    assert len(uploaded) == 2 and all(f["deleted_at"] is not None for f in uploaded)
+    assert project.query("select status, count(*) from dbt_claude_batch.uploaded_files group by all") == [("deleted", 2)]
+
+    # The same content under another path and key, with a request already answered: reused, not uploaded again.
+    project.load_table("items", [*rows, {"id": 4, "body": "loan", "doc": "big-again.pdf"}], types=types)
+    project.run()
+    results = project.results()
+    assert results[4]["shared_from"] == "1" and results[4]["cost_usd"] == 0.0
+    assert len(emulator.ledger(requests=False)["files"]) == 2 and create_calls(emulator) == 1

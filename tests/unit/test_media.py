@@ -45,7 +45,9 @@ def test_attachments_are_normalised_in_declared_order():
      "Setting `attachments` item 0 (column 'doc') has title 'x': a title is text, and only documents take one; "
      "remove it or fix it."),
     ([{"column": "doc", "kind": "image", "colour": 1}],
-     "Setting `attachments` item 0 has unknown field(s) colour: use only column, kind, required, title."),
+     "Setting `attachments` item 0 has unknown field(s) colour: use only column, kind, required, title, upload."),
+    ([{"column": "doc", "kind": "document", "upload": "s3"}],
+     "Setting `attachments` item 0 (column 'doc') has upload 's3': set upload to one of inline, files_api."),
     ({"column": "doc"}, "Setting `attachments` must be a list of {column: NAME, kind: document|image}; "
                         "got {'column': 'doc'}: fix it in the model's claude_batch settings."),
 ])
@@ -153,6 +155,27 @@ def test_local_text_document_url_and_file_id(root):
         {"type": "url", "url": "https://example.com/x.pdf"},
         {"type": "file", "file_id": "file_011abc"},
     ]
+
+
+def test_files_api_attachments_name_their_content_and_count_only_the_reference():
+    import hashlib
+
+    s = settings([{"column": "doc", "kind": "document", "upload": "files_api"},
+                  {"column": "scan", "kind": "image", "upload": "files_api"}, {"column": "url", "kind": "document",
+                                                                               "upload": "files_api"}])
+    pdf, png = pdf_bytes(4, "shared"), png_bytes(300, 150)
+    out = media.row_media({"doc": pdf, "scan": png, "url": "https://example.com/x.pdf"}, s, None, KEY)
+    sha_pdf, sha_png = hashlib.sha256(pdf).hexdigest(), hashlib.sha256(png).hexdigest()
+    assert [b["source"] for b in out.blocks] == [
+        {"type": "file", "file_id": f"dbt_claude_batch-sha256-{sha_pdf}"},
+        {"type": "file", "file_id": f"dbt_claude_batch-sha256-{sha_png}"},
+        {"type": "url", "url": "https://example.com/x.pdf"}]  # a URL is sent as it is
+    assert out.uploads == [(sha_pdf, "application/pdf", pdf), (sha_png, "image/png", png)]
+    assert out.tokens == 4 * mt.PDF_PAGE_TOKENS + mt.image_tokens(300, 150) + mt.PDF_PAGE_TOKENS
+    assert out.n_bytes < 300  # the references, not the files
+    # The checks still read the bytes: a corrupt PDF is refused before anything is uploaded.
+    with pytest.raises(media.AttachmentProblem, match="is a corrupt PDF"):
+        media.row_media({"doc": pdf[:150], "scan": None, "url": None}, s, None, KEY)
 
 
 def test_null_is_no_attachment_unless_required():

@@ -33,7 +33,7 @@ def _v1_database():
 def test_v1_state_is_migrated_in_place_and_keeps_its_rows():
     con = _v1_database()
     State(con, "dbt_claude_batch", "m").ensure()
-    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 8
+    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 9
     assert con.execute('select custom_id, key_custom_id, part, parts, part_hash, first_page, last_page '
                        'from "dbt_claude_batch".requests').fetchall() == [("k1", "k1", 1, 1, None, None, None)]
     State(con, "dbt_claude_batch", "m").ensure()  # idempotent
@@ -91,3 +91,15 @@ def test_v6_state_gains_reused_source_and_an_empty_imported_answers_table():
     assert con.execute(f"select count(*) from {s}.imported_answers").fetchone()[0] == 0
     for ddl in state_module.MIGRATIONS[8]:  # idempotent
         con.execute(ddl.format(s=s))
+
+
+def test_v6_state_gains_the_upload_tables_and_keeps_its_rows():
+    con = _database_at(6)
+    s = '"dbt_claude_batch"'
+    con.execute(f"""insert into {s}.requests (submission_id, model_id, custom_id, key_json, input_hash, request_hash,
+                    attempt, model) values ('s', 'm', 'k1', '{{"id":1}}', 'i', 'r', 1, 'm')""")
+    State(con, "dbt_claude_batch", "m").ensure()
+    State(con, "dbt_claude_batch", "m").ensure()  # idempotent
+    assert con.execute(f"select count(*) from {s}.requests").fetchone()[0] == 1
+    assert con.execute(f"select count(*) from {s}.uploaded_files").fetchone()[0] == 0
+    assert con.execute(f"select count(*) from {s}.upload_uses").fetchone()[0] == 0
