@@ -37,6 +37,10 @@ class NothingToShowError(DbtClaudeBatchError):
     """`status` or `report` found nothing to read: no database file, no state schema, no batch models yet."""
 
 
+class NothingToCompareError(ConfigError):
+    """`claude_batch_compare` found no held answer to compare with, or no sampled key whose request changed."""
+
+
 class DatabaseLockedError(DbtClaudeBatchError):
     """A running dbt holds the DuckDB file's lock, so no other process can open it, not even read-only."""
 

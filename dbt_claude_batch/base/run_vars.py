@@ -18,7 +18,8 @@ VAR_RESUBMIT_CANCELED = "claude_batch_resubmit_canceled"
 VAR_SAMPLE = "claude_batch_sample"
 VAR_RERUN_KEYS = "claude_batch_rerun_keys"
 VAR_STATE_SCHEMA = "claude_batch_state_schema"  # read by the package's sources and macros, not here
-KNOWN_VARS = (VAR_CANCEL, VAR_RESUBMIT_CANCELED, VAR_SAMPLE, VAR_RERUN_KEYS, VAR_STATE_SCHEMA)
+VAR_COMPARE = "claude_batch_compare"
+KNOWN_VARS = (VAR_CANCEL, VAR_RESUBMIT_CANCELED, VAR_SAMPLE, VAR_RERUN_KEYS, VAR_STATE_SCHEMA, VAR_COMPARE)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class RunVars:
     resubmit_canceled: bool = False
     sample_size: int = 0
     rerun_keys: tuple = ()
+    compare_size: int = 0
 
     @classmethod
     def from_dbt(cls, identifier: str) -> "RunVars":
@@ -38,6 +40,13 @@ class RunVars:
         sample = values.get(VAR_SAMPLE) or 0
         if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
             raise ConfigError(f"Var `{VAR_SAMPLE}` must be a number of rows, e.g. --vars '{{{VAR_SAMPLE}: 20}}'.")
+        compare = values.get(VAR_COMPARE) or 0
+        if isinstance(compare, bool) or not isinstance(compare, int) or compare < 0:
+            raise ConfigError(f"Var `{VAR_COMPARE}` must be a number of keys to compare, e.g. --vars "
+                              f"'{{{VAR_COMPARE}: 50}}'; nothing was sent.")
+        if compare and sample:
+            raise ConfigError(f"Vars `{VAR_SAMPLE}` and `{VAR_COMPARE}` cannot be given together: run one, then "
+                              "the other; nothing was sent.")
         keys = values.get(VAR_RERUN_KEYS) or ()
         if isinstance(keys, dict):  # {model_name: [keys]}: only for the models named
             keys = keys.get(identifier) or ()
@@ -48,11 +57,12 @@ class RunVars:
             resubmit_canceled=_names_model(values.get(VAR_RESUBMIT_CANCELED), identifier),
             sample_size=sample,
             rerun_keys=tuple(keys),
+            compare_size=compare,
         )
 
     def any(self) -> bool:
         """True when a var asks this run for something beyond the usual."""
-        return bool(self.cancel or self.resubmit_canceled or self.sample_size or self.rerun_keys)
+        return bool(self.cancel or self.resubmit_canceled or self.sample_size or self.rerun_keys or self.compare_size)
 
     def missing_rerun_keys(self, cursor, staged: str, key: Sequence[str]) -> list:
         """Keys named in `claude_batch_rerun_keys` that the source does not have (to warn about)."""

@@ -124,6 +124,27 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_report)
 
 
+def _run_compare(args: argparse.Namespace) -> int:
+    from dbt_claude_batch.observe.compare import dbt_command, run
+
+    command = dbt_command(args.model, args.sample, args.project_dir, args.profiles_dir, args.profile, args.target)
+    return run(args.model, args.sample, _database_of(args), args.state_schema, args.json, command)
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="send a model's edited prompt for a sample of answered keys; compare answers",
+                       description="Run `dbt run --select MODEL --vars '{claude_batch_compare: N}'`: N keys that "
+                                   "hold answers, spread over the answers' kinds, get the model's current request "
+                                   "synchronously (full price); the answers are compared with the held ones field "
+                                   "by field into <model>__compare. The results table and held answers are not "
+                                   "touched. Then prints agreement per field, the changed rows and the cost.")
+    p.add_argument("--model", required=True, help="the batch model (dbt model name)")
+    p.add_argument("--sample", type=_at_least(1, int), default=50, metavar="N", help="keys to compare (default 50)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    _add_connection_options(p)
+    p.set_defaults(func=_run_compare)
+
+
 def _run_dbt(args: argparse.Namespace) -> int:
     """dbt's own command line in this process, with SIGTERM handled like Ctrl-C (for schedulers)."""
     import signal
@@ -225,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_dbt(sub)
     _add_answers(sub)
+    _add_compare(sub)
     return parser
 
 

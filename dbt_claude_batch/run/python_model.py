@@ -152,7 +152,7 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
 
             raise unreachable_error(exc, "talking to the Message Batches API") from None
         raise
-    if done is None:  # a sample preview
+    if done is None:  # a sample preview or a prompt comparison
         return finish(only_new=True)
     sent, waiting = done
     record.n_submitted = sent
@@ -171,7 +171,7 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
 def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,
               source_sql: str, this, key_types: dict[str, str], stop: StopFlag) -> tuple[int, int] | None:
     """Settle, cancel, poll, harvest, submit and wait; return the request lines sent and those left
-    waiting for room in the queue or by a stop (None for a sample)."""
+    waiting for room in the queue or by a stop (None for a sample or a comparison)."""
     model_id = state.model_id
     if run_vars.sample_size:
         from dbt_claude_batch.run.sample import run_sample
@@ -182,6 +182,11 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
                 "empty: load rows into the staging model, or run without the var."
             )
         run_sample(api.get(), state, prompt, cfg, run_vars.sample_size, this, key_types, source_sql)
+        return None
+    if run_vars.compare_size:  # a prompt comparison: no batch, nothing written but `<model>__compare`
+        from dbt_claude_batch.run.compare import run_compare
+
+        run_compare(api.get(), state, prompt, cfg, run_vars.compare_size, this, key_types, source_sql)
         return None
 
     for batch_id in state.unfinished_sync_batches():

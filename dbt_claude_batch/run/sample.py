@@ -56,7 +56,8 @@ def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: i
         "insert into cb_sample values (?, ?, ?, ?)",
         [(cid, key, params["messages"][-1]["content"], json.dumps(result)) for (cid, key, params), result in zip(requests, answers)],
     )
-    _record_for_the_bill(state, sum(not is_blank(params["messages"][-1]["content"]) for _, _, params in requests))
+    record_for_the_bill(state, sum(not is_blank(params["messages"][-1]["content"]) for _, _, params in requests),
+                        "sample preview (claude_batch_sample)")
     target = qualified(this.database, this.schema, f"{this.identifier}__sample")
     state.run(
         f"""create or replace table {target} as
@@ -103,14 +104,16 @@ def _answer(client, custom_id: str, key_json: str, params: dict) -> dict:
     return call_messages(client, params)
 
 
-def _record_for_the_bill(state: State, n: int) -> None:
-    """The sample's calls (temp table cb_sample) as outcomes of an ended, harvested pseudo-batch of kind `sample`."""
+def record_for_the_bill(state: State, n: int, note: str, table: str = "cb_sample",
+                        only: str = "result->>'$.error.error.type' is distinct from 'empty_prompt'") -> None:
+    """`n` calls made (the rows of temp `table` that match `only`, each with a `custom_id` and its `result`)
+    as outcomes of an ended, harvested pseudo-batch of kind `sample`: billed, and no key's attempt."""
     batch_id, submission_id, now = f"sample_{uuid.uuid4().hex[:24]}", str(uuid.uuid4()), utcnow()
     with state.transaction():
         state.run(
             f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, "
             "n_bytes, intent_at, settled_at, note) values (?, ?, 'submitted', ?, ?, 0, ?, ?, ?)",
-            [submission_id, state.model_id, batch_id, n, now, now, "sample preview (claude_batch_sample)"])
+            [submission_id, state.model_id, batch_id, n, now, now, note])
         state.run(
             f"""insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, error_type,
                 error_message, stop_reason, answered_model, input_tokens, output_tokens, cache_creation_input_tokens,
@@ -121,7 +124,7 @@ def _record_for_the_bill(state: State, n: int) -> None:
                 (result->>'$.message.usage.cache_creation_input_tokens')::bigint,
                 (result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint,
                 (result->>'$.message.usage.cache_read_input_tokens')::bigint, 'standard', ?, {state.next_seq_sql()}
-            from cb_sample where result->>'$.error.error.type' is distinct from 'empty_prompt'""",
+            from {table} where {only}""",
             [batch_id, state.model_id, now])
         ok = state.run(f"select count(*) from {state.table('outcomes')} where batch_id = ? "
                        "and result_type = 'succeeded'", [batch_id])[0][0]

@@ -1,0 +1,180 @@
+"""Compare a prompt change on a sample (`claude_batch_compare`): the edited request for keys that hold an
+answer under the old one, side by side with that answer, before paying for every row.
+
+Keys are chosen among those of the current source that hold a succeeded answer, spread over the held
+answers' kinds (`agreement.stratified_sample_sql`). Each sampled key's request is rendered from the
+current template and settings; a key whose request hash equals its held answer's is not sent (nothing
+changed for it). The others go synchronously, at full price. Nothing of the model's results, answers,
+requests or failures is written: the new answers go to `<model>__compare` (state/compare_table.py),
+field by field against the held ones, and the calls are recorded for the bill as a pseudo-batch of
+kind `sample`, as the sample preview's are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from dbt_claude_batch.base.errors import ConfigError, NothingToCompareError, RowTemplateError
+from dbt_claude_batch.base.identifiers import literal, qualified, quote
+from dbt_claude_batch.base.log import logger
+from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, cost_sql, model_family_sql, prices_cte
+from dbt_claude_batch.base.prompts import Prompt, canonical_json, is_blank, request_params
+from dbt_claude_batch.base.run_vars import VAR_COMPARE
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.run.agreement import field_agreement, stratified_sample_sql, stratum_sql, text_agreement
+from dbt_claude_batch.run.planning import STAGED, candidate_rows_sql
+from dbt_claude_batch.run.sample import record_for_the_bill
+from dbt_claude_batch.run.sync import SYNC_RETRIES, call_messages
+from dbt_claude_batch.state import compare_table
+from dbt_claude_batch.state.state import State, utcnow
+
+_CALLS = "cb_compare_calls"
+_FIELDS = "cb_compare_fields"
+
+
+def run_compare(client, state: State, prompt: Prompt, settings: Settings, size: int, this,
+                key_types: dict[str, str], source_sql: str) -> str:
+    """Compare `size` sampled keys' new answers with their held ones into `<model>__compare`; return its name."""
+    model_id = state.model_id
+    for name in ("attachments", "split_column"):
+        if getattr(settings, name):
+            raise ConfigError(f"`{VAR_COMPARE}` does not take models with `{name}` yet: run without the var; "
+                              "nothing was sent.")
+    text = "a.output_json::varchar" if settings.output_schema else "a.output_text"
+    held = (f"select a.custom_id, a.key_json, a.request_hash, {text} as old_output, st.__cb_model, "
+            f"{stratum_sql(text, 'a.stop_reason')} as stratum "
+            f"from {state.table('answers')} a join {STAGED} st on st.__cb_custom_id = a.custom_id "
+            f"where a.model_id = {literal(model_id)} and a.output_parts is null")
+    n_held = state.run(f"select count(*) from ({held})")[0][0]
+    if not n_held:
+        raise NothingToCompareError(
+            f"{model_id} holds no answers for the keys of its source, so there is nothing to compare a prompt "
+            f"change with: run the model once without `{VAR_COMPARE}` to buy answers, then edit and compare.")
+    chosen = (f"select custom_id as __cb_custom_id, row_number() over () as __cb_ordinal, key_json, request_hash, "
+              f"old_output, __cb_model, stratum from ({stratified_sample_sql(held, size)})")
+    cursor = state.cursor.execute(f"select * from ({candidate_rows_sql(source_sql, settings.key, prompt.columns, chosen)})")
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, r)) for r in cursor.fetchall()]
+
+    work = [_request(prompt, settings, row) for row in rows]
+    if not any(changed for changed, _, _ in work):
+        raise NothingToCompareError(
+            f"nothing to compare: the current prompt and settings of {model_id} make the very request held for "
+            f"each of the {len(rows)} sampled keys; edit the template or settings first, or run without "
+            f"`{VAR_COMPARE}`.")
+    sync_client = client.with_options(max_retries=SYNC_RETRIES)
+    with ThreadPoolExecutor(max_workers=settings.sync_concurrency) as pool:
+        results = list(pool.map(lambda w: call_messages(sync_client, w[2]) if w[0] and w[2] else w[1], work))
+
+    compare_id, now = uuid.uuid4().hex[:16], utcnow()
+    _load(state, rows, work, results, settings)
+    sent = sum(1 for changed, _, params in work if changed and params)
+    record_for_the_bill(state, sent, f"prompt comparison {compare_id} ({VAR_COMPARE})", _CALLS,
+                        only="sent")
+    target = qualified(this.database, this.schema, f"{this.identifier}{compare_table.SUFFIX}")
+    _write(state, target, key_types, compare_id, now, n_held, len(rows), settings)
+    state.run(f"drop table {_CALLS}")
+    state.run(f"drop table {_FIELDS}")
+    logger.info(compare_table.summary_text(compare_table.summary(state.cursor, target, compare_id)))
+    logger.info(f"review {target} where compare_id = '{compare_id}'; the results table and the held answers "
+                "are unchanged")
+    return target
+
+
+def _request(prompt: Prompt, settings: Settings, row: dict) -> tuple[bool, dict | None, dict | None]:
+    """(request changed, a local result for a row not sent, the request params to send)."""
+    try:
+        text = prompt.render({c: row[c] for c in prompt.columns})
+    except RowTemplateError as exc:
+        return True, _local_error("template_error", exc.for_key(row["key_json"])), None
+    if is_blank(text):
+        return True, _local_error("empty_prompt", "the edited prompt is empty for this row; it was not sent"), None
+    params = request_params(settings, text, row["__cb_model"])
+    changed = hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest() != row["request_hash"]
+    return changed, None, params
+
+
+def _local_error(kind: str, message: str) -> dict:
+    return {"type": "errored", "error": {"type": "error", "error": {"type": kind, "message": message}}}
+
+
+def _load(state: State, rows: list[dict], work: list, results: list[dict | None], settings: Settings) -> None:
+    """The calls (temp `_CALLS`) and the field-by-field agreement (temp `_FIELDS`)."""
+    state.run(f"""create or replace temp table {_CALLS} (custom_id varchar, key_json varchar, stratum varchar,
+        request_changed boolean, sent boolean, old_request_hash varchar, new_request_hash varchar,
+        old_output varchar, prompt varchar, result json)""")
+    state.run(f"create or replace temp table {_FIELDS} (custom_id varchar, field_no integer, field varchar, "
+              "old_value varchar, new_value varchar, exact_match boolean, normalised_match boolean)")
+    calls, fields = [], []
+    for row, (changed, _, params), result in zip(rows, work, results):
+        new_hash = hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest() if params else None
+        calls.append((row["__cb_custom_id"], row["key_json"], row["stratum"], changed, bool(changed and params),
+                      row["request_hash"], new_hash, row["old_output"],
+                      params["messages"][-1]["content"] if params else None,
+                      json.dumps(result) if result is not None else None))
+        if not changed:
+            continue
+        new_text = _answer_text(result)
+        agreement = (field_agreement(row["old_output"], new_text, settings.output_schema) if settings.output_schema
+                     else text_agreement(row["old_output"], new_text))
+        fields += [(row["__cb_custom_id"], i, a.field, a.old_value, a.new_value, a.exact, a.normalised)
+                   for i, a in enumerate(agreement, start=1)]
+    state.cursor.executemany(f"insert into {_CALLS} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", calls)
+    if fields:
+        state.cursor.executemany(f"insert into {_FIELDS} values (?, ?, ?, ?, ?, ?, ?)", fields)
+
+
+def _answer_text(result: dict | None) -> str | None:
+    if not result or result.get("type") != "succeeded":
+        return None
+    return "".join(b.get("text", "") for b in result["message"].get("content") or [] if b.get("type") == "text")
+
+
+def _write(state: State, target: str, key_types: dict[str, str], compare_id: str, now, n_held: int, n_sampled: int,
+           settings: Settings) -> None:
+    """Append this comparison's rows: one per (key, field), and one per key not changed or not answered.
+
+    The estimate of the full re-run: the keys held x the share of sampled keys whose request changed x
+    the mean cost of the sample's answered calls, at batch prices unless the model's `mode` is sync.
+    """
+    state.run(compare_table.create_sql(target, key_types))
+    factor, basis = ((1.0, "sample's mean cost per key at full price (mode: sync)") if settings.mode == "sync"
+                     else (BATCH_DISCOUNT, "sample's mean cost per key at batch prices"))
+    state.run(
+        f"""insert into {target} by name
+        with {prices_cte(settings.prices)},
+        c as (select *, result->>'$.type' as result_type, result->>'$.error.error.type' as error_type,
+                     result->>'$.error.error.message' as error_message,
+                     array_to_string(json_extract_string(result, '$.message.content[*].text'), '') as new_output,
+                     result->>'$.message.model' as answered_model,
+                     (result->>'$.message.usage.input_tokens')::bigint as input_tokens,
+                     (result->>'$.message.usage.output_tokens')::bigint as output_tokens,
+                     (result->>'$.message.usage.cache_creation_input_tokens')::bigint as cache_creation_input_tokens,
+                     (result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint
+                         as cache_creation_1h_input_tokens,
+                     (result->>'$.message.usage.cache_read_input_tokens')::bigint as cache_read_input_tokens,
+                     'standard' as service_tier, null as shared_from
+              from {_CALLS}),
+        priced as (select c.*, case when c.sent then {cost_sql('c', 'p')} end as key_cost
+                   from c left join cb_prices p on p.model_family = {model_family_sql('c.answered_model')}),
+        totals as (select sum(key_cost) as spent, count(*) filter (where request_changed) as changed,
+                          avg(key_cost) filter (where result_type = 'succeeded') as mean_cost from priced)
+        select unnest(from_json(k.key_json, {literal(json.dumps(key_types))})),
+               {literal(compare_id)} as compare_id, {literal(str(now))}::timestamp as compared_at, 'sync' as via,
+               k.custom_id, k.key_json, k.stratum, k.request_changed, k.old_request_hash, k.new_request_hash,
+               case when k.request_changed then coalesce(k.result_type, 'not_sent') else 'unchanged' end
+                   as result_type,
+               k.error_type, k.error_message, f.field_no, f.field, f.old_value, f.new_value, f.exact_match,
+               f.normalised_match, k.old_output, k.new_output, k.input_tokens, k.output_tokens,
+               case when coalesce(f.field_no, 1) = 1 then k.key_cost end as cost_usd,
+               {int(n_held)} as held_keys, {int(n_sampled)} as sampled_keys, t.changed as changed_keys,
+               coalesce(t.spent, 0) as sample_cost_usd,
+               coalesce(t.mean_cost, 0) * {factor} * {int(n_held)} * t.changed / {max(int(n_sampled), 1)}
+                   as estimated_full_rerun_usd,
+               {literal(basis)} as estimate_basis
+        from priced k cross join totals t left join {_FIELDS} f using (custom_id)
+        order by k.custom_id, f.field_no"""
+    )
