@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -199,6 +199,17 @@ MIGRATIONS: dict[int, list[str]] = {
     6: [
         "alter table {s}.models add column results_gap bigint",
     ],
+    # v7: each request's components (template, system, params, model, row text, attachments), hashed,
+    # so a plan says *why* a row would be bought again; and the plans that `claude_batch_plan` recorded.
+    7: [
+        "alter table {s}.requests add column if not exists components json",
+        """create table if not exists {s}.plans (
+            plan_id varchar primary key,
+            model_id varchar not null,
+            planned_at timestamp not null,
+            schema_version integer not null,
+            plan json not null)""",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -209,12 +220,13 @@ EXPECTED_COLUMNS = {
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
                     "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
-                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of"),
+                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "components"),
     "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
                 "harvested_at"),
     "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from"),
     "input_aliases": ("model_id", "custom_id", "input_hash", "request_hash"),
     "foreign_batches": ("submission_id", "batch_id", "checked_at"),
     "runs": ("run_id", "model_id", "started_at"),
+    "plans": ("plan_id", "model_id", "planned_at", "plan"),
     "answers": ("model_id", "custom_id", "attempt", "key_json", "output_text", "output_parts", "harvest_seq", "seq"),
 }

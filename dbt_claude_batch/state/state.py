@@ -206,9 +206,9 @@ class State:
             )
             self.run(
                 f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
-                "request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of) "
+                "request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of, components) "
                 "select ?, ?, custom_id, key_json, input_hash, request_hash, attempt, request_model, key_custom_id, "
-                f"part, parts, max_tokens, dedup_of from ({requests_sql})",
+                f"part, parts, max_tokens, dedup_of, components from ({requests_sql})",
                 [submission_id, self.model_id],
             )
 
