@@ -82,6 +82,8 @@ class Settings:
     # this share (or number) stops before any create
     max_rebuy_fraction: float | None = 0.2
     max_rebuy_rows: int | None = None
+    # a plan asks count_tokens (free) about this many of the requests it would send (0: never)
+    count_tokens_sample: int = 0
     prices: Mapping[str, Any] | None = None
     prompt_caching: bool = False
     cache_ttl: str = "1h"
@@ -233,6 +235,10 @@ class Settings:
                 or not 0 <= self.max_rebuy_fraction <= 1):
             raise ConfigError(f"Setting `max_rebuy_fraction` must be a number from 0 to 1, or null to turn the share "
                               f"off; got {self.max_rebuy_fraction!r}.")
+        if (not isinstance(self.count_tokens_sample, int) or isinstance(self.count_tokens_sample, bool)
+                or self.count_tokens_sample < 0):
+            raise ConfigError(f"Setting `count_tokens_sample` must be an integer >= 0 (0: never call count_tokens); "
+                              f"got {self.count_tokens_sample!r}.")
         if self.max_rebuy_rows is not None and (not isinstance(self.max_rebuy_rows, int)
                                                 or isinstance(self.max_rebuy_rows, bool) or self.max_rebuy_rows < 0):
             raise ConfigError(f"Setting `max_rebuy_rows` must be an integer >= 0, or null for no limit in rows; "

@@ -11,6 +11,7 @@ verdicts in a real run, after reuse and before any create.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -28,6 +29,8 @@ _VERDICTS = "cb_plan_verdicts"
 # The byte heuristic (UTF-8 bytes / 4) is exact for the emulator and within about this share of real
 # tokenizers on prose; the plan's input range is the estimate times (1 -/+ this).
 HEURISTIC_SPREAD = 0.3
+# With count_tokens on a sample, the rest of the rows still vary around the sample's ratio.
+COUNTED_SPREAD = 0.1
 # Cached prefixes shorter than this are not cached at all (the minimum is 1,024 to 4,096 tokens by model).
 MIN_CACHEABLE_TOKENS = 1024
 CACHE_READ_SHARE = 0.1
@@ -134,18 +137,53 @@ def rebuy_message(model_id: str, n: int, held: int, why: dict[str, int], cost: f
             "`max_rebuy_fraction` / `max_rebuy_rows`, or set them to null, to change the guard.")
 
 
-def compute(state: State, cfg: Settings, n_staged: int, reusable_sql: str) -> dict[str, Any]:
-    """The plan document (base/plan_document.py) from the staged, planned and rendered temp tables."""
+# Fields of a Messages body that count_tokens takes (max_tokens and the like it refuses).
+_COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config")
+
+
+def counted_ratio(client, lines: list[tuple[bytes, float]]) -> float | None:
+    """count_tokens (free of charge) on sampled request lines, over their byte-heuristic estimates:
+    the factor that turns the heuristic into the model's own count. `lines`: (request line, estimate)."""
+    counted = estimated = 0.0
+    for line, estimate in lines:
+        params = json.loads(line)["params"]
+        counted += client.messages.count_tokens(**{k: v for k, v in params.items() if k in _COUNTED_FIELDS}).input_tokens
+        estimated += estimate
+    return counted / estimated if estimated else None
+
+
+def sample_lines(state: State, cfg: Settings, paths: dict[int, str], n: int) -> list[tuple[bytes, float]]:
+    """The first `n` request lines the run would send, each with its byte-heuristic input estimate."""
+    out = []
+    for chunk, offset, length, cost, max_tokens, model in state.run(
+            f"select r.chunk, r.line_offset, r.line_length, r.cost, r.max_tokens, p.__cb_model from {RENDERED} r "
+            f"join {PENDING} p on p.__cb_ordinal = r.ordinal where r.include and r.dedup_of is null "
+            f"and r.line_offset is not null order by r.ordinal limit {int(n)}"):
+        price = list_price(model, cfg.prices)
+        if price is None or chunk not in paths:
+            continue
+        with open(paths[chunk], "rb") as spool:
+            spool.seek(offset)
+            line = spool.read(length).rstrip(b",\n")
+        out.append((line, (float(cost) * 1e6 - float(max_tokens) * price[1]) / price[0]))
+    return out
+
+
+def compute(state: State, cfg: Settings, n_staged: int, reusable_sql: str,
+            counted: tuple[float, int] | None = None) -> dict[str, Any]:
+    """The plan document (base/plan_document.py) from the staged, planned and rendered temp tables;
+    `counted`: count_tokens' factor over the byte heuristic and the size of its sample."""
     from dbt_claude_batch.run.dispatch import choose_route
 
     build_verdicts(state, reusable_sql)
     try:
-        return _document(state, cfg, n_staged, choose_route)
+        return _document(state, cfg, n_staged, choose_route, counted)
     finally:
         state.run(f"drop table if exists {_VERDICTS}")
 
 
-def _document(state: State, cfg: Settings, n_staged: int, choose_route) -> dict[str, Any]:
+def _document(state: State, cfg: Settings, n_staged: int, choose_route,
+              counted: tuple[float, int] | None = None) -> dict[str, Any]:
     by_reason = dict(state.run(f"select reason, count(*) from {_VERDICTS} group by all"))
     sent = {r: by_reason.get(r, 0) for r in ("new", "changed", "retry", "rerun", "resubmit_canceled")}
     not_sent = {r: n for r, n in by_reason.items()
@@ -166,7 +204,7 @@ def _document(state: State, cfg: Settings, n_staged: int, choose_route) -> dict[
     n_rebuy, held, rebuy_why, rebuy_cost = rebuy_figures(state)
     limit = rebuy_limit(cfg, held)
     history = usage_history(state)
-    tokens, cost = _estimate(state, cfg, int(lines), history, discount)
+    tokens, cost = _estimate(state, cfg, int(lines), history, discount, counted)
     median, p90, n_turned = turnaround_hours(state)
     avg_line_cost = cost["expected"] / lines if lines else 0.0
     return {
@@ -195,7 +233,8 @@ def _document(state: State, cfg: Settings, n_staged: int, choose_route) -> dict[
     }
 
 
-def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: float) -> tuple[dict, dict]:
+def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: float,
+              counted: tuple[float, int] | None = None) -> tuple[dict, dict]:
     """Token and USD ranges for the lines to send: the byte heuristic, widened by this model's history."""
     per_model = state.run(f"select model, sum(cost), sum(out_tokens), sum(lines) from {_VERDICTS} "
                           "where lines > 0 group by all")
@@ -211,8 +250,10 @@ def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: 
         # The spool priced each line as (input estimate * input price + max_tokens * output price): the
         # input estimate is recovered from it exactly.
         est_in = max(0.0, (float(list_usd) * 1e6 - float(max_out) * price[1]) / price[0])
-        in_range = _widen((est_in * (1 - HEURISTIC_SPREAD), est_in, est_in * (1 + HEURISTIC_SPREAD)),
-                          history, "input", n)
+        spread = HEURISTIC_SPREAD
+        if counted:  # the model's own count on a sample: the heuristic scaled, a narrower band
+            est_in, spread = est_in * counted[0], COUNTED_SPREAD
+        in_range = _widen((est_in * (1 - spread), est_in, est_in * (1 + spread)), history, "input", n)
         out_range = _output_range(float(max_out), n, history)
         heuristic_in += est_in
         out_high += float(max_out)
@@ -222,7 +263,9 @@ def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: 
     tokens = {
         "input": _as_range(tuple(sum(s[0][i] for s in spans) for i in range(3))),
         "output": _as_range(tuple(sum(s[1][i] for s in spans) for i in range(3))),
-        "basis": _basis(history, lines),
+        "basis": _basis(history, lines) + (f"; input scaled by {counted[0]:.3f}, the ratio count_tokens gave on "
+                                           f"{counted[1]} sampled request(s) (range +/-{COUNTED_SPREAD:.0%})"
+                                           if counted else ""),
     }
     note = "batch price (50% of list)" if discount < 1 else "synchronous list price"
     basis = f"{note}; the tokens' basis applies; cache writes and reads not counted"

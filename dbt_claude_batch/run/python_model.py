@@ -140,8 +140,15 @@ def _plan(dbt, session, source, cfg: Settings, model_id: str):
                       cfg.max_tokens, can_split=cfg.split_column is not None,
                       rerun_filter=run_vars.rerun_filter(cfg.key))
         with scratch() as tmp:
-            build_spool(state, prompt, cfg, tmp, source_sql)
-            document = plan.compute(state, cfg, n_staged, held_answer_matches_sql(state))
+            spool = build_spool(state, prompt, cfg, tmp, source_sql)
+            counted = None
+            if cfg.count_tokens_sample:  # free of charge, but an API call: only when the user allows it
+                lines = plan.sample_lines(state, cfg, {c.index: c.path for c in spool.chunks}, cfg.count_tokens_sample)
+                require_api_key()
+                with LazyClient() as api:
+                    ratio = plan.counted_ratio(api.get(), lines) if lines else None
+                counted = (ratio, len(lines)) if ratio else None
+            document = plan.compute(state, cfg, n_staged, held_answer_matches_sql(state), counted)
         record_plan(state, document)
     finally:
         for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):

@@ -86,8 +86,13 @@ def test_plan_counts_hold_for_the_next_run_and_the_guard_stops_a_mass_rebuy(proj
     bodies[11] = "a brand new ticket"
     bodies[12] = bodies[1]
     project.load_table("items", rows(bodies))
+    project.configure(replace=False, count_tokens_sample=2)  # the plan may ask count_tokens (free) about 2
     out = project.run(vars=PLAN).stdout
     plan = last_plan(project)
+    counted = emulator.ledger(requests=False)["calls"]["POST /v1/messages/count_tokens"]
+    assert sum(counted.values()) == 2
+    # The emulator counts as the byte heuristic does: the sample's ratio is exactly 1.
+    assert "input scaled by 1.000, the ratio count_tokens gave on 2 sampled request(s)" in plan["tokens"]["basis"]
     assert planned_reasons(plan) == {"new": 1, "changed": 1, "retry": 1}
     assert plan["rows"]["reusable"] == 1 and plan["rows"]["unchanged"] == 8
     assert plan["changed_why"] == {"prompt text": 1}
