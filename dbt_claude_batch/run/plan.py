@@ -169,6 +169,34 @@ def sample_lines(state: State, cfg: Settings, paths: dict[int, str], n: int) -> 
     return out
 
 
+def plan_and_record(state: State, cfg: Settings, prompt, source_sql: str, n_staged: int, run_vars) -> dict[str, Any]:
+    """On the staged rows: plan and render them as a run would, compute the plan, record it and log it."""
+    from dbt_claude_batch.api.client import LazyClient, require_api_key
+    from dbt_claude_batch.base.log import logger
+    from dbt_claude_batch.base.plan_document import plan_text
+    from dbt_claude_batch.run import planning
+    from dbt_claude_batch.run.local_outcomes import held_answer_matches_sql
+    from dbt_claude_batch.run.spool import build_spool
+    from dbt_claude_batch.state.plans import record_plan
+    from dbt_claude_batch.state.workdir import scratch
+
+    planning.plan(state, cfg.max_attempts, run_vars.resubmit_canceled, cfg.effective_max_tokens_cap, cfg.max_tokens,
+                  can_split=cfg.split_column is not None, rerun_filter=run_vars.rerun_filter(cfg.key))
+    with scratch() as tmp:
+        spool = build_spool(state, prompt, cfg, tmp, source_sql)
+        counted = None
+        if cfg.count_tokens_sample:  # free of charge, but an API call: only when the user allows it
+            lines = sample_lines(state, cfg, {c.index: c.path for c in spool.chunks}, cfg.count_tokens_sample)
+            require_api_key()
+            with LazyClient() as api:
+                ratio = counted_ratio(api.get(), lines) if lines else None
+            counted = (ratio, len(lines)) if ratio else None
+        document = compute(state, cfg, n_staged, held_answer_matches_sql(state), counted)
+    record_plan(state, document)
+    logger.info(plan_text(document))
+    return document
+
+
 def compute(state: State, cfg: Settings, n_staged: int, reusable_sql: str,
             counted: tuple[float, int] | None = None) -> dict[str, Any]:
     """The plan document (base/plan_document.py) from the staged, planned and rendered temp tables;

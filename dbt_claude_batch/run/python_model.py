@@ -107,12 +107,7 @@ def _stage(state: State, source_sql: str, cfg: Settings, prompt: Prompt, stamped
 
 def _plan(dbt, session, source, cfg: Settings, model_id: str):
     """`claude_batch_plan`: stage, plan and render as a run would, record and log the plan, return no new rows."""
-    from dbt_claude_batch.base.plan_document import plan_text
     from dbt_claude_batch.run import plan
-    from dbt_claude_batch.run.local_outcomes import held_answer_matches_sql
-    from dbt_claude_batch.run.spool import build_spool
-    from dbt_claude_batch.state.plans import record_plan
-    from dbt_claude_batch.state.workdir import scratch
 
     this = dbt.this
     check_unique_key(cfg, this.identifier)
@@ -136,24 +131,10 @@ def _plan(dbt, session, source, cfg: Settings, model_id: str):
     try:
         n_staged = _stage(state, source_sql, cfg, prompt, stamped, blobs)
         check_custom_ids_unique(state.cursor, planning.STAGED)
-        planning.plan(state, cfg.max_attempts, run_vars.resubmit_canceled, cfg.effective_max_tokens_cap,
-                      cfg.max_tokens, can_split=cfg.split_column is not None,
-                      rerun_filter=run_vars.rerun_filter(cfg.key))
-        with scratch() as tmp:
-            spool = build_spool(state, prompt, cfg, tmp, source_sql)
-            counted = None
-            if cfg.count_tokens_sample:  # free of charge, but an API call: only when the user allows it
-                lines = plan.sample_lines(state, cfg, {c.index: c.path for c in spool.chunks}, cfg.count_tokens_sample)
-                require_api_key()
-                with LazyClient() as api:
-                    ratio = plan.counted_ratio(api.get(), lines) if lines else None
-                counted = (ratio, len(lines)) if ratio else None
-            document = plan.compute(state, cfg, n_staged, held_answer_matches_sql(state), counted)
-        record_plan(state, document)
+        plan.plan_and_record(state, cfg, prompt, source_sql, n_staged, run_vars)
     finally:
         for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):
             state.run(f"drop table if exists {temp}")
-    logger.info(plan_text(document))
     logger.info("claude_batch_plan: nothing was submitted or built; the results table is unchanged")
     if existing:  # an incremental merge of no rows leaves the table as it is
         return session.sql(f"select * from {existing} limit 0")
