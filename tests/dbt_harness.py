@@ -56,6 +56,9 @@ class DbtProject:
         self.db_path = self.root / "warehouse.duckdb"
         self.settings: dict[str, Any] = {}
         self.post_hook = True
+        # The re-buy guard (max_rebuy_fraction, default 0.2) is off unless a test opts in: many tests edit a
+        # template and expect every row to be bought again. Set before `configure`, which writes it.
+        self.rebuy_guard = False
         self.project_vars: dict[str, Any] = {}  # `vars:` of dbt_project.yml (written by `configure`)
         self.env_overrides: dict[str, str | None] = {}
         self.root.mkdir(parents=True, exist_ok=True)
@@ -93,7 +96,10 @@ class DbtProject:
     def configure(self, replace: bool = True, **settings: Any) -> None:
         """Set the model's `claude_batch` config in dbt_project.yml (replacing, or updating with replace=False)."""
         self.settings = dict(settings) if replace else {**self.settings, **settings}
-        model_cfg: dict[str, Any] = {"+meta": {"claude_batch": self.settings}}
+        written = dict(self.settings)
+        if not self.rebuy_guard:
+            written.setdefault("max_rebuy_fraction", None)
+        model_cfg: dict[str, Any] = {"+meta": {"claude_batch": written}}
         if self.post_hook:
             model_cfg["+post-hook"] = [{
                 "sql": "{{ dbt_claude_batch.drop_leaked_tmp_tables(this) }}", "transaction": False}]

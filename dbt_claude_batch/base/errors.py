@@ -29,6 +29,10 @@ class BudgetExceededError(DbtClaudeBatchError):
     """The estimated cost of the pending requests is above the configured limit."""
 
 
+class RebuyGuardError(DbtClaudeBatchError):
+    """A run would buy again more held answers than `max_rebuy_fraction` / `max_rebuy_rows` allow."""
+
+
 class ApiError(DbtClaudeBatchError):
     """The Anthropic API refused a call in a way a later run will not fix by itself."""
 

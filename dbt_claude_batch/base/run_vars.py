@@ -19,7 +19,10 @@ VAR_SAMPLE = "claude_batch_sample"
 VAR_RERUN_KEYS = "claude_batch_rerun_keys"
 VAR_STATE_SCHEMA = "claude_batch_state_schema"  # read by the package's sources and macros, not here
 VAR_COMPARE = "claude_batch_compare"
-KNOWN_VARS = (VAR_CANCEL, VAR_RESUBMIT_CANCELED, VAR_SAMPLE, VAR_RERUN_KEYS, VAR_STATE_SCHEMA, VAR_COMPARE)
+VAR_PLAN = "claude_batch_plan"
+VAR_ALLOW_REBUY = "claude_batch_allow_rebuy"
+KNOWN_VARS = (VAR_CANCEL, VAR_RESUBMIT_CANCELED, VAR_SAMPLE, VAR_RERUN_KEYS, VAR_STATE_SCHEMA, VAR_COMPARE,
+              VAR_PLAN, VAR_ALLOW_REBUY)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class RunVars:
     sample_size: int = 0
     rerun_keys: tuple = ()
     compare_size: int = 0
+    plan: bool = False
+    allow_rebuy: bool = False
 
     @classmethod
     def from_dbt(cls, identifier: str) -> "RunVars":
@@ -58,11 +63,14 @@ class RunVars:
             sample_size=sample,
             rerun_keys=tuple(keys),
             compare_size=compare,
+            plan=_names_model(values.get(VAR_PLAN), identifier),
+            allow_rebuy=_names_model(values.get(VAR_ALLOW_REBUY), identifier),
         )
 
     def any(self) -> bool:
         """True when a var asks this run for something beyond the usual."""
-        return bool(self.cancel or self.resubmit_canceled or self.sample_size or self.rerun_keys or self.compare_size)
+        return bool(self.cancel or self.resubmit_canceled or self.sample_size or self.rerun_keys or self.compare_size
+                    or self.plan or self.allow_rebuy)
 
     def missing_rerun_keys(self, cursor, staged: str, key: Sequence[str]) -> list:
         """Keys named in `claude_batch_rerun_keys` that the source does not have (to warn about)."""

@@ -79,6 +79,12 @@ class Settings:
     max_cost_usd: float | None = None
     max_cost_usd_all_models: float | None = None
     max_requests_in_flight: int | None = None
+    # the re-buy guard and the plan (run/plan.py): a run that would buy again more held answers than
+    # this share (or number) stops before any create
+    max_rebuy_fraction: float | None = 0.2
+    max_rebuy_rows: int | None = None
+    # a plan asks count_tokens (free) about this many of the requests it would send (0: never)
+    count_tokens_sample: int = 0
     prices: Mapping[str, Any] | None = None
     prompt_caching: bool = False
     cache_ttl: str = "1h"
@@ -228,6 +234,19 @@ class Settings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
                 raise ConfigError(f"Setting `{name}` must be a number >= 0; got {value!r}.")
+        if self.max_rebuy_fraction is not None and (
+                not isinstance(self.max_rebuy_fraction, (int, float)) or isinstance(self.max_rebuy_fraction, bool)
+                or not 0 <= self.max_rebuy_fraction <= 1):
+            raise ConfigError(f"Setting `max_rebuy_fraction` must be a number from 0 to 1, or null to turn the share "
+                              f"off; got {self.max_rebuy_fraction!r}.")
+        if (not isinstance(self.count_tokens_sample, int) or isinstance(self.count_tokens_sample, bool)
+                or self.count_tokens_sample < 0):
+            raise ConfigError(f"Setting `count_tokens_sample` must be an integer >= 0 (0: never call count_tokens); "
+                              f"got {self.count_tokens_sample!r}.")
+        if self.max_rebuy_rows is not None and (not isinstance(self.max_rebuy_rows, int)
+                                                or isinstance(self.max_rebuy_rows, bool) or self.max_rebuy_rows < 0):
+            raise ConfigError(f"Setting `max_rebuy_rows` must be an integer >= 0, or null for no limit in rows; "
+                              f"got {self.max_rebuy_rows!r}.")
         if self.prompt_caching and not (self.system or self.few_shot):
             raise ConfigError(
                 "Setting `prompt_caching` needs a shared prefix to cache: set `system` and/or `few_shot`."

@@ -237,6 +237,26 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_answers)
 
 
+def _run_plan(args: argparse.Namespace) -> int:
+    from dbt_claude_batch.observe.plan import run
+
+    return run(_database_of(args), args.state_schema, args.select, args.recorded, args.json,
+               args.project_dir, args.profiles_dir, args.target)
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="what the next run would buy, why, and what it would cost (no API call)",
+                       description="Run `dbt run --vars '{claude_batch_plan: true}'` (builds nothing new, calls no "
+                                   "API) and print each batch model's plan: rows new, changed and why, to retry, "
+                                   "reusable; requests and batches; tokens and USD as a range with their basis; "
+                                   "time to results; the levers. --recorded reads the last recorded plans instead.")
+    _add_connection_options(p)
+    p.add_argument("--select", "-s", "--model", "-m", dest="select", help="dbt selection (e.g. a model name)")
+    p.add_argument("--recorded", action="store_true", help="read the newest recorded plan of each model; run nothing")
+    p.add_argument("--json", action="store_true", help='print {"schema_version": 1, "plans": [...]} (docs/plan.md)')
+    p.set_defaults(func=_run_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbt-claude-batch",
                                      description="Run Claude over dbt tables through the Message Batches API.")
@@ -247,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dbt(sub)
     _add_answers(sub)
     _add_compare(sub)
+    _add_plan(sub)
     return parser
 
 

@@ -27,7 +27,7 @@ AUTO_MARGIN_HOURS = 1.0
 
 
 def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, n_staged: int,
-                   source_sql: str, stop: StopFlag | None = None) -> tuple[int, int]:
+                   source_sql: str, stop: StopFlag | None = None, allow_rebuy: bool = False) -> tuple[int, int]:
     """Render, reuse held answers, check names and budget, route and send the pending rows.
 
     Returns the request lines sent, and those left waiting for room in the processing queue or
@@ -84,6 +84,9 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
             + (f", {spool.n_deduplicated} sharing an identical request" if spool.n_deduplicated else "")
             + f"; route: {route} ({why}); {_estimate_note(cfg, spool, estimate)}"
         )
+        from dbt_claude_batch.run.plan import check_rebuy
+
+        check_rebuy(state, cfg, allow_rebuy, discount)  # before the budget: it says why, not only how much
         if spool.unpriced_models:  # a misspelt model is what is wrong then, not its missing price
             check_models(api, state, cfg)
         check_budget(cfg, state, spool, estimate)

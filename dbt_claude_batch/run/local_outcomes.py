@@ -40,10 +40,20 @@ _WANTED = f"select distinct request_hash from {RENDERED} where include and parts
 
 def reuse_held_answers(state: State) -> int:
     """Answer rendered lines whose request is already answered in state; return how many keys were."""
+    state.run(f"create or replace temp table {_REUSE} as {held_answer_matches_sql(state)}")
+    n = state.run(f"select count(*) from {_REUSE}")[0][0]
+    if n:
+        with state.transaction():  # all of it, or none: an attempt without its outcome would wait forever
+            _reuse(state, n)
+    state.run(f"drop table if exists {_REUSE}")
+    return n
+
+
+def held_answer_matches_sql(state: State) -> str:
+    """Rendered lines whose exact request already has a succeeded answer in this model's state:
+    (ordinal, custom_id, from_batch, from_custom_id). The run reuses them; a plan counts them."""
     requests, submissions, outcomes = state.table("requests"), state.table("submissions"), state.table("outcomes")
-    state.run(
-        f"""create or replace temp table {_REUSE} as
-        with cb_wanted as ({_WANTED}),
+    return f"""with cb_wanted as ({_WANTED}),
         cb_held as (
             select r.request_hash,
                    arg_max(struct_pack(b := o.batch_id, c := o.custom_id), coalesce(o.harvest_seq, 0)) as src
@@ -71,13 +81,6 @@ def reuse_held_answers(state: State) -> int:
         select v.ordinal, v.custom_id, h.src.b, h.src.c
         from {RENDERED} v join cb_held_parts h using (part_hash)
         where v.include and v.part_hash is not null and v.reason <> 'rerun'"""
-    )
-    n = state.run(f"select count(*) from {_REUSE}")[0][0]
-    if n:
-        with state.transaction():  # all of it, or none: an attempt without its outcome would wait forever
-            _reuse(state, n)
-    state.run(f"drop table if exists {_REUSE}")
-    return n
 
 
 def _reuse(state: State, n: int) -> None:
@@ -188,10 +191,10 @@ def _record_pseudo_batch(state: State, kind: str, rows: str, n: int, note: str) 
     state.run(
         f"""insert into {state.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash,
             request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of, part_hash, first_page,
-            last_page)
+            last_page, components)
         select ?, ?, r.custom_id, p.__cb_key_json, p.__cb_input_hash, r.request_hash, p.__cb_attempt,
             p.__cb_model, p.__cb_custom_id, r.part, r.parts, r.max_tokens, null, r.part_hash, r.first_page,
-            r.last_page
+            r.last_page, p.__cb_components
         from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal
         where (r.ordinal, r.custom_id) in (select (ordinal, custom_id) from {rows})""",
         [submission_id, state.model_id],

@@ -12,8 +12,9 @@ Two digests decide whether a row's request changed:
 from __future__ import annotations
 
 import hashlib
+import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from dbt_claude_batch.base.identifiers import literal, quote
 from dbt_claude_batch.base.keys import custom_id_sql, key_json_sql
@@ -27,7 +28,8 @@ RENDERED = "cb_rendered"
 
 def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
           model_column: str | None, default_model: str | None, fingerprint: str, stamped: Sequence[str] = (),
-          blobs: Sequence[str] = ()) -> int:
+          blobs: Sequence[str] = (), components: Mapping[str, str] | None = None,
+          attachment_columns: Sequence[str] = ()) -> int:
     """Materialise the source as (custom_id, key, input hash, model) in a narrow temp table.
 
     The prompt columns are hashed here but not kept: only the rows that will be rendered fetch them
@@ -35,6 +37,8 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
     `stamped` columns hold local attachment paths: each path's stamp (size and modification time, from
     media.py's temp table) joins the hash, so an edited file at the same path is rendered again.
     `blobs` (attachment BLOB columns) are hashed by their sha256, not by their JSON text (4x their size).
+    `components` (see `shared_components`) and the row's own parts (model, text, attachments), hashed
+    apart into `__cb_components`, are recorded with each request so a plan can say why a row changed.
     """
     hashed = list(dict.fromkeys([*prompt_columns, *([model_column] if model_column else [])]))
     struct = ", ".join(f"{quote(c)} := {'sha256' if c in blobs else ''}({quote(c)})"
@@ -53,10 +57,42 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
         select {custom_id_sql(key)} as __cb_custom_id,
                {key_json_sql(key)} as __cb_key_json,
                md5({literal(fingerprint)} || to_json(struct_pack({struct}))) as __cb_input_hash,
-               {model_expr} as __cb_model
+               {model_expr} as __cb_model,
+               {_components_sql(components or {}, prompt_columns, attachment_columns, stamped, blobs, model_expr)}
+                   as __cb_components
         from ({source_sql}){joins}"""
     )
     return state.run(f"select count(*) from {STAGED}")[0][0]
+
+
+COMPONENTS = {"template": "template", "system": "system prompt", "params": "params", "model": "model",
+              "text": "prompt text", "attachments": "attachment content"}
+
+
+def shared_components(source_text: str | None, payload: Mapping, version: int) -> dict[str, str]:
+    """Digests of a request's parts outside the row: the template's text, the system prompt and few-shot
+    examples, and every other setting that shapes a request (`payload`: Settings.fingerprint_payload())."""
+    def digest(value) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    params = {k: v for k, v in payload.items() if k not in ("model", "system", "few_shot")}
+    return {"template": digest(source_text), "system": digest([payload.get("system"), payload.get("few_shot")]),
+            "params": digest([version, params])}
+
+
+def _components_sql(shared: Mapping[str, str], prompt_columns: Sequence[str], attachment_columns: Sequence[str],
+                    stamped: Sequence[str], blobs: Sequence[str], model_expr: str) -> str:
+    """A JSON object of digests, one per part of the request (keys of COMPONENTS)."""
+    def struct(columns: Sequence[str], extra: str = "") -> str:
+        items = [f"{quote(c)} := {'sha256' if c in blobs else ''}({quote(c)})" for c in columns]
+        return f"md5(to_json(struct_pack({', '.join(items) or 'none := null'}{extra})))"
+
+    text = [c for c in prompt_columns if c not in attachment_columns]
+    stamps = "".join(f", {quote('__cb_stamp_' + c)} := cb_f{i}.__cb_stamp" for i, c in enumerate(stamped))
+    attached = struct(list(attachment_columns), stamps) if attachment_columns else "null"
+    return (f"json_object('template', {literal(shared.get('template', ''))}, 'system', "
+            f"{literal(shared.get('system', ''))}, 'params', {literal(shared.get('params', ''))}, "
+            f"'model', {model_expr}, 'text', {struct(text)}, 'attachments', {attached})")
 
 
 def source_digest(cursor, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
@@ -241,7 +277,8 @@ def pending_requests_sql(state: State, chunk: int) -> str:
         f"select r.custom_id, p.__cb_key_json as key_json, p.__cb_input_hash as input_hash, "
         f"r.request_hash, p.__cb_attempt as attempt, p.__cb_model as request_model, "
         f"p.__cb_custom_id as key_custom_id, r.part, r.parts, r.max_tokens, r.dedup_of, "
-        f"r.part_hash, r.first_page, r.last_page "
+        f"r.part_hash, r.first_page, r.last_page, "
+        f"p.__cb_components as components "
         f"from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal "
         f"where r.include and r.chunk = {int(chunk)} and r.ordinal {span} and p.__cb_ordinal {span}"
     )

@@ -26,7 +26,7 @@ from dbt_claude_batch.run.interruption import StopFlag, stop_on_cancel
 from dbt_claude_batch.base.keys import check_custom_ids_unique, check_key_columns, check_keys, custom_id_sql
 from dbt_claude_batch.base.log import for_model, logger
 from dbt_claude_batch.run.preflight import check_key_change, check_unique_key
-from dbt_claude_batch.base.prompts import Prompt
+from dbt_claude_batch.base.prompts import REQUEST_FORMAT_VERSION, Prompt
 from dbt_claude_batch.run.results import results_sql, write_views
 from dbt_claude_batch.state.run_record import UNFIXABLE_KINDS, RunRecord, finish_run, start_run
 from dbt_claude_batch.base.run_vars import RunVars
@@ -55,6 +55,9 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
             logger.info("--empty: the results table is built with its columns and no rows; "
                         "no API call was made and the state is untouched")
             return empty_results(session, cfg, key_types, model_id)
+    if RunVars.from_dbt(this.identifier).plan:  # builds nothing, calls no API: see run/plan.py
+        with for_model(model_id), bounded(session.cursor(), cfg.memory_limit):
+            return _plan(dbt, session, source, cfg, model_id)
     require_api_key()
     # The client is closed on every way out, so that no SDK import started early outlives the run.
     with (for_model(model_id), bounded(session.cursor(), cfg.memory_limit), LazyClient() as api,
@@ -94,6 +97,50 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
                 finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                            cfg.prices)
             raise
+
+
+def _stage(state: State, source_sql: str, cfg: Settings, prompt: Prompt, stamped, blobs) -> int:
+    components = planning.shared_components(prompt.source_text, cfg.fingerprint_payload(), REQUEST_FORMAT_VERSION)
+    return planning.stage(state, source_sql, cfg.key, prompt.input_columns, cfg.model_column, cfg.model,
+                          prompt.fingerprint(), stamped, blobs, components, [a["column"] for a in cfg.attachments])
+
+
+def _plan(dbt, session, source, cfg: Settings, model_id: str):
+    """`claude_batch_plan`: stage, plan and render as a run would, record and log the plan, return no new rows."""
+    from dbt_claude_batch.run import plan
+
+    this = dbt.this
+    check_unique_key(cfg, this.identifier)
+    run_vars = RunVars.from_dbt(this.identifier)
+    state = State(session.cursor(), cfg.state_schema, model_id)
+    source_sql, columns, prompt, key_types = _source_shape(source, cfg)
+    state.ensure()
+    existing = qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None
+    check_key_change(state, cfg, this.identifier, dbt.is_incremental, existing)
+    if not state.answers_ready():
+        with state.transaction():
+            answers.rebuild(state)
+            state.set_answers_ready()
+    answers.refresh_pending(state)
+    check_keys(state.cursor, source_sql, cfg.key, columns)
+    stamped, blobs = _attachment_columns(cfg, source_sql, state)
+    if stamped:
+        from dbt_claude_batch.run.media import resolve_root, stamp_local_files
+
+        stamp_local_files(state, source_sql, stamped, resolve_root(cfg, _project_dir()))
+    try:
+        n_staged = _stage(state, source_sql, cfg, prompt, stamped, blobs)
+        check_custom_ids_unique(state.cursor, planning.STAGED)
+        plan.plan_and_record(state, cfg, prompt, source_sql, n_staged, run_vars)
+    finally:
+        for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):
+            state.run(f"drop table if exists {temp}")
+    logger.info("claude_batch_plan: nothing was submitted or built; the results table is unchanged")
+    if existing:  # an incremental merge of no rows leaves the table as it is
+        return session.sql(f"select * from {existing} limit 0")
+    # A rebuild (first run, --full-refresh, a table model) gets what state holds, as a run would return it.
+    source_keys = f"select {custom_id_sql(cfg.key)} from ({source_sql})"
+    return session.sql(results_sql(state, cfg, key_types, None, current_keys=source_keys, source_keys=source_keys))
 
 
 def _source_shape(source, cfg: Settings) -> tuple[str, list[str], Prompt, dict[str, str]]:
@@ -139,8 +186,7 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     if n_rows and not state.has_state():  # a first run with rows to send
         api.warm()
     check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
-    n_staged = record.n_source_rows = planning.stage(
-        state, source_sql, cfg.key, prompt.input_columns, cfg.model_column, cfg.model, prompt.fingerprint(), stamped, blobs)
+    n_staged = record.n_source_rows = _stage(state, source_sql, cfg, prompt, stamped, blobs)
     state.set_quiet_digest(None)
     check_custom_ids_unique(state.cursor, planning.STAGED)
 
@@ -217,7 +263,8 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
 
         api.warm()
 
-        sent, waiting = submit_pending(api, state, prompt, cfg, n_staged, source_sql, stop)
+        sent, waiting = submit_pending(api, state, prompt, cfg, n_staged, source_sql, stop,
+                                       allow_rebuy=run_vars.allow_rebuy)
     if not sent and not waiting:
         logger.info(f"{n_staged} source rows, nothing to submit")
 

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
+SCHEMA_VERSION = 10
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -243,6 +244,17 @@ MIGRATIONS: dict[int, list[str]] = {
             recorded_at timestamp not null,
             primary key (sha256, model_id, request_hash))""",
     ],
+    # v10: each request's components (template, system, params, model, row text, attachments), hashed,
+    # so a plan says *why* a row would be bought again; and the plans that `claude_batch_plan` recorded.
+    10: [
+        "alter table {s}.requests add column if not exists components json",
+        """create table if not exists {s}.plans (
+            plan_id varchar primary key,
+            model_id varchar not null,
+            planned_at timestamp not null,
+            schema_version integer not null,
+            plan json not null)""",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -254,6 +266,7 @@ EXPECTED_COLUMNS = {
                     "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
                  "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "part_hash", "first_page", "last_page"),
+                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "components"),
     "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
                 "harvested_at"),
     "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from",
@@ -266,4 +279,5 @@ EXPECTED_COLUMNS = {
     "imported_answers": ("request_hash", "model", "answer", "usage", "source", "imported_at"),
     "uploaded_files": ("upload_id", "sha256", "filename", "status", "file_id", "n_bytes", "deleted_at"),
     "upload_uses": ("sha256", "model_id", "request_hash"),
+    "plans": ("plan_id", "model_id", "planned_at", "plan"),
 }

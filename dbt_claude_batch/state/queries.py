@@ -8,7 +8,7 @@ facts with the same queries, so what people read is what the next run will do.
 from __future__ import annotations
 
 from dbt_claude_batch.base.identifiers import literal
-from dbt_claude_batch.state.state import State
+from dbt_claude_batch.state.state import State, marker_sql
 
 TOO_LONG_PATTERN = "prompt is too long"
 
@@ -83,3 +83,29 @@ def retryable_sql(alias: str, max_tokens_cap: int, can_split: bool) -> str:
         f" or ({alias}.result_type = 'truncated' and coalesce({alias}.max_tokens, 0) < {int(max_tokens_cap)})"
         f"{split})"
     )
+
+
+def usage_history(state: State) -> dict[str, float | int | None]:
+    """This model's real usage per answered request, bought (not reused, not a marker): count, and input and
+    output tokens' mean, 10th and 90th percentiles and maximum; what a plan's estimate is based on."""
+    row = state.run(
+        f"""select count(*), avg(input_tokens), quantile_cont(input_tokens, 0.1), quantile_cont(input_tokens, 0.9),
+                   avg(output_tokens), quantile_cont(output_tokens, 0.1), quantile_cont(output_tokens, 0.9),
+                   max(output_tokens), count(*) filter (where stop_reason = 'max_tokens')
+        from {state.table('outcomes')} o
+        where o.model_id = {literal(state.model_id)} and o.result_type = 'succeeded' and o.reused_from is null
+          and o.shared_from is null and o.input_tokens is not null and not {marker_sql(state.schema, 'o')}"""
+    )[0]
+    names = ("n", "input_mean", "input_p10", "input_p90", "output_mean", "output_p10", "output_p90", "output_max",
+             "truncated")
+    return dict(zip(names, row))
+
+
+def turnaround_hours(state: State) -> tuple[float | None, float | None, int]:
+    """Median and 90th percentile of this model's batches' time from create to end, in hours, and how many."""
+    return tuple(state.run(
+        f"""select quantile_cont(h, 0.5), quantile_cont(h, 0.9), count(h) from (
+            select epoch(ended_at - created_at) / 3600.0 as h from {state.table('batches')}
+            where model_id = {literal(state.model_id)} and coalesce(kind, 'batch') = 'batch'
+              and ended_at is not null and created_at is not null)"""
+    )[0])

@@ -207,9 +207,9 @@ class State:
             self.run(
                 f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
                 "request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of, part_hash, "
-                "first_page, last_page) "
+                "first_page, last_page, components) "
                 "select ?, ?, custom_id, key_json, input_hash, request_hash, attempt, request_model, key_custom_id, "
-                f"part, parts, max_tokens, dedup_of, part_hash, first_page, last_page from ({requests_sql})",
+                f"part, parts, max_tokens, dedup_of, part_hash, first_page, last_page, components from ({requests_sql})",
                 [submission_id, self.model_id],
             )
 

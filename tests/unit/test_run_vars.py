@@ -25,9 +25,9 @@ def test_a_misspelt_var_fails_with_a_suggestion(wrong, right):
 
 def test_an_unknown_var_without_a_close_name_lists_the_known_ones():
     with pytest.raises(ConfigError) as info:
-        RunVars.parse({"claude_batch_xyzzy": 1}, "m")
+        RunVars.parse({"claude_batch_qqqqqqqqqqqqqqqqqq": 1}, "m")
     first = str(info.value).splitlines()[0]
-    assert first.startswith("Unknown var `claude_batch_xyzzy`") and "claude_batch_sample" in first
+    assert first.startswith("Unknown var `claude_batch_qqqqqqqqqqqqqqqqqq`") and "claude_batch_sample" in first
 
 
 def test_a_project_named_like_a_var_is_a_scope_not_an_unknown_var():

@@ -1,0 +1,384 @@
+"""What the next run would do, computed from the same staging, planning and rendering as a run.
+
+`claude_batch_plan` runs stop after the spool pass (run/spool.py): the candidate rows are rendered and
+their request hashes known, so the plan's counts are the run's own verdicts, not a guess: new,
+changed (and which component of the request changed, from the components recorded with each
+request), retried (by the previous failure's kind), unchanged, in flight, and reusable from answers
+held in state (the very query the run's reuse uses). Nothing is recorded but the plan itself: no
+template error, alias or reuse is written, no API is called. The re-buy guard reads the same
+verdicts in a real run, after reuse and before any create.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from dbt_claude_batch.base.errors import RebuyGuardError
+from dbt_claude_batch.base.identifiers import literal
+from dbt_claude_batch.base.plan_document import PLAN_SCHEMA_VERSION
+from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, estimate_input_tokens, list_price
+from dbt_claude_batch.base.prompts import request_params
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.run.planning import COMPONENTS, PENDING, RENDERED, STAGED
+from dbt_claude_batch.state.queries import turnaround_hours, usage_history
+from dbt_claude_batch.state.state import State, utcnow
+
+_VERDICTS = "cb_plan_verdicts"
+# The byte heuristic (UTF-8 bytes / 4) is exact for the emulator and within about this share of real
+# tokenizers on prose; the plan's input range is the estimate times (1 -/+ this).
+HEURISTIC_SPREAD = 0.3
+# With count_tokens on a sample, the rest of the rows still vary around the sample's ratio.
+COUNTED_SPREAD = 0.1
+# Cached prefixes shorter than this are not cached at all (the minimum is 1,024 to 4,096 tokens by model).
+MIN_CACHEABLE_TOKENS = 1024
+CACHE_READ_SHARE = 0.1
+CACHE_WRITE_PREMIUM = {"5m": 0.25, "1h": 1.0}
+
+
+def build_verdicts(state: State, reusable_sql: str | None) -> None:
+    """One row per candidate key: its verdict after reuse, the lines it would send and their estimate.
+
+    `reusable_sql` (local_outcomes.held_answer_matches_sql) marks the keys a run would answer from
+    state; None when the run has already recorded that reuse in the verdicts table (the guard).
+    """
+    reused = (f"left join ({reusable_sql}) u on u.ordinal = v.ordinal and u.custom_id = v.custom_id"
+              if reusable_sql else "left join (select null::bigint as ordinal, null as custom_id) u on false")
+    state.run(
+        f"""create or replace temp table {_VERDICTS} as
+        with v as (select v.*, u.ordinal is not null as reused from {RENDERED} v {reused})
+        select v.ordinal, any_value(p.__cb_custom_id) as key_id,
+               any_value(case when v.reused then 'reused' else v.reason end) as reason,
+               bool_or(v.include and not v.reused) as include,
+               count(*) filter (where v.include and not v.reused and v.dedup_of is null) as lines,
+               count(*) filter (where v.include and not v.reused and v.dedup_of is not null) as shared,
+               coalesce(sum(v.cost) filter (where v.include and not v.reused and v.dedup_of is null), 0) as cost,
+               coalesce(sum(v.max_tokens) filter (where v.include and not v.reused and v.dedup_of is null), 0)
+                   as out_tokens,
+               count(distinct v.chunk) filter (where v.include and not v.reused and v.dedup_of is null
+                                               and v.lane = 'batch') as batch_chunks,
+               list(distinct v.chunk) filter (where v.include and not v.reused and v.dedup_of is null
+                                              and v.lane = 'batch') as chunk_list,
+               any_value(p.__cb_model) as model, any_value(p.__cb_components) as components,
+               any_value(p.__cb_attempt) as attempt, any_value(p.__cb_prev_result) as prev_result
+        from v join {PENDING} p on p.__cb_ordinal = v.ordinal
+        group by v.ordinal"""
+    )
+
+
+def _changed_why(state: State, where: str) -> dict[str, int]:
+    """Per component (COMPONENTS' labels): how many of the keys `where` selects differ from their last request."""
+    rows = f"""(select x.ordinal, x.components as new, r.components as old
+        from {_VERDICTS} x left join {state.table('requests')} r
+          on r.model_id = {literal(state.model_id)} and coalesce(r.key_custom_id, r.custom_id) = x.key_id
+         and r.attempt = x.attempt - 1 and coalesce(r.part, 1) = 1 and r.dedup_of is null
+        where {where})"""
+    labels = ", ".join(f"({literal(k)}, {literal(v)}, {i})" for i, (k, v) in enumerate(COMPONENTS.items()))
+    found = state.run(
+        f"""select c.label, count(distinct x.ordinal) from {rows} x, (values {labels}) c(k, label, i)
+        where x.old is not null and json_extract_string(x.new, '$.' || c.k)
+              is distinct from json_extract_string(x.old, '$.' || c.k)
+        group by c.label, c.i order by c.i""")
+    why = {label: n for label, n in found}
+    unknown = state.run(f"select count(distinct ordinal) from {rows} x where x.old is null")[0][0]
+    if unknown:
+        why["unknown (recorded before components were)"] = unknown
+    return why
+
+
+def rebuy_figures(state: State) -> tuple[int, int, dict[str, int], float]:
+    """Keys a run would buy again though they hold an answer: (how many, answers held, why, list price)."""
+    answers = state.table("answers")
+    where = (f"x.include and x.reason = 'changed' and exists (select 1 from {answers} a where a.model_id = "
+             f"{literal(state.model_id)} and a.custom_id = x.key_id)")
+    n, cost = state.run(f"select count(*), coalesce(sum(cost), 0) from {_VERDICTS} x where {where}")[0]
+    held = state.run(f"select count(distinct custom_id) from {answers} where model_id = ?", [state.model_id])[0][0]
+    return n, held, (_changed_why(state, where) if n else {}), float(cost)
+
+
+def rebuy_limit(cfg: Settings, held: int) -> int | None:
+    """The most held answers a run may buy again without the var (None: no limit)."""
+    limits = [cfg.max_rebuy_rows] if cfg.max_rebuy_rows is not None else []
+    if cfg.max_rebuy_fraction is not None:
+        limits.append(math.floor(cfg.max_rebuy_fraction * held))
+    return min(limits) if limits else None
+
+
+def check_rebuy(state: State, cfg: Settings, allowed: bool, discount: float) -> None:
+    """The guard: stop before any create when a run would buy again more held answers than allowed."""
+    if cfg.max_rebuy_fraction is None and cfg.max_rebuy_rows is None:
+        return
+    build_verdicts(state, None)
+    try:
+        n, held, why, cost = rebuy_figures(state)
+    finally:
+        state.run(f"drop table if exists {_VERDICTS}")
+    limit = rebuy_limit(cfg, held)
+    if not n or limit is None or n <= limit:
+        return
+    if allowed:
+        from dbt_claude_batch.base.log import logger
+
+        logger.warning(f"buying again {n} of the {held} held answer(s) (claude_batch_allow_rebuy)")
+        return
+    raise RebuyGuardError(rebuy_message(state.model_id, n, held, why, cost * discount, limit, cfg))
+
+
+def rebuy_message(model_id: str, n: int, held: int, why: dict[str, int], cost: float, limit: int,
+                  cfg: Settings) -> str:
+    setting = ("max_rebuy_rows" if cfg.max_rebuy_rows is not None and limit == cfg.max_rebuy_rows
+               else "max_rebuy_fraction")
+    reasons = ", ".join(f"{k} changed for {v}" for k, v in why.items()) or "their requests changed"
+    return (f"This run would buy again {n} of the {held} answers held for {model_id} ({reasons}; estimated at most "
+            f"${cost:.4f}), over {setting} (limit {limit} rows): nothing was submitted. If the change is meant, let "
+            "it through once with --vars '{claude_batch_allow_rebuy: true}'; otherwise revert it.\n"
+            "`dbt run --vars '{claude_batch_plan: true}'` (or `dbt-claude-batch plan`) shows the full plan; raise "
+            "`max_rebuy_fraction` / `max_rebuy_rows`, or set them to null, to change the guard.")
+
+
+# Fields of a Messages body that count_tokens takes (max_tokens and the like it refuses).
+_COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config")
+
+
+def counted_ratio(client, lines: list[tuple[bytes, float]]) -> float | None:
+    """count_tokens (free of charge) on sampled request lines, over their byte-heuristic estimates:
+    the factor that turns the heuristic into the model's own count. `lines`: (request line, estimate)."""
+    counted = estimated = 0.0
+    for line, estimate in lines:
+        params = json.loads(line)["params"]
+        counted += client.messages.count_tokens(**{k: v for k, v in params.items() if k in _COUNTED_FIELDS}).input_tokens
+        estimated += estimate
+    return counted / estimated if estimated else None
+
+
+def sample_lines(state: State, cfg: Settings, paths: dict[int, str], n: int) -> list[tuple[bytes, float]]:
+    """The first `n` request lines the run would send, each with its byte-heuristic input estimate."""
+    out = []
+    for chunk, offset, length, cost, max_tokens, model in state.run(
+            f"select r.chunk, r.line_offset, r.line_length, r.cost, r.max_tokens, p.__cb_model from {RENDERED} r "
+            f"join {PENDING} p on p.__cb_ordinal = r.ordinal where r.include and r.dedup_of is null "
+            f"and r.line_offset is not null order by r.ordinal limit {int(n)}"):
+        price = list_price(model, cfg.prices)
+        if price is None or chunk not in paths:
+            continue
+        with open(paths[chunk], "rb") as spool:
+            spool.seek(offset)
+            line = spool.read(length).rstrip(b",\n")
+        out.append((line, (float(cost) * 1e6 - float(max_tokens) * price[1]) / price[0]))
+    return out
+
+
+def plan_and_record(state: State, cfg: Settings, prompt, source_sql: str, n_staged: int, run_vars) -> dict[str, Any]:
+    """On the staged rows: plan and render them as a run would, compute the plan, record it and log it."""
+    from dbt_claude_batch.api.client import LazyClient, require_api_key
+    from dbt_claude_batch.base.log import logger
+    from dbt_claude_batch.base.plan_document import plan_text
+    from dbt_claude_batch.run import planning
+    from dbt_claude_batch.run.local_outcomes import held_answer_matches_sql
+    from dbt_claude_batch.run.spool import build_spool
+    from dbt_claude_batch.state.plans import record_plan
+    from dbt_claude_batch.state.workdir import scratch
+
+    planning.plan(state, cfg.max_attempts, run_vars.resubmit_canceled, cfg.effective_max_tokens_cap, cfg.max_tokens,
+                  can_split=cfg.split_column is not None, rerun_filter=run_vars.rerun_filter(cfg.key))
+    with scratch() as tmp:
+        spool = build_spool(state, prompt, cfg, tmp, source_sql)
+        counted = None
+        if cfg.count_tokens_sample:  # free of charge, but an API call: only when the user allows it
+            lines = sample_lines(state, cfg, {c.index: c.path for c in spool.chunks}, cfg.count_tokens_sample)
+            require_api_key()
+            with LazyClient() as api:
+                ratio = counted_ratio(api.get(), lines) if lines else None
+            counted = (ratio, len(lines)) if ratio else None
+        document = compute(state, cfg, n_staged, held_answer_matches_sql(state), counted)
+    record_plan(state, document)
+    logger.info(plan_text(document))
+    return document
+
+
+def compute(state: State, cfg: Settings, n_staged: int, reusable_sql: str,
+            counted: tuple[float, int] | None = None) -> dict[str, Any]:
+    """The plan document (base/plan_document.py) from the staged, planned and rendered temp tables;
+    `counted`: count_tokens' factor over the byte heuristic and the size of its sample."""
+    from dbt_claude_batch.run.dispatch import choose_route
+
+    build_verdicts(state, reusable_sql)
+    try:
+        return _document(state, cfg, n_staged, choose_route, counted)
+    finally:
+        state.run(f"drop table if exists {_VERDICTS}")
+
+
+def _document(state: State, cfg: Settings, n_staged: int, choose_route,
+              counted: tuple[float, int] | None = None) -> dict[str, Any]:
+    by_reason = dict(state.run(f"select reason, count(*) from {_VERDICTS} group by all"))
+    sent = {r: by_reason.get(r, 0) for r in ("new", "changed", "retry", "rerun", "resubmit_canceled")}
+    not_sent = {r: n for r, n in by_reason.items()
+                if r not in sent and r not in ("reused", "unchanged") and n}
+    in_flight = state.run(
+        f"select count(*) from {STAGED} where __cb_custom_id in (select custom_id from ({state.flying_requests_sql()}))"
+    )[0][0]
+    candidates = sum(by_reason.values())
+    retry_by_kind = dict(state.run(
+        f"select coalesce(prev_result, 'unknown'), count(*) from {_VERDICTS} where reason in ('retry', "
+        "'resubmit_canceled') group by all order by all"))
+    lines, shared, batch_lines = state.run(
+        f"select coalesce(sum(lines), 0), coalesce(sum(shared), 0), "
+        f"coalesce(sum(lines) filter (where batch_chunks > 0), 0) from {_VERDICTS}")[0]
+    n_batches = state.run(f"select count(distinct c) from (select unnest(chunk_list) as c from {_VERDICTS})")[0][0]
+    route, route_why = choose_route(cfg, int(batch_lines))
+    discount = BATCH_DISCOUNT if route == "batch" else 1.0
+    n_rebuy, held, rebuy_why, rebuy_cost = rebuy_figures(state)
+    limit = rebuy_limit(cfg, held)
+    history = usage_history(state)
+    tokens, cost = _estimate(state, cfg, int(lines), history, discount, counted)
+    median, p90, n_turned = turnaround_hours(state)
+    avg_line_cost = cost["expected"] / lines if lines else 0.0
+    return {
+        "schema_version": PLAN_SCHEMA_VERSION,
+        "model": state.model_id,
+        "planned_at": utcnow().isoformat(timespec="seconds") + "Z",
+        "rows": {
+            "source": int(n_staged), **{k: int(v) for k, v in sent.items()},
+            "unchanged": int(n_staged - in_flight - candidates + by_reason.get("unchanged", 0)),
+            "in_flight": int(in_flight), "reusable": int(by_reason.get("reused", 0)),
+            # Filled by the reuse of another state's answers (issue 20, part 4): null while none is configured.
+            "reusable_other_state": None,
+            "not_sent": {k: int(v) for k, v in sorted(not_sent.items())},
+        },
+        "changed_why": _changed_why(state, "x.include and x.reason = 'changed'") if sent["changed"] else {},
+        "retry_by_kind": {k: int(v) for k, v in retry_by_kind.items()},
+        "requests": {"to_send": int(lines), "deduplicated": int(shared),
+                     "batches": int(n_batches) if route == "batch" else 0, "route": route, "route_why": route_why},
+        "rebuy": {"rows": int(n_rebuy), "held": int(held), "limit": limit,
+                  "stops": bool(n_rebuy and limit is not None and n_rebuy > limit), "why": rebuy_why,
+                  "usd": round(rebuy_cost * discount, 6)},
+        "tokens": tokens,
+        "cost_usd": cost,
+        "turnaround_hours": {"median": median, "p90": p90, "batches_seen": int(n_turned), "window_hours": 24},
+        "levers": levers(cfg, route, route_why, int(lines), int(shared), avg_line_cost, history, median, discount),
+    }
+
+
+def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: float,
+              counted: tuple[float, int] | None = None) -> tuple[dict, dict]:
+    """Token and USD ranges for the lines to send: the byte heuristic, widened by this model's history."""
+    per_model = state.run(f"select model, sum(cost), sum(out_tokens), sum(lines) from {_VERDICTS} "
+                          "where lines > 0 group by all")
+    unpriced = []
+    heuristic_in = out_high = 0.0
+    totals = {"low": 0.0, "expected": 0.0, "high": 0.0}
+    spans = []
+    for model, list_usd, max_out, n in per_model:
+        price = list_price(model, cfg.prices)
+        if price is None:
+            unpriced.append(model)
+            continue
+        # The spool priced each line as (input estimate * input price + max_tokens * output price): the
+        # input estimate is recovered from it exactly.
+        est_in = max(0.0, (float(list_usd) * 1e6 - float(max_out) * price[1]) / price[0])
+        spread = HEURISTIC_SPREAD
+        if counted:  # the model's own count on a sample: the heuristic scaled, a narrower band
+            est_in, spread = est_in * counted[0], COUNTED_SPREAD
+        in_range = _widen((est_in * (1 - spread), est_in, est_in * (1 + spread)), history, "input", n)
+        out_range = _output_range(float(max_out), n, history)
+        heuristic_in += est_in
+        out_high += float(max_out)
+        spans.append((in_range, out_range))
+        for i, key in enumerate(("low", "expected", "high")):
+            totals[key] += (in_range[i] * price[0] + out_range[i] * price[1]) / 1e6 * discount
+    tokens = {
+        "input": _as_range(tuple(sum(s[0][i] for s in spans) for i in range(3))),
+        "output": _as_range(tuple(sum(s[1][i] for s in spans) for i in range(3))),
+        "basis": _basis(history, lines) + (f"; input scaled by {counted[0]:.3f}, the ratio count_tokens gave on "
+                                           f"{counted[1]} sampled request(s) (range +/-{COUNTED_SPREAD:.0%})"
+                                           if counted else ""),
+    }
+    note = "batch price (50% of list)" if discount < 1 else "synchronous list price"
+    basis = f"{note}; the tokens' basis applies; cache writes and reads not counted"
+    if unpriced:
+        basis += f"; no price known for {', '.join(sorted(unpriced))} (not counted: add it to `prices`)"
+    return tokens, {**{k: round(v, 6) for k, v in totals.items()}, "basis": basis}
+
+
+def _widen(band: tuple[float, float, float], history: dict, side: str, n: int) -> tuple[float, float, float]:
+    if not history["n"]:
+        return band
+    low = min(band[0], n * float(history[f"{side}_p10"]))
+    high = max(band[2], n * float(history[f"{side}_p90"]))
+    return low, band[1], high
+
+
+def _output_range(max_out: float, n: int, history: dict) -> tuple[float, float, float]:
+    """max_tokens is the only hard bound on output; history gives the expected value and the low end."""
+    if not history["n"]:
+        return float(n), max_out, max_out
+    mean = min(max_out, n * float(history["output_mean"]))
+    return min(mean, n * float(history["output_p10"])), mean, max_out
+
+
+def _as_range(values: tuple) -> dict[str, float]:
+    low, expected, high = (round(float(v)) for v in values) if values else (0, 0, 0)
+    return {"low": low, "expected": expected, "high": high}
+
+
+def _basis(history: dict, lines: int) -> str:
+    if not lines:
+        return "nothing to send"
+    if history["n"]:
+        return (f"this model's usage history ({history['n']} answered request(s): input p10-p90 "
+                f"{history['input_p10']:.0f}-{history['input_p90']:.0f}, output mean {history['output_mean']:.0f} "
+                "tokens) and the byte heuristic (UTF-8 bytes / 4) on the rendered requests; output at most max_tokens")
+    return ("byte heuristic: no usage history for this model yet; input is the rendered requests' UTF-8 bytes / 4 "
+            f"(range +/-{HEURISTIC_SPREAD:.0%}), output between 1 token and max_tokens per request (expected: "
+            "max_tokens, the worst case)")
+
+
+def levers(cfg: Settings, route: str, route_why: str, lines: int, shared: int, avg_line_cost: float,
+           history: dict, median: float | None, discount: float) -> dict[str, str]:
+    """Each lever's written rationale: route, max_tokens, caching of the shared prefix, de-duplication."""
+    turnaround = f"; this model's batches took {median:.2f} h (median)" if median is not None else ""
+    if route == "batch":
+        route_text = (f"batch ({route_why}): the Message Batches API costs half the synchronous price and answers "
+                      f"within 24 h{turnaround}; `mode: sync` answers at once for twice the price")
+    else:
+        route_text = (f"sync ({route_why}): answers come at once at full price; `mode: batch` halves the price for "
+                      "an answer within 24 h")
+    if history["n"]:
+        max_tokens = (f"max_tokens {cfg.max_tokens}: past answers used {history['output_mean']:.0f} tokens on "
+                      f"average (p90 {history['output_p90']:.0f}, at most {history['output_max']}); "
+                      f"{history['truncated']} were cut at max_tokens")
+        if history["truncated"]:
+            max_tokens += "; truncated answers are retried with max_tokens doubled, up to max_tokens_cap"
+        elif history["output_max"] and history["output_max"] * 2 < cfg.max_tokens:
+            max_tokens += (f"; about {math.ceil(history['output_max'] * 1.5)} would still leave room and tighten the "
+                           "worst case of the estimate and the budget check")
+    else:
+        max_tokens = (f"max_tokens {cfg.max_tokens} bounds each answer: the high end of the output range assumes "
+                      "every answer uses it all; after a first run the plan uses this model's real usage")
+    prefix = max(0, estimate_input_tokens(request_params(cfg, "", cfg.model)) - 4) if (cfg.system or cfg.few_shot) else 0
+    price = list_price(cfg.model or "", cfg.prices)
+    if not prefix:
+        caching = "no shared prefix (no system prompt or few_shot examples): nothing to cache"
+    elif prefix < MIN_CACHEABLE_TOKENS:
+        caching = (f"the shared prefix is about {prefix} tokens, under the minimum a cache entry needs "
+                   f"({MIN_CACHEABLE_TOKENS:,} to 4,096 tokens by model): caching would save nothing"
+                   + ("; `prompt_caching` could be turned off" if cfg.prompt_caching else ""))
+    else:
+        saving = 0.0
+        if price and lines > 1:
+            premium = CACHE_WRITE_PREMIUM.get(cfg.cache_ttl, 1.0)
+            saving = prefix * price[0] / 1e6 * discount * ((lines - 1) * (1 - CACHE_READ_SHARE) - premium)
+        verdict = "on" if cfg.prompt_caching else "off; `prompt_caching: true` would"
+        caching = (f"{verdict}: the shared prefix is about {prefix} tokens in each of {lines} request(s); cache reads "
+                   f"cost 10% of input, so caching saves up to ${max(saving, 0.0):.4f} (in a batch, hits are best "
+                   "effort)")
+    if not cfg.dedupe:
+        dedup = "`dedupe` is off: rows with identical requests are each bought"
+    elif shared:
+        dedup = (f"{shared} row(s) ask exactly what another row asks and share its request: about "
+                 f"${shared * avg_line_cost:.4f} saved")
+    else:
+        dedup = "no two rows to send render the same request: de-duplication saves nothing this run"
+    return {"route": route_text, "max_tokens": max_tokens, "caching": caching, "dedup": dedup}

@@ -1,0 +1,87 @@
+"""The plan's pure parts: the guard's limit, the estimate's ranges, the levers' rationale, the document's schema."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+
+from dbt_claude_batch.base.errors import ConfigError
+from dbt_claude_batch.base.plan_document import PLAN_SCHEMA, plan_text
+from dbt_claude_batch.base.run_vars import RunVars
+from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.run import plan
+
+NO_HISTORY = {"n": 0}
+HISTORY = {"n": 40, "input_mean": 120.0, "input_p10": 100.0, "input_p90": 150.0, "output_mean": 6.0,
+           "output_p10": 3.0, "output_p90": 9.0, "output_max": 12, "truncated": 0}
+
+
+def cfg(**kw) -> Settings:
+    return Settings.build({"key": "id", "prompt_template": "t.j2", "model": "claude-haiku-4-5", "max_tokens": 64,
+                           **kw}, {})
+
+
+@pytest.mark.parametrize("settings, held, limit", [
+    ({}, 100, 20), ({}, 4, 0), ({"max_rebuy_rows": 5}, 100, 5), ({"max_rebuy_rows": 50}, 100, 20),
+    ({"max_rebuy_fraction": None}, 100, None), ({"max_rebuy_fraction": None, "max_rebuy_rows": 7}, 100, 7),
+])
+def test_the_guard_limit_is_the_lower_of_the_share_and_the_rows(settings, held, limit):
+    assert plan.rebuy_limit(cfg(**settings), held) == limit
+
+
+@pytest.mark.parametrize("bad", [{"max_rebuy_fraction": 1.5}, {"max_rebuy_fraction": True},
+                                 {"max_rebuy_rows": -1}, {"max_rebuy_rows": 2.5}])
+def test_guard_settings_out_of_range_are_refused(bad):
+    with pytest.raises(ConfigError, match=f"^Setting `{next(iter(bad))}` must be"):
+        cfg(**bad)
+
+
+def test_the_vars_name_every_model_or_one():
+    assert RunVars.parse({"claude_batch_plan": True}, "m").plan
+    assert RunVars.parse({"claude_batch_allow_rebuy": ["m"]}, "m").allow_rebuy
+    assert not RunVars.parse({"claude_batch_allow_rebuy": "other"}, "m").allow_rebuy
+
+
+def test_output_ranges_run_from_one_token_or_history_to_max_tokens():
+    assert plan._output_range(640.0, 10, NO_HISTORY) == (10.0, 640.0, 640.0)
+    assert plan._output_range(640.0, 10, HISTORY) == (30.0, 60.0, 640.0)
+    assert plan._widen((70.0, 100.0, 130.0), NO_HISTORY, "input", 1) == (70.0, 100.0, 130.0)
+    assert plan._widen((70.0, 100.0, 130.0), HISTORY, "input", 1) == (70.0, 100.0, 150.0)
+
+
+def test_levers_say_why_with_the_numbers():
+    text = plan.levers(cfg(system="Answer briefly."), "batch", "mode: batch", 10, 2, 0.001, HISTORY, 0.5, 0.5)
+    assert text["route"].startswith("batch (mode: batch): the Message Batches API costs half")
+    assert "took 0.50 h (median)" in text["route"]
+    assert "past answers used 6 tokens on average (p90 9, at most 12); 0 were cut" in text["max_tokens"]
+    assert "about 18 would still leave room" in text["max_tokens"]
+    assert "under the minimum a cache entry needs" in text["caching"]
+    assert text["dedup"] == "2 row(s) ask exactly what another row asks and share its request: about $0.0020 saved"
+    long_system = cfg(system="x" * 8000, prompt_caching=True)
+    caching = plan.levers(long_system, "batch", "", 100, 0, 0.0, NO_HISTORY, None, 0.5)["caching"]
+    # 2,000 prefix tokens x $1/M x 50% x (99 reads at 90% off - one write at +100%)
+    assert caching.startswith("on: the shared prefix is about 2000 tokens in each of 100 request(s)")
+    assert f"saves up to ${2000 * 1.0 / 1e6 * 0.5 * (99 * 0.9 - 1.0):.4f}" in caching
+
+
+def test_a_plan_document_is_valid_and_reads_as_text():
+    document = {
+        "schema_version": 1, "model": "main.m", "planned_at": "2026-12-05T06:00:00Z",
+        "rows": {"source": 12, "new": 1, "changed": 1, "retry": 1, "rerun": 0, "resubmit_canceled": 0,
+                 "unchanged": 8, "in_flight": 0, "reusable": 1, "reusable_other_state": None, "not_sent": {}},
+        "changed_why": {"prompt text": 1}, "retry_by_kind": {"errored": 1},
+        "requests": {"to_send": 3, "deduplicated": 0, "batches": 1, "route": "batch", "route_why": "mode: batch"},
+        "rebuy": {"rows": 1, "held": 9, "limit": 1, "stops": False, "why": {"prompt text": 1}, "usd": 0.0001},
+        "tokens": {"input": {"low": 10, "expected": 20, "high": 30}, "output": {"low": 3, "expected": 9, "high": 192},
+                   "basis": "byte heuristic"},
+        "cost_usd": {"low": 0.0, "expected": 0.0001, "high": 0.0005, "basis": "batch price"},
+        "turnaround_hours": {"median": None, "p90": None, "batches_seen": 0, "window_hours": 24},
+        "levers": {"route": "r", "max_tokens": "m", "caching": "c", "dedup": "d"},
+    }
+    jsonschema.validate(document, PLAN_SCHEMA)
+    text = plan_text(document)
+    assert text.splitlines()[0] == ("plan for main.m: 12 source rows: 1 new, 1 changed (1 prompt text), 1 to retry "
+                                    "(1 errored), 8 unchanged, 0 in flight, 1 reusable from held answers")
+    assert "no past batch of this model; the API's window is 24 h" in text
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**document, "schema_version": 2}, PLAN_SCHEMA)
