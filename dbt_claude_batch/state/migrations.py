@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 SCHEMA_VERSION = 10
-SCHEMA_VERSION = 10
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -265,8 +264,8 @@ EXPECTED_COLUMNS = {
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
                     "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
-                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "part_hash", "first_page", "last_page"),
-                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "components"),
+                 "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "part_hash", "first_page", "last_page",
+                 "components"),
     "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
                 "harvested_at"),
     "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from",
