@@ -79,9 +79,13 @@ def costed_outcomes_sql(schema: str) -> str:
             left join cb_prices p on p.model_family = {model_family_sql('o.answered_model')})"""
 
 
-def spend_view_sql(schema: str) -> str:
-    """`all_spend`: what was billed, per day of harvest, batch model and Claude model, every attempt
-    included (answers later replaced too; the marker requests too), at list prices. Its sum is the bill."""
+SPEND_COLUMNS = ("requests_billed", "answers_not_bought", "input_tokens", "output_tokens",
+                 "cache_creation_input_tokens", "cache_read_input_tokens", "billed_usd", "saved_usd")
+
+
+def spend_rows_sql(schema: str, only: str | None = None) -> str:
+    """What was billed per day of harvest, batch model and Claude model, from the outcomes held (`only`:
+    a condition on `cb_o` narrowing them); what compaction sums into `daily_spend` before it deletes."""
     return f"""{costed_outcomes_sql(schema)}
         select cast(harvested_at as date) as day, model_id as dbt_model, answered_model,
                count(*) filter (where not shared and not marker and result_type <> 'missing'
@@ -93,7 +97,27 @@ def spend_view_sql(schema: str) -> str:
                sum(cache_read_input_tokens) filter (where not shared) as cache_read_input_tokens,
                coalesce(sum(cost), 0.0) as billed_usd,
                coalesce(sum(full_cost) filter (where shared), 0.0) as saved_usd
-        from cb_o where answered_model is not null group by all"""
+        from cb_o where answered_model is not null{f' and ({only})' if only else ''} group by all"""
+
+
+def spend_view_sql(schema: str) -> str:
+    """`all_spend`: what was billed, per day of harvest, batch model and Claude model, every attempt
+    included (answers later replaced too; the marker requests too; outcomes compacted away too, from
+    `daily_spend`), at list prices. Its sum is the bill."""
+    sums = ", ".join(f"sum({c})::{'double' if c.endswith('usd') else 'bigint'} as {c}" for c in SPEND_COLUMNS)
+    return f"""select day, dbt_model, answered_model, {sums} from (
+        select * from ({spend_rows_sql(schema)})
+        union all by name
+        select day, model_id as dbt_model, answered_model, {', '.join(SPEND_COLUMNS)}
+        from {qualified(schema, 'daily_spend')}) group by all"""
+
+
+def compacted_spend(cursor, schema: str) -> dict[str, dict[str, Any]]:
+    """Per model, the spend of outcomes compaction removed (`daily_spend`): billed USD and requests."""
+    if not table_exists(cursor, schema, "daily_spend"):
+        return {}
+    return {r.pop("model_id"): r for r in rows(cursor, f"""select model_id, coalesce(sum(billed_usd), 0.0) as billed_usd,
+            coalesce(sum(requests_billed), 0) as billed_requests from {qualified(schema, 'daily_spend')} group by all""")}
 
 
 # -- per-batch sections (cheap: every run may call these) --------------------------------------
@@ -187,7 +211,7 @@ def spend(cursor, schema: str) -> dict[str, dict[str, Any]]:
     cost nothing), the rate at which requests in flight are committed. Outcomes with usage but no
     known price are counted in `unpriced_outcomes` and left out of the sums.
     """
-    return {r.pop("model_id"): r for r in rows(cursor, f"""{costed_outcomes_sql(schema)}
+    found = {r.pop("model_id"): r for r in rows(cursor, f"""{costed_outcomes_sql(schema)}
         select model_id, coalesce(sum(cost), 0.0) as billed_usd,
                count(*) filter (where kind in ('batch', 'sync', 'sample') and not shared and not marker
                                 and result_type <> 'missing') as billed_requests,
@@ -197,6 +221,12 @@ def spend(cursor, schema: str) -> dict[str, dict[str, Any]]:
                    / nullif(count(*) filter (where kind = 'batch' and not shared and not marker
                                              and result_type <> 'missing'), 0) as avg_request_usd
         from cb_o group by all""")}
+    for model_id, old in compacted_spend(cursor, schema).items():
+        held = found.setdefault(model_id, {"billed_usd": 0.0, "billed_requests": 0, "unpriced_outcomes": 0,
+                                           "avg_request_usd": None})
+        held["billed_usd"] += old["billed_usd"]
+        held["billed_requests"] += old["billed_requests"]
+    return found
 
 
 def failures_by_kind(cursor, schema: str, model_id: str) -> dict[str, Any]:
@@ -300,8 +330,11 @@ def _cache_saving_sql(alias: str = "cb_o") -> str:
 
 def spend_per_day(cursor, schema: str) -> list[dict[str, Any]]:
     """Billed USD per day (of harvest) and model, every attempt included."""
+    compacted = (f" union all select day, model_id, billed_usd as cost from {qualified(schema, 'daily_spend')}"
+                 if table_exists(cursor, schema, "daily_spend") else "")
     return rows(cursor, f"""{costed_outcomes_sql(schema)}
-        select cast(harvested_at as date) as day, model_id, sum(cost) as usd from cb_o group by all order by all""")
+        select day, model_id, sum(cost) as usd from (
+            select cast(harvested_at as date) as day, model_id, cost from cb_o{compacted}) group by all order by all""")
 
 
 def tokens_per_day(cursor, schema: str) -> list[dict[str, Any]]:

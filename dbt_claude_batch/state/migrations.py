@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -199,22 +199,57 @@ MIGRATIONS: dict[int, list[str]] = {
     6: [
         "alter table {s}.models add column results_gap bigint",
     ],
+    # v7: bounded state and erasure (retention.py, erasure.py): per-day spend kept when old outcomes are
+    # compacted away; when a model was last compacted; batches deleted from the API after harvest; keys
+    # erased by `forget` (a hash of the key, no content); rendered prompts kept on request (store_prompts).
+    7: [
+        """create table if not exists {s}.daily_spend (
+            day date not null,
+            model_id varchar not null,
+            answered_model varchar,
+            requests_billed bigint,
+            answers_not_bought bigint,
+            input_tokens bigint,
+            output_tokens bigint,
+            cache_creation_input_tokens bigint,
+            cache_read_input_tokens bigint,
+            billed_usd double,
+            saved_usd double,
+            compacted_at timestamp not null)""",
+        "alter table {s}.models add column if not exists compacted_at timestamp",
+        "alter table {s}.batches add column if not exists api_deleted_at timestamp",
+        """create table if not exists {s}.erased (
+            model_id varchar not null,
+            key_hash varchar not null,      -- sha256 of the key's custom_id: no content
+            input_hash varchar,             -- the inputs it had: the same row in the source is not sent again
+            erased_at timestamp not null)""",
+        """create table if not exists {s}.prompts (
+            model_id varchar not null,
+            custom_id varchar not null,     -- the request's custom_id (a part of a split key has its own)
+            key_custom_id varchar not null,
+            request_hash varchar not null,
+            params json not null,           -- the request as sent
+            recorded_at timestamp not null)""",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
 # them is not ours (or was damaged), and the run stops before touching it.
 EXPECTED_COLUMNS = {
     "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest", "answers_ready",
-               "results_gap"),
+               "results_gap", "compacted_at"),
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
                     "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
                  "key_custom_id", "part", "parts", "max_tokens", "dedup_of"),
     "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
-                "harvested_at"),
+                "harvested_at", "api_deleted_at"),
     "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from"),
     "input_aliases": ("model_id", "custom_id", "input_hash", "request_hash"),
     "foreign_batches": ("submission_id", "batch_id", "checked_at"),
     "runs": ("run_id", "model_id", "started_at"),
     "answers": ("model_id", "custom_id", "attempt", "key_json", "output_text", "output_parts", "harvest_seq", "seq"),
+    "daily_spend": ("day", "model_id", "answered_model", "billed_usd", "saved_usd"),
+    "erased": ("model_id", "key_hash", "input_hash", "erased_at"),
+    "prompts": ("model_id", "custom_id", "key_custom_id", "request_hash", "params"),
 }
