@@ -53,7 +53,8 @@
   {%- endset -%}
   {%- set present = run_query(present_sql).columns[0].values() -%}
   {#- `answers` is absent from state an older version wrote and no run has upgraded yet. -#}
-  {%- for table in ['answers', 'outcomes', 'requests', 'batches', 'submissions', 'input_aliases', 'runs', 'models'] -%}
+  {%- for table in ['answers', 'outcomes', 'requests', 'batches', 'submissions', 'input_aliases', 'runs', 'prompts',
+                  'daily_spend', 'models'] -%}
     {%- if table in present -%}
       {%- do run_query("delete from " ~ st ~ "." ~ table ~ " where model_id = " ~ id_literal) -%}
     {%- endif -%}

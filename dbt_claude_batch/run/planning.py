@@ -173,9 +173,13 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
                 on a.model_id = {literal(state.model_id)} and a.custom_id = st.__cb_custom_id
                and a.input_hash = st.__cb_input_hash and a.request_hash = lo.request_hash)
         , cb_candidates as (
-            select * from cb_judged
-            where __cb_rerun or __cb_prev_custom_id is null
+            select * from cb_judged j
+            where (__cb_rerun or __cb_prev_custom_id is null
                or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry)))
+              -- a key erased by `forget` is not sent again while its inputs are the ones it had
+              and (__cb_rerun or not exists (select 1 from {state.table('erased')} e
+                   where e.model_id = {literal(state.model_id)} and e.key_hash = sha256(j.__cb_custom_id)
+                     and e.input_hash = j.__cb_input_hash)))
         -- numbered after filtering: a run with little to do does not sort every source row
         select row_number() over (order by __cb_custom_id) as __cb_ordinal, *,
                -- identical inputs render identical requests: the first of each group is sent, the rest share it
