@@ -1,7 +1,7 @@
 {#-
   Erase one key of a batch model from state and from its results table: its requests, answers,
   failures, stored prompts and held answers (the statements of dbt_claude_batch/state/erasure.py's
-  ERASURE, kept identical by a unit test), and record the erasure in `erased` (no content).
+  ERASURE and SCRUB, kept identical by a unit test; outcomes keep their usage for the bill), and record the erasure in `erased` (no content).
 
       dbt run-operation dbt_claude_batch.forget --args '{model: ticket_labels, key: {ticket_id: 42}}'
 
@@ -21,6 +21,7 @@
     ('prompts', 't.model_id = {model} and t.key_custom_id in ({keys})'),
     ('requests', 't.model_id = {model} and coalesce(t.key_custom_id, t.custom_id) in ({keys})')
   ] -%}
+  {%- set scrub = {'outcomes': "custom_id = 'erased-' || left(sha256(t.custom_id), 32), output_text = null, error_message = null, message = null, output_json = null, stop_reason = null, shared_from = null"} -%}
   {%- set model_id = (schema or target.schema) ~ '.' ~ model -%}
   {%- set id_literal = "'" ~ (model_id | replace("'", "''")) ~ "'" -%}
   {%- set st = adapter.quote(state_schema) -%}
@@ -64,8 +65,12 @@
       ~ st ~ ".requests where model_id = " ~ id_literal ~ " and coalesce(key_custom_id, custom_id) in (" ~ keys
       ~ ") group by coalesce(key_custom_id, custom_id)") -%}
   {%- for table, pred in erasure -%}
-    {%- do run_query("delete from " ~ st ~ "." ~ table ~ " t where "
-        ~ pred | replace("{s}", st) | replace("{model}", id_literal) | replace("{keys}", keys)) -%}
+    {%- set where = pred | replace("{s}", st) | replace("{model}", id_literal) | replace("{keys}", keys) -%}
+    {%- if table in scrub -%}
+      {%- do run_query("update " ~ st ~ "." ~ table ~ " t set " ~ scrub[table] ~ " where " ~ where) -%}
+    {%- else -%}
+      {%- do run_query("delete from " ~ st ~ "." ~ table ~ " t where " ~ where) -%}
+    {%- endif -%}
   {%- endfor -%}
   {%- set results_sql -%}
     select table_name from information_schema.tables where table_catalog = current_database()

@@ -2,7 +2,8 @@
 
 `ERASURE` lists every (state table, predicate) that holds something of a key, in the order they are
 deleted (a predicate may read a table deleted later); a new table that holds per-key content is one
-more entry. Predicates name `{model}` (the model_id literal), `{keys}` (a query of the key custom_ids
+more entry. A table in `SCRUB` is scrubbed instead of deleted from: an outcome keeps its usage, so
+`all_spend` and the bill stay whole, and loses its text and its custom_id (a hash takes its place). Predicates name `{model}` (the model_id literal), `{keys}` (a query of the key custom_ids
 to erase) and `{s}` (the quoted state schema). The package's `forget` macro (macros/forget.sql) runs
 the same statements from dbt; a unit test holds the two to the same list.
 
@@ -34,11 +35,21 @@ ERASURE: list[tuple[str, str]] = [
 ]
 
 
+SCRUB: dict[str, str] = {
+    "outcomes": "custom_id = 'erased-' || left(sha256(t.custom_id), 32), output_text = null, error_message = null, "
+                "message = null, output_json = null, stop_reason = null, shared_from = null",
+}
+
+
 def erasure_statements(schema: str, model_id: str, keys: str) -> list[tuple[str, str]]:
-    """(table, delete statement) for every entry of `ERASURE`, for the key custom_ids of query `keys`."""
+    """(table, statement) for every entry of `ERASURE`, for the key custom_ids of query `keys`."""
     s = qualified(schema)
-    return [(table, f"delete from {s}.{table} t where " + pred.format(s=s, model=literal(model_id), keys=keys))
-            for table, pred in ERASURE]
+    out = []
+    for table, pred in ERASURE:
+        where = pred.format(s=s, model=literal(model_id), keys=keys)
+        out.append((table, f"update {s}.{table} t set {SCRUB[table]} where {where}" if table in SCRUB
+                    else f"delete from {s}.{table} t where {where}"))
+    return out
 
 
 def parse_key(values: Sequence[str]) -> dict[str, Any]:

@@ -44,6 +44,16 @@ def table_exists(cursor, schema: str, name: str) -> bool:
         "and table_schema = ? and table_name = ?", [schema, name]).fetchall())
 
 
+def disk_bytes(cursor) -> int | None:
+    """Bytes the current database file takes on disk (with its write-ahead log); None in memory."""
+    import os
+
+    row = cursor.execute("select path from duckdb_databases() where database_name = current_database()").fetchone()
+    if not row or not row[0] or row[0] == ":memory:":
+        return None
+    return sum(os.path.getsize(p) for p in (row[0], row[0] + ".wal") if os.path.isfile(p))
+
+
 def iso(value: datetime | None) -> str | None:
     """Naive UTC timestamp -> ISO 8601 with a Z."""
     return None if value is None else value.replace(microsecond=0).isoformat() + "Z"
@@ -280,7 +290,8 @@ def status_document(cursor, schema: str, per_row: bool = True, now: datetime | N
     now = now or utcnow()
     version = state_version(cursor, schema)
     doc: dict[str, Any] = {"format": DOCUMENT_FORMAT, "generated_at": iso(now), "state_schema": schema,
-                           "state_version": version, "per_row": per_row, "models": []}
+                           "state_version": version, "per_row": per_row, "disk_bytes": disk_bytes(cursor),
+                           "models": []}
     if version is None:
         return doc
     flying = batches_in_flight(cursor, schema, now)

@@ -20,6 +20,8 @@ MACRO = Path(__file__).resolve().parents[2] / "macros" / "forget.sql"
 def test_the_macro_erases_with_the_same_statements_as_the_cli():
     block = re.search(r"{%- set erasure = (\[.*?\]) -%}", MACRO.read_text(), re.S).group(1)
     assert ast.literal_eval(block) == [tuple(e) for e in erasure.ERASURE]
+    scrub = re.search(r"{%- set scrub = ({.*?}) -%}", MACRO.read_text(), re.S).group(1)
+    assert ast.literal_eval(scrub) == erasure.SCRUB
 
 
 def test_keys_parse_from_column_value_pairs_and_json():
@@ -60,9 +62,12 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 1})
 
     assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "requests": 1, "results": 1}
-    for table in ("requests", "outcomes", "answers"):
+    for table in ("requests", "answers"):
         assert [r[0] for r in con.execute(f"select custom_id from {state.table(table)} order by 1").fetchall()] == (
             ["k2"] if table != "requests" else ["k2", "k3"])
+    # The outcome stays for the bill, without its text or its custom_id.
+    assert con.execute(f"select custom_id like 'erased-%', output_text from {state.table('outcomes')} "
+                       "order by 1").fetchall() == [(False, "kept two"), (True, None)]
     assert con.execute("select id from main.items").fetchall() == [(2,)]
     erased = con.execute(f"select * exclude (erased_at) from {state.table('erased')}").fetchall()
     assert erased == [("main.items", con.execute("select sha256('k1')").fetchone()[0], "in")]
