@@ -267,15 +267,17 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
     source_keys = f"select {custom_id_sql(cfg.key)} from ({source_sql})"
     if not source_unchanged and not only_new:
-        retention.drop_rows_gone_from_source(state, cfg, existing, source_keys, record.n_source_rows)
+        retention.drop_rows_gone_from_source(session, cfg, existing, source_keys, record.n_source_rows)
     retention.compact_if_due(state, cfg)
-    current = None if is_incremental else source_keys
+    # With on_source_delete: delete, only source keys come back (a deleted row may have held the watermark).
+    current = None if is_incremental and cfg.on_source_delete != "delete" else source_keys
     if current and not record.n_source_rows:
         held = state.run(f"select count(*) from {state.table('answers')} where model_id = ?", [state.model_id])[0][0]
         if held:
             # An upstream built with --empty (or a load that failed) reads as empty; a rebuild must not
             # throw away answers that were paid for.
             current = None
+        if held and not is_incremental:
             logger.warning(f"the source is empty in this run, so the rebuilt table keeps the {held} answer(s) held "
                            "in state instead of dropping them; once the source has rows again, a full refresh "
                            "holds exactly its keys")

@@ -74,14 +74,17 @@ def delete_harvested_batches(client_of, state: State, settings: Settings) -> int
     return deleted
 
 
-def drop_rows_gone_from_source(state: State, settings: Settings, existing: str | None, source_keys: str,
+def drop_rows_gone_from_source(session, settings: Settings, existing: str | None, source_keys: str,
                                n_source_rows: int | None) -> int:
     """With `on_source_delete: delete`, remove from the results table `existing` the rows whose key is no
     longer in the source; return how many. An empty source (an upstream built with --empty, a failed
-    load) removes nothing: that reads as no data, not as every row deleted."""
+    load) removes nothing: that reads as no data, not as every row deleted.
+
+    On dbt's own connection (`session`), so the delete is part of the transaction dbt's merge commits: a
+    cursor of our own would commit it beside a merge whose transaction began before it."""
     if settings.on_source_delete != "delete" or existing is None or not n_source_rows:
         return 0
-    rows = state.run(f"delete from {existing} where custom_id not in ({source_keys})")
+    rows = session.execute(f"delete from {existing} where custom_id not in ({source_keys})").fetchall()
     gone = int(rows[0][0]) if rows else 0
     if gone:
         logger.info(f"removed {gone} result row(s) whose key is no longer in the source (on_source_delete: delete)")

@@ -14,7 +14,7 @@ from dbt_harness import created_batches, expected_answer, items, row_requests
 CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
 STATE = "dbt_claude_batch"
 SETTINGS = {"wait_seconds": 60, "poll_interval_seconds": 0.05, "keep_history_days": 0,
-            "delete_batches_after_harvest": True, "on_source_delete": "delete"}
+            "delete_batches_after_harvest": True, "on_source_delete": "delete", "store_prompts": True}
 SECRET_2, SECRET_3 = "SECRET-TWO-xq7 private text", "SECRET-THREE-zk9 private text"
 
 
@@ -59,13 +59,17 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
     project.load_table("items", rows[:4])
     out = project.run().stdout
 
-    assert "removed 1 result row(s) whose key is no longer in the source" in out
+    assert "removed 1 result row(s) whose key is no longer in the source" in out, out
     results = project.results()
-    assert sorted(results) == [1, 2, 3, 4]
+    assert sorted(results) == [1, 2, 3, 4], (results.get(5), results.get(4))
     assert results[1]["output_text"] == expected_answer(1, rows[0]["body"]) and results[1]["attempt"] == 2
     assert project.query(f"select attempt from {STATE}.requests where key_custom_id = '1'") == [(2,)]
     assert project.query(f"select count(*) from {STATE}.daily_spend")[0][0] >= 1
     assert project.query(f"select count(*) from {STATE}.models where compacted_at is not null") == [(1,)]
+    # store_prompts: the requests as sent, one per key (row 1's first request went with its compacted attempt).
+    prompts = dict(project.query(f"select key_custom_id, params::varchar from {STATE}.prompts"))
+    assert sorted(prompts) == ["1", "2", "3", "4", "5"] and rows[0]["body"] in prompts["1"]
+    assert SECRET_2 in prompts["2"]
     billed = emulator.ledger(requests=False)["bill"]["total_usd"]
     assert abs(_bill(project) - billed) < 1e-9  # the compacted attempt and its batch's marker are still billed
     ledger = emulator.ledger(requests=False)

@@ -123,3 +123,19 @@ def test_a_window_of_zero_days_compacts_everything_but_the_latest_answers():
     assert con.execute(f"select submission_id from {state.table('requests')} order by 1").fetchall() == [
         ("s2",), ("s3",), ("s4",), ("s5",), ("s7",)]
     assert _bill(con, state) == bill
+
+
+def test_failed_only_prompts_go_once_their_key_is_answered():
+    from dbt_claude_batch.base.settings import Settings
+    from dbt_claude_batch.run.retention import drop_answered_prompts
+
+    con, state = _state()
+    _history(state)
+    for key in ("replaced", "never", "newer_fail"):
+        state.run(f"insert into {state.table('prompts')} values (?, ?, ?, 'rq', '{{}}', now())", [MODEL, key, key])
+    base = {"key": "id", "prompt_column": "p", "model": "claude-haiku-4-5"}
+    drop_answered_prompts(state, Settings.build(base, {"store_prompts": True}))
+    assert len(_table(con, state, "prompts")) == 3
+    drop_answered_prompts(state, Settings.build(base, {"store_prompts": "failed_only"}))
+    # "replaced" is answered at its latest attempt; "never" has no answer; "newer_fail" failed after its answer
+    assert [r[1] for r in _table(con, state, "prompts", "custom_id")] == ["never", "newer_fail"]
