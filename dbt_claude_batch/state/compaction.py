@@ -45,6 +45,15 @@ def compact(state: State, keep_days: float, now: datetime, keep_runs: int = 10) 
     model = literal(state.model_id)
     t = state.table
     removed: dict[str, int] = {}
+    old = state.run(
+        f"""select exists (select 1 from {t('batches')} where model_id = ? and harvested_at < ?)
+            or exists (select 1 from {t('submissions')} where model_id = ? and settled_at < ?
+                       and status in ('rejected', 'abandoned'))
+            or exists (select 1 from {t('runs')} where model_id = ? and started_at < ?)""",
+        [state.model_id, cutoff] * 3)[0][0]
+    if not old:  # nothing settled before the window: a per-batch lookup, not a join over every request
+        state.run(f"update {t('models')} set compacted_at = ? where model_id = ?", [now, state.model_id])
+        return removed
     with state.transaction():
         # Requests settled before the cutoff, older than the attempt holding their key's latest answer.
         state.run(

@@ -139,3 +139,12 @@ def test_failed_only_prompts_go_once_their_key_is_answered():
     drop_answered_prompts(state, Settings.build(base, {"store_prompts": "failed_only"}))
     # "replaced" is answered at its latest attempt; "never" has no answer; "newer_fail" failed after its answer
     assert [r[1] for r in _table(con, state, "prompts", "custom_id")] == ["never", "newer_fail"]
+
+
+def test_a_state_with_nothing_older_than_the_window_is_only_stamped():
+    con, state = _state()
+    _request(state, 1, "recent", 1, "succeeded", "answer", RECENT, 1)
+    answers.rebuild(state)
+    assert compaction.compact(state, 30, NOW) == {}
+    assert con.execute(f"select compacted_at from {state.table('models')}").fetchall() == [(NOW,)]
+    assert len(_table(con, state, "requests")) == 1
