@@ -84,13 +84,16 @@ def simulate(path: str, rows: int, runs: int, change: float, keep_days: float | 
     start = dt.datetime(2026, 1, 1)
     per_run = max(1, int(rows * change))
     figures = []
+    compactions = []
     for run in range(runs + 1):
         now = start + dt.timedelta(hours=run)
         keys = list(range(rows)) if run == 0 else [
             (run * per_run + i) % rows for i in range(per_run)]  # a rolling 1%: every key changes in turn
         simulated_run(state, run, keys, now)
         if compaction.due(state, keep_days, now):
+            t0 = time.perf_counter()
             compaction.compact(state, keep_days, now)
+            compactions.append(time.perf_counter() - t0)
         if run % 100 == 0:
             con.execute("checkpoint")
             held = {t: con.execute(f"select count(*) from {state.table(t)}").fetchone()[0]
@@ -98,6 +101,9 @@ def simulate(path: str, rows: int, runs: int, change: float, keep_days: float | 
             figures.append((run, os.path.getsize(path), held))
     billed = con.execute(f"select sum(billed_usd) from ({inspect.spend_view_sql('dbt_claude_batch')})").fetchone()[0]
     con.close()
+    if compactions:
+        print(f"keep_history_days={keep_days:g}: {len(compactions)} compactions, {sum(compactions):.1f} s in all, "
+              f"the longest {max(compactions):.2f} s", flush=True)
     return figures, billed
 
 
