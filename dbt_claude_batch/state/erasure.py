@@ -148,9 +148,9 @@ def rewrite_file(path: str) -> None:
     fresh = f"{path}.forget-rewrite"
     if os.path.exists(fresh):
         os.remove(fresh)
-    catalog = os.path.splitext(os.path.basename(path))[0]
     con = duckdb.connect(path)
     try:
+        catalog = con.execute("select current_database()").fetchone()[0]
         con.execute(f"attach {literal(fresh)} as cb_fresh")
         con.execute(f"copy from database {quote(catalog)} to cb_fresh")
         con.execute("detach cb_fresh")

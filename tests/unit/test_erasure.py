@@ -75,3 +75,19 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
         erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 3})
     with pytest.raises(StateError, match=r"is not the key of main.items \(id\)"):
         erasure.forget(con, "dbt_claude_batch", "main.items", {"ticket": 3})
+
+
+def test_rewriting_the_file_keeps_the_data_and_drops_deleted_bytes(tmp_path):
+    path = str(tmp_path / "ware.house.duckdb")
+    con = duckdb.connect(path)
+    con.execute("create schema s; create sequence s.q; create table s.t (i int primary key, v varchar)")
+    con.execute("insert into s.t values (1, 'kept'), (2, 'GONE-TEXT-91')")
+    con.execute("select nextval('s.q')").fetchall()
+    con.execute("delete from s.t where i = 2")
+    con.close()
+    assert b"GONE-TEXT-91" in Path(path).read_bytes()  # what a delete leaves behind
+    erasure.rewrite_file(path)
+    assert b"GONE-TEXT-91" not in Path(path).read_bytes()
+    con = duckdb.connect(path)
+    assert con.execute("select * from s.t").fetchall() == [(1, "kept")]
+    assert con.execute("select nextval('s.q')").fetchone() == (2,)
