@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from dbt_claude_batch.base.identifiers import literal
-from dbt_claude_batch.state.inspect import SPEND_COLUMNS, spend_rows_sql
+from dbt_claude_batch.state.spend import SPEND_COLUMNS, spend_rows_sql
 from dbt_claude_batch.state.state import State
 
 _DOOMED_REQUESTS = "cb_doomed_requests"

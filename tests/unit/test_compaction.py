@@ -81,6 +81,7 @@ def test_compaction_keeps_each_keys_latest_answer_and_what_planning_reads():
     latest = con.execute(f"select * from ({latest_outcomes_sql(state)}) order by custom_id").fetchall()
     bill = _bill(con, state)
     status_spend = inspect.spend(con, state.schema)[MODEL]
+    report_billed = inspect.savings(con, state.schema)[0]["billed_usd"]
     removed = compaction.compact(state, 30, NOW)
     assert removed["requests"] == 2 and removed["submissions"] == 2 and removed["batches"] == 2
     assert removed["outcomes"] == 3  # two answers replaced, and the marker of a batch that went
@@ -95,6 +96,7 @@ def test_compaction_keeps_each_keys_latest_answer_and_what_planning_reads():
     totals = inspect.spend(con, state.schema)[MODEL]
     assert totals["billed_requests"] == status_spend["billed_requests"] == 7
     assert abs(totals["billed_usd"] - status_spend["billed_usd"]) < 1e-12
+    assert abs(inspect.savings(con, state.schema)[0]["billed_usd"] - report_billed) < 1e-12
     assert inspect.spend_per_day(con, state.schema) != [] and abs(
         sum(r["usd"] for r in inspect.spend_per_day(con, state.schema)) - status_spend["billed_usd"]) < 1e-12
 
