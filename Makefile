@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/ratios.py
 	$(BIN)/python benchmarks/cost.py
+	$(BIN)/python benchmarks/retention.py --keep-days 7
 
 clean:
 	rm -rf $(VENV) integration_project/target integration_project/logs integration_project/dbt_packages integration_project/*.duckdb integration_project/documents site

@@ -54,7 +54,8 @@
   {%- set present = run_query(present_sql).columns[0].values() -%}
   {#- `answers` is absent from state an older version wrote and no run has upgraded yet. -#}
   {#- `upload_uses`: its files are deleted by the next run of any model once no other model uses them. -#}
-  {%- for table in ['answers', 'outcomes', 'requests', 'batches', 'submissions', 'input_aliases', 'upload_uses', 'runs', 'models'] -%}
+  {%- for table in ['answers', 'outcomes', 'requests', 'batches', 'submissions', 'input_aliases', 'upload_uses', 'runs',
+                  'prompts', 'daily_spend', 'models'] -%}
     {%- if table in present -%}
       {%- do run_query("delete from " ~ st ~ "." ~ table ~ " where model_id = " ~ id_literal) -%}
     {%- endif -%}

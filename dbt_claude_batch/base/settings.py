@@ -107,6 +107,11 @@ class Settings:
     max_pages_per_request: int = 100
     # other states whose answers are reused by exact request hash (answer_source_specs.py)
     answer_sources: tuple[Mapping[str, Any], ...] = ()
+    # bounded state and erasure (retention.py, erasure.py)
+    keep_history_days: float | None = 30
+    store_prompts: bool | str = False
+    delete_batches_after_harvest: bool = False
+    on_source_delete: str = "keep"
 
     @classmethod
     def names(cls) -> list[str]:
@@ -175,6 +180,7 @@ class Settings:
                 raise ConfigError(f"Setting `{name}` must be a number of seconds >= 0; got {value!r}.")
         self._validate_strategy()
         self._validate_attachments()
+        self._validate_retention()
         if self.memory_limit is not None:
             from dbt_claude_batch.base.duckdb_memory import parse_size
 
@@ -202,6 +208,19 @@ class Settings:
             json.dumps(dict(self.params))
         except TypeError as exc:
             raise ConfigError(f"Setting `params` must be JSON-serialisable: {exc}") from None
+
+    def _validate_retention(self) -> None:
+        days = self.keep_history_days
+        if days is not None and (not isinstance(days, (int, float)) or isinstance(days, bool) or days < 0):
+            raise ConfigError(f"Setting `keep_history_days` must be a number of days >= 0, or null to keep every "
+                              f"request forever; got {days!r}.")
+        if self.store_prompts not in (False, True, "failed_only"):
+            raise ConfigError(f"Setting `store_prompts` must be false, true or 'failed_only'; got {self.store_prompts!r}.")
+        if not isinstance(self.delete_batches_after_harvest, bool):
+            raise ConfigError(f"Setting `delete_batches_after_harvest` must be true or false; "
+                              f"got {self.delete_batches_after_harvest!r}.")
+        if self.on_source_delete not in ("keep", "delete"):
+            raise ConfigError(f"Setting `on_source_delete` must be 'keep' or 'delete'; got {self.on_source_delete!r}.")
 
     def _validate_strategy(self) -> None:
         if self.mode not in MODES:

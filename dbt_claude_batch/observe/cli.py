@@ -257,6 +257,35 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_plan)
 
 
+# -- forget (erasure) --------------------------------------------------------------------------
+def _run_forget(args: argparse.Namespace) -> int:
+    from dbt_claude_batch.base.errors import DbtClaudeBatchError
+    from dbt_claude_batch.state.erasure import forget_in_file, parse_key
+
+    try:
+        removed = forget_in_file(_database_of(args)(), args.state_schema, args.model, parse_key(args.key))
+    except DbtClaudeBatchError as exc:
+        print(f"dbt-claude-batch forget: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"model": args.model, "removed": removed}) if args.json else
+          f"erased {args.model} key {' '.join(args.key)}: " + ", ".join(f"{n} {t}" for t, n in removed.items()))
+    return 0
+
+
+def _add_forget(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("forget", help="erase one key's prompts, answers and failures from state and results",
+                       description="Erase one key of a batch model everywhere dbt-claude-batch keeps it: requests, "
+                                   "answers, failures, stored prompts, held answers, the results table, the status "
+                                   "snapshot; then rewrite the DuckDB file so no erased byte is left in it. Records "
+                                   "the erasure (no content). Needs the DuckDB file unlocked (dbt not running).")
+    _add_connection_options(p)
+    p.add_argument("--model", required=True, help="the batch model as schema.model, e.g. main.ticket_labels")
+    p.add_argument("--key", required=True, action="append",
+                   help="the key: column=value (repeat for each column of a composite key) or a JSON object")
+    p.add_argument("--json", action="store_true", help="print what was removed as JSON")
+    p.set_defaults(func=_run_forget)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbt-claude-batch",
                                      description="Run Claude over dbt tables through the Message Batches API.")
@@ -268,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_answers(sub)
     _add_compare(sub)
     _add_plan(sub)
+    _add_forget(sub)
     return parser
 
 

@@ -101,6 +101,8 @@ def render_text(doc: dict[str, Any], now: datetime | None = None) -> str:
     source = doc.get("source", {})
     lines = [f"dbt-claude-batch status · {source.get('database', '?')} · state {doc['state_schema']} "
              f"v{doc['state_version']} · {now.replace(microsecond=0)} UTC"]
+    if doc.get("disk_bytes") is not None:
+        lines.append(f"disk used: {doc['disk_bytes'] / 2**20:.1f} MiB (the database file)")
     if source.get("kind") == "snapshot":
         lines.append(f"Showing the snapshot taken at {doc['generated_at'].replace('T', ' ').rstrip('Z')} UTC "
                      f"({duration((now - _parse(doc['generated_at'])).total_seconds())} ago): a running dbt holds "

@@ -10,7 +10,7 @@ submission for this run. Either way the rest waits, pending, for the next run, w
 
 from __future__ import annotations
 
-from dbt_claude_batch.run import planning
+from dbt_claude_batch.run import planning, retention
 from dbt_claude_batch.api.client import LazyClient
 from dbt_claude_batch.base.errors import BudgetExceededError, ConfigError, SourceDataError, TemplateError
 from dbt_claude_batch.run.interruption import StopFlag
@@ -106,6 +106,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
                 stopped = sum(c.n for c in spool.chunks[i:])
                 break
             if chunk.lane == "sync" or route == "sync":
+                retention.record_prompts(state, cfg, chunk.path, chunk.index)
                 sent += run_sync(api.get(), state, spool, chunk, cfg, stop)
                 continue
             if room is not None and chunk.n + 1 > room:  # +1: the marker request
@@ -114,6 +115,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
             try:
                 submission.submit_chunk(api.get(), state, spool, chunk, cfg.in_doubt_grace_seconds,
                                         cfg.clock_skew_seconds, spool.chunk_cost(chunk) * discount)
+                retention.record_prompts(state, cfg, chunk.path, chunk.index)
             except submission.QueueFull as exc:
                 waiting += sum(c.n for c in spool.chunks[i:] if c.lane == "batch")
                 logger.warning(f"the API refused a batch: the workspace's processing queue is full ({exc}); "

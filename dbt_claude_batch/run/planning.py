@@ -186,6 +186,12 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
     rerun = rerun_filter or "false"
     rows = open_rows(state, rerun_filter is not None)
     narrow = None if rows == STAGED else f"select __cb_custom_id from {rows}"
+    erased = ""
+    if state.run(f"select exists (select 1 from {state.table('erased')} where model_id = ?)", [state.model_id])[0][0]:
+        # A key erased by `forget` is not sent again while its inputs are the ones it had.
+        erased = (f" and (__cb_rerun or not exists (select 1 from {state.table('erased')} e "
+                  f"where e.model_id = {literal(state.model_id)} and e.key_hash = sha256(j.__cb_custom_id) "
+                  "and e.input_hash = j.__cb_input_hash))")
     state.run(
         f"""create or replace temp table {PENDING} as
         with cb_lo as ({latest_outcomes_sql(state, narrow)}),
@@ -209,9 +215,9 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
                 on a.model_id = {literal(state.model_id)} and a.custom_id = st.__cb_custom_id
                and a.input_hash = st.__cb_input_hash and a.request_hash = lo.request_hash)
         , cb_candidates as (
-            select * from cb_judged
-            where __cb_rerun or __cb_prev_custom_id is null
-               or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry)))
+            select * from cb_judged j
+            where (__cb_rerun or __cb_prev_custom_id is null
+               or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry))){erased})
         -- numbered after filtering: a run with little to do does not sort every source row
         select row_number() over (order by __cb_custom_id) as __cb_ordinal, *,
                -- identical inputs render identical requests: the first of each group is sent, the rest share it

@@ -27,6 +27,7 @@ from dbt_claude_batch.base.keys import check_custom_ids_unique, check_key_column
 from dbt_claude_batch.base.log import for_model, logger
 from dbt_claude_batch.run.preflight import check_key_change, check_unique_key
 from dbt_claude_batch.base.prompts import REQUEST_FORMAT_VERSION, Prompt
+from dbt_claude_batch.run import retention
 from dbt_claude_batch.run.results import results_sql, write_views
 from dbt_claude_batch.state.run_record import UNFIXABLE_KINDS, RunRecord, finish_run, start_run
 from dbt_claude_batch.base.run_vars import RunVars
@@ -182,7 +183,7 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     if quiet:
         record.n_source_rows = n_rows
         logger.info(f"{n_rows} source rows, unchanged since the last run: nothing to submit")
-        return finish()
+        return finish(source_unchanged=True)
     if n_rows and not state.has_state():  # a first run with rows to send
         api.warm()
     check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
@@ -285,6 +286,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
 
     # Files uploaded for attachments (`upload: files_api`) that no request needs now: one query when none is held.
     release_unneeded(api, state, cfg.effective_max_tokens_cap, cfg.split_column is not None)
+    retention.delete_harvested_batches(api.get, state, cfg)
     return sent, waiting
 
 
@@ -306,24 +308,32 @@ def _attachment_columns(cfg: Settings, source_sql: str, state: State) -> tuple[l
 
 def _planning_seed(cfg: Settings) -> str:
     """Settings that change what planning decides without changing any input hash."""
-    return json.dumps([cfg.max_attempts, cfg.effective_max_tokens_cap, cfg.split_column, cfg.dedupe])
+    # on_source_delete only when set: a run that starts deleting rows gone from the source is not quiet
+    deleting = ["on_source_delete"] if cfg.on_source_delete == "delete" else []
+    return json.dumps([cfg.max_attempts, cfg.effective_max_tokens_cap, cfg.split_column, cfg.dedupe, *deleting])
 
 
 def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
-            source_sql: str, record: RunRecord, only_new: bool = False, outcome: str = "ok", note: str | None = None):
+            source_sql: str, record: RunRecord, only_new: bool = False, outcome: str = "ok", note: str | None = None,
+            source_unchanged: bool = False):
     for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):
         state.run(f"drop table if exists {temp}")
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
     watermark = existing is not None and _has_column(state, this, "harvest_seq")
     # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
     source_keys = f"select {custom_id_sql(cfg.key)} from ({source_sql})"
-    current = None if is_incremental else source_keys
+    if not source_unchanged and not only_new:
+        retention.drop_rows_gone_from_source(session, cfg, existing, source_keys, record.n_source_rows)
+    retention.compact_if_due(state, cfg)
+    # With on_source_delete: delete, only source keys come back (a deleted row may have held the watermark).
+    current = None if is_incremental and cfg.on_source_delete != "delete" else source_keys
     if current and not record.n_source_rows:
         held = state.run(f"select count(*) from {state.table('answers')} where model_id = ?", [state.model_id])[0][0]
         if held:
             # An upstream built with --empty (or a load that failed) reads as empty; a rebuild must not
             # throw away answers that were paid for.
             current = None
+        if held and not is_incremental:
             logger.warning(f"the source is empty in this run, so the rebuilt table keeps the {held} answer(s) held "
                            "in state instead of dropping them; once the source has rows again, a full refresh "
                            "holds exactly its keys")
@@ -375,6 +385,7 @@ def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:
 
     harvest_ended(api.get(), state, refresh(api.get(), state), cfg.output_schema, cfg.keep_message)
     answers.refresh_pending(state)
+    retention.drop_answered_prompts(state, cfg)
 
 
 def _drop_leaked_tmp_tables(state: State, this) -> None:

@@ -15,7 +15,7 @@ import threading
 import duckdb
 
 from dbt_claude_batch.base.identifiers import literal, qualified
-from dbt_claude_batch.state.inspect import spend_view_sql
+from dbt_claude_batch.state.spend import spend_view_sql
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run.outputs import flattened_columns_sql
 from dbt_claude_batch.base.pricing import cost_sql, model_family_sql, prices_cte

@@ -20,8 +20,9 @@ from typing import Any
 
 from dbt_claude_batch.base.identifiers import qualified
 from dbt_claude_batch.state.queries import latest_outcomes_sql
-from dbt_claude_batch.base.pricing import (BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M, cost_sql,
-                                      model_family_sql, prices_cte)
+from dbt_claude_batch.state.spend import (SPEND_COLUMNS, billed_cost_sql, compacted_spend,  # noqa: F401 (re-exported)
+                                          costed_outcomes_sql, spend_rows_sql, spend_view_sql)
+from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.state.state import State, as_utc, marker_sql, row_counts, utcnow
 from dbt_claude_batch.state.views import RUN_COLUMNS, health_sql, model_views
@@ -44,6 +45,16 @@ def table_exists(cursor, schema: str, name: str) -> bool:
         "and table_schema = ? and table_name = ?", [schema, name]).fetchall())
 
 
+def disk_bytes(cursor) -> int | None:
+    """Bytes the current database file takes on disk (with its write-ahead log); None in memory."""
+    import os
+
+    row = cursor.execute("select path from duckdb_databases() where database_name = current_database()").fetchone()
+    if not row or not row[0] or row[0] == ":memory:":
+        return None
+    return sum(os.path.getsize(p) for p in (row[0], row[0] + ".wal") if os.path.isfile(p))
+
+
 def iso(value: datetime | None) -> str | None:
     """Naive UTC timestamp -> ISO 8601 with a Z."""
     return None if value is None else value.replace(microsecond=0).isoformat() + "Z"
@@ -51,49 +62,6 @@ def iso(value: datetime | None) -> str | None:
 
 def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
     return None if later is None or earlier is None else (later - earlier).total_seconds()
-
-
-def billed_cost_sql(alias: str = "o", prices: str = "p") -> str:
-    """What Anthropic billed for one outcome row: nothing without usage (errors), else `pricing.cost_sql`."""
-    usage = " + ".join(f"coalesce({alias}.{c}, 0)" for c in (
-        "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return f"(case when {usage} = 0 then 0.0 else {cost_sql(alias, prices)} end)"
-
-
-def costed_outcomes_sql(schema: str) -> str:
-    """A `with` clause ending in `cb_o`: every outcome with its batch kind, `cost` (billed: 0 for an answer
-    shared or reused, which was not bought) and `full_cost` (what it would have cost if bought).
-
-    At list prices (`pricing.LIST_PRICES`): a model's own `prices` setting is not in state.
-    """
-    s = lambda t: qualified(schema, t)  # noqa: E731
-    return f"""with {prices_cte()},
-        cb_o as (
-            select o.*, o.shared_from_ is not null as shared, b.kind, p.input_price,
-                   {marker_sql(schema, 'o')} as marker,
-                   {billed_cost_sql('o', 'p')} as full_cost,
-                   case when o.shared_from_ is not null then 0.0 else full_cost end as cost
-            -- shared_from hidden from cost_sql so that it prices the copied usage: what the answer was worth
-            from (select * replace (null::varchar as shared_from), shared_from as shared_from_ from {s('outcomes')}) o
-            join {s('batches')} b using (batch_id)
-            left join cb_prices p on p.model_family = {model_family_sql('o.answered_model')})"""
-
-
-def spend_view_sql(schema: str) -> str:
-    """`all_spend`: what was billed, per day of harvest, batch model and Claude model, every attempt
-    included (answers later replaced too; the marker requests too), at list prices. Its sum is the bill."""
-    return f"""{costed_outcomes_sql(schema)}
-        select cast(harvested_at as date) as day, model_id as dbt_model, answered_model,
-               count(*) filter (where not shared and not marker and result_type <> 'missing'
-                                and input_tokens is not null) as requests_billed,
-               count(*) filter (where shared) as answers_not_bought,
-               sum(input_tokens) filter (where not shared) as input_tokens,
-               sum(output_tokens) filter (where not shared) as output_tokens,
-               sum(cache_creation_input_tokens) filter (where not shared) as cache_creation_input_tokens,
-               sum(cache_read_input_tokens) filter (where not shared) as cache_read_input_tokens,
-               coalesce(sum(cost), 0.0) as billed_usd,
-               coalesce(sum(full_cost) filter (where shared), 0.0) as saved_usd
-        from cb_o where answered_model is not null group by all"""
 
 
 # -- per-batch sections (cheap: every run may call these) --------------------------------------
@@ -187,7 +155,7 @@ def spend(cursor, schema: str) -> dict[str, dict[str, Any]]:
     cost nothing), the rate at which requests in flight are committed. Outcomes with usage but no
     known price are counted in `unpriced_outcomes` and left out of the sums.
     """
-    return {r.pop("model_id"): r for r in rows(cursor, f"""{costed_outcomes_sql(schema)}
+    found = {r.pop("model_id"): r for r in rows(cursor, f"""{costed_outcomes_sql(schema)}
         select model_id, coalesce(sum(cost), 0.0) as billed_usd,
                count(*) filter (where kind in ('batch', 'sync', 'sample') and not shared and not marker
                                 and result_type <> 'missing') as billed_requests,
@@ -197,6 +165,12 @@ def spend(cursor, schema: str) -> dict[str, dict[str, Any]]:
                    / nullif(count(*) filter (where kind = 'batch' and not shared and not marker
                                              and result_type <> 'missing'), 0) as avg_request_usd
         from cb_o group by all""")}
+    for model_id, old in compacted_spend(cursor, schema).items():
+        held = found.setdefault(model_id, {"billed_usd": 0.0, "billed_requests": 0, "unpriced_outcomes": 0,
+                                           "avg_request_usd": None})
+        held["billed_usd"] += old["billed_usd"]
+        held["billed_requests"] += old["billed_requests"]
+    return found
 
 
 def failures_by_kind(cursor, schema: str, model_id: str) -> dict[str, Any]:
@@ -250,7 +224,8 @@ def status_document(cursor, schema: str, per_row: bool = True, now: datetime | N
     now = now or utcnow()
     version = state_version(cursor, schema)
     doc: dict[str, Any] = {"format": DOCUMENT_FORMAT, "generated_at": iso(now), "state_schema": schema,
-                           "state_version": version, "per_row": per_row, "models": []}
+                           "state_version": version, "per_row": per_row, "disk_bytes": disk_bytes(cursor),
+                           "models": []}
     if version is None:
         return doc
     flying = batches_in_flight(cursor, schema, now)
@@ -300,8 +275,11 @@ def _cache_saving_sql(alias: str = "cb_o") -> str:
 
 def spend_per_day(cursor, schema: str) -> list[dict[str, Any]]:
     """Billed USD per day (of harvest) and model, every attempt included."""
+    compacted = (f" union all select day, model_id, billed_usd as cost from {qualified(schema, 'daily_spend')}"
+                 if table_exists(cursor, schema, "daily_spend") else "")
     return rows(cursor, f"""{costed_outcomes_sql(schema)}
-        select cast(harvested_at as date) as day, model_id, sum(cost) as usd from cb_o group by all order by all""")
+        select day, model_id, sum(cost) as usd from (
+            select cast(harvested_at as date) as day, model_id, cost from cb_o{compacted}) group by all order by all""")
 
 
 def tokens_per_day(cursor, schema: str) -> list[dict[str, Any]]:
@@ -313,8 +291,9 @@ def tokens_per_day(cursor, schema: str) -> list[dict[str, Any]]:
 
 
 def savings(cursor, schema: str) -> list[dict[str, Any]]:
-    """Per model: billed USD, and what de-duplication, reuse of held answers and prompt caching saved."""
-    return rows(cursor, f"""{costed_outcomes_sql(schema)}
+    """Per model: billed USD (compacted outcomes included), and what de-duplication, reuse of held answers
+    and prompt caching saved (of the outcomes held)."""
+    found = rows(cursor, f"""{costed_outcomes_sql(schema)}
         select model_id, sum(cost) as billed_usd,
                count(*) filter (where shared and kind <> 'reuse') as n_deduplicated,
                coalesce(sum(full_cost) filter (where shared and kind <> 'reuse'), 0) as deduplicated_usd,
@@ -322,6 +301,10 @@ def savings(cursor, schema: str) -> list[dict[str, Any]]:
                coalesce(sum(full_cost) filter (where shared and kind = 'reuse'), 0) as reused_usd,
                coalesce(sum({_cache_saving_sql()}) filter (where not shared), 0) as caching_usd
         from cb_o group by all order by all""")
+    compacted = compacted_spend(cursor, schema)
+    for row in found:
+        row["billed_usd"] = (row["billed_usd"] or 0.0) + compacted.get(row["model_id"], {}).get("billed_usd", 0.0)
+    return found
 
 
 _CATEGORY = ("case when kind = 'reuse' then 'reused' when shared then 'de-duplicated' "

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -254,20 +254,52 @@ MIGRATIONS: dict[int, list[str]] = {
             schema_version integer not null,
             plan json not null)""",
     ],
+    # v11: bounded state and erasure (retention.py, erasure.py): per-day spend kept when old outcomes are
+    # compacted away; when a model was last compacted; batches deleted from the API after harvest; keys
+    # erased by `forget` (a hash of the key, no content); rendered prompts kept on request (store_prompts).
+    11: [
+        """create table if not exists {s}.daily_spend (
+            day date not null,
+            model_id varchar not null,
+            answered_model varchar,
+            requests_billed bigint,
+            answers_not_bought bigint,
+            input_tokens bigint,
+            output_tokens bigint,
+            cache_creation_input_tokens bigint,
+            cache_read_input_tokens bigint,
+            billed_usd double,
+            saved_usd double,
+            compacted_at timestamp not null)""",
+        "alter table {s}.models add column if not exists compacted_at timestamp",
+        "alter table {s}.batches add column if not exists api_deleted_at timestamp",
+        """create table if not exists {s}.erased (
+            model_id varchar not null,
+            key_hash varchar not null,      -- sha256 of the key's custom_id: no content
+            input_hash varchar,             -- the inputs it had: the same row in the source is not sent again
+            erased_at timestamp not null)""",
+        """create table if not exists {s}.prompts (
+            model_id varchar not null,
+            custom_id varchar not null,     -- the request's custom_id (a part of a split key has its own)
+            key_custom_id varchar not null,
+            request_hash varchar not null,
+            params json not null,           -- the request as sent
+            recorded_at timestamp not null)""",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
 # them is not ours (or was damaged), and the run stops before touching it.
 EXPECTED_COLUMNS = {
     "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest", "answers_ready",
-               "results_gap"),
+               "results_gap", "compacted_at"),
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
                     "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
                  "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "part_hash", "first_page", "last_page",
                  "components"),
     "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
-                "harvested_at"),
+                "harvested_at", "api_deleted_at"),
     "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from",
                  "reused_source"),
     "input_aliases": ("model_id", "custom_id", "input_hash", "request_hash"),
@@ -279,4 +311,7 @@ EXPECTED_COLUMNS = {
     "uploaded_files": ("upload_id", "sha256", "filename", "status", "file_id", "n_bytes", "deleted_at"),
     "upload_uses": ("sha256", "model_id", "request_hash"),
     "plans": ("plan_id", "model_id", "planned_at", "plan"),
+    "daily_spend": ("day", "model_id", "answered_model", "billed_usd", "saved_usd"),
+    "erased": ("model_id", "key_hash", "input_hash", "erased_at"),
+    "prompts": ("model_id", "custom_id", "key_custom_id", "request_hash", "params"),
 }

@@ -1,0 +1,129 @@
+"""Bounded state: a model's request history older than `keep_history_days` compacted away.
+
+What stays, per key, whatever its age: every attempt from the one that holds its latest answer on
+(so that answer, its request hash and input hash, and the tries of a newer failing request are all
+still there: nothing is bought again and no retry limit is reset); every attempt of a key that has no
+answer; everything in flight or harvested within the window. What goes: older attempts, their
+outcomes, and the submissions and batches left with no request, their marker outcomes included. Their
+spend is summed per day into `daily_spend` first, in the same transaction, so `all_spend`, `status`
+and the report keep the bill. Runs older than the window go too, except the latest ones the health
+window reads. Input aliases and stored prompts of requests that are gone go with them.
+
+All of it is SQL over the model's rows, in one transaction; `due` makes a run with nothing to compact
+cost one indexed read of `models`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from dbt_claude_batch.base.identifiers import literal
+from dbt_claude_batch.state.spend import SPEND_COLUMNS, spend_rows_sql
+from dbt_claude_batch.state.state import State
+
+_DOOMED_REQUESTS = "cb_doomed_requests"
+_DOOMED_SUBMISSIONS = "cb_doomed_submissions"
+
+
+def due(state: State, keep_days: float | None, now: datetime) -> bool:
+    """Whether this model's state should be compacted now: never with `keep_days` null; otherwise when it
+    never was, or last was longer ago than the smaller of a day and the window (a nightly job compacts
+    on every run, an hourly one once a day)."""
+    if keep_days is None:
+        return False
+    rows = state.run(f"select compacted_at from {state.table('models')} where model_id = ?", [state.model_id])
+    last = rows[0][0] if rows else None
+    return last is None or now - last >= min(timedelta(days=1), timedelta(days=keep_days))
+
+
+def compact(state: State, keep_days: float, now: datetime, keep_runs: int = 10) -> dict[str, int]:
+    """Compact this model's history older than `keep_days` before `now`; return rows removed per table.
+
+    `keep_runs`: the latest runs kept whatever their age (the health window reads them).
+    """
+    cutoff = now - timedelta(days=keep_days)
+    model = literal(state.model_id)
+    t = state.table
+    removed: dict[str, int] = {}
+    old = state.run(
+        f"""select exists (select 1 from {t('batches')} where model_id = ? and harvested_at < ?)
+            or exists (select 1 from {t('submissions')} where model_id = ? and settled_at < ?
+                       and status in ('rejected', 'abandoned'))
+            or exists (select 1 from {t('runs')} where model_id = ? and started_at < ?)""",
+        [state.model_id, cutoff] * 3)[0][0]
+    if not old:  # nothing settled before the window: a per-batch lookup, not a join over every request
+        state.run(f"update {t('models')} set compacted_at = ? where model_id = ?", [now, state.model_id])
+        return removed
+    with state.transaction():
+        # Requests settled before the cutoff, older than the attempt holding their key's latest answer.
+        state.run(
+            f"""create or replace temp table {_DOOMED_REQUESTS} as
+            select r.submission_id, r.custom_id, s.batch_id
+            from {t('requests')} r
+            join {t('submissions')} s using (submission_id)
+            left join {t('batches')} b on b.batch_id = s.batch_id
+            join {t('answers')} a on a.model_id = {model} and a.custom_id = coalesce(r.key_custom_id, r.custom_id)
+            where r.model_id = {model} and r.attempt < a.attempt
+              and ((s.status = 'submitted' and b.harvested_at < ?)
+                   or (s.status in ('rejected', 'abandoned') and s.settled_at < ?))""",
+            [cutoff, cutoff],
+        )
+        # Submissions none of whose requests stay (and that are settled and old).
+        state.run(
+            f"""create or replace temp table {_DOOMED_SUBMISSIONS} as
+            select s.submission_id, s.batch_id from {t('submissions')} s
+            left join {t('batches')} b on b.batch_id = s.batch_id
+            where s.model_id = {model}
+              and ((s.status = 'submitted' and b.harvested_at < ?)
+                   or (s.status in ('rejected', 'abandoned') and s.settled_at < ?))
+              and not exists (select 1 from {t('requests')} r where r.submission_id = s.submission_id
+                              and not exists (select 1 from {_DOOMED_REQUESTS} d
+                                              where d.submission_id = r.submission_id and d.custom_id = r.custom_id))""",
+            [cutoff, cutoff],
+        )
+        doomed_outcome = _doomed_outcome_sql("o")
+        columns = ", ".join(SPEND_COLUMNS)
+        state.run(
+            f"insert into {t('daily_spend')} (day, model_id, answered_model, {columns}, compacted_at) "
+            f"select day, dbt_model, answered_model, {columns}, ? from "
+            f"({spend_rows_sql(state.schema, _doomed_outcome_sql('cb_o'))})",
+            [now],
+        )
+        removed["outcomes"] = _delete(state, f"delete from {t('outcomes')} o where o.model_id = {model} "
+                                             f"and {doomed_outcome}")
+        removed["requests"] = _delete(state, f"delete from {t('requests')} r where r.model_id = {model} and exists "
+                                             f"(select 1 from {_DOOMED_REQUESTS} d where d.submission_id = r.submission_id "
+                                             "and d.custom_id = r.custom_id)")
+        removed["batches"] = _delete(state, f"delete from {t('batches')} where model_id = {model} and batch_id in "
+                                            f"(select batch_id from {_DOOMED_SUBMISSIONS})")
+        state.run(f"delete from {t('foreign_batches')} where submission_id in "
+                  f"(select submission_id from {_DOOMED_SUBMISSIONS})")
+        removed["submissions"] = _delete(state, f"delete from {t('submissions')} where model_id = {model} and "
+                                                f"submission_id in (select submission_id from {_DOOMED_SUBMISSIONS})")
+        removed["runs"] = _delete(state, f"""delete from {t('runs')} where model_id = {model} and started_at < ?
+            and run_id not in (select run_id from {t('runs')} where model_id = {model}
+                               order by started_at desc limit {int(keep_runs)})""", [cutoff])
+        # An alias is worth keeping only while its request is the one a key's attempts still hold.
+        for table in ("input_aliases", "prompts"):
+            key = "custom_id" if table == "input_aliases" else "key_custom_id"
+            removed[table] = _delete(state, f"""delete from {t(table)} x where x.model_id = {model}
+                and not exists (select 1 from {t('requests')} r where r.model_id = {model}
+                                and coalesce(r.key_custom_id, r.custom_id) = x.{key}
+                                and r.request_hash = x.request_hash)""")
+        state.run(f"update {t('models')} set compacted_at = ? where model_id = ?", [now, state.model_id])
+        state.run(f"drop table if exists {_DOOMED_REQUESTS}")
+        state.run(f"drop table if exists {_DOOMED_SUBMISSIONS}")
+    return removed
+
+
+def _doomed_outcome_sql(alias: str) -> str:
+    """Whether the outcome row `alias` goes: its request does, or its whole submission (markers too)."""
+    return (f"(exists (select 1 from {_DOOMED_REQUESTS} d where d.batch_id = {alias}.batch_id "
+            f"and d.custom_id = {alias}.custom_id) or {alias}.batch_id in "
+            f"(select batch_id from {_DOOMED_SUBMISSIONS} where batch_id is not null))")
+
+
+def _delete(state: State, sql: str, params: list | None = None) -> int:
+    """Run a delete and return how many rows it removed."""
+    rows = state.run(sql, params)
+    return int(rows[0][0]) if rows else 0

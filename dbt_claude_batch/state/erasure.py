@@ -1,0 +1,188 @@
+"""Erasure: a key's prompts, answers, failures and held answers removed from everywhere state keeps them.
+
+`ERASURE` lists every (state table, predicate) that holds something of a key, in the order they are
+deleted (a predicate may read a table deleted later); a new table that holds per-key content is one
+more entry. A table in `SCRUB` is scrubbed instead of deleted from: an outcome keeps its usage, so
+`all_spend` and the bill stay whole, and loses its text and its custom_id (a hash takes its place). Predicates name `{model}` (the model_id literal), `{keys}` (a query of the key custom_ids
+to erase) and `{s}` (the quoted state schema). The package's `forget` macro (macros/forget.sql) runs
+the same statements from dbt; a unit test holds the two to the same list.
+
+What is kept: a row in `erased` per key (model, sha256 of its custom_id, the input hash it had, when):
+no content. Planning leaves a source row alone while its key and input hash match an erased one, so
+an unchanged row is not bought again; a key that comes back with other inputs is new data and is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+from dbt_claude_batch.base.errors import DatabaseLockedError, StateError
+from dbt_claude_batch.base.identifiers import literal, qualified, quote
+from dbt_claude_batch.state.state import State, utcnow
+
+FORGET = "cb_forget"
+
+ERASURE: list[tuple[str, str]] = [
+    ("outcomes", "exists (select 1 from {s}.requests r join {s}.submissions x using (submission_id) "
+                 "where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}) "
+                 "and x.batch_id = t.batch_id and r.custom_id = t.custom_id)"),
+    ("answers", "t.model_id = {model} and t.custom_id in ({keys})"),
+    ("input_aliases", "t.model_id = {model} and t.custom_id in ({keys})"),
+    ("prompts", "t.model_id = {model} and t.key_custom_id in ({keys})"),
+    ("requests", "t.model_id = {model} and coalesce(t.key_custom_id, t.custom_id) in ({keys})"),
+]
+
+
+SCRUB: dict[str, str] = {
+    "outcomes": "custom_id = 'erased-' || left(sha256(t.custom_id), 32), output_text = null, error_message = null, "
+                "message = null, output_json = null, stop_reason = null, shared_from = null",
+}
+
+
+def erasure_statements(schema: str, model_id: str, keys: str) -> list[tuple[str, str]]:
+    """(table, statement) for every entry of `ERASURE`, for the key custom_ids of query `keys`."""
+    s = qualified(schema)
+    out = []
+    for table, pred in ERASURE:
+        where = pred.format(s=s, model=literal(model_id), keys=keys)
+        out.append((table, f"update {s}.{table} t set {SCRUB[table]} where {where}" if table in SCRUB
+                    else f"delete from {s}.{table} t where {where}"))
+    return out
+
+
+def parse_key(values: Sequence[str]) -> dict[str, Any]:
+    """`--key` arguments as one key: each a JSON object or `column=value`; composite keys merge them."""
+    key: dict[str, Any] = {}
+    for value in values:
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                parsed = json.loads(text)
+            except ValueError as exc:
+                raise StateError(f"--key {value!r} is not a JSON object ({exc}): give {{\"column\": value}} or "
+                                 "column=value.") from None
+            key.update(parsed)
+        elif "=" in text:
+            column, _, item = text.partition("=")
+            key[column.strip()] = item
+        else:
+            raise StateError(f"--key {value!r} names no column: give column=value (once per key column) or a JSON "
+                             "object such as {\"ticket_id\": 42}.")
+    return key
+
+
+def key_filter_sql(key: Mapping[str, Any], expr: str = "key_json") -> str:
+    """SQL: whether the packed key `expr` (state's key_json) is `key`, comparing values as text."""
+    return " and ".join(
+        f"json_extract_string({expr}, {literal('$.' + json.dumps(str(c)))}) = {literal(_text(v))}"
+        for c, v in key.items())
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() if isinstance(value, bool) \
+        else str(value)
+
+
+def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[str, int]:
+    """Erase one key of `model_id` from state and from the model's results table; return rows removed
+    per table. Refused (nothing erased) while the key has a request in flight."""
+    state = State(cursor, schema, model_id)
+    rows = state.run(f"select key_columns from {state.table('models')} where model_id = ?", [model_id])
+    if not rows:
+        known = [r[0] for r in state.run(f"select model_id from {state.table('models')} order by 1")]
+        raise StateError(f"No batch model {model_id!r} in state schema {schema}: name it as schema.model, one of: "
+                         f"{', '.join(known) or '(none)'}; nothing was erased.")
+    columns = json.loads(rows[0][0])
+    if sorted(key) != sorted(columns):
+        raise StateError(f"The key given ({', '.join(sorted(key)) or 'none'}) is not the key of {model_id} "
+                         f"({', '.join(columns)}): give a value for each key column; nothing was erased.")
+    state.run(f"""create or replace temp table {FORGET} as
+        select distinct coalesce(key_custom_id, custom_id) as custom_id from {state.table('requests')}
+        where model_id = {literal(model_id)} and {key_filter_sql(key)}
+        union select custom_id from {state.table('answers')} where model_id = {literal(model_id)}
+        and {key_filter_sql(key)}""")
+    keys = f"select custom_id from {FORGET}"
+    flying = state.run(f"select count(*) from ({state.flying_requests_sql()}) where custom_id in ({keys})")[0][0]
+    if flying:
+        raise StateError(f"Key {json.dumps(dict(key), default=str)} of {model_id} has a request in flight: wait for "
+                         "its batch to end (or cancel it with the claude_batch_cancel var), run dbt once to harvest "
+                         "it, then run forget again; nothing was erased.")
+    removed: dict[str, int] = {}
+    with state.transaction():
+        state.run(f"""insert into {state.table('erased')} (model_id, key_hash, input_hash, erased_at)
+            select {literal(model_id)}, sha256(coalesce(key_custom_id, custom_id)), arg_max(input_hash, attempt), ?
+            from {state.table('requests')} where model_id = {literal(model_id)}
+            and coalesce(key_custom_id, custom_id) in ({keys}) group by coalesce(key_custom_id, custom_id)""",
+                  [utcnow()])
+        for table, sql in erasure_statements(schema, model_id, keys):
+            removed[table] = int(state.run(sql)[0][0])
+        removed["results"] = _erase_from_results(state, model_id, key)
+        # The next run plans afresh (no quiet skip) and checks the results table against the answers again.
+        state.run(f"update {state.table('models')} set quiet_digest = null, results_gap = null where model_id = ?",
+                  [model_id])
+    state.run(f"drop table if exists {FORGET}")
+    return removed
+
+
+def _erase_from_results(state: State, model_id: str, key: Mapping[str, Any]) -> int:
+    """Rows of the key in the model's results table (and leftover dbt temp tables), by its key columns."""
+    schema, identifier = model_id.rsplit(".", 1)
+    tables = [r[0] for r in state.run(
+        "select table_name from information_schema.tables where table_catalog = current_database() "
+        "and table_schema = ? and table_type = 'BASE TABLE' and (table_name = ? or starts_with(table_name, ?))",
+        [schema, identifier, identifier + "__dbt_tmp"])]
+    where = " and ".join(f"cast({quote(c)} as varchar) = {literal(_text(v))}" for c, v in key.items())
+    removed = 0
+    for table in tables:
+        removed += int(state.run(f"delete from {qualified(schema, table)} where {where}")[0][0])
+    return removed
+
+
+def rewrite_file(path: str) -> None:
+    """Copy the DuckDB file's live data into a fresh file and put it in place: a delete leaves the
+    erased bytes in the file's free blocks, a copy of the database does not carry them."""
+    import duckdb
+
+    fresh = f"{path}.forget-rewrite"
+    if os.path.exists(fresh):
+        os.remove(fresh)
+    con = duckdb.connect(path)
+    try:
+        catalog = con.execute("select current_database()").fetchone()[0]
+        con.execute(f"attach {literal(fresh)} as cb_fresh")
+        con.execute(f"copy from database {quote(catalog)} to cb_fresh")
+        con.execute("detach cb_fresh")
+    finally:
+        con.close()
+    os.chmod(fresh, os.stat(path).st_mode & 0o777)
+    os.replace(fresh, path)
+
+
+def forget_in_file(path: str, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[str, int]:
+    """`forget` on the DuckDB file at `path`, then the status snapshot rewritten and the file itself
+    rewritten so no erased byte is left in it, and stale scratch directories (spool files) removed."""
+    import duckdb
+
+    from dbt_claude_batch.state.snapshot import write_snapshot
+    from dbt_claude_batch.state.workdir import clean_stale
+
+    if not os.path.isfile(path):
+        raise StateError(f"No DuckDB file at {path}: point --database at the file dbt writes; nothing was erased.")
+    try:
+        con = duckdb.connect(path)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise DatabaseLockedError(f"{path} is locked by another process (a running dbt): run forget when it has "
+                                      f"finished; nothing was erased.\n{exc}") from None
+        raise
+    try:
+        removed = forget(con.cursor(), schema, model_id, key)
+        write_snapshot(con.cursor(), schema)
+        con.execute("checkpoint")
+    finally:
+        con.close()
+    rewrite_file(path)
+    clean_stale()
+    return removed

@@ -1,0 +1,88 @@
+{#-
+  Erase one key of a batch model from state and from its results table: its requests, answers,
+  failures, stored prompts and held answers (the statements of dbt_claude_batch/state/erasure.py's
+  ERASURE and SCRUB, kept identical by a unit test; outcomes keep their usage for the bill), and record the erasure in `erased` (no content).
+
+      dbt run-operation dbt_claude_batch.forget --args '{model: ticket_labels, key: {ticket_id: 42}}'
+
+  A composite key gives every column: key: {tenant: acme, ticket_id: 42}. Refused while the key has a
+  request in flight. DuckDB keeps deleted bytes in the file's free blocks until it reuses them: to leave
+  no byte of the key in the file, run `dbt-claude-batch forget` instead (it also rewrites the file).
+-#}
+{% macro forget(model, key, schema=none, state_schema='dbt_claude_batch') -%}
+  {{ return(adapter.dispatch('forget', 'dbt_claude_batch')(model, key, schema, state_schema)) }}
+{%- endmacro %}
+
+{% macro default__forget(model, key, schema, state_schema) -%}
+  {%- set erasure = [
+    ('outcomes', 'exists (select 1 from {s}.requests r join {s}.submissions x using (submission_id) where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}) and x.batch_id = t.batch_id and r.custom_id = t.custom_id)'),
+    ('answers', 't.model_id = {model} and t.custom_id in ({keys})'),
+    ('input_aliases', 't.model_id = {model} and t.custom_id in ({keys})'),
+    ('prompts', 't.model_id = {model} and t.key_custom_id in ({keys})'),
+    ('requests', 't.model_id = {model} and coalesce(t.key_custom_id, t.custom_id) in ({keys})')
+  ] -%}
+  {%- set scrub = {'outcomes': "custom_id = 'erased-' || left(sha256(t.custom_id), 32), output_text = null, error_message = null, message = null, output_json = null, stop_reason = null, shared_from = null"} -%}
+  {%- set model_id = (schema or target.schema) ~ '.' ~ model -%}
+  {%- set id_literal = "'" ~ (model_id | replace("'", "''")) ~ "'" -%}
+  {%- set st = adapter.quote(state_schema) -%}
+  {%- set cols_sql -%}
+    select key_columns from {{ st }}.models where model_id = {{ id_literal }}
+  {%- endset -%}
+  {%- set found = run_query(cols_sql).columns[0].values() -%}
+  {%- if found | length == 0 -%}
+    {{ exceptions.raise_compiler_error("No batch model " ~ model_id ~ " in state schema " ~ state_schema
+        ~ ": check the model name (and `schema` or `state_schema`); nothing was erased.") }}
+  {%- endif -%}
+  {%- set columns = fromjson(found[0]) -%}
+  {%- if key is not mapping or (key.keys() | list | sort) != (columns | sort) -%}
+    {{ exceptions.raise_compiler_error("The key given is not the key of " ~ model_id ~ " (" ~ columns | join(', ')
+        ~ "): pass key: {column: value, ...} with every key column; nothing was erased.") }}
+  {%- endif -%}
+  {%- set conds = [] -%}
+  {%- set result_conds = [] -%}
+  {%- for c, v in key.items() -%}
+    {%- set text = "'" ~ (v | string | replace("'", "''")) ~ "'" -%}
+    {%- do conds.append("json_extract_string(key_json, '$.\"" ~ (c | replace("'", "''")) ~ "\"') = " ~ text) -%}
+    {%- do result_conds.append("cast(" ~ adapter.quote(c) ~ " as varchar) = " ~ text) -%}
+  {%- endfor -%}
+  {%- set keyed = conds | join(' and ') -%}
+  {%- do run_query("create or replace temp table cb_forget as select distinct coalesce(key_custom_id, custom_id) "
+      ~ "as custom_id from " ~ st ~ ".requests where model_id = " ~ id_literal ~ " and " ~ keyed
+      ~ " union select custom_id from " ~ st ~ ".answers where model_id = " ~ id_literal ~ " and " ~ keyed) -%}
+  {%- set keys = "select custom_id from cb_forget" -%}
+  {%- set flying_sql -%}
+    select count(*) from {{ st }}.requests r join {{ st }}.submissions s using (submission_id)
+    left join {{ st }}.batches b on b.batch_id = s.batch_id
+    where r.model_id = {{ id_literal }} and s.status in ('creating', 'in_doubt', 'submitted')
+      and b.harvested_at is null and coalesce(r.key_custom_id, r.custom_id) in ({{ keys }})
+  {%- endset -%}
+  {%- if run_query(flying_sql).columns[0].values()[0] > 0 -%}
+    {{ exceptions.raise_compiler_error("Key " ~ tojson(key) ~ " of " ~ model_id ~ " has a request in flight: wait "
+        ~ "for its batch to end, run dbt once to harvest it, then run forget again; nothing was erased.") }}
+  {%- endif -%}
+  {%- do run_query("insert into " ~ st ~ ".erased (model_id, key_hash, input_hash, erased_at) select " ~ id_literal
+      ~ ", sha256(coalesce(key_custom_id, custom_id)), arg_max(input_hash, attempt), now()::timestamp from "
+      ~ st ~ ".requests where model_id = " ~ id_literal ~ " and coalesce(key_custom_id, custom_id) in (" ~ keys
+      ~ ") group by coalesce(key_custom_id, custom_id)") -%}
+  {%- for table, pred in erasure -%}
+    {%- set where = pred | replace("{s}", st) | replace("{model}", id_literal) | replace("{keys}", keys) -%}
+    {%- if table in scrub -%}
+      {%- do run_query("update " ~ st ~ "." ~ table ~ " t set " ~ scrub[table] ~ " where " ~ where) -%}
+    {%- else -%}
+      {%- do run_query("delete from " ~ st ~ "." ~ table ~ " t where " ~ where) -%}
+    {%- endif -%}
+  {%- endfor -%}
+  {%- set results_sql -%}
+    select table_name from information_schema.tables where table_catalog = current_database()
+      and table_schema = '{{ (schema or target.schema) | replace("'", "''") }}' and table_type = 'BASE TABLE'
+      and (table_name = '{{ model | replace("'", "''") }}' or starts_with(table_name, '{{ model | replace("'", "''") }}__dbt_tmp'))
+  {%- endset -%}
+  {%- for table in run_query(results_sql).columns[0].values() -%}
+    {%- do run_query("delete from " ~ adapter.quote(schema or target.schema) ~ "." ~ adapter.quote(table)
+        ~ " where " ~ result_conds | join(' and ')) -%}
+  {%- endfor -%}
+  {%- do run_query("update " ~ st ~ ".models set quiet_digest = null, results_gap = null where model_id = " ~ id_literal) -%}
+  {%- do run_query("drop table if exists cb_forget") -%}
+  {{ log("dbt_claude_batch: erased key " ~ tojson(key) ~ " of " ~ model_id ~ " (recorded in " ~ state_schema
+         ~ ".erased, no content)", info=true) }}
+{%- endmacro %}

@@ -1,0 +1,113 @@
+"""Bounded state and erasure, end to end: compaction buys nothing again and keeps the bill, harvested
+batches are deleted from the API and never retrieved again, rows gone from the source leave the results
+table, and a forgotten key leaves no trace in any table or file (4 dbt invocations)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from dbt_harness import created_batches, expected_answer, items, row_requests
+
+CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
+STATE = "dbt_claude_batch"
+SETTINGS = {"wait_seconds": 60, "poll_interval_seconds": 0.05, "keep_history_days": 0,
+            "delete_batches_after_harvest": True, "on_source_delete": "delete", "store_prompts": True}
+SECRET_2, SECRET_3 = "SECRET-TWO-xq7 private text", "SECRET-THREE-zk9 private text"
+
+
+def _cli(project, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args, "--project-dir", str(project.root)], cwd=project.root.parent,
+                          env=project.env(), capture_output=True, text=True, timeout=60)
+
+
+def _every_value(project) -> str:
+    """Every value of every table and view in every schema of the DuckDB file, as one text."""
+    relations = project.query("select table_schema, table_name from information_schema.tables "
+                              "where table_catalog = current_database()")
+    return "\n".join(str(project.query(f'select * from "{s}"."{t}"')) for s, t in relations)
+
+
+def _files_holding(roots, needles: list[bytes]) -> list[str]:
+    found = []
+    for root in roots:
+        for path in Path(root).rglob("*"):
+            if path.is_file() and not path.is_symlink() and any(n in path.read_bytes() for n in needles):
+                found.append(str(path))
+    return found
+
+
+def _bill(project) -> float:
+    return project.query(f"select sum(billed_usd) from {STATE}.all_spend")[0][0]
+
+
+def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, tmp_path):
+    workdir = tmp_path / "work"
+    project.env_overrides["DBT_CLAUDE_BATCH_WORKDIR"] = str(workdir)
+    rows = items(5)
+    rows[1]["body"], rows[2]["body"] = SECRET_2, SECRET_3
+    project.load_table("items", rows)
+    project.configure(replace=False, **SETTINGS)
+    project.run()
+    assert {b["id"]: b["deleted"] for b in emulator.ledger(requests=False)["batches"]} == {
+        b["id"]: True for b in created_batches(emulator)}
+
+    # Row 1 changes (bought again: its first attempt is compacted away), row 5 leaves the source.
+    rows[0]["body"] = "a new body for row 1"
+    project.load_table("items", rows[:4])
+    out = project.run().stdout
+
+    assert "removed 1 result row(s) whose key is no longer in the source" in out, out
+    results = project.results()
+    assert sorted(results) == [1, 2, 3, 4], (results.get(5), results.get(4))
+    assert results[1]["output_text"] == expected_answer(1, rows[0]["body"]) and results[1]["attempt"] == 2
+    assert project.query(f"select attempt from {STATE}.requests where key_custom_id = '1'") == [(2,)]
+    assert project.query(f"select count(*) from {STATE}.daily_spend")[0][0] >= 1
+    assert project.query(f"select count(*) from {STATE}.models where compacted_at is not null") == [(1,)]
+    # store_prompts: the requests as sent, one per key (row 1's first request went with its compacted attempt).
+    prompts = dict(project.query(f"select key_custom_id, params::varchar from {STATE}.prompts"))
+    assert sorted(prompts) == ["1", "2", "3", "4", "5"] and rows[0]["body"] in prompts["1"]
+    assert SECRET_2 in prompts["2"]
+    billed = emulator.ledger(requests=False)["bill"]["total_usd"]
+    assert abs(_bill(project) - billed) < 1e-9  # the compacted attempt and its batch's marker are still billed
+    ledger = emulator.ledger(requests=False)
+    assert all(b["deleted"] for b in ledger["batches"]) and len(ledger["batches"]) == 2
+    assert project.query(f"select count(*) from {STATE}.batches where kind = 'batch' and api_deleted_at is null") == [
+        (0,)]
+
+    # Key 2 erased from dbt, key 3 with the CLI after leaving the source (the CLI rewrites the file).
+    project.dbt("run-operation", "dbt_claude_batch.forget", "--args", "{model: items_batch, key: {id: 2}}")
+    assert sorted(project.results()) == [1, 3, 4]
+    kept = [r for r in rows[:4] if r["id"] != 3] + items(1, start=6)
+    project.load_table("items", kept)
+    forgot = _cli(project, "forget", "--model", "main.items_batch", "--key", "id=3", "--json")
+    assert forgot.returncode == 0, forgot.stderr
+    assert json.loads(forgot.stdout)["removed"]["answers"] == 1
+
+    before = len(row_requests(emulator))
+    project.run()
+
+    # Only the new row is bought: nothing compacted is bought again, the erased key 2 (unchanged in the
+    # source) is not sent again, and no deleted batch is retrieved (a retrieve of one is a 404).
+    sent = row_requests(emulator)[before:]
+    assert [r["custom_id"] for r in sent] == ["6"]
+    assert sorted(project.results()) == [1, 4, 6]
+    calls = emulator.ledger(requests=False)["calls"]
+    assert "404" not in calls.get("GET /v1/messages/batches/{message_batch_id}", {})
+    assert abs(_bill(project) - emulator.ledger(requests=False)["bill"]["total_usd"]) < 1e-9
+    assert project.query(f"select count(*), count(distinct key_hash) from {STATE}.erased") == [(2, 2)]
+
+    # No trace: the erased text and answers in no table (the source still holds key 2's row: the
+    # user's own data) and in no file, the database file's free blocks included.
+    answers = [expected_answer(2, SECRET_2), expected_answer(3, SECRET_3)]
+    everything = _every_value(project)
+    assert SECRET_3 not in everything and not any(a in everything for a in answers)
+    assert everything.count(SECRET_2) == 2  # raw.items and the stg_items view over it
+    needles = [a.encode() for a in answers] + [SECRET_3.encode()]
+    assert _files_holding([project.root, workdir], needles) == []
+
+    doc = json.loads(_cli(project, "status", "--json").stdout)
+    assert doc["disk_bytes"] == project.db_path.stat().st_size
+    assert "disk used:" in _cli(project, "status").stdout

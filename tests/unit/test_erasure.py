@@ -1,0 +1,93 @@
+"""erasure.py: the forget macro runs the same statements as the CLI; keys parse; a key is erased from
+every state table and the results table, recorded without content, and refused while in flight."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dbt_claude_batch.base.errors import StateError
+from dbt_claude_batch.state import erasure
+from dbt_claude_batch.state.state import State
+
+MACRO = Path(__file__).resolve().parents[2] / "macros" / "forget.sql"
+
+
+def test_the_macro_erases_with_the_same_statements_as_the_cli():
+    block = re.search(r"{%- set erasure = (\[.*?\]) -%}", MACRO.read_text(), re.S).group(1)
+    assert ast.literal_eval(block) == [tuple(e) for e in erasure.ERASURE]
+    scrub = re.search(r"{%- set scrub = ({.*?}) -%}", MACRO.read_text(), re.S).group(1)
+    assert ast.literal_eval(scrub) == erasure.SCRUB
+
+
+def test_keys_parse_from_column_value_pairs_and_json():
+    assert erasure.parse_key(["ticket_id=42"]) == {"ticket_id": "42"}
+    assert erasure.parse_key(['{"tenant": "acme", "n": 1}']) == {"tenant": "acme", "n": 1}
+    assert erasure.parse_key(["tenant=acme", "n=1"]) == {"tenant": "acme", "n": "1"}
+    with pytest.raises(StateError, match="names no column"):
+        erasure.parse_key(["42"])
+
+
+def _held(con, state, key, text, harvested=True):
+    sub, batch = f"s-{key}", f"b-{key}"
+    state.run(f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, n_bytes, "
+              "intent_at) values (?, ?, 'submitted', ?, 1, 1, now())", [sub, state.model_id, batch])
+    state.run(f"insert into {state.table('batches')} (batch_id, model_id, submission_id, n_submitted, harvested_at) "
+              "values (?, ?, ?, 1, ?)", [batch, state.model_id, sub, "2026-01-01" if harvested else None])
+    state.run(f"insert into {state.table('requests')} (submission_id, model_id, custom_id, key_custom_id, key_json, "
+              "input_hash, request_hash, attempt) values (?, ?, ?, ?, ?, 'in', 'rq', 1)",
+              [sub, state.model_id, key, key, f'{{"id": {key[1:]}}}'])
+    if harvested:
+        state.run(f"insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, output_text, "
+                  "harvested_at) values (?, ?, ?, 'succeeded', ?, '2026-01-01')", [batch, key, state.model_id, text])
+        state.run(f"insert into {state.table('answers')} (model_id, custom_id, attempt, key_json, output_text) "
+                  "values (?, ?, 1, ?, ?)", [state.model_id, key, f'{{"id": {key[1:]}}}', text])
+
+
+def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
+    con = duckdb.connect()
+    state = State(con, "dbt_claude_batch", "main.items")
+    state.ensure()
+    state.record_model(["id"], {"id": "BIGINT"})
+    con.execute("create table main.items as select 1 as id, 'k1' as custom_id, 'SECRET one' as output_text "
+                "union all select 2, 'k2', 'kept two'")
+    _held(con, state, "k1", "SECRET one")
+    _held(con, state, "k2", "kept two")
+    _held(con, state, "k3", None, harvested=False)
+
+    removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 1})
+
+    assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "requests": 1, "results": 1}
+    for table in ("requests", "answers"):
+        assert [r[0] for r in con.execute(f"select custom_id from {state.table(table)} order by 1").fetchall()] == (
+            ["k2"] if table != "requests" else ["k2", "k3"])
+    # The outcome stays for the bill, without its text or its custom_id.
+    assert con.execute(f"select custom_id like 'erased-%', output_text from {state.table('outcomes')} "
+                       "order by 1").fetchall() == [(False, "kept two"), (True, None)]
+    assert con.execute("select id from main.items").fetchall() == [(2,)]
+    erased = con.execute(f"select * exclude (erased_at) from {state.table('erased')}").fetchall()
+    assert erased == [("main.items", con.execute("select sha256('k1')").fetchone()[0], "in")]
+    with pytest.raises(StateError, match="has a request in flight"):
+        erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 3})
+    with pytest.raises(StateError, match=r"is not the key of main.items \(id\)"):
+        erasure.forget(con, "dbt_claude_batch", "main.items", {"ticket": 3})
+
+
+def test_rewriting_the_file_keeps_the_data_and_drops_deleted_bytes(tmp_path):
+    path = str(tmp_path / "ware.house.duckdb")
+    con = duckdb.connect(path)
+    con.execute("create schema s; create sequence s.q; create table s.t (i int primary key, v varchar)")
+    con.execute("insert into s.t values (1, 'kept'), (2, 'GONE-TEXT-91')")
+    con.execute("select nextval('s.q')").fetchall()
+    con.execute("delete from s.t where i = 2")
+    con.close()
+    assert b"GONE-TEXT-91" in Path(path).read_bytes()  # what a delete leaves behind
+    erasure.rewrite_file(path)
+    assert b"GONE-TEXT-91" not in Path(path).read_bytes()
+    con = duckdb.connect(path)
+    assert con.execute("select * from s.t").fetchall() == [(1, "kept")]
+    assert con.execute("select nextval('s.q')").fetchone() == (2,)
