@@ -113,7 +113,7 @@ def test_a_compiled_template_renders_what_jinja_renders(tmp_path, con, shape):
     assert prompt.sql_expression() is not None
     built = []
 
-    @hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @hsettings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(st.lists(rows, min_size=1, max_size=12))
     def check(batch):
         for row, sql, jinja in _render_both(con, prompt, batch):
