@@ -88,6 +88,14 @@ FLOOR_PROMPT_SQL = ("'Classify this support ticket.' || chr(10) || 'Labels: bill
                     "|| chr(10) || chr(10) || 'Ticket ' || id::varchar || ': ' || body")
 
 
+# `--template shaped`: a template of branches and filters that renders the very text TEMPLATE renders for
+# these rows (bodies are never blank, carry no outer whitespace and are under 300 characters), so the
+# floor and the bound stay the same: before base/template_sql.py Jinja rendered it row by row.
+SHAPED_TEMPLATE = ("Classify this support ticket.\nLabels: billing (invoice, refund), bug, account, other\n\n"
+                   "{% if body %}Ticket {{ id }}: {{ body | trim | truncate(300) }}"
+                   "{% else %}Ticket {{ id }}: (no text){% endif %}")
+TEMPLATES = {"plain": TEMPLATE, "shaped": SHAPED_TEMPLATE}
+
 # Issue 9's goals: the product's time at most this many times its floor's.
 GOALS = {"submit": 2.0, "harvest": 1.5, "noop": 1.2, "e2e": 1.2}
 
@@ -110,14 +118,15 @@ class Stage:
         frss = f" (floor {max(self.floor_rss):,.0f} MiB)" if self.floor_rss else ""
         goal = GOALS[self.name]
         verdict = "met" if pmed / fmed <= goal else "not met"
-        bound = ""
+        bound = to_bound = ""
         if self.bounds:
+            to_bound = f" | product / bound (medians) {pmed / statistics.median(self.bounds):.2f}x"
             bmed = statistics.median(self.bounds)
             bound = (f" | bound: {self.bound} median {bmed:.2f} s = {bmed / fmed:.2f}x the floor"
                      + (", over the goal already" if bmed / fmed > goal else ""))
         return (f"{self.name}: {self.what} min {pmin:.2f} s, median {pmed:.2f} s | {self.floor} min {fmin:.2f} s, "
                 f"median {fmed:.2f} s | ratio of mins {pmin / fmin:.2f}x, of medians {pmed / fmed:.2f}x "
-                f"(goal <= {goal}x: {verdict}){bound}{rss}{frss}")
+                f"(goal <= {goal}x: {verdict}){bound}{to_bound}{rss}{frss}")
 
 
 def _set_memory_limit(project, limit: str | None) -> None:
@@ -135,13 +144,13 @@ def _connect(path: Path, limit: str | None):
     return duckdb.connect(str(path), config={"memory_limit": limit} if limit else {})
 
 
-def _project(work: Path, emu, rows: int, limit: str | None, **settings):
+def _project(work: Path, emu, rows: int, limit: str | None, template: str = TEMPLATE, **settings):
     import duckdb
     from dbt_harness import DbtProject
 
     project = DbtProject(work / "project", emu)
     _set_memory_limit(project, limit)
-    project.write("prompts/item.j2", TEMPLATE)
+    project.write("prompts/item.j2", template)
     project.write("models/empty_model.py", EMPTY_MODEL)
     project.write("models/source_scan.py", SOURCE_SCAN_MODEL)
     project.configure(key="id", prompt_template="prompts/item.j2", model="claude-haiku-4-5", max_tokens=16,
@@ -204,7 +213,8 @@ def _timed(fn) -> float:
     return queue.get()
 
 
-def bench_scale(rows: int, reps: int, limit: str | None, stages: set[str], work: Path) -> list[Stage]:
+def bench_scale(rows: int, reps: int, limit: str | None, stages: set[str], work: Path,
+                template: str = TEMPLATE) -> list[Stage]:
     from emulator_harness import EmulatorProcess
 
     submit = Stage("submit", "product (model node minus create calls)", "SQL floor (COPY of the request JSON)",
@@ -215,7 +225,7 @@ def bench_scale(rows: int, reps: int, limit: str | None, stages: set[str], work:
                  "a `dbt run` of a model scanning the source once")
     emu = EmulatorProcess(work / "emulator", "--processing-delay", "3600")
     try:
-        project = _project(work, emu, rows, limit, wait_seconds=0)
+        project = _project(work, emu, rows, limit, template, wait_seconds=0)
         runner = Runner(project, work)
         fresh = work / "fresh.duckdb"
         shutil.copyfile(project.db_path, fresh)
@@ -354,6 +364,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit of the profile, or 'none'")
     ap.add_argument("--stages", default="submit,harvest,noop,e2e")
     ap.add_argument("--e2e-rows", type=int, default=20_000)
+    ap.add_argument("--template", choices=sorted(TEMPLATES), default="plain",
+                    help="the prompt template of submit, harvest and noop (shaped: branches and filters)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directories")
     ap.add_argument("--workdir", help="where the temp directories go (default: the system's)")
     args = ap.parse_args(argv)
@@ -364,9 +376,10 @@ def main(argv: list[str]) -> int:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
                            capture_output=True, text=True).stdout.strip()
     print(f"machine: {machine()}\ncommit: {commit}{' (with uncommitted changes)' if dirty else ''}; "
-          f"memory_limit {limit or 'DuckDB default'}; {args.reps} repetitions", flush=True)
+          f"memory_limit {limit or 'DuckDB default'}; {args.reps} repetitions; template {args.template}", flush=True)
     results = []
-    for name, fn in (("scale", lambda w: bench_scale(args.rows, args.reps, limit, stages, w)),
+    for name, fn in (("scale", lambda w: bench_scale(args.rows, args.reps, limit, stages, w,
+                                                         TEMPLATES[args.template])),
                      ("e2e", lambda w: [bench_e2e(args.e2e_rows, args.reps, limit, w)])):
         if name == "scale" and not stages & {"submit", "harvest", "noop"} or name == "e2e" and "e2e" not in stages:
             continue

@@ -24,6 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from dbt_claude_batch.base.errors import RowTemplateError, TemplateError
 from dbt_claude_batch.base.identifiers import literal, quote
 from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.base.template_sql import WHITESPACE as _WHITESPACE, compile_template
 
 # Bumped whenever the shape of the request built from the same inputs changes, so every row is resubmitted.
 # 2: NULL renders as empty text instead of "None".
@@ -71,10 +72,6 @@ def _tojson(eval_ctx, value: Any, indent: int | None = None) -> Any:
 _ENV.filters["tojson"] = _tojson
 
 
-# Every character Python's str.strip() removes (str.isspace); SQL trims the same ones, so both passes agree
-# on blank (a unit test compares them over every code point).
-_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
-               "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 _EMPTY_PROMPT = ("The prompt for key {key} is empty (it renders to nothing but whitespace: the columns it uses are "
                  "NULL or blank): give the row some text or filter it out in the staging model; it was not sent, "
                  "and is rendered again when the row or the template changes.")
@@ -138,11 +135,11 @@ class Prompt:
                 ) from None
             self.columns = sorted(jinja2.meta.find_undeclared_variables(ast))
             self.path = path
-            self._pieces = _plain_pieces(ast)
+            self._ast: jinja2.nodes.Template | None = ast
         else:
             self.columns = [settings.prompt_column]
             self.path = None
-            self._pieces = [("column", settings.prompt_column)]
+            self._ast = None
 
     @property
     def input_columns(self) -> list[str]:
@@ -187,14 +184,14 @@ class Prompt:
 
     def sql_expression(self) -> str | None:
         """The prompt text as a DuckDB expression over the row's columns, when SQL renders it exactly as
-        Jinja does: literal text and bare ``{{ column }}`` of text or integer columns. Else None (Python renders)."""
-        types = self.column_types
-        if self._pieces is None or any(
-                kind == "column" and types.get(value, "").upper() not in _EXACT_TYPES for kind, value in self._pieces):
+        Jinja does (base/template_sql.py: the shapes and types it compiles; NULL for a row outside its
+        guards). Else None (Python renders every row)."""
+        if self._ast is not None:
+            return compile_template(self._ast, self.column_types)
+        column = self.settings.prompt_column
+        if self.column_types.get(column, "").upper() not in _EXACT_TYPES:
             return None
-        parts = [literal(value) if kind == "text" else f"coalesce(cast({quote(value)} as varchar), '')"
-                 for kind, value in self._pieces]
-        return "(" + " || ".join(parts or ["''"]) + ")"
+        return f"coalesce(cast({quote(column)} as varchar), '')"
 
     def fingerprint(self) -> str:
         """A digest of everything outside the row that shapes a request."""
@@ -209,22 +206,6 @@ class Prompt:
 # Types whose text in DuckDB (`cast(x as varchar)`) is exactly Python's `str(x)`.
 _EXACT_TYPES = {"VARCHAR", "TEXT", "STRING", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT",
                 "UINTEGER", "USMALLINT", "UTINYINT", "UHUGEINT"}
-
-
-def _plain_pieces(ast: jinja2.nodes.Template) -> list[tuple[str, str]] | None:
-    """A template of literal text and bare ``{{ name }}`` outputs as [("text"|"column", value)]; else None."""
-    pieces: list[tuple[str, str]] = []
-    for node in ast.body:
-        if not isinstance(node, jinja2.nodes.Output):
-            return None
-        for child in node.nodes:
-            if isinstance(child, jinja2.nodes.TemplateData):
-                pieces.append(("text", child.data))
-            elif isinstance(child, jinja2.nodes.Name) and child.ctx == "load":
-                pieces.append(("column", child.name))
-            else:
-                return None
-    return pieces
 
 
 def request_params(settings: Settings, prompt_text: str, model: str | None,

@@ -7,12 +7,14 @@ would send different requests, or cut batches the recorded requests do not match
 
 from __future__ import annotations
 
+import hashlib
+
 import duckdb
 import pytest
 
 from dbt_claude_batch.run import planning
 from dbt_claude_batch.base.errors import SourceDataError
-from dbt_claude_batch.base.prompts import Prompt
+from dbt_claude_batch.base.prompts import Prompt, canonical_json, request_params
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.spool import build_spool
 from dbt_claude_batch.state.state import State
@@ -109,6 +111,27 @@ def test_the_sql_pass_gives_what_the_row_pass_gives(tmp_path, settings_kw):
         assert got["n_deduplicated"] == 2
     if "max_requests_per_batch" in settings_kw or "max_batch_bytes" in settings_kw:
         assert len([c for c in got["chunks"] if c[1] == "batch"]) > 2
+
+
+def test_the_sql_pass_of_a_compiled_template_gives_what_the_row_pass_gives(tmp_path):
+    """A template with branches and filters (base/template_sql.py) goes through the SQL pass, alike."""
+    template = ("{% if body == 'shared' %}S: {{ body | replace('a', 'A') }}{% elif id in [3, 4] %}{{ body | trim }}"
+                "{% else %}{{ body | truncate(30) }}{% endif %} #{{ id }}")
+    con, state, settings, prompt, source = _planned(tmp_path, template=template)
+    _as_if_sent_before(con, state, settings, prompt, source, tmp_path)
+    got = _both_passes_agree(tmp_path, con, state, settings, prompt, source)
+    assert got["n_deduplicated"] == 0  # the id makes every text its own
+
+
+def test_a_row_outside_a_compiled_templates_guards_takes_the_row_pass(tmp_path):
+    bodies = {**_bodies(), 9: "straße"}  # Python upper-cases ß to SS, DuckDB does not: the row pass renders it
+    con, state, settings, prompt, source = _planned(tmp_path, template="{{ body | upper }}", bodies=bodies)
+    assert prompt.sql_expression() is not None
+    build_spool(state, prompt, settings, str(tmp_path), source)
+    assert (tmp_path / "verdicts.csv").exists()  # the row pass ran
+    row = con.execute(f"select request_hash from {planning.RENDERED} where custom_id = '9'").fetchall()
+    expected = canonical_json(request_params(settings, "STRASSE", settings.model))
+    assert row == [(hashlib.sha256(expected.encode()).hexdigest(),)]
 
 
 def test_a_row_too_large_is_refused_the_same_way_by_both_passes(tmp_path):
