@@ -52,17 +52,15 @@ PROCESSING_DELAY = 2
 FAKE_API_KEY = "emulator-demo-key"  # not a real key: the emulator accepts any value
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-# The 120-page PDF: an attachment_error until PDFs over max_pages_per_request are split into parts and
-# reassembled (issue 19's chunking); then a result like the others. Flip when chunking is merged.
-OVER_LIMIT_PDF_IS_CHUNKED = False
+# The 120-page PDF is cut into two parts of 60 pages (max_pages_per_request): one results row whose
+# output_json holds the parts' objects in page order, so its flattened columns are NULL.
 OVER_LIMIT_PDF = "appraisal-report-0005.pdf"
 CORRUPT_PDF = "loan-application-0006.pdf"
 # What the emulator reads in each file (the PDF's text, the scan's file name in the prompt) -> document_type.
 EXPECTED_DOCUMENT_TYPES = {
     "loan-application-0001.pdf": "loan_application", "bank-statement-0002.pdf": "bank_statement",
     "payslip-0003.jpg": "payslip", "id-card-0004.png": "id_card", "loan-application-0007": "other"}
-if OVER_LIMIT_PDF_IS_CHUNKED:
-    EXPECTED_DOCUMENT_TYPES[OVER_LIMIT_PDF] = "appraisal"
+EXPECTED_DOCUMENT_TYPES[OVER_LIMIT_PDF] = None
 
 
 class DemoFailed(Exception):
@@ -250,9 +248,10 @@ def show_documents() -> list[str]:
     if got != EXPECTED_DOCUMENT_TYPES:
         problems.append(f"main.loan_documents holds {got}, expected {EXPECTED_DOCUMENT_TYPES}")
     expected_failures = {CORRUPT_PDF: "is a corrupt PDF"}
-    if not OVER_LIMIT_PDF_IS_CHUNKED:
-        expected_failures[OVER_LIMIT_PDF] = (f"is a PDF of {make_documents.OVER_LIMIT_PAGES} pages, "
-                                             "over max_pages_per_request 100")
+    _, cut = query(f"select output_json from main.loan_documents where document_id = '{OVER_LIMIT_PDF}'")
+    parts = json.loads(cut[0][0]) if cut and cut[0][0] else []
+    if [part.get("document_type") for part in parts] != ["appraisal", "appraisal"]:
+        problems.append(f"{OVER_LIMIT_PDF} was not cut into two parts each read as an appraisal: {parts}")
     named = {doc: message for doc, kind, message in failed if kind == "attachment_error"}
     if set(named) != set(expected_failures) or len(failed) != len(named) or any(
             text not in named[doc] for doc, text in expected_failures.items()):

@@ -290,7 +290,12 @@ def _file_block(item: Mapping[str, Any], settings: Settings, data: bytes, media:
     pages = size = None
     tokens = text_tokens(data.decode("utf-8")) if media == "text/plain" else 0
     if media == "application/pdf":
-        pages = _pdf_pages(data, key_json, column, settings)
+        pages = _pdf_pages(data, key_json, column)
+        if pages > settings.max_pages_per_request:
+            # An uploaded file is one document: only inline bytes can be cut into page ranges.
+            raise _problem(key_json, column, f"is a PDF of {pages} pages, over max_pages_per_request "
+                           f"{settings.max_pages_per_request}, declared `upload: files_api`: declare it `upload: "
+                           "inline` to have it cut into parts, or send shorter files")
         tokens = pages * mt.PDF_PAGE_TOKENS
     elif mt.kind_of(media) == "image":
         size = _image_size(data, key_json, column)

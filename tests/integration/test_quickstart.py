@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shlex
 import subprocess
@@ -23,9 +24,6 @@ import dbt_harness
 from dbt_harness import row_requests
 from docs_pages import REPO_ROOT, quickstart_blocks, read
 
-# The 120-page PDF of docs/documents.md: an attachment_error until PDFs over max_pages_per_request are
-# split into parts and reassembled (issue 19's chunking); then a result. Flip when chunking is merged.
-OVER_LIMIT_PDF_IS_CHUNKED = False
 
 
 def _dbt(args: list[str], cwd, env) -> subprocess.CompletedProcess:
@@ -128,6 +126,8 @@ def test_the_documents_page_runs_in_a_fresh_project(tmp_path, emulator):
     try:
         results = {r[0]: r[1:] for r in con.execute(
             "select file_name, custom_id, document_type, summary, attempt from main.document_fields").fetchall()}
+        parts = json.loads(con.execute("select output_json from main.document_fields "
+                                       "where file_name = 'appraisal-003.pdf'").fetchone()[0])
         failures = dict(con.execute("select file_name, error_message from main.document_fields__failures "
                                     "where error_type = 'attachment_error'").fetchall())
         n_failures = con.execute("select count(*) from main.document_fields__failures").fetchone()[0]
@@ -136,8 +136,11 @@ def test_the_documents_page_runs_in_a_fresh_project(tmp_path, emulator):
     expected = {"application-001.pdf": ("loan_application", "pdf:2p:", 1),
                 "statement-002.pdf": ("bank_statement", "pdf:3p:", 2),
                 "id-card-005.png": ("id_card", "image:540x340:", 1)}
-    if OVER_LIMIT_PDF_IS_CHUNKED:
-        expected["appraisal-003.pdf"] = ("appraisal", "", 1)
+    # The 120-page PDF is cut into two parts of 60 pages: one results row, its output_json the parts'
+    # objects in page order (output columns NULL: no single object), each part reading its own pages.
+    cut = results.pop("appraisal-003.pdf")
+    assert cut[1:] == (None, None, 1), cut
+    assert [(p["document_type"], p["summary"].split(" | ")[1][:7]) for p in parts] == [("appraisal", "pdf:60p")] * 2
     assert sorted(results) == sorted(expected)
     for name, (document_type, read_as, attempt) in expected.items():
         _, got_type, summary, got_attempt = results[name]
@@ -146,14 +149,11 @@ def test_the_documents_page_runs_in_a_fresh_project(tmp_path, emulator):
 
     assert failures["broken-004.pdf"].startswith(
         'Attachment in column `pdf` for key {"file_name":"broken-004.pdf"} is a corrupt PDF')
-    if not OVER_LIMIT_PDF_IS_CHUNKED:
-        assert "is a PDF of 120 pages, over max_pages_per_request 100" in failures["appraisal-003.pdf"]
-    assert n_failures == len(failures) == (1 if OVER_LIMIT_PDF_IS_CHUNKED else 2)
+    assert n_failures == len(failures) == 1
 
     # The first build sent each good file once; the edit sent the edited file alone, once more.
     sent = {name: results[name][0] for name in ("application-001.pdf", "statement-002.pdf", "id-card-005.png")}
     assert {name: first[cid] for name, cid in sent.items()} == dict.fromkeys(sent, 1)
-    if not OVER_LIMIT_PDF_IS_CHUNKED:
-        assert sum(first.values()) == len(sent)  # the corrupt and the over-limit PDF were never sent
+    assert sum(first.values()) == len(sent) + 2  # and the over-limit PDF's two parts; the corrupt PDF never
     after = Counter(r["custom_id"] for r in row_requests(emulator))
     assert after - first == Counter({sent["statement-002.pdf"]: 1})

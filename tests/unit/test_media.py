@@ -178,6 +178,14 @@ def test_files_api_attachments_name_their_content_and_count_only_the_reference()
         media.row_media({"doc": pdf[:150], "scan": None, "url": None}, s, None, KEY)
 
 
+def test_an_uploaded_pdf_over_the_page_limit_is_refused_not_cut():
+    # Only inline bytes are cut into page ranges: an uploaded file is one document of all its pages.
+    s = settings([{"column": "doc", "kind": "document", "upload": "files_api"}], max_pages_per_request=5)
+    with pytest.raises(media.AttachmentProblem, match=r"is a PDF of 6 pages, over max_pages_per_request 5, declared "
+                       r"`upload: files_api`: declare it `upload: inline`"):
+        media.row_media({"doc": pdf_bytes(6, "long")}, s, None, KEY)
+
+
 def test_null_is_no_attachment_unless_required():
     assert media.row_media({"doc": None}, settings(), None, KEY).blocks == []
     with pytest.raises(media.AttachmentProblem) as info:
