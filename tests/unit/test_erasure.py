@@ -59,9 +59,17 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     _held(con, state, "k2", "kept two")
     _held(con, state, "k3", None, harvested=False)
 
+    # An answer imported from another environment's export for k1's exact request (answers import).
+    for request_hash in ("rq", "other"):
+        state.run(f"insert into {state.table('imported_answers')} (request_hash, model, answer, source, imported_at) "
+                  "values (?, 'prod.items', '{\"output_text\": \"SECRET one\"}', 'prod.parquet', now())",
+                  [request_hash])
+
     removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 1})
 
-    assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "requests": 1, "results": 1}
+    assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "imported_answers": 1,
+                       "requests": 1, "results": 1}
+    assert con.execute(f"select request_hash from {state.table('imported_answers')}").fetchall() == [("other",)]
     for table in ("requests", "answers"):
         assert [r[0] for r in con.execute(f"select custom_id from {state.table(table)} order by 1").fetchall()] == (
             ["k2"] if table != "requests" else ["k2", "k3"])
