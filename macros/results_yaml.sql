@@ -103,6 +103,8 @@
       ['harvest_seq', "Order in which the answer was recorded in state; each incremental run reads only "
                       ~ "answers newer than the table's highest value."],
       ['parts', "How many parts the prompt was split into (`split_column`); 1 when not split."],
+      ['part_pages', "For a PDF cut over max_pages_per_request: each part's number, custom_id, first and last "
+                     ~ "page and stop reason, in page order; null when the row was not cut."],
       ['shared_from', "The custom_id whose identical request answered this row (de-duplication), or for an "
                       ~ "answer reused from state the custom_id it was bought for; null when bought for this row."],
       ['newer_request_in_flight', "True while a newer request for this key is in flight (a retry, or a changed "

@@ -101,7 +101,8 @@ def rebuy_limit(cfg: Settings, held: int) -> int | None:
     """The most held answers a run may buy again without the var (None: no limit)."""
     limits = [cfg.max_rebuy_rows] if cfg.max_rebuy_rows is not None else []
     if cfg.max_rebuy_fraction is not None:
-        limits.append(math.floor(cfg.max_rebuy_fraction * held))
+        # One edited row of a small model is not a mass re-buy: the share never stops a single row.
+        limits.append(max(1, math.floor(cfg.max_rebuy_fraction * held)))
     return min(limits) if limits else None
 
 

@@ -22,7 +22,7 @@ def cfg(**kw) -> Settings:
 
 
 @pytest.mark.parametrize("settings, held, limit", [
-    ({}, 100, 20), ({}, 4, 0), ({"max_rebuy_rows": 5}, 100, 5), ({"max_rebuy_rows": 50}, 100, 20),
+    ({}, 100, 20), ({}, 4, 1), ({}, 0, 1), ({"max_rebuy_rows": 5}, 100, 5), ({"max_rebuy_rows": 50}, 100, 20),
     ({"max_rebuy_fraction": None}, 100, None), ({"max_rebuy_fraction": None, "max_rebuy_rows": 7}, 100, 7),
 ])
 def test_the_guard_limit_is_the_lower_of_the_share_and_the_rows(settings, held, limit):
