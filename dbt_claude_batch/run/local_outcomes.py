@@ -106,6 +106,14 @@ def wants_answers(state: State) -> bool:
     return bool(state.run(f"select 1 from ({_WANTED}) limit 1"))
 
 
+def source_matches_sql(source: AnswerSource) -> str:
+    """Rendered lines whose exact request has a succeeded answer in `source`: (ordinal, custom_id). A plan
+    counts them; the run answers them in `reuse_from_sources`."""
+    return f"""select v.ordinal, v.custom_id
+        from {RENDERED} v join ({source.held_answers_sql(_WANTED)}) h using (request_hash)
+        where v.include and v.parts = 1 and v.reason <> 'rerun'"""
+
+
 def reuse_from_sources(state: State, sources: list[AnswerSource]) -> dict[str, int]:
     """Answer rendered lines from other sources' answers to the exact same request; return how many
     keys each source answered (by label), in the sources' order."""
