@@ -52,28 +52,11 @@ def reuse_held_answers(state: State) -> int:
 def held_answer_matches_sql(state: State) -> str:
     """Rendered lines whose exact request already has a succeeded answer in this model's state:
     (ordinal, custom_id, from_batch, from_custom_id). The run reuses them; a plan counts them."""
-    requests, submissions, outcomes = state.table("requests"), state.table("submissions"), state.table("outcomes")
     return f"""with cb_wanted as ({_WANTED}),
-        cb_held as (
-            select r.request_hash,
-                   arg_max(struct_pack(b := o.batch_id, c := o.custom_id), coalesce(o.harvest_seq, 0)) as src
-            from {requests} r
-            join {submissions} s using (submission_id)
-            join {outcomes} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
-            where r.model_id = {literal(state.model_id)} and o.result_type = 'succeeded'
-              and coalesce(r.parts, 1) = 1 and r.request_hash in (select request_hash from cb_wanted)
-            group by r.request_hash),
+        cb_held as ({_held_by(state, "request_hash", "coalesce(r.parts, 1) = 1 and ")}),
         cb_wanted_parts as (
             select distinct part_hash from {RENDERED} where include and part_hash is not null and reason <> 'rerun'),
-        cb_held_parts as (
-            select r.part_hash,
-                   arg_max(struct_pack(b := o.batch_id, c := o.custom_id), coalesce(o.harvest_seq, 0)) as src
-            from {requests} r
-            join {submissions} s using (submission_id)
-            join {outcomes} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
-            where r.model_id = {literal(state.model_id)} and o.result_type = 'succeeded'
-              and r.part_hash in (select part_hash from cb_wanted_parts)
-            group by r.part_hash)
+        cb_held_parts as ({_held_by(state, "part_hash", "")})
         select v.ordinal, v.custom_id, h.src.b as from_batch, h.src.c as from_custom_id
         from {RENDERED} v join cb_held h using (request_hash)
         where v.include and v.parts = 1 and v.reason <> 'rerun'
@@ -81,6 +64,19 @@ def held_answer_matches_sql(state: State) -> str:
         select v.ordinal, v.custom_id, h.src.b, h.src.c
         from {RENDERED} v join cb_held_parts h using (part_hash)
         where v.include and v.part_hash is not null and v.reason <> 'rerun'"""
+
+
+def _held_by(state: State, column: str, only: str) -> str:
+    """The newest succeeded answer (batch, custom_id) of each wanted `column` (request_hash or part_hash)."""
+    wanted = "cb_wanted" if column == "request_hash" else "cb_wanted_parts"
+    return f"""select r.{column},
+                   arg_max(struct_pack(b := o.batch_id, c := o.custom_id), coalesce(o.harvest_seq, 0)) as src
+            from {state.table("requests")} r
+            join {state.table("submissions")} s using (submission_id)
+            join {state.table("outcomes")} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
+            where r.model_id = {literal(state.model_id)} and o.result_type = 'succeeded'
+              and {only}r.{column} in (select {column} from {wanted})
+            group by r.{column}"""
 
 
 def _reuse(state: State, n: int) -> None:
@@ -104,6 +100,14 @@ def _reuse(state: State, n: int) -> None:
 def wants_answers(state: State) -> bool:
     """Whether any rendered line could still be answered by reuse (so answer sources are worth opening)."""
     return bool(state.run(f"select 1 from ({_WANTED}) limit 1"))
+
+
+def source_matches_sql(source: AnswerSource) -> str:
+    """Rendered lines whose exact request has a succeeded answer in `source`: (ordinal, custom_id). A plan
+    counts them; the run answers them in `reuse_from_sources`."""
+    return f"""select v.ordinal, v.custom_id
+        from {RENDERED} v join ({source.held_answers_sql(_WANTED)}) h using (request_hash)
+        where v.include and v.parts = 1 and v.reason <> 'rerun'"""
 
 
 def reuse_from_sources(state: State, sources: list[AnswerSource]) -> dict[str, int]:

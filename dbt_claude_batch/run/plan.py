@@ -11,6 +11,8 @@ verdicts in a real run, after reuse and before any create.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import json
 import math
 from typing import Any
@@ -176,7 +178,8 @@ def plan_and_record(state: State, cfg: Settings, prompt, source_sql: str, n_stag
     from dbt_claude_batch.base.log import logger
     from dbt_claude_batch.base.plan_document import plan_text
     from dbt_claude_batch.run import planning
-    from dbt_claude_batch.run.local_outcomes import held_answer_matches_sql
+    from dbt_claude_batch.run.local_outcomes import held_answer_matches_sql, source_matches_sql, wants_answers
+    from dbt_claude_batch.state.answer_sources import open_sources
     from dbt_claude_batch.run.spool import build_spool
     from dbt_claude_batch.state.plans import record_plan
     from dbt_claude_batch.state.workdir import scratch
@@ -192,21 +195,36 @@ def plan_and_record(state: State, cfg: Settings, prompt, source_sql: str, n_stag
             with LazyClient() as api:
                 ratio = counted_ratio(api.get(), lines) if lines else None
             counted = (ratio, len(lines)) if ratio else None
-        document = compute(state, cfg, n_staged, held_answer_matches_sql(state), counted)
+        local = held_answer_matches_sql(state)
+        # Answer sources (other states, imported answers) are read as the run reads them: attached read-only.
+        opened = (open_sources(state.cursor, state.schema, cfg.answer_sources, prompt.project_dir)
+                  if wants_answers(state) else nullcontext([]))
+        with opened as sources:
+            reusable, other = local, None
+            if sources:
+                matches = " union ".join(source_matches_sql(s) for s in sources)
+                other = state.run(f"select count(*) from ({matches}) m where (m.ordinal, m.custom_id) not in "
+                                  f"(select (ordinal, custom_id) from ({local}))")[0][0]
+                reusable = (f"select ordinal, custom_id, any_value(from_batch) as from_batch, any_value(from_custom_id) "
+                            f"as from_custom_id from ({local} union all select ordinal, custom_id, null, null "
+                            f"from ({matches})) group by all")
+            document = compute(state, cfg, n_staged, reusable, counted, other)
     record_plan(state, document)
     logger.info(plan_text(document))
     return document
 
 
 def compute(state: State, cfg: Settings, n_staged: int, reusable_sql: str,
-            counted: tuple[float, int] | None = None) -> dict[str, Any]:
+            counted: tuple[float, int] | None = None, reusable_other: int | None = None) -> dict[str, Any]:
     """The plan document (base/plan_document.py) from the staged, planned and rendered temp tables;
     `counted`: count_tokens' factor over the byte heuristic and the size of its sample."""
     from dbt_claude_batch.run.dispatch import choose_route
 
     build_verdicts(state, reusable_sql)
     try:
-        return _document(state, cfg, n_staged, choose_route, counted)
+        document = _document(state, cfg, n_staged, choose_route, counted)
+        document["rows"]["reusable_other_state"] = reusable_other
+        return document
     finally:
         state.run(f"drop table if exists {_VERDICTS}")
 
@@ -244,7 +262,7 @@ def _document(state: State, cfg: Settings, n_staged: int, choose_route,
             "source": int(n_staged), **{k: int(v) for k, v in sent.items()},
             "unchanged": int(n_staged - in_flight - candidates + by_reason.get("unchanged", 0)),
             "in_flight": int(in_flight), "reusable": int(by_reason.get("reused", 0)),
-            # Filled by the reuse of another state's answers (issue 20, part 4): null while none is configured.
+            # Of `reusable`, answered from answer sources (compute): null while no source is configured.
             "reusable_other_state": None,
             "not_sent": {k: int(v) for k, v in sorted(not_sent.items())},
         },

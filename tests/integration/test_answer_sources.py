@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -76,6 +77,12 @@ def test_dev_and_ci_buy_only_what_changed_and_reuse_the_rest_of_prod_by_request_
     assert create_calls(emulator) == 1  # refused before any create
 
     dev.configure(replace=False, answer_sources=[sources[0], dict(sources[1], required=False)])
+    # The plan says so before anything is bought: 4 rows answered from prod, 3 to buy, nothing created.
+    dev.run(vars={"claude_batch_plan": True})
+    planned = json.loads(dev.query("select plan from dbt_claude_batch.plans order by planned_at desc limit 1")[0][0])
+    assert (planned["rows"]["new"], planned["rows"]["reusable"], planned["rows"]["reusable_other_state"]) == (3, 4, 4)
+    assert planned["requests"]["to_send"] == 3, planned["requests"]
+    assert create_calls(emulator) == 1
     out = dev.run().stdout
 
     prod_label = f"{os.path.realpath(prod.db_path)}:dbt_claude_batch"
