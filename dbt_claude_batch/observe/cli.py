@@ -193,24 +193,15 @@ def _answers(args: argparse.Namespace) -> int:
             con.close()
         print(f"exported {n} answers of {args.model} (one per request hash) to {os.path.abspath(args.to)}")
         return 0
-    import duckdb
-
     from dbt_claude_batch.base.errors import ConfigError
     from dbt_claude_batch.state.answer_files import import_answers
+    from dbt_claude_batch.state.warehouse import connect
 
     source = getattr(args, "from")
     if not os.path.isfile(source):  # before the connect, which would create a missing database file
         raise ConfigError(f"No file at {os.path.abspath(source)}: pass --from the Parquet file `dbt-claude-batch "
                           "answers export` wrote.")
-    try:
-        con = duckdb.connect(path)
-    except duckdb.IOException as exc:
-        if "lock" not in str(exc).lower():
-            raise
-        from dbt_claude_batch.base.errors import DatabaseLockedError
-
-        raise DatabaseLockedError(f"{path} is locked by another process (a running dbt): import again when it has "
-                                  f"finished.\n{exc}") from None
+    con = connect(path, "import again when it has finished.")
     try:
         added, held = import_answers(con, args.state_schema, source)
     finally:

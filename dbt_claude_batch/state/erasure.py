@@ -18,7 +18,7 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
-from dbt_claude_batch.base.errors import DatabaseLockedError, StateError
+from dbt_claude_batch.base.errors import StateError
 from dbt_claude_batch.base.identifiers import literal, qualified, quote
 from dbt_claude_batch.state.state import State, utcnow
 
@@ -166,20 +166,13 @@ def rewrite_file(path: str) -> None:
 def forget_in_file(path: str, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[str, int]:
     """`forget` on the DuckDB file at `path`, then the status snapshot rewritten and the file itself
     rewritten so no erased byte is left in it, and stale scratch directories (spool files) removed."""
-    import duckdb
-
     from dbt_claude_batch.state.snapshot import write_snapshot
+    from dbt_claude_batch.state.warehouse import connect
     from dbt_claude_batch.state.workdir import clean_stale
 
     if not os.path.isfile(path):
         raise StateError(f"No DuckDB file at {path}: point --database at the file dbt writes; nothing was erased.")
-    try:
-        con = duckdb.connect(path)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise DatabaseLockedError(f"{path} is locked by another process (a running dbt): run forget when it has "
-                                      f"finished; nothing was erased.\n{exc}") from None
-        raise
+    con = connect(path, "run forget when it has finished; nothing was erased.")
     try:
         removed = forget(con.cursor(), schema, model_id, key)
         write_snapshot(con.cursor(), schema)

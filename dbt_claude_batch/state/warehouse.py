@@ -94,15 +94,21 @@ def open_read_only(path: str):
     Raises `NothingToShowError` when the file does not exist and `DatabaseLockedError` when a running
     dbt holds its lock (DuckDB refuses at once rather than waiting).
     """
-    import duckdb
-
     if not os.path.isfile(path):
         raise NothingToShowError(f"No DuckDB file at {path}: run dbt first, or point --database at the right file.")
+    return connect(path, "try again when it has finished.", read_only=True)
+
+
+def connect(path: str, when_locked: str, read_only: bool = False):
+    """A DuckDB connection to `path`; `DatabaseLockedError` (its message ending with `when_locked`) when a
+    running dbt holds the file's lock, which DuckDB refuses at once rather than waiting for."""
+    import duckdb
+
     try:
-        return duckdb.connect(path, read_only=True)
+        return duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise DatabaseLockedError(
-                f"{path} is locked by another process (a running dbt): try again when it has finished.\n{exc}"
+                f"{path} is locked by another process (a running dbt): {when_locked}\n{exc}"
             ) from None
         raise
