@@ -56,20 +56,21 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
             logger.info("--empty: the results table is built with its columns and no rows; "
                         "no API call was made and the state is untouched")
             return empty_results(session, cfg, key_types, model_id)
-    if RunVars.from_dbt(this.identifier).plan:  # builds nothing, calls no API: see run/plan.py
+    run_vars = RunVars.from_dbt(this.identifier)
+    if run_vars.plan:  # builds nothing, calls no API: see run/plan.py
         with for_model(model_id), bounded(session.cursor(), cfg.memory_limit):
-            return _plan(dbt, session, source, cfg, model_id)
+            return _plan(dbt, session, source, cfg, model_id, run_vars)
     require_api_key()
     # The client is closed on every way out, so that no SDK import started early outlives the run.
     with (for_model(model_id), bounded(session.cursor(), cfg.memory_limit), LazyClient() as api,
           stop_on_cancel(session) as stop):
-        return _run(dbt, session, source, cfg, model_id, started, api, stop)
+        return _run(dbt, session, source, cfg, model_id, started, api, stop, run_vars)
 
 
-def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api: LazyClient, stop: StopFlag):
+def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api: LazyClient, stop: StopFlag,
+         run_vars: RunVars):
     this = dbt.this
     check_unique_key(cfg, this.identifier)
-    run_vars = RunVars.from_dbt(this.identifier)
     state = State(session.cursor(), cfg.state_schema, model_id)
     source_sql, columns, prompt, key_types = _source_shape(source, cfg)
 
@@ -106,13 +107,12 @@ def _stage(state: State, source_sql: str, cfg: Settings, prompt: Prompt, stamped
                           prompt.fingerprint(), stamped, blobs, components, [a["column"] for a in cfg.attachments])
 
 
-def _plan(dbt, session, source, cfg: Settings, model_id: str):
+def _plan(dbt, session, source, cfg: Settings, model_id: str, run_vars: RunVars):
     """`claude_batch_plan`: stage, plan and render as a run would, record and log the plan, return no new rows."""
     from dbt_claude_batch.run import plan
 
     this = dbt.this
     check_unique_key(cfg, this.identifier)
-    run_vars = RunVars.from_dbt(this.identifier)
     state = State(session.cursor(), cfg.state_schema, model_id)
     source_sql, columns, prompt, key_types = _source_shape(source, cfg)
     state.ensure()
