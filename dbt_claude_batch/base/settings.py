@@ -109,6 +109,7 @@ class Settings:
     answer_sources: tuple[Mapping[str, Any], ...] = ()
     # bounded state and erasure (retention.py, erasure.py)
     keep_history_days: float | None = 30
+    keep_runs: int | None = None
     store_prompts: bool | str = False
     delete_batches_after_harvest: bool = False
     on_source_delete: str = "keep"
@@ -214,6 +215,10 @@ class Settings:
         if days is not None and (not isinstance(days, (int, float)) or isinstance(days, bool) or days < 0):
             raise ConfigError(f"Setting `keep_history_days` must be a number of days >= 0, or null to keep every "
                               f"request forever; got {days!r}.")
+        runs = self.keep_runs
+        if runs is not None and (not isinstance(runs, int) or isinstance(runs, bool) or runs < 1):
+            raise ConfigError(f"Setting `keep_runs` must be a number of runs >= 1, or null for no runs window; "
+                              f"got {runs!r}.")
         if self.store_prompts not in (False, True, "failed_only"):
             raise ConfigError(f"Setting `store_prompts` must be false, true or 'failed_only'; got {self.store_prompts!r}.")
         if not isinstance(self.delete_batches_after_harvest, bool):

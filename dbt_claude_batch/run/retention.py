@@ -92,11 +92,15 @@ def drop_rows_gone_from_source(session, settings: Settings, existing: str | None
 
 
 def compact_if_due(state: State, settings: Settings) -> None:
-    """Compact this model's history older than `keep_history_days`, at most once a day (see compaction.py)."""
+    """Compact this model's history outside `keep_history_days` / `keep_runs`, at most once a day (see
+    compaction.py)."""
     now = utcnow()
-    if not compaction.due(state, settings.keep_history_days, now):
+    days, runs = settings.keep_history_days, settings.keep_runs
+    if not compaction.due(state, days, now, runs):
         return
-    removed = compaction.compact(state, settings.keep_history_days, now, keep_runs=settings.health_window_runs)
+    removed = compaction.compact(state, days, now, runs, min_runs=settings.health_window_runs)
     if any(removed.values()):
-        logger.info("compacted state older than {:g} day(s): removed {}".format(
-            settings.keep_history_days, ", ".join(f"{n} {t}" for t, n in removed.items() if n)))
+        window = " and ".join(w for w in (f"{days:g} day(s)" if days is not None else "",
+                                          f"the latest {runs} run(s)" if runs is not None else "") if w)
+        logger.info("compacted state outside {}: removed {}".format(
+            window, ", ".join(f"{n} {t}" for t, n in removed.items() if n)))

@@ -1,4 +1,5 @@
-"""Bounded state: a model's request history older than `keep_history_days` compacted away.
+"""Bounded state: a model's request history older than `keep_history_days` (and/or before its latest
+`keep_runs` runs) compacted away.
 
 What stays, per key, whatever its age: every attempt from the one that holds its latest answer on
 (so that answer, its request hash and input hash, and the tries of a newer failing request are all
@@ -25,26 +26,50 @@ _DOOMED_REQUESTS = "cb_doomed_requests"
 _DOOMED_SUBMISSIONS = "cb_doomed_submissions"
 
 
-def due(state: State, keep_days: float | None, now: datetime) -> bool:
-    """Whether this model's state should be compacted now: never with `keep_days` null; otherwise when it
-    never was, or last was longer ago than the smaller of a day and the window (a nightly job compacts
-    on every run, an hourly one once a day)."""
-    if keep_days is None:
+def due(state: State, keep_days: float | None, now: datetime, keep_runs: int | None = None) -> bool:
+    """Whether this model's state should be compacted now: never with both windows null; otherwise when it
+    never was, or last was longer ago than the smaller of a day and the days window (a nightly job
+    compacts on every run, an hourly one once a day, a runs-only window once a day)."""
+    if keep_days is None and keep_runs is None:
         return False
     rows = state.run(f"select compacted_at from {state.table('models')} where model_id = ?", [state.model_id])
     last = rows[0][0] if rows else None
-    return last is None or now - last >= min(timedelta(days=1), timedelta(days=keep_days))
+    every = timedelta(days=1) if keep_days is None else min(timedelta(days=1), timedelta(days=keep_days))
+    return last is None or now - last >= every
 
 
-def compact(state: State, keep_days: float, now: datetime, keep_runs: int = 10) -> dict[str, int]:
-    """Compact this model's history older than `keep_days` before `now`; return rows removed per table.
+def window_start(state: State, keep_days: float | None, now: datetime, keep_runs: int | None = None) -> datetime | None:
+    """Where the kept history starts: history settled before it may be compacted; None keeps everything.
 
-    `keep_runs`: the latest runs kept whatever their age (the health window reads them).
+    With both windows set, what either keeps stays: the start is the earlier of the two. A runs window
+    over a model with fewer runs than it holds keeps everything.
     """
-    cutoff = now - timedelta(days=keep_days)
+    starts = []
+    if keep_days is not None:
+        starts.append(now - timedelta(days=keep_days))
+    if keep_runs is not None:
+        rows = state.run(f"select started_at from {state.table('runs')} where model_id = ? "
+                         f"order by started_at desc limit 1 offset {int(keep_runs) - 1}", [state.model_id])
+        if not rows:
+            return None
+        starts.append(rows[0][0])
+    return min(starts) if starts else None
+
+
+def compact(state: State, keep_days: float | None, now: datetime, keep_runs: int | None = None,
+            min_runs: int = 10) -> dict[str, int]:
+    """Compact this model's history settled before the window (`keep_days` before `now`, and/or the
+    latest `keep_runs` runs: see `window_start`); return rows removed per table.
+
+    `min_runs`: the latest runs kept whatever their age (the health window reads them).
+    """
     model = literal(state.model_id)
     t = state.table
     removed: dict[str, int] = {}
+    cutoff = window_start(state, keep_days, now, keep_runs)
+    if cutoff is None:
+        state.run(f"update {t('models')} set compacted_at = ? where model_id = ?", [now, state.model_id])
+        return removed
     old = state.run(
         f"""select exists (select 1 from {t('batches')} where model_id = ? and harvested_at < ?)
             or exists (select 1 from {t('submissions')} where model_id = ? and settled_at < ?
@@ -102,7 +127,7 @@ def compact(state: State, keep_days: float, now: datetime, keep_runs: int = 10) 
                                                 f"submission_id in (select submission_id from {_DOOMED_SUBMISSIONS})")
         removed["runs"] = _delete(state, f"""delete from {t('runs')} where model_id = {model} and started_at < ?
             and run_id not in (select run_id from {t('runs')} where model_id = {model}
-                               order by started_at desc limit {int(keep_runs)})""", [cutoff])
+                               order by started_at desc limit {int(min_runs)})""", [cutoff])
         # An alias is worth keeping only while its request is the one a key's attempts still hold.
         for table in ("input_aliases", "prompts"):
             key = "custom_id" if table == "input_aliases" else "key_custom_id"

@@ -127,6 +127,36 @@ def test_a_window_of_zero_days_compacts_everything_but_the_latest_answers():
     assert _bill(con, state) == bill
 
 
+def _runs(state, *starts):
+    for i, at in enumerate(starts):
+        state.run(f"insert into {state.table('runs')} (run_id, model_id, started_at) values (?, ?, ?)",
+                  [f"run-{i}", MODEL, at])
+
+
+def test_a_runs_window_keeps_the_history_of_the_latest_runs_and_either_window_keeps_what_it_holds():
+    con, state = _state()
+    _history(state)
+    # Three runs: one before the old attempts, two since; the latest two start after them.
+    _runs(state, OLD - dt.timedelta(hours=1), OLD + dt.timedelta(hours=1), RECENT + dt.timedelta(hours=1))
+    assert not compaction.due(state, None, NOW, None)
+    assert compaction.due(state, None, NOW, 2)
+    assert compaction.window_start(state, None, NOW, 4) is None  # fewer runs than the window: keep everything
+    assert compaction.compact(state, None, NOW, 4) == {}
+    assert compaction.window_start(state, None, NOW, 3) == OLD - dt.timedelta(hours=1)
+    assert compaction.window_start(state, 0, NOW, 3) == OLD - dt.timedelta(hours=1)  # the earlier start wins
+    assert compaction.window_start(state, 30, NOW, 2) == OLD + dt.timedelta(hours=1)
+    assert compaction.window_start(state, 30, NOW, 1) == NOW - dt.timedelta(days=30)
+    bill = _bill(con, state)
+    assert compaction.compact(state, 50, NOW, 3) == {}  # both windows reach back past the old attempts
+    removed = compaction.compact(state, None, NOW, 2, min_runs=1)  # the latest two runs start after them
+    assert removed["requests"] == 2 and removed["runs"] == 1
+    assert con.execute(f"select submission_id from {state.table('requests')} order by 1").fetchall() == [
+        ("s2",), ("s3",), ("s4",), ("s5",), ("s7",)]
+    assert con.execute(f"select run_id from {state.table('runs')} order by 1").fetchall() == [("run-1",), ("run-2",)]
+    assert _bill(con, state) == bill
+    assert not compaction.due(state, None, NOW + dt.timedelta(hours=23), 2)
+
+
 def test_failed_only_prompts_go_once_their_key_is_answered():
     from dbt_claude_batch.base.settings import Settings
     from dbt_claude_batch.run.retention import drop_answered_prompts
