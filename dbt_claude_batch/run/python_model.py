@@ -21,15 +21,16 @@ from dbt_claude_batch.api.client import LazyClient, is_sdk_error, require_api_ke
 from dbt_claude_batch.base.duckdb_memory import bounded
 from dbt_claude_batch.run.empty_build import empty_requested, empty_results
 from dbt_claude_batch.base.errors import ConfigError, RunHealthError
+from dbt_claude_batch.run.model_source import source_shape, stamp_files
 from dbt_claude_batch.base.identifiers import qualified
 from dbt_claude_batch.run.interruption import StopFlag, stop_on_cancel
-from dbt_claude_batch.base.keys import check_custom_ids_unique, check_key_columns, check_keys, custom_id_sql
+from dbt_claude_batch.base.keys import check_custom_ids_unique, check_keys, custom_id_sql
 from dbt_claude_batch.base.log import for_model, logger
 from dbt_claude_batch.run.preflight import check_key_change, check_unique_key
 from dbt_claude_batch.base.prompts import REQUEST_FORMAT_VERSION, Prompt
 from dbt_claude_batch.run import retention
 from dbt_claude_batch.run.results import results_sql, write_views
-from dbt_claude_batch.state.run_record import UNFIXABLE_KINDS, RunRecord, finish_run, start_run
+from dbt_claude_batch.state.run_record import RunRecord, check_health, finish_run, start_run
 from dbt_claude_batch.base.run_vars import RunVars
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.state.snapshot import write_snapshot
@@ -52,7 +53,7 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     model_id = f"{this.schema}.{this.identifier}"
     if empty_requested():
         with for_model(model_id):
-            _, _, _, key_types = _source_shape(source, cfg)
+            _, _, _, key_types = source_shape(source, cfg)
             logger.info("--empty: the results table is built with its columns and no rows; "
                         "no API call was made and the state is untouched")
             return empty_results(session, cfg, key_types, model_id)
@@ -69,27 +70,16 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
 
 def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api: LazyClient, stop: StopFlag,
          run_vars: RunVars):
-    this = dbt.this
-    check_unique_key(cfg, this.identifier)
-    state = State(session.cursor(), cfg.state_schema, model_id)
-    source_sql, columns, prompt, key_types = _source_shape(source, cfg)
+    state, source_sql, columns, prompt, key_types = _open(dbt, session, source, cfg, model_id)
 
     # The one read of the whole source goes on beside the fixed state work, up to the quiet decision.
     with planning.SourceDigest(session.cursor(), source_sql, cfg.key, prompt.input_columns, cfg.model_column,
                                _planning_seed(cfg) + prompt.fingerprint()) as source_digest:
-        state.ensure()
-        check_key_change(state, cfg, this.identifier, dbt.is_incremental,
-                         qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None)
+        _ready(state, cfg, dbt, key_types)
         unfinished = bool(state.unharvested_batches() or state.unsettled_submissions()
                           or state.unfinished_sync_batches())
         if unfinished:  # batches to poll or creates to settle: certain to call the API
             api.warm()
-        state.record_model(list(cfg.key), key_types)
-        if not state.answers_ready():  # state written by a version before the answers table
-            with state.transaction():
-                answers.rebuild(state)
-                state.set_answers_ready()
-        answers.refresh_pending(state)  # harvested by a run that stopped before its answers were brought up to date
         record = start_run(state)
         try:
             return _recorded_run(dbt, session, source_sql, cfg, state, api, run_vars, prompt, columns, key_types,
@@ -101,10 +91,40 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
             raise
 
 
-def _stage(state: State, source_sql: str, cfg: Settings, prompt: Prompt, stamped, blobs) -> int:
+def _open(dbt, session, source, cfg: Settings, model_id: str) -> tuple[State, str, list[str], Prompt, dict[str, str]]:
+    """What a run and a plan both start from: the key checked, the state, the source's shape and prompt."""
+    check_unique_key(cfg, dbt.this.identifier)
+    state = State(session.cursor(), cfg.state_schema, model_id)
+    return (state, *source_shape(source, cfg))
+
+
+def _ready(state: State, cfg: Settings, dbt, record_key_types: dict[str, str] | None = None) -> None:
+    """The state schema up to date, the key unchanged (then recorded, for a run), and the answers table current."""
+    this = dbt.this
+    state.ensure()
+    check_key_change(state, cfg, this.identifier, dbt.is_incremental,
+                     qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None)
+    if record_key_types is not None:  # a plan records nothing but itself
+        state.record_model(list(cfg.key), record_key_types)
+    if not state.answers_ready():  # state written by a version before the answers table
+        with state.transaction():
+            answers.rebuild(state)
+            state.set_answers_ready()
+    answers.refresh_pending(state)  # harvested by a run that stopped before its answers were brought up to date
+
+
+def _stage_checked(state: State, source_sql: str, cfg: Settings, prompt: Prompt, stamped, blobs) -> int:
+    """Stage the source (the pending rows with their hashes) and check its custom_ids; return rows staged."""
     components = planning.shared_components(prompt.source_text, cfg.fingerprint_payload(), REQUEST_FORMAT_VERSION)
-    return planning.stage(state, source_sql, cfg.key, prompt.input_columns, cfg.model_column, cfg.model,
-                          prompt.fingerprint(), stamped, blobs, components, [a["column"] for a in cfg.attachments])
+    n_staged = planning.stage(state, source_sql, cfg.key, prompt.input_columns, cfg.model_column, cfg.model,
+                              prompt.fingerprint(), stamped, blobs, components, [a["column"] for a in cfg.attachments])
+    check_custom_ids_unique(state.cursor, planning.STAGED)
+    return n_staged
+
+
+def _drop_temps(state: State) -> None:
+    for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):
+        state.run(f"drop table if exists {temp}")
 
 
 def _plan(dbt, session, source, cfg: Settings, model_id: str, run_vars: RunVars):
@@ -112,52 +132,21 @@ def _plan(dbt, session, source, cfg: Settings, model_id: str, run_vars: RunVars)
     from dbt_claude_batch.run import plan
 
     this = dbt.this
-    check_unique_key(cfg, this.identifier)
-    state = State(session.cursor(), cfg.state_schema, model_id)
-    source_sql, columns, prompt, key_types = _source_shape(source, cfg)
-    state.ensure()
-    existing = qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None
-    check_key_change(state, cfg, this.identifier, dbt.is_incremental, existing)
-    if not state.answers_ready():
-        with state.transaction():
-            answers.rebuild(state)
-            state.set_answers_ready()
-    answers.refresh_pending(state)
+    state, source_sql, columns, prompt, key_types = _open(dbt, session, source, cfg, model_id)
+    _ready(state, cfg, dbt)
     check_keys(state.cursor, source_sql, cfg.key, columns)
-    stamped, blobs = _attachment_columns(cfg, source_sql, state)
-    if stamped:
-        from dbt_claude_batch.run.media import resolve_root, stamp_local_files
-
-        stamp_local_files(state, source_sql, stamped, resolve_root(cfg, _project_dir()))
+    stamped, blobs, _ = stamp_files(cfg, source_sql, state)
     try:
-        n_staged = _stage(state, source_sql, cfg, prompt, stamped, blobs)
-        check_custom_ids_unique(state.cursor, planning.STAGED)
+        n_staged = _stage_checked(state, source_sql, cfg, prompt, stamped, blobs)
         plan.plan_and_record(state, cfg, prompt, source_sql, n_staged, run_vars)
     finally:
-        for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):
-            state.run(f"drop table if exists {temp}")
+        _drop_temps(state)
     logger.info("claude_batch_plan: nothing was submitted or built; the results table is unchanged")
-    if existing:  # an incremental merge of no rows leaves the table as it is
-        return session.sql(f"select * from {existing} limit 0")
+    if dbt.is_incremental:  # an incremental merge of no rows leaves the table as it is
+        return session.sql(f"select * from {qualified(this.database, this.schema, this.identifier)} limit 0")
     # A rebuild (first run, --full-refresh, a table model) gets what state holds, as a run would return it.
     source_keys = f"select {custom_id_sql(cfg.key)} from ({source_sql})"
     return session.sql(results_sql(state, cfg, key_types, None, current_keys=source_keys, source_keys=source_keys))
-
-
-def _source_shape(source, cfg: Settings) -> tuple[str, list[str], Prompt, dict[str, str]]:
-    """The source's query, columns, the prompt over them, and the key columns' types; checks that every
-    column a setting or the template names is there."""
-    columns = list(source.columns)
-    types = {c: str(t) for c, t in zip(source.columns, source.types)}
-    prompt = Prompt(cfg, _project_dir(), types)
-    prompt.check_columns(columns)
-    for name in ("model_column", "split_column"):
-        column = getattr(cfg, name)
-        if column and column not in columns:
-            raise ConfigError(f"Setting `{name}` names {column!r}, which is not in the source: fix it.\n"
-                              f"Source columns: {', '.join(columns)}")
-    check_key_columns(cfg.key, columns)
-    return source.sql_query(), columns, prompt, {c: types[c] for c in cfg.key}
 
 
 def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, api: LazyClient, run_vars: RunVars,
@@ -170,11 +159,8 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     clean_stale()
     write_views(state, cfg, this.database, this.schema, this.identifier, key_types, source_sql)
     digest, n_rows = source_digest.result()
-    stamped, blobs = _attachment_columns(cfg, source_sql, state)
-    if stamped:  # an edited file at the same path changes no column: its stamp joins the digest
-        from dbt_claude_batch.run.media import resolve_root, stamp_local_files
-
-        files = stamp_local_files(state, source_sql, stamped, resolve_root(cfg, _project_dir()))
+    stamped, blobs, files = stamp_files(cfg, source_sql, state)
+    if files is not None:  # an edited file at the same path changes no column: its stamp joins the digest
         digest = hashlib.sha256(f"{digest}|{files}".encode()).hexdigest()
     # Same source, same settings, and the last run left nothing to do: no staging, no planning join.
     quiet = digest == state.quiet_digest() and not run_vars.any() and not unfinished
@@ -187,9 +173,8 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     if n_rows and not state.has_state():  # a first run with rows to send
         api.warm()
     check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
-    n_staged = record.n_source_rows = _stage(state, source_sql, cfg, prompt, stamped, blobs)
+    n_staged = record.n_source_rows = _stage_checked(state, source_sql, cfg, prompt, stamped, blobs)
     state.set_quiet_digest(None)
-    check_custom_ids_unique(state.cursor, planning.STAGED)
 
     try:
         done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types, stop)
@@ -297,15 +282,6 @@ def _settle(api: LazyClient, state: State, cfg: Settings) -> None:
         settle_unsettled(api.get(), state, cfg.in_doubt_grace_seconds, cfg.clock_skew_seconds)
 
 
-def _attachment_columns(cfg: Settings, source_sql: str, state: State) -> tuple[list[str], list[str]]:
-    """Attachment columns of text type (they may hold local paths, whose files are stamped) and of BLOB type."""
-    if not cfg.attachments:
-        return [], []
-    types = dict(state.run(f"select column_name, column_type from (describe {source_sql})"))
-    of = {a["column"]: str(types.get(a["column"], "")).upper() for a in cfg.attachments}
-    return [c for c, t in of.items() if t == "VARCHAR"], [c for c, t in of.items() if t == "BLOB"]
-
-
 def _planning_seed(cfg: Settings) -> str:
     """Settings that change what planning decides without changing any input hash."""
     # on_source_delete only when set: a run that starts deleting rows gone from the source is not quiet
@@ -316,8 +292,7 @@ def _planning_seed(cfg: Settings) -> str:
 def _finish(session, state: State, cfg: Settings, this, key_types, is_incremental: bool, started: float,
             source_sql: str, record: RunRecord, only_new: bool = False, outcome: str = "ok", note: str | None = None,
             source_unchanged: bool = False):
-    for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):
-        state.run(f"drop table if exists {temp}")
+    _drop_temps(state)
     existing = qualified(this.database, this.schema, this.identifier) if is_incremental else None
     watermark = existing is not None and _has_column(state, this, "harvest_seq")
     # A rebuilt table holds exactly the keys of the current source; an incremental run keeps the rest.
@@ -343,29 +318,13 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     finish_run(state, record, outcome, note, prices=cfg.prices)
     logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
     try:
-        _check_health(cfg, record)
+        check_health(record, cfg.max_failure_ratio)
     except RunHealthError as exc:
         finish_run(state, record, "error", str(exc).splitlines()[0], cfg.prices)
         raise
     finally:
         write_snapshot(state.cursor, cfg.state_schema)
     return results
-
-
-def _check_health(cfg: Settings, record: RunRecord) -> None:
-    """Fail the model (red) when too much of what this run harvested failed for a reason no retry fixes.
-
-    Everything is recorded first: the next run continues, and its merge catches up this run's results.
-    """
-    unfixable = sum(record.by_kind.get(k, 0) for k in UNFIXABLE_KINDS)
-    if not record.n_harvested or unfixable / record.n_harvested <= cfg.max_failure_ratio:
-        return
-    raise RunHealthError(
-        f"{unfixable} of the {record.n_harvested} requests this run harvested failed for a reason no retry fixes "
-        f"({', '.join(f'{record.by_kind[k]} {k}' for k in UNFIXABLE_KINDS if record.by_kind.get(k))}), over "
-        f"max_failure_ratio {cfg.max_failure_ratio:g}: see the model's __failures table (error_message, "
-        "next_action), fix the requests, and run again. Everything was recorded; the results merge on the next run."
-    )
 
 
 def _has_column(state: State, this, column: str) -> bool:
@@ -399,10 +358,3 @@ def _drop_leaked_tmp_tables(state: State, this) -> None:
         state.run(f"drop table if exists {qualified(this.database, this.schema, name)}")
 
 
-def _project_dir() -> str | None:
-    try:
-        from dbt.flags import get_flags
-
-        return getattr(get_flags(), "PROJECT_DIR", None)
-    except Exception:  # noqa: BLE001 - outside a dbt invocation
-        return None

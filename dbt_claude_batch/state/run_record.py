@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from dbt_claude_batch.base.errors import RunHealthError
 from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.base.pricing import cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.state.state import State, marker_sql, utcnow
@@ -84,3 +85,19 @@ def finish_run(state: State, record: RunRecord, outcome: str, note: str | None =
     )
     record.finished = True
     return record
+
+
+def check_health(record: RunRecord, max_failure_ratio: float) -> None:
+    """Fail the model (red) when too much of what this run harvested failed for a reason no retry fixes.
+
+    Everything is recorded first: the next run continues, and its merge catches up this run's results.
+    """
+    unfixable = sum(record.by_kind.get(k, 0) for k in UNFIXABLE_KINDS)
+    if not record.n_harvested or unfixable / record.n_harvested <= max_failure_ratio:
+        return
+    raise RunHealthError(
+        f"{unfixable} of the {record.n_harvested} requests this run harvested failed for a reason no retry fixes "
+        f"({', '.join(f'{record.by_kind[k]} {k}' for k in UNFIXABLE_KINDS if record.by_kind.get(k))}), over "
+        f"max_failure_ratio {max_failure_ratio:g}: see the model's __failures table (error_message, "
+        "next_action), fix the requests, and run again. Everything was recorded; the results merge on the next run."
+    )
