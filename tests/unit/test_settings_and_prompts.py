@@ -143,7 +143,7 @@ def test_every_messages_api_field_the_sdk_knows_is_allowed_in_params_or_set_by_t
 
     from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 
-    from dbt_claude_batch.base.settings import MESSAGES_API_PARAMS, RESERVED_PARAMS
+    from dbt_claude_batch.base.config_refusals import MESSAGES_API_PARAMS, RESERVED_PARAMS
 
     sdk = set(typing.get_type_hints(MessageCreateParamsNonStreaming))
     assert set(MESSAGES_API_PARAMS) == sdk - set(RESERVED_PARAMS)
