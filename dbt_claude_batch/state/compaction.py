@@ -125,9 +125,13 @@ def compact(state: State, keep_days: float | None, now: datetime, keep_runs: int
                   f"(select submission_id from {_DOOMED_SUBMISSIONS})")
         removed["submissions"] = _delete(state, f"delete from {t('submissions')} where model_id = {model} and "
                                                 f"submission_id in (select submission_id from {_DOOMED_SUBMISSIONS})")
-        removed["runs"] = _delete(state, f"""delete from {t('runs')} where model_id = {model} and started_at < ?
+        doomed_runs = (f"""from {t('runs')} where model_id = {model} and started_at < ?
             and run_id not in (select run_id from {t('runs')} where model_id = {model}
-                               order by started_at desc limit {int(min_runs)})""", [cutoff])
+                               order by started_at desc limit {int(min_runs)})""")
+        # The snapshot's spend is a sum over runs: what the removed runs recorded is kept per model.
+        state.run(f"""update {t('models')} set compacted_runs_usd = coalesce(compacted_runs_usd, 0)
+            + coalesce((select sum(cost_usd) {doomed_runs}), 0) where model_id = {model}""", [cutoff])
+        removed["runs"] = _delete(state, f"delete {doomed_runs}", [cutoff])
         # An alias is worth keeping only while its request is the one a key's attempts still hold.
         for table in ("input_aliases", "prompts"):
             key = "custom_id" if table == "input_aliases" else "key_custom_id"

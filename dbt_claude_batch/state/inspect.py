@@ -140,11 +140,19 @@ def last_runs(cursor, schema: str) -> dict[str, dict[str, Any]]:
 
 
 def runs_spend(cursor, schema: str) -> dict[str, float]:
-    """Per model, the cost the run summaries recorded (per-batch table; the snapshot's spend)."""
+    """Per model, the cost the run summaries recorded (per-batch table; the snapshot's spend), runs removed by
+    compaction included."""
     if not table_exists(cursor, schema, "runs"):
         return {}
+    compacted = "0"
+    if cursor.execute("select 1 from information_schema.columns where table_catalog = current_database() and "
+                      "table_schema = ? and table_name = 'models' and column_name = 'compacted_runs_usd'",
+                      [schema]).fetchall():  # state version 12 on
+        compacted = (f"(select m.compacted_runs_usd from {qualified(schema, 'models')} m "
+                     "where m.model_id = r.model_id)")
     return {m: float(c) for m, c in cursor.execute(
-        f"select model_id, sum(cost_usd) from {qualified(schema, 'runs')} group by all").fetchall() if c is not None}
+        f"select model_id, sum(cost_usd) + coalesce(any_value({compacted}), 0) "
+        f"from {qualified(schema, 'runs')} r group by all").fetchall() if c is not None}
 
 
 # -- per-row sections (status and report only) ------------------------------------------------

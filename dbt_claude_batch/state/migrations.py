@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -286,13 +286,16 @@ MIGRATIONS: dict[int, list[str]] = {
             params json not null,           -- the request as sent
             recorded_at timestamp not null)""",
     ],
+    # v12: the cost of runs compaction removed, per model, so the status snapshot's spend (a sum over
+    # `runs`, cheap enough for every poll) keeps the whole bill.
+    12: ["alter table {s}.models add column if not exists compacted_runs_usd double"],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
 # them is not ours (or was damaged), and the run stops before touching it.
 EXPECTED_COLUMNS = {
     "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest", "answers_ready",
-               "results_gap", "compacted_at"),
+               "results_gap", "compacted_at", "compacted_runs_usd"),
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
                     "est_cost_usd"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",

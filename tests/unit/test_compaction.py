@@ -157,6 +157,20 @@ def test_a_runs_window_keeps_the_history_of_the_latest_runs_and_either_window_ke
     assert not compaction.due(state, None, NOW + dt.timedelta(hours=23), 2)
 
 
+def test_the_snapshots_spend_from_runs_survives_the_runs_compaction_removes():
+    con, state = _state()
+    _history(state)
+    _runs(state, OLD - dt.timedelta(hours=1), OLD + dt.timedelta(hours=1), RECENT + dt.timedelta(hours=1))
+    for i, usd in enumerate((0.25, 0.5, 0.125)):
+        state.run(f"update {state.table('runs')} set cost_usd = ? where run_id = ?", [usd, f"run-{i}"])
+    before = inspect.runs_spend(con, state.schema)
+    removed = compaction.compact(state, 30, NOW, min_runs=1)
+    assert removed["runs"] == 2
+    assert inspect.runs_spend(con, state.schema) == before == {MODEL: 0.875}
+    assert compaction.compact(state, 30, NOW, min_runs=1)["runs"] == 0  # counted once
+    assert inspect.runs_spend(con, state.schema) == before
+
+
 def test_failed_only_prompts_go_once_their_key_is_answered():
     from dbt_claude_batch.base.settings import Settings
     from dbt_claude_batch.run.retention import drop_answered_prompts
