@@ -19,6 +19,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, Mapping
 
+from dbt_claude_batch.base.errors import ApiError
 from dbt_claude_batch.run import answers
 from dbt_claude_batch.run.harvest import finish_batch, load_lines
 from dbt_claude_batch.base.log import logger
@@ -35,14 +36,29 @@ _FLUSH_EVERY = 50
 _FLUSH_SECONDS = 0.5
 
 
-def call_messages(client, params: Mapping[str, Any]) -> dict[str, Any]:
-    """One Messages API call; the answer as a batch `result` object (succeeded or errored)."""
+class AccountRefused(Exception):
+    """A call refused for the account, not the request (credit balance, key, permissions, spend limit)."""
+
+    def __init__(self, exc):
+        super().__init__(str(exc))
+        self.status_code = exc.status_code
+        self.message = _api_message(exc)
+
+
+def call_messages(client, params: Mapping[str, Any], account_errors: bool = False) -> dict[str, Any]:
+    """One Messages API call; the answer as a batch `result` object (succeeded or errored).
+
+    With `account_errors`, a refusal no change to the request cures (see `_for_the_account`) raises
+    `AccountRefused` instead of becoming the row's error.
+    """
     import anthropic
 
     try:
         raw = client.messages.with_raw_response.create(**params)
         return {"type": "succeeded", "message": json.loads(raw.http_response.text)}
     except anthropic.APIStatusError as exc:
+        if account_errors and _for_the_account(exc):
+            raise AccountRefused(exc) from None
         body = exc.body if isinstance(exc.body, dict) else {}
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
         kind = error.get("type") or ("invalid_request_error" if 400 <= exc.status_code < 500 else "api_error")
@@ -51,6 +67,26 @@ def call_messages(client, params: Mapping[str, Any]) -> dict[str, Any]:
         return {"type": "errored", "error": {"type": "error", "error": {"type": kind, "message": error.get("message") or str(exc)}}}
     except anthropic.APIConnectionError as exc:
         return {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": f"connection failed: {exc}"}}}
+
+
+_ACCOUNT_FIX = {400: "add credits to the account (Anthropic console, Plans & Billing)",
+                401: "check ANTHROPIC_API_KEY", 402: "fix billing in the Anthropic console",
+                403: "give the API key's workspace access to this model", 429: "raise the workspace's spend limit "
+                "in the Anthropic console (Settings > Limits) or wait until it resets"}
+
+
+def _api_message(exc) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return str(error.get("message") or exc)
+
+
+def _for_the_account(exc) -> bool:
+    """A refusal of the account rather than of this request: every other call would get it too."""
+    from dbt_claude_batch.run.submission import is_spend_limit
+
+    return (exc.status_code in (401, 402, 403) or is_spend_limit(exc)
+            or (exc.status_code == 400 and "credit balance" in _api_message(exc).lower()))
 
 
 def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Settings, stop=None) -> int:
@@ -71,20 +107,25 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
 
     def one(line: bytes) -> bytes:
         request = json.loads(line)
-        result = call_messages(sync_client, request["params"])
+        result = call_messages(sync_client, request["params"], account_errors=True)
         return json.dumps({"custom_id": request["custom_id"], "result": result}, separators=(",", ":")).encode()
 
     with scratch() as tmp:
         everything = os.path.join(tmp, "all.jsonl")
         group, group_no, flushed_at, recorded, sent = [], 0, time.monotonic(), 0, 0
+        refused: AccountRefused | None = None
         with ThreadPoolExecutor(max_workers=concurrency) as pool, open(everything, "wb") as out:
             pending = {pool.submit(one, line) for line in lines}
             while pending or group:
-                if stop is not None and stop.requested:
+                if refused is not None or (stop is not None and stop.requested):
                     pending = {f for f in pending if not f.cancel()}
                 done, pending = wait(pending, timeout=_FLUSH_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
-                    answer = future.result()
+                    try:
+                        answer = future.result()
+                    except AccountRefused as exc:  # not billed: the request stays unanswered (missing)
+                        refused = refused or exc
+                        continue
                     sent += 1
                     out.write(answer + b"\n")
                     group.append(answer)
@@ -99,6 +140,12 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
             _end(state, batch_id)
             notes = finish_batch(state, batch_id)
             answers.refresh(state, [batch_id])
+    if refused is not None:
+        raise ApiError(
+            f"Synchronous calls refused (HTTP {refused.status_code}): {refused.message.rstrip('.')}; {sent} answer(s) "
+            f"were recorded and the other {len(lines) - sent} request(s) stay pending (no row is marked as a bad "
+            f"request): {_ACCOUNT_FIX.get(refused.status_code, 'fix the account in the Anthropic console')}, then run "
+            "again.")
     if notes and sent == len(lines):
         logger.warning(f"synchronous run {batch_id} did not reconcile: {'; '.join(notes)}")
     return sent
