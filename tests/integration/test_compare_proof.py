@@ -20,7 +20,7 @@ from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run import compare_batch
 from dbt_claude_batch.run.interruption import StopFlag
 from dbt_claude_batch.run.spool import marker_id, marker_line
-from dbt_claude_batch.state import comparisons
+from dbt_claude_batch.state import compare_table, comparisons
 from dbt_claude_batch.state.state import State
 
 SETTINGS = {"key": "id", "prompt_column": "body", "model": "claude-haiku-4-5", "max_tokens": 16}
@@ -133,11 +133,18 @@ def test_a_stop_before_the_create_sends_nothing_and_records_no_intent(emulator):
     assert state.run(f"select count(*) from {state.table('submissions')}") == [(0,)]
     assert create_calls(emulator) == 0
 
-    # Unstopped, the same comparison is created once; in progress, it is pending, and collected once ended.
+    # Unstopped, the same comparison is created once; in progress, it is pending, and collected once ended,
+    # a request that expired in the batch reported as such.
+    emulator.add_scenario({"name": "result_outcome", "custom_ids": ["k2"], "outcome": "expired"})
     batch_id = compare_batch.send(client, state, settings, _calls(settings), 6, TARGET, KEY_TYPES, "m", StopFlag())
     assert create_calls(emulator) == 1 and _submission(state) == ("submitted", batch_id, "compare")
     assert comparisons.pending(state.cursor, state.schema, state.model_id)["batch_id"] == batch_id
     assert compare_batch.collect_pending(client, state, settings, TARGET, KEY_TYPES, "m") is True
-    assert state.run(f"select count(*), any_value(via) from {TARGET}") == [(2, "batch")]
+    assert state.run(f"select id, via, result_type, new_output <> '' from {TARGET} order by id") == [
+        (1, "batch", "succeeded", True), (2, "batch", "expired", False)]
+    doc = compare_table.summary(state.cursor, TARGET, compare_table.latest_compare_id(state.cursor, TARGET))
+    assert (doc["via"], doc["answered"], doc["failed"]) == ("batch", 1, 1)
+    assert doc["failed_rows"] == [{"key": '{"id": 2}', "result_type": "expired", "error_type": None,
+                                   "error_message": None}]
     assert comparisons.pending(state.cursor, state.schema, state.model_id) is None
     assert create_calls(emulator) == 1
