@@ -4,10 +4,11 @@ answer under the old one, side by side with that answer, before paying for every
 Keys are chosen among those of the current source that hold a succeeded answer, spread over the held
 answers' kinds (`agreement.stratified_sample_sql`). Each sampled key's request is rendered from the
 current template and settings; a key whose request hash equals its held answer's is not sent (nothing
-changed for it). The others go synchronously, at full price. Nothing of the model's results, answers,
-requests or failures is written: the new answers go to `<model>__compare` (state/compare_table.py),
-field by field against the held ones, and the calls are recorded for the bill as a pseudo-batch of
-kind `sample`, as the sample preview's are.
+changed for it). The others go synchronously, at full price, or with `claude_batch_compare_via: batch`
+as one small batch at batch prices, collected by a later run (run/compare_batch.py). Nothing of the
+model's results, answers, requests or failures is written: the new answers go to `<model>__compare`
+(state/compare_table.py), field by field against the held ones, and the synchronous calls are recorded
+for the bill as a pseudo-batch of kind `sample`, as the sample preview's are.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from typing import Any
 
 import anthropic
@@ -50,8 +51,6 @@ def send(client, state: State, settings: Settings, calls: list[dict[str, Any]], 
          key_types: dict[str, str], identifier: str, stop=None) -> str | None:
     """Create the comparison's batch (nothing when stopped); collect it at once if it has already ended.
     Return the batch id, or None when none is known yet."""
-    import uuid
-
     to_send = [c for c in calls if c["sent"]]
     if not to_send:
         compare_id = uuid.uuid4().hex[:16]
