@@ -82,14 +82,15 @@ def send(client, state: State, settings: Settings, calls: list[dict[str, Any]], 
                        f"marker) when you {collect_hint(identifier)}; nothing is sent twice")
         return None
     logger.info(f"comparison {compare_id}: {len(to_send)} requests sent as batch {batch_id} (batch prices)")
-    collect_pending(client, state, settings, target, key_types, identifier)
+    collect_pending(client, state, settings, target, key_types, identifier, just_sent=True)
     return batch_id
 
 
 def collect_pending(client, state: State, settings: Settings, target: str, key_types: dict[str, str],
-                    identifier: str) -> bool:
+                    identifier: str, just_sent: bool = False) -> bool:
     """Settle, poll and, once ended, collect the model's pending comparison batch. True when there was
     one (collected now or still waiting: nothing new is sent then), False when there is none."""
+    unchanged = "" if just_sent else "; nothing new was sent"
     while True:
         found = comparisons.pending(state.cursor, state.schema, state.model_id)
         if found is None:
@@ -113,8 +114,8 @@ def collect_pending(client, state: State, settings: Settings, target: str, key_t
         if batch.processing_status != "ended":
             counts = batch.request_counts
             logger.info(f"comparison {compare_id}: batch {batch_id} is {batch.processing_status} "
-                        f"({counts.processing} of {found['n_requests'] + 1} requests processing, the marker included); "
-                        f"nothing new was sent; {collect_hint(identifier)}")
+                        f"({counts.processing} of {found['n_requests'] + 1} requests processing, the marker included)"
+                        f"{unchanged}; {collect_hint(identifier)}")
             return True
         _collect(client, state, settings, target, key_types, found, batch_id)
         return True
