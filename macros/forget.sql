@@ -19,6 +19,7 @@
     ('answers', 't.model_id = {model} and t.custom_id in ({keys})'),
     ('input_aliases', 't.model_id = {model} and t.custom_id in ({keys})'),
     ('prompts', 't.model_id = {model} and t.key_custom_id in ({keys})'),
+    ('compare_requests', 't.model_id = {model} and t.custom_id in ({keys})'),
     ('imported_answers', 't.request_hash in (select r.request_hash from {s}.requests r where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}))'),
     ('requests', 't.model_id = {model} and coalesce(t.key_custom_id, t.custom_id) in ({keys})')
   ] -%}

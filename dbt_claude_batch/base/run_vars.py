@@ -21,8 +21,10 @@ VAR_STATE_SCHEMA = "claude_batch_state_schema"  # read by the package's sources 
 VAR_COMPARE = "claude_batch_compare"
 VAR_PLAN = "claude_batch_plan"
 VAR_ALLOW_REBUY = "claude_batch_allow_rebuy"
+VAR_COMPARE_VIA = "claude_batch_compare_via"
+COMPARE_ROUTES = ("sync", "batch")
 KNOWN_VARS = (VAR_CANCEL, VAR_RESUBMIT_CANCELED, VAR_SAMPLE, VAR_RERUN_KEYS, VAR_STATE_SCHEMA, VAR_COMPARE,
-              VAR_PLAN, VAR_ALLOW_REBUY)
+              VAR_PLAN, VAR_ALLOW_REBUY, VAR_COMPARE_VIA)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class RunVars:
     compare_size: int = 0
     plan: bool = False
     allow_rebuy: bool = False
+    compare_via: str = "sync"
 
     @classmethod
     def from_dbt(cls, identifier: str) -> "RunVars":
@@ -52,6 +55,10 @@ class RunVars:
         if compare and sample:
             raise ConfigError(f"Vars `{VAR_SAMPLE}` and `{VAR_COMPARE}` cannot be given together: run one, then "
                               "the other; nothing was sent.")
+        via = values.get(VAR_COMPARE_VIA) or "sync"
+        if via not in COMPARE_ROUTES:
+            raise ConfigError(f"Var `{VAR_COMPARE_VIA}` is {via!r}: set it to sync (full price, answers now) or batch "
+                              "(half price, collected by a later run); nothing was sent.")
         keys = values.get(VAR_RERUN_KEYS) or ()
         if isinstance(keys, dict):  # {model_name: [keys]}: only for the models named
             keys = keys.get(identifier) or ()
@@ -65,6 +72,7 @@ class RunVars:
             compare_size=compare,
             plan=_names_model(values.get(VAR_PLAN), identifier),
             allow_rebuy=_names_model(values.get(VAR_ALLOW_REBUY), identifier),
+            compare_via=via,
         )
 
     def any(self) -> bool:

@@ -125,21 +125,27 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from dbt_claude_batch.observe.compare import dbt_command, run
+    from dbt_claude_batch.observe.compare import command_for, run
 
-    command = dbt_command(args.model, args.sample, args.project_dir, args.profiles_dir, args.profile, args.target)
-    return run(args.model, args.sample, _database_of(args), args.state_schema, args.json, command)
+    command = command_for(args.model, args.sample, args.via, args.project_dir, args.profiles_dir, args.profile,
+                          args.target)
+    return run(args.model, args.sample, _database_of(args), args.state_schema, args.json, command, via=args.via)
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="send a model's edited prompt for a sample of answered keys; compare answers",
                        description="Run `dbt run --select MODEL --vars '{claude_batch_compare: N}'`: N keys that "
                                    "hold answers, spread over the answers' kinds, get the model's current request "
-                                   "synchronously (full price); the answers are compared with the held ones field "
-                                   "by field into <model>__compare. The results table and held answers are not "
-                                   "touched. Then prints agreement per field, the changed rows and the cost.")
+                                   "synchronously (full price) or, with --via batch, as one small batch (half "
+                                   "price, collected by running the same command again once it has ended); the "
+                                   "answers are compared with the held ones field by field into <model>__compare. "
+                                   "The results table and held answers are not touched. Then prints agreement per "
+                                   "field, the changed rows and the cost.")
     p.add_argument("--model", required=True, help="the batch model (dbt model name)")
     p.add_argument("--sample", type=_at_least(1, int), default=50, metavar="N", help="keys to compare (default 50)")
+    p.add_argument("--via", choices=("sync", "batch"), default="sync",
+                   help="sync: answers now at full price (default); batch: half price, answers within 24 h: "
+                        "the same command again collects them, and sends nothing new while one is in flight")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     _add_connection_options(p)
     p.set_defaults(func=_run_compare)

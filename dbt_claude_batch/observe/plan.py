@@ -9,7 +9,6 @@ base/plan_document.py's PLAN_SCHEMA describes (docs/plan.md).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -17,19 +16,10 @@ from typing import Callable, TextIO
 
 from dbt_claude_batch.base.errors import DbtClaudeBatchError, NothingToShowError
 from dbt_claude_batch.base.plan_document import PLAN_SCHEMA_VERSION, plan_text
+from dbt_claude_batch.base.run_vars import VAR_PLAN
+from dbt_claude_batch.observe.dbt_command import dbt_command
 from dbt_claude_batch.state.plans import latest_plans
 from dbt_claude_batch.state.warehouse import open_read_only
-
-
-def dbt_command(select: str | None, project_dir: str | None, profiles_dir: str | None, target: str | None) -> list[str]:
-    """The dbt command that computes and records the plans (the `dbt` next to this Python, else on PATH)."""
-    here = os.path.join(os.path.dirname(sys.executable), "dbt")
-    command = [here if os.path.exists(here) else "dbt", "run", "--vars", json.dumps({"claude_batch_plan": True})]
-    for flag, value in (("--select", select), ("--project-dir", project_dir), ("--profiles-dir", profiles_dir),
-                        ("--target", target)):
-        if value:
-            command += [flag, value]
-    return command
 
 
 def run(database_of: Callable[[], str], state_schema: str, select: str | None, recorded: bool, as_json: bool,
@@ -40,7 +30,8 @@ def run(database_of: Callable[[], str], state_schema: str, select: str | None, r
     since = None
     if not recorded:
         since = datetime.now(timezone.utc).replace(tzinfo=None)
-        proc = subprocess.run(dbt_command(select, project_dir, profiles_dir, target), capture_output=True, text=True)
+        command = dbt_command({VAR_PLAN: True}, select, project_dir, profiles_dir, target=target)
+        proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode != 0:
             err.write(f"dbt-claude-batch plan: dbt failed ({proc.returncode}); its output follows.\n"
                       f"{proc.stdout[-8000:]}{proc.stderr[-4000:]}")

@@ -4,10 +4,11 @@ answer under the old one, side by side with that answer, before paying for every
 Keys are chosen among those of the current source that hold a succeeded answer, spread over the held
 answers' kinds (`agreement.stratified_sample_sql`). Each sampled key's request is rendered from the
 current template and settings; a key whose request hash equals its held answer's is not sent (nothing
-changed for it). The others go synchronously, at full price. Nothing of the model's results, answers,
-requests or failures is written: the new answers go to `<model>__compare` (state/compare_table.py),
-field by field against the held ones, and the calls are recorded for the bill as a pseudo-batch of
-kind `sample`, as the sample preview's are.
+changed for it). The others go synchronously, at full price, or with `claude_batch_compare_via: batch`
+as one small batch at batch prices, collected by a later run (run/compare_batch.py). Nothing of the
+model's results, answers, requests or failures is written: the new answers go to `<model>__compare`
+(state/compare_table.py), field by field against the held ones, and the synchronous calls are recorded
+for the bill as a pseudo-batch of kind `sample`, as the sample preview's are.
 """
 
 from __future__ import annotations
@@ -31,18 +32,52 @@ from dbt_claude_batch.run.sync import SYNC_RETRIES, call_messages
 from dbt_claude_batch.state import compare_table
 from dbt_claude_batch.state.state import State, utcnow
 
-_CALLS = "cb_compare_calls"
+CALLS = "cb_compare_calls"
 _FIELDS = "cb_compare_fields"
 
 
 def run_compare(client, state: State, prompt: Prompt, settings: Settings, size: int, this,
-                key_types: dict[str, str], source_sql: str) -> str:
-    """Compare `size` sampled keys' new answers with their held ones into `<model>__compare`; return its name."""
+                key_types: dict[str, str], source_sql: str, via: str = "sync", stop=None) -> str:
+    """Compare `size` sampled keys' new answers with their held ones into `<model>__compare`; return its name.
+
+    `via` batch sends them as one small batch instead (run/compare_batch.py): a comparison batch of the
+    model still in flight is collected (or said to be waiting) first, and nothing new is sent then.
+    """
     model_id = state.model_id
     for name in ("attachments", "split_column"):
         if getattr(settings, name):
             raise ConfigError(f"`{VAR_COMPARE}` does not take models with `{name}` yet: run without the var; "
                               "nothing was sent.")
+    target = qualified(this.database, this.schema, f"{this.identifier}{compare_table.SUFFIX}")
+    if via == "batch":
+        from dbt_claude_batch.run import compare_batch
+
+        if compare_batch.collect_pending(client, state, settings, target, key_types, this.identifier):
+            return target
+    n_held, calls = _sample(state, prompt, settings, size, source_sql)
+    if via == "batch":
+        compare_batch.send(client, state, settings, calls, n_held, target, key_types, this.identifier, stop)
+        return target
+    sync_client = client.with_options(max_retries=SYNC_RETRIES)
+    with ThreadPoolExecutor(max_workers=settings.sync_concurrency) as pool:
+        results = list(pool.map(lambda c: call_messages(sync_client, c["params"]) if c["sent"] else c["local_result"],
+                                calls))
+    for call, result in zip(calls, results):
+        call["result"] = result
+    compare_id, now = uuid.uuid4().hex[:16], utcnow()
+    load_calls(state, calls, settings)
+    record_for_the_bill(state, sum(c["sent"] for c in calls), f"prompt comparison {compare_id} ({VAR_COMPARE})",
+                        CALLS, only="sent")
+    write_comparison(state, target, key_types, compare_id, now, n_held, len(calls), settings, "sync")
+    drop_calls(state)
+    log_summary(state, target, compare_id)
+    return target
+
+
+def _sample(state: State, prompt: Prompt, settings: Settings, size: int, source_sql: str) -> tuple[int, list[dict]]:
+    """(keys holding an answer, the sampled keys' calls): each with its held answer and, when its request
+    changed, the request to send (`params`, `sent`) or the local failure that replaces it (`local_result`)."""
+    model_id = state.model_id
     text = "a.output_json::varchar" if settings.output_schema else "a.output_text"
     held = (f"select a.custom_id, a.key_json, a.request_hash, {text} as old_output, st.__cb_model, "
             f"{stratum_sql(text, 'a.stop_reason')} as stratum "
@@ -58,30 +93,29 @@ def run_compare(client, state: State, prompt: Prompt, settings: Settings, size: 
     cursor = state.cursor.execute(f"select * from ({candidate_rows_sql(source_sql, settings.key, prompt.columns, chosen)})")
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, r)) for r in cursor.fetchall()]
-
-    work = [_request(prompt, settings, row) for row in rows]
-    if not any(changed for changed, _, _ in work):
+    calls = []
+    for row in rows:
+        changed, local, params = _request(prompt, settings, row)
+        calls.append({
+            "custom_id": row["__cb_custom_id"], "key_json": row["key_json"], "stratum": row["stratum"],
+            "request_changed": changed, "sent": bool(changed and params), "old_request_hash": row["request_hash"],
+            "new_request_hash": (hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
+                                 if params else None),
+            "old_output": row["old_output"], "prompt": params["messages"][-1]["content"] if params else None,
+            "local_result": local, "params": params if changed else None, "result": local})
+    if not any(c["request_changed"] for c in calls):
         raise NothingToCompareError(
             f"nothing to compare: the current prompt and settings of {model_id} make the very request held for "
-            f"each of the {len(rows)} sampled keys; edit the template or settings first, or run without "
+            f"each of the {len(calls)} sampled keys; edit the template or settings first, or run without "
             f"`{VAR_COMPARE}`.")
-    sync_client = client.with_options(max_retries=SYNC_RETRIES)
-    with ThreadPoolExecutor(max_workers=settings.sync_concurrency) as pool:
-        results = list(pool.map(lambda w: call_messages(sync_client, w[2]) if w[0] and w[2] else w[1], work))
+    return n_held, calls
 
-    compare_id, now = uuid.uuid4().hex[:16], utcnow()
-    _load(state, rows, work, results, settings)
-    sent = sum(1 for changed, _, params in work if changed and params)
-    record_for_the_bill(state, sent, f"prompt comparison {compare_id} ({VAR_COMPARE})", _CALLS,
-                        only="sent")
-    target = qualified(this.database, this.schema, f"{this.identifier}{compare_table.SUFFIX}")
-    _write(state, target, key_types, compare_id, now, n_held, len(rows), settings)
-    state.run(f"drop table {_CALLS}")
-    state.run(f"drop table {_FIELDS}")
+
+def log_summary(state: State, target: str, compare_id: str) -> None:
+    """The comparison's summary in the run's log, as the `compare` command prints it."""
     logger.info(compare_table.summary_text(compare_table.summary(state.cursor, target, compare_id)))
     logger.info(f"review {target} where compare_id = '{compare_id}'; the results table and the held answers "
                 "are unchanged")
-    return target
 
 
 def _request(prompt: Prompt, settings: Settings, row: dict) -> tuple[bool, dict | None, dict | None]:
@@ -101,30 +135,35 @@ def _local_error(kind: str, message: str) -> dict:
     return {"type": "errored", "error": {"type": "error", "error": {"type": kind, "message": message}}}
 
 
-def _load(state: State, rows: list[dict], work: list, results: list[dict | None], settings: Settings) -> None:
-    """The calls (temp `_CALLS`) and the field-by-field agreement (temp `_FIELDS`)."""
-    state.run(f"""create or replace temp table {_CALLS} (custom_id varchar, key_json varchar, stratum varchar,
+def load_calls(state: State, calls: list[dict], settings: Settings) -> None:
+    """The calls (temp `CALLS`, each call's `result` the API's or a local one) and the field-by-field
+    agreement (temp `_FIELDS`)."""
+    state.run(f"""create or replace temp table {CALLS} (custom_id varchar, key_json varchar, stratum varchar,
         request_changed boolean, sent boolean, old_request_hash varchar, new_request_hash varchar,
         old_output varchar, prompt varchar, result json)""")
     state.run(f"create or replace temp table {_FIELDS} (custom_id varchar, field_no integer, field varchar, "
               "old_value varchar, new_value varchar, exact_match boolean, normalised_match boolean)")
-    calls, fields = [], []
-    for row, (changed, _, params), result in zip(rows, work, results):
-        new_hash = hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest() if params else None
-        calls.append((row["__cb_custom_id"], row["key_json"], row["stratum"], changed, bool(changed and params),
-                      row["request_hash"], new_hash, row["old_output"],
-                      params["messages"][-1]["content"] if params else None,
-                      json.dumps(result) if result is not None else None))
-        if not changed:
+    rows, fields = [], []
+    for c in calls:
+        result = c.get("result")
+        rows.append((c["custom_id"], c["key_json"], c["stratum"], c["request_changed"], c["sent"],
+                     c["old_request_hash"], c["new_request_hash"], c["old_output"], c["prompt"],
+                     json.dumps(result) if result is not None else None))
+        if not c["request_changed"]:
             continue
         new_text = _answer_text(result)
-        agreement = (field_agreement(row["old_output"], new_text, settings.output_schema) if settings.output_schema
-                     else text_agreement(row["old_output"], new_text))
-        fields += [(row["__cb_custom_id"], i, a.field, a.old_value, a.new_value, a.exact, a.normalised)
+        agreement = (field_agreement(c["old_output"], new_text, settings.output_schema) if settings.output_schema
+                     else text_agreement(c["old_output"], new_text))
+        fields += [(c["custom_id"], i, a.field, a.old_value, a.new_value, a.exact, a.normalised)
                    for i, a in enumerate(agreement, start=1)]
-    state.cursor.executemany(f"insert into {_CALLS} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", calls)
+    state.cursor.executemany(f"insert into {CALLS} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     if fields:
         state.cursor.executemany(f"insert into {_FIELDS} values (?, ?, ?, ?, ?, ?, ?)", fields)
+
+
+def drop_calls(state: State) -> None:
+    state.run(f"drop table if exists {CALLS}")
+    state.run(f"drop table if exists {_FIELDS}")
 
 
 def _answer_text(result: dict | None) -> str | None:
@@ -133,9 +172,10 @@ def _answer_text(result: dict | None) -> str | None:
     return "".join(b.get("text", "") for b in result["message"].get("content") or [] if b.get("type") == "text")
 
 
-def _write(state: State, target: str, key_types: dict[str, str], compare_id: str, now, n_held: int, n_sampled: int,
-           settings: Settings) -> None:
-    """Append this comparison's rows: one per (key, field), and one per key not changed or not answered.
+def write_comparison(state: State, target: str, key_types: dict[str, str], compare_id: str, now, n_held: int,
+                     n_sampled: int, settings: Settings, via: str) -> None:
+    """Append this comparison's rows (from temp `CALLS` and `_FIELDS`): one per (key, field), and one per
+    key not changed or not answered. `via` sync calls are priced at full price, batch ones at batch prices.
 
     The estimate of the full re-run: the keys held x the share of sampled keys whose request changed x
     the mean cost of the sample's answered calls, at batch prices unless the model's `mode` is sync.
@@ -143,6 +183,9 @@ def _write(state: State, target: str, key_types: dict[str, str], compare_id: str
     state.run(compare_table.create_sql(target, key_types))
     factor, basis = ((1.0, "sample's mean cost per key at full price (mode: sync)") if settings.mode == "sync"
                      else (BATCH_DISCOUNT, "sample's mean cost per key at batch prices"))
+    if via == "batch":  # the sample's costs are at batch prices already
+        factor /= BATCH_DISCOUNT
+    tier = "coalesce(result->>'$.message.usage.service_tier', 'batch')" if via == "batch" else "'standard'"
     state.run(
         f"""insert into {target} by name
         with {prices_cte(settings.prices)},
@@ -156,14 +199,14 @@ def _write(state: State, target: str, key_types: dict[str, str], compare_id: str
                      (result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint
                          as cache_creation_1h_input_tokens,
                      (result->>'$.message.usage.cache_read_input_tokens')::bigint as cache_read_input_tokens,
-                     'standard' as service_tier, null as shared_from
-              from {_CALLS}),
+                     {tier} as service_tier, null as shared_from
+              from {CALLS}),
         priced as (select c.*, case when c.sent then {cost_sql('c', 'p')} end as key_cost
                    from c left join cb_prices p on p.model_family = {model_family_sql('c.answered_model')}),
         totals as (select sum(key_cost) as spent, count(*) filter (where request_changed) as changed,
                           avg(key_cost) filter (where result_type = 'succeeded') as mean_cost from priced)
         select unnest(from_json(k.key_json, {literal(json.dumps(key_types))})),
-               {literal(compare_id)} as compare_id, {literal(str(now))}::timestamp as compared_at, 'sync' as via,
+               {literal(compare_id)} as compare_id, {literal(str(now))}::timestamp as compared_at, {literal(via)} as via,
                k.custom_id, k.key_json, k.stratum, k.request_changed, k.old_request_hash, k.new_request_hash,
                case when k.request_changed then coalesce(k.result_type, 'not_sent') else 'unchanged' end
                    as result_type,

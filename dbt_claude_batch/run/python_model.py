@@ -215,10 +215,11 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
             )
         run_sample(api.get(), state, prompt, cfg, run_vars.sample_size, this, key_types, source_sql)
         return None
-    if run_vars.compare_size:  # a prompt comparison: no batch, nothing written but `<model>__compare`
+    if run_vars.compare_size:  # a prompt comparison: nothing written but `<model>__compare` (and its batch)
         from dbt_claude_batch.run.compare import run_compare
 
-        run_compare(api.get(), state, prompt, cfg, run_vars.compare_size, this, key_types, source_sql)
+        run_compare(api.get(), state, prompt, cfg, run_vars.compare_size, this, key_types, source_sql,
+                    run_vars.compare_via, stop)
         return None
 
     for batch_id in state.unfinished_sync_batches():

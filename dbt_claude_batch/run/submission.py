@@ -21,6 +21,7 @@ import os
 import time
 import uuid
 from datetime import timedelta
+from typing import Callable
 
 import anthropic
 from anthropic.types.messages import MessageBatch
@@ -67,13 +68,26 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
                  grace_seconds: float = 3600.0, skew_seconds: float = 300.0,
                  est_cost_usd: float | None = None) -> str | None:
     """Create one batch for the chunk; return its id, or None when the outcome is still in doubt."""
-    rejected = unreachable = 0
-    while True:
-        submission_id = str(uuid.uuid4())
-        marker = marker_id(submission_id)
+    def intent(submission_id: str, marker: str) -> bytes:
         body = spool.body_of(chunk, marker_line(marker, chunk.model))
         state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(state, chunk.index), marker,
                             est_cost_usd)
+        return body
+
+    return create_batch(client, state, intent, chunk.n, grace_seconds, skew_seconds)
+
+
+def create_batch(client: anthropic.Anthropic, state: State, intent: Callable[[str, str], bytes], n: int,
+                 grace_seconds: float, skew_seconds: float) -> str | None:
+    """Create one batch of `n` requests (its marker aside) once; return its id, or None when in doubt.
+
+    `intent(submission_id, marker_id)` commits the submission (and whatever it owns) and returns the
+    body, its marker line included; it is called again, with a new submission, for each retried create.
+    """
+    rejected = unreachable = 0
+    while True:
+        submission_id = str(uuid.uuid4())
+        body = intent(submission_id, marker_id(submission_id))
         sent_at = time.perf_counter()
         try:
             batch = _create(client, body)
@@ -115,7 +129,7 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
                            "settling by listing batches")
             return settle(client, state, submission_id, grace_seconds, skew_seconds)
         state.mark_submitted(submission_id, batch)
-        logger.info(f"submitted batch {batch.id} with {chunk.n} requests ({len(body)} bytes) "
+        logger.info(f"submitted batch {batch.id} with {n} requests ({len(body)} bytes) "
                     f"in {time.perf_counter() - sent_at:.2f}s")
         return batch.id
 

@@ -31,6 +31,7 @@ ERASURE: list[tuple[str, str]] = [
     ("answers", "t.model_id = {model} and t.custom_id in ({keys})"),
     ("input_aliases", "t.model_id = {model} and t.custom_id in ({keys})"),
     ("prompts", "t.model_id = {model} and t.key_custom_id in ({keys})"),
+    ("compare_requests", "t.model_id = {model} and t.custom_id in ({keys})"),
     # An imported answer is the answer to the key's exact request, whichever model exported it.
     ("imported_answers", "t.request_hash in (select r.request_hash from {s}.requests r where r.model_id = {model} "
                          "and coalesce(r.key_custom_id, r.custom_id) in ({keys}))"),

@@ -165,7 +165,7 @@ def spend(cursor, schema: str) -> dict[str, dict[str, Any]]:
     """
     found = {r.pop("model_id"): r for r in rows(cursor, f"""{costed_outcomes_sql(schema)}
         select model_id, coalesce(sum(cost), 0.0) as billed_usd,
-               count(*) filter (where kind in ('batch', 'sync', 'sample') and not shared and not marker
+               count(*) filter (where kind in ('batch', 'sync', 'sample', 'compare') and not shared and not marker
                                 and result_type <> 'missing') as billed_requests,
                count(*) filter (where not shared and full_cost is null) as unpriced_outcomes,
                -- markers are billed (in billed_usd) but are no row's request: the average is per row

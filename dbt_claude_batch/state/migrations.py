@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -289,6 +289,35 @@ MIGRATIONS: dict[int, list[str]] = {
     # v12: the cost of runs compaction removed, per model, so the status snapshot's spend (a sum over
     # `runs`, cheap enough for every poll) keeps the whole bill.
     12: ["alter table {s}.models add column if not exists compacted_runs_usd double"],
+    # v13: a prompt comparison sent as a batch (`claude_batch_compare_via: batch`, run/compare_batch.py):
+    # its submission is marked `purpose = 'compare'` (the main pipeline never settles or harvests it),
+    # and the sampled keys wait here, with the held answer they are compared with, until it is collected.
+    13: [
+        "alter table {s}.submissions add column if not exists purpose varchar default 'rows'",  # rows | compare
+        """create table if not exists {s}.comparisons (
+            compare_id varchar primary key,
+            model_id varchar not null,
+            submission_id varchar not null, -- its newest create's intent (a refused create is retried anew)
+            created_at timestamp not null,
+            held_keys bigint not null,
+            sampled_keys bigint not null,
+            collected_at timestamp,
+            note varchar)""",
+        """create table if not exists {s}.compare_requests (
+            compare_id varchar not null,
+            model_id varchar not null,
+            custom_id varchar not null,
+            key_json varchar not null,
+            stratum varchar,
+            request_changed boolean not null,
+            sent boolean not null,
+            old_request_hash varchar,
+            new_request_hash varchar,
+            old_output varchar,
+            prompt varchar,
+            local_result json,              -- a row not sent (template error, empty prompt)
+            primary key (compare_id, custom_id))""",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -297,7 +326,7 @@ EXPECTED_COLUMNS = {
     "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest", "answers_ready",
                "results_gap", "compacted_at", "compacted_runs_usd"),
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
-                    "est_cost_usd"),
+                    "est_cost_usd", "purpose"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
                  "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "part_hash", "first_page", "last_page",
                  "components"),
@@ -317,4 +346,7 @@ EXPECTED_COLUMNS = {
     "daily_spend": ("day", "model_id", "answered_model", "billed_usd", "saved_usd"),
     "erased": ("model_id", "key_hash", "input_hash", "erased_at"),
     "prompts": ("model_id", "custom_id", "key_custom_id", "request_hash", "params"),
+    "comparisons": ("compare_id", "model_id", "submission_id", "held_keys", "sampled_keys", "collected_at"),
+    "compare_requests": ("compare_id", "model_id", "custom_id", "key_json", "request_changed", "sent",
+                         "old_output", "local_result"),
 }

@@ -66,7 +66,7 @@ def finish_run(state: State, record: RunRecord, outcome: str, note: str | None =
     # A sample's calls are billed (in the cost) but are no row's harvest (not in the counts).
     rows = state.run(
         f"with {prices_cte(prices)} select case when o.reused_from is not null then 'reused' "
-        f"when b.kind = 'sample' then 'sample' "
+        f"when b.kind in ('sample', 'compare') then 'sample' "
         f"when {marker_sql(state.schema, 'o')} then 'marker' "
         f"when o.error_type = 'template_error' then 'template_error' "
         f"when o.error_type = 'empty_prompt' then 'empty_prompt' "

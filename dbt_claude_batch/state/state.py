@@ -199,11 +199,7 @@ class State:
                       marker_id: str | None = None, est_cost_usd: float | None = None) -> None:
         """Record a submission before its create call, with its requests, in one transaction."""
         with self.transaction():
-            self.run(
-                f"insert into {self.table('submissions')} (submission_id, model_id, status, n_requests, n_bytes, "
-                "intent_at, marker_id, est_cost_usd) values (?, ?, 'creating', ?, ?, ?, ?, ?)",
-                [submission_id, self.model_id, n_requests, n_bytes, utcnow(), marker_id, est_cost_usd],
-            )
+            self.insert_intent(submission_id, n_requests, n_bytes, marker_id, est_cost_usd)
             self.run(
                 f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
                 "request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of, part_hash, "
@@ -213,19 +209,36 @@ class State:
                 [submission_id, self.model_id],
             )
 
+    def insert_intent(self, submission_id: str, n_requests: int, n_bytes: int, marker_id: str | None,
+                      est_cost_usd: float | None = None, purpose: str = "rows") -> None:
+        """The submission row of an intent (call inside a transaction, with what else it owns): `purpose`
+        `rows` for the model's own requests, `compare` for a prompt comparison's batch."""
+        self.run(
+            f"insert into {self.table('submissions')} (submission_id, model_id, status, n_requests, n_bytes, "
+            "intent_at, marker_id, est_cost_usd, purpose) values (?, ?, 'creating', ?, ?, ?, ?, ?, ?)",
+            [submission_id, self.model_id, n_requests, n_bytes, utcnow(), marker_id, est_cost_usd, purpose],
+        )
+
     def mark_submitted(self, submission_id: str, batch, kind: str = "batch") -> None:
-        """Record the batch id the moment create returns (or a listing adopts it)."""
+        """Record the batch id the moment create returns (or a listing adopts it). A comparison's
+        submission makes a batch of kind `compare`, which no run of the model polls or harvests."""
         with self.transaction():
             self.run(
                 f"update {self.table('submissions')} set status = 'submitted', batch_id = ?, settled_at = ? "
                 "where submission_id = ?",
                 [batch.id, utcnow(), submission_id],
             )
-            n, n_dedup = self.run(
-                f"select count(*) filter (where dedup_of is null), count(*) filter (where dedup_of is not null) "
-                f"from {self.table('requests')} where submission_id = ?",
-                [submission_id],
-            )[0]
+            purpose, n_requests = self.run(
+                f"select purpose, n_requests from {self.table('submissions')} where submission_id = ?",
+                [submission_id])[0]
+            if purpose == "compare":
+                kind, n, n_dedup = "compare", n_requests, 0
+            else:
+                n, n_dedup = self.run(
+                    f"select count(*) filter (where dedup_of is null), count(*) filter (where dedup_of is not null) "
+                    f"from {self.table('requests')} where submission_id = ?",
+                    [submission_id],
+                )[0]
             self.run(
                 f"insert or ignore into {self.table('batches')} (batch_id, model_id, submission_id, n_submitted, kind, n_deduplicated) "
                 "values (?, ?, ?, ?, ?, ?)",
@@ -243,13 +256,15 @@ class State:
         """Whether an unanswered create has candidate batches still in progress (worth waiting for)."""
         return bool(self.run(
             f"select 1 from {self.table('submissions')} where model_id = ? and (status = 'creating' "
-            "or (status = 'in_doubt' and starts_with(note, 'proof pending'))) limit 1", [self.model_id]))
+            "or (status = 'in_doubt' and starts_with(note, 'proof pending'))) and purpose = 'rows' limit 1",
+            [self.model_id]))
 
     def unsettled_submissions(self) -> list[tuple]:
-        """Submissions whose create may or may not have made a batch: (id, n_requests, intent_at, marker_id)."""
+        """Submissions of the model's rows whose create may or may not have made a batch: (id, n_requests,
+        intent_at, marker_id). A comparison's are settled by the comparison (run/compare_batch.py)."""
         return self.run(
             f"select submission_id, n_requests, intent_at, marker_id from {self.table('submissions')} "
-            "where model_id = ? and status in ('creating', 'in_doubt') order by intent_at",
+            "where model_id = ? and status in ('creating', 'in_doubt') and purpose = 'rows' order by intent_at",
             [self.model_id],
         )
 
@@ -257,7 +272,7 @@ class State:
         """Submissions whose requests wait in the API's queue: creates in doubt, batches not ended."""
         mine = "" if every_model else f" and s.model_id = {literal(self.model_id)}"
         return (f"from {self.table('submissions')} s left join {self.table('batches')} b on b.batch_id = s.batch_id "
-                "where (s.status in ('creating', 'in_doubt') or (s.status = 'submitted' and b.kind = 'batch' "
+                "where (s.status in ('creating', 'in_doubt') or (s.status = 'submitted' and b.kind in ('batch', 'compare') "
                 f"and b.harvested_at is null and coalesce(b.processing_status, '') <> 'ended')){mine}")
 
     def flying_requests_sql(self) -> str:

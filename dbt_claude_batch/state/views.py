@@ -156,7 +156,7 @@ def health_sql(schema: str, model_id: str, window_runs: int, window_hours: float
             left join {s('submissions')} m on m.batch_id = o.batch_id
             where o.model_id = {model} and o.harvested_at >= (select window_start from cb_window)
               and o.custom_id is distinct from m.marker_id and o.reused_from is null
-              and coalesce(b.kind, '') <> 'sample')
+              and coalesce(b.kind, '') not in ('sample', 'compare'))
     select {model} as dbt_model, {'null' if window_hours is not None else int(window_runs)}::integer as window_runs,
            {'null' if window_hours is None else float(window_hours)}::double as window_hours,
            w.window_start, w.n_runs, count(o.result_type) as n_harvested,

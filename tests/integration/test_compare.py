@@ -1,6 +1,7 @@
 """Compare a prompt change on a sample: `dbt-claude-batch compare` (the `claude_batch_compare` var), through
-real dbt runs against the emulator. Three dbt invocations: the first run buys answers, the comparison
-after a template edit, and the next normal run, which re-buys as it always did."""
+real dbt runs against the emulator. Six dbt invocations: the first run buys answers, the comparison
+after a template edit (sync), the same comparison via batch (sent; asked again while in flight; collected
+once ended), and the next normal run, which re-buys as it always did and leaves the comparison batch alone."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import json
 import subprocess
 import sys
 
+import duckdb
 from dbt_harness import create_calls, row_requests
+
+from dbt_claude_batch.state.inspect import spend
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["label", "note"],
@@ -76,9 +80,69 @@ def test_compare_reports_agreement_on_a_stratified_sample_and_changes_nothing_he
     assert project.results() == results_before
     assert project.query("select * from dbt_claude_batch.answers order by custom_id") == answers_before
 
-    # The next normal run re-buys every row of the edited template as a batch, as before.
+    # The same comparison via batch: sent as one small batch, said to be in flight, never sent twice.
+    billed_before = _billed(project)
+    emulator.configure(processing_delay=3600)
+    sent = _compare(project, "--via", "batch")
+    assert sent["status"] == "in_flight" and sent["requests"] == 5 and sent["sampled_keys"] == 5, sent
+    compare_batch = emulator.ledger()["batches"][-1]["id"]
+    assert sent["batch_id"] == compare_batch and create_calls(emulator) == creates + 1
+    assert sorted(r["custom_id"] for r in row_requests(emulator) if r["batch_id"] == compare_batch) == sorted(
+        r[0] for r in project.query("select distinct custom_id from main.items_batch__compare"))
+    assert project.query("select kind, n_submitted from dbt_claude_batch.batches where batch_id = ?",
+                         [compare_batch]) == [("compare", 5)]
+    again = _compare(project, "--via", "batch")
+    assert (again["status"], again["batch_id"], create_calls(emulator)) == ("in_flight", compare_batch, creates + 1)
+
+    emulator.advance_clock(3601)
+    emulator.configure(processing_delay=0)
+    collected = _compare(project, "--via", "batch")
+    assert create_calls(emulator) == creates + 1 and collected["via"] == "batch"
+    assert (collected["held_keys"], collected["sampled_keys"], collected["changed_keys"], collected["answered"]) == (
+        6, 5, 5, 5)
+    assert collected["fields"] == doc["fields"]  # the emulator answers the same request the same way
+    batch_rows = project.query(
+        "select id, field, old_value, new_value, via, result_type, cost_usd from main.items_batch__compare "
+        "where compare_id = ? order by id, field_no", [collected["compare_id"]])
+    assert [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in batch_rows] == [
+        (k, f, OLD_LABEL[k], NEW_LABEL[k], "batch", "succeeded") for k in sampled for f in ("label", "note")]
+    # Billed at batch prices: the sample is half the synchronous one, and the state's bill grew by what the
+    # emulator billed for the batch (its marker request included).
+    batch_billed = emulator.ledger(requests=False)["bill"]["by_batch"][compare_batch]
+    assert abs(collected["sample_cost_usd"] - billed / 2) < 1e-9
+    assert abs(sum(r[6] or 0 for r in batch_rows) - billed / 2) < 1e-9
+    assert abs(_billed(project) - billed_before - batch_billed) < 1e-9
+    assert abs(collected["estimated_full_rerun_usd"] - doc["estimated_full_rerun_usd"]) < 1e-9
+    assert project.results() == results_before
+    assert project.query("select * from dbt_claude_batch.answers order by custom_id") == answers_before
+    compare_outcomes = project.query("select count(*) from dbt_claude_batch.outcomes where batch_id = ?",
+                                     [compare_batch])
+    assert compare_outcomes == [(6,)]  # five rows and the marker, for the bill
+
+    # The next normal run re-buys every row of the edited template as a batch, as before; it neither
+    # harvests the comparison's batch nor takes its answers as held ones.
     project.run()
-    assert create_calls(emulator) == creates + 1
+    assert create_calls(emulator) == creates + 2
+    assert emulator.ledger()["batches"][-1]["id"] != compare_batch
+    assert project.query("select count(*) from dbt_claude_batch.outcomes where batch_id = ?",
+                         [compare_batch]) == compare_outcomes
+    assert project.query("select count(*) from dbt_claude_batch.answers where batch_id = ?", [compare_batch]) == [(0,)]
     assert len([r for r in row_requests(emulator) if r["batch_id"] == emulator.ledger()["batches"][-1]["id"]]) == 6
     assert {k: json.loads(r["output_json"])["label"] for k, r in project.results().items()} == NEW_LABEL
-    assert len(project.query("select * from main.items_batch__compare")) == 10  # kept for review
+    assert len(project.query("select * from main.items_batch__compare")) == 20  # both kept for review
+
+
+def _compare(project, *args: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbt_claude_batch.observe.cli", "compare", "--model", project.model, "--sample", "5",
+         "--json", *args], cwd=project.root, env=project.env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _billed(project) -> float:
+    con = duckdb.connect(str(project.db_path), read_only=True)
+    try:
+        return spend(con, "dbt_claude_batch")["main." + project.model]["billed_usd"]
+    finally:
+        con.close()

@@ -94,6 +94,28 @@ def test_compare_var_must_be_a_count_and_not_with_sample():
         RunVars.parse({"claude_batch_compare": 5, "claude_batch_sample": 5}, "m")
 
 
+def test_compare_via_is_sync_unless_batch_is_asked_for():
+    assert RunVars.parse({"claude_batch_compare": 5}, "m").compare_via == "sync"
+    assert RunVars.parse({"claude_batch_compare": 5, "claude_batch_compare_via": "batch"}, "m").compare_via == "batch"
+    for bad in ("Batch", "async", True, 1):
+        with pytest.raises(ConfigError, match="^Var `claude_batch_compare_via` is .*: set it to sync"):
+            RunVars.parse({"claude_batch_compare": 5, "claude_batch_compare_via": bad}, "m")
+
+
+def test_plan_and_compare_run_dbt_the_same_way_through_the_sigterm_wrapper():
+    import json
+    import sys
+
+    from dbt_claude_batch.observe.compare import command_for
+    from dbt_claude_batch.observe.dbt_command import dbt_command
+
+    wrapper = [sys.executable, "-m", "dbt_claude_batch.observe.cli", "dbt", "run", "--vars"]
+    compare = command_for("items", 5, "batch", "proj", None, "prof", "ci")
+    assert compare == [*wrapper, json.dumps({"claude_batch_compare": 5, "claude_batch_compare_via": "batch"}),
+                       "--select", "items", "--project-dir", "proj", "--profile", "prof", "--target", "ci"]
+    assert dbt_command({"claude_batch_plan": True}) == [*wrapper, '{"claude_batch_plan": true}']
+
+
 SETTINGS = {"key": "id", "prompt_column": "body", "model": "claude-haiku-4-5", "max_tokens": 16}
 SOURCE = "select * from src"
 

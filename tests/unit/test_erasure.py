@@ -65,10 +65,18 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
                   "values (?, 'prod.items', '{\"output_text\": \"SECRET one\"}', 'prod.parquet', now())",
                   [request_hash])
 
+    # k1 and k2 were sampled by a prompt comparison sent as a batch: their held answers wait there too.
+    for key, text in (("k1", "SECRET one"), ("k2", "kept two")):
+        state.run(f"insert into {state.table('compare_requests')} (compare_id, model_id, custom_id, key_json, "
+                  "request_changed, sent, old_output) values ('c1', ?, ?, '{}', true, true, ?)",
+                  [state.model_id, key, text])
+
     removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 1})
 
-    assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "imported_answers": 1,
-                       "requests": 1, "results": 1}
+    assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "compare_requests": 1,
+                       "imported_answers": 1, "requests": 1, "results": 1}
+    assert con.execute(f"select custom_id, old_output from {state.table('compare_requests')}").fetchall() == [
+        ("k2", "kept two")]
     assert con.execute(f"select request_hash from {state.table('imported_answers')}").fetchall() == [("other",)]
     for table in ("requests", "answers"):
         assert [r[0] for r in con.execute(f"select custom_id from {state.table(table)} order by 1").fetchall()] == (

@@ -33,7 +33,7 @@ def _v1_database():
 def test_v1_state_is_migrated_in_place_and_keeps_its_rows():
     con = _v1_database()
     State(con, "dbt_claude_batch", "m").ensure()
-    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 12
+    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 13
     assert con.execute('select custom_id, key_custom_id, part, parts, part_hash, first_page, last_page '
                        'from "dbt_claude_batch".requests').fetchall() == [("k1", "k1", 1, 1, None, None, None)]
     State(con, "dbt_claude_batch", "m").ensure()  # idempotent
@@ -103,3 +103,15 @@ def test_v6_state_gains_the_upload_tables_and_keeps_its_rows():
     assert con.execute(f"select count(*) from {s}.requests").fetchone()[0] == 1
     assert con.execute(f"select count(*) from {s}.uploaded_files").fetchone()[0] == 0
     assert con.execute(f"select count(*) from {s}.upload_uses").fetchone()[0] == 0
+
+
+def test_v13_marks_every_earlier_submission_as_the_rows_own_and_adds_the_comparison_tables():
+    con = _database_at(12)
+    s = '"dbt_claude_batch"'
+    con.execute(f"insert into {s}.submissions (submission_id, model_id, status, n_requests, n_bytes, intent_at) "
+                "values ('s1', 'main.items', 'creating', 3, 10, ?)", [dt.datetime(2026, 1, 1)])
+    State(con, "dbt_claude_batch", "main.items").ensure()
+    assert con.execute(f"select submission_id, purpose from {s}.submissions").fetchall() == [("s1", "rows")]
+    assert con.execute(f"select count(*) from {s}.comparisons").fetchone()[0] == 0
+    assert con.execute(f"select count(*) from {s}.compare_requests").fetchone()[0] == 0
+    State(con, "dbt_claude_batch", "main.items").ensure()  # idempotent
