@@ -74,11 +74,12 @@ def bench(n: int, work: Path, pdf_mb: float) -> dict:
                         f"'loan-' || lpad(i::varchar, 6, '0') || '.pdf' as doc from range(1, {n + 1}) t(i)")
         finally:
             con.close()
-        run = run_measured([DBT, "run", "-s", f"+{project.model}"], project.root, project.env(), work / "dbt.log")
+        run = run_measured([DBT, "run", "-s", f"+{project.model}"], project.root, project.env(), work / "dbt.log",
+                           project.db_path)
         if run["rc"] != 0:
             raise SystemExit(f"dbt run failed ({run['rc']}):\n{run['out'][-6000:]}")
         return {"rows": n, "pdf_mib": pdf_bytes / n / 2**20, "files_s": t_files, "wall": run["wall"],
-                "rss_mib": run["rss_mib"], "creates": create_calls(emu), "out": run["out"]}
+                "rss_mib": run["rss_mib"], "spill_mib": run["spill_mib"], "creates": create_calls(emu), "out": run["out"]}
     finally:
         emu.stop()
 
@@ -91,7 +92,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.scale.split(",")]
     print(f"documents benchmark: {machine()}", flush=True)
-    print("| rows | PDF size | dbt run wall | peak RSS of dbt | batches created |\n|---:|---:|---:|---:|---:|",
+    print("| rows | PDF size | dbt run wall | peak RSS of dbt | peak spill | batches created |\n|---:|---:|---:|---:|---:|---:|",
           flush=True)
     for n in sizes:
         work = Path(tempfile.mkdtemp(prefix=f"cb-documents-{n}-", dir=args.work))
@@ -99,7 +100,7 @@ def main() -> int:
             r = bench(n, work, args.pdf_mb)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        print(f"| {n:,} | {r['pdf_mib']:.2f} MiB | {r['wall']:,.1f} s | {r['rss_mib']:,.0f} MiB | {r['creates']} |",
+        print(f"| {n:,} | {r['pdf_mib']:.2f} MiB | {r['wall']:,.1f} s | {r['rss_mib']:,.0f} MiB | {r['spill_mib']:,.0f} MiB | {r['creates']} |",
               flush=True)
         summary = [line for line in r["out"].splitlines() if "run summary" in line]
         if summary:

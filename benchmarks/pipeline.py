@@ -12,9 +12,7 @@ For each: wall time of the dbt process, its peak RSS, create calls seen by the e
 dbt reports for the batch model node. A baseline `dbt run -s stg_items` (same project, no batch model)
 gives what dbt + dbt-duckdb cost on their own.
 
-Peak RSS is the kernel's ru_maxrss of the dbt process, read with os.wait4() on that exact pid (not
-RUSAGE_CHILDREN, which is a maximum over every child this script ever waited for). dbt runs Python
-models in its own process, so this covers dbt, DuckDB and this package together.
+Peak RSS and peak spill to disk (DuckDB's `<database>.tmp`) are measured as benchmarks/measure.py says.
 
     .venv/bin/python benchmarks/pipeline.py                   # 1,000,000 rows
     .venv/bin/python benchmarks/pipeline.py --rows 100000
@@ -50,6 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+from measure import run_measured  # noqa: E402,F401 - benchmarks/measure.py; re-exported
 
 BATCH_SIZE = 100_000
 PROCESSING_DELAY = 3600
@@ -65,19 +64,6 @@ TRACE_ENV = "CB_BENCH_TRACEMALLOC"
 
 
 # --- measurement -----------------------------------------------------------------------------------
-
-def run_measured(cmd: list[str], cwd: Path, env: dict, log_path: Path) -> dict:
-    """Run cmd to completion; wall seconds, peak RSS (MiB) of exactly that process, exit code, output."""
-    with open(log_path, "w") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen consistent
-    out = log_path.read_text(errors="replace")
-    return {"wall": wall, "rss_mib": usage.ru_maxrss / 1024, "rc": proc.returncode, "out": out}
-
 
 def node_seconds(out: str, model: str) -> float | None:
     """The time dbt reports for the model node: `... main.items_batch ... [OK in 12.34s]`."""
@@ -125,7 +111,7 @@ def bench(n: int, work: Path, memory_limit: str | None, stages: bool, trace: boo
             cmd = [sys.executable, str(Path(__file__).resolve()), "_dbt", *args] if stages else [DBT, *args]
             if stages:
                 stage_file.write_text("")
-            r = run_measured(cmd, project.root, env, work / f"dbt-{label}.log")
+            r = run_measured(cmd, project.root, env, work / f"dbt-{label}.log", project.db_path)
             if r["rc"] != 0:
                 raise SystemExit(f"dbt {' '.join(args)} failed ({r['rc']}):\n{r['out'][-6000:]}")
             r["node"] = node_seconds(r["out"], project.model)
@@ -196,12 +182,12 @@ def fmt_s(x: float | None) -> str:
 
 def table(res: dict) -> str:
     lines = ["| phase | dbt process wall | model node (dbt) | batch_model's own time | peak RSS of dbt "
-             "| create calls (cumulative) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| peak spill to disk | create calls (cumulative) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for key, label in PHASE_LABELS.items():
         p = res["phases"][key]
         node, work = ("-", "-") if key == "baseline" else (fmt_s(p["node"]), fmt_s(p.get("work")))
-        lines.append(f"| {label} | {fmt_s(p['wall'])} | {node} | {work} | {p['rss_mib']:,.0f} MiB | {p['creates']} |")
+        lines.append(f"| {label} | {fmt_s(p['wall'])} | {node} | {work} | {p['rss_mib']:,.0f} MiB | {p['spill_mib']:,.0f} MiB | {p['creates']} |")
     return "\n".join(lines)
 
 
