@@ -26,7 +26,8 @@ inherit it, so they import SNAP's package and the project's packages.yml points 
 
 `--stages` runs dbt through this file as a launcher (`pipeline.py _dbt ...`, dbt's own entry point
 in-process) that wraps the product's stage functions and records, per stage, the RSS at exit and the
-peak RSS reached inside it (VmHWM, reset before each stage via /proc/self/clear_refs).
+peak RSS reached inside it (VmHWM, reset before each stage via /proc/self/clear_refs), and the peak
+spill to `<database>.tmp` inside it (sampled by a thread of the launcher).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ BODY_SQL = ("'Customer ' || (i % 9973) || ' reports that the invoice for order '
             "Ticket ref ' || md5(i::varchar)[1:12] || '.'")
 STAGE_FILE_ENV = "CB_BENCH_STAGE_FILE"
 TRACE_ENV = "CB_BENCH_TRACEMALLOC"
+SPILL_ENV = "CB_BENCH_SPILL_DIR"
 
 
 # --- measurement -----------------------------------------------------------------------------------
@@ -104,6 +106,7 @@ def bench(n: int, work: Path, memory_limit: str | None, stages: bool, trace: boo
         stage_file = work / "stages.jsonl"
         if stages:
             env[STAGE_FILE_ENV] = str(stage_file)
+            env[SPILL_ENV] = f"{project.db_path}.tmp"
         if trace:
             env[TRACE_ENV] = "1"
 
@@ -202,13 +205,15 @@ def scale_table(results: list[dict]) -> str:
 
 def stage_table(res: dict) -> str:
     traced = any("py_peak_mib" in s for p in res["phases"].values() for s in p["stages"])
-    lines = ["| phase | stage | calls | seconds | peak RSS inside | RSS after |"
+    lines = ["| phase | stage | calls | seconds | peak RSS inside | RSS after | peak spill inside |"
              + (" Python heap peak inside (tracemalloc) |" if traced else ""),
-             "|---|---|---:|---:|---:|---:|" + ("---:|" if traced else "")]
+             "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if traced else "")]
     for key in ("submit", "harvest", "noop"):
         agg: dict[str, dict] = {}
         for s in res["phases"][key]["stages"]:
-            a = agg.setdefault(s["stage"], {"calls": 0, "seconds": 0.0, "peak": 0.0, "after": 0.0, "py": 0.0})
+            a = agg.setdefault(s["stage"], {"calls": 0, "seconds": 0.0, "peak": 0.0, "after": 0.0, "py": 0.0,
+                                                 "spill": 0.0})
+            a["spill"] = max(a["spill"], s.get("spill_mib", 0.0))
             a["py"] = max(a["py"], s.get("py_peak_mib", 0.0))
             a["calls"] += 1
             a["seconds"] += s["seconds"]
@@ -216,7 +221,7 @@ def stage_table(res: dict) -> str:
             a["after"] = s["rss_mib"]
         for name, a in agg.items():
             lines.append(f"| {key} | {name} | {a['calls']} | {a['seconds']:.1f} | {a['peak']:,.0f} MiB | "
-                         f"{a['after']:,.0f} MiB |" + (f" {a['py']:,.1f} MiB |" if traced else ""))
+                         f"{a['after']:,.0f} MiB | {a['spill']:,.0f} MiB |" + (f" {a['py']:,.1f} MiB |" if traced else ""))
     return "\n".join(lines)
 
 
@@ -259,6 +264,9 @@ def _launch_dbt(args: list[str]) -> int:
     import importlib
 
     from dbt_claude_batch.run import python_model
+    from measure import SpillSampler
+
+    spill = SpillSampler(Path(os.environ[SPILL_ENV]) if os.environ.get(SPILL_ENV) else None).__enter__()
 
     def wrap(module_name: str, name: str, label: str | None = None, reset: bool = True) -> None:
         """Wrap `name` where it is defined and where python_model bound it (imports may be lazy)."""
@@ -280,12 +288,15 @@ def _launch_dbt(args: list[str]) -> int:
                     pass
             if reset and traced:
                 tracemalloc.reset_peak()
+            if reset:
+                spill.peak = 0
             t0 = time.perf_counter()
             try:
                 return fn(*a, **kw)
             finally:
                 rec = {"stage": label or f"{module_name}.{name}", "seconds": time.perf_counter() - t0,
-                       "hwm_mib": _proc_status_mib("VmHWM"), "rss_mib": _proc_status_mib("VmRSS")}
+                       "hwm_mib": _proc_status_mib("VmHWM"), "rss_mib": _proc_status_mib("VmRSS"),
+                       "spill_mib": spill.peak / 2**20}
                 if traced:
                     rec["py_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
                 if out_path:
@@ -296,23 +307,24 @@ def _launch_dbt(args: list[str]) -> int:
         if getattr(python_model, name, None) is fn:
             setattr(python_model, name, wrapper)
 
-    wrap("keys", "check_keys")
-    wrap("polling", "refresh")
-    wrap("harvest", "harvest_ended")
-    wrap("planning", "stage")
-    wrap("keys", "check_custom_ids_unique")
-    wrap("planning", "plan")
-    wrap("spool", "build_spool")
-    wrap("planning", "record_aliases")
-    wrap("local_outcomes", "reuse_held_answers")
-    wrap("submission", "submit_chunk")
-    wrap("harvest", "download_results", "harvest.download_results (in harvest_ended, on its download thread)", reset=False)
-    wrap("harvest", "load_lines", "harvest.load_lines (in harvest_ended)", reset=False)
-    wrap("harvest", "finish_batch", "harvest.finish_batch (in harvest_ended)", reset=False)
-    wrap("answers", "refresh", "answers.refresh (in answers.refresh_pending)", reset=False)
-    wrap("python_model", "_finish")
-    wrap("results", "write_views")
-    wrap("python_model", "batch_model", "batch_model (at return)", reset=False)
+    wrap("base.keys", "check_keys")
+    wrap("run.polling", "refresh")
+    wrap("run.harvest", "harvest_ended")
+    wrap("run.planning", "stage")
+    wrap("base.keys", "check_custom_ids_unique")
+    wrap("run.planning", "plan")
+    wrap("run.spool", "build_spool")
+    wrap("run.planning", "record_aliases")
+    wrap("run.local_outcomes", "reuse_held_answers")
+    wrap("run.submission", "submit_chunk")
+    wrap("run.submission", "create_batch", "submission.create_batch (in submit_chunk)", reset=False)
+    wrap("run.harvest", "download_results", "harvest.download_results (in harvest_ended, on its download thread)", reset=False)
+    wrap("run.harvest", "load_lines", "harvest.load_lines (in harvest_ended)", reset=False)
+    wrap("run.harvest", "finish_batch", "harvest.finish_batch (in harvest_ended)", reset=False)
+    wrap("run.answers", "refresh", "answers.refresh (in answers.refresh_pending)", reset=False)
+    wrap("run.python_model", "_finish")
+    wrap("run.results", "write_views")
+    wrap("run.python_model", "batch_model", "batch_model (at return)", reset=False)
     from dbt.cli.main import cli
 
     sys.argv = ["dbt", *args]

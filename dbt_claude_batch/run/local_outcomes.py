@@ -29,7 +29,7 @@ import uuid
 
 from dbt_claude_batch.run import answers
 from dbt_claude_batch.base.identifiers import literal
-from dbt_claude_batch.run.planning import PENDING, RENDERED
+from dbt_claude_batch.run.planning import PENDING, RENDERED, components_sql
 from dbt_claude_batch.state.answer_sources import ANSWER_COLUMNS as _COPIED, AnswerSource
 from dbt_claude_batch.state.state import State, utcnow
 
@@ -198,7 +198,7 @@ def _record_pseudo_batch(state: State, kind: str, rows: str, n: int, note: str) 
             last_page, components)
         select ?, ?, r.custom_id, p.__cb_key_json, p.__cb_input_hash, r.request_hash, p.__cb_attempt,
             p.__cb_model, p.__cb_custom_id, r.part, r.parts, r.max_tokens, null, r.part_hash, r.first_page,
-            r.last_page, p.__cb_components
+            r.last_page, {components_sql('p')}
         from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal
         where (r.ordinal, r.custom_id) in (select (ordinal, custom_id) from {rows})""",
         [submission_id, state.model_id],

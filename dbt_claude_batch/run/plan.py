@@ -23,7 +23,7 @@ from dbt_claude_batch.base.plan_document import PLAN_SCHEMA_VERSION
 from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, estimate_input_tokens, list_price
 from dbt_claude_batch.base.prompts import request_params
 from dbt_claude_batch.base.settings import Settings
-from dbt_claude_batch.run.planning import COMPONENTS, PENDING, RENDERED, STAGED
+from dbt_claude_batch.run.planning import COMPONENTS, PENDING, RENDERED, STAGED, components_sql
 from dbt_claude_batch.state.queries import turnaround_hours, usage_history
 from dbt_claude_batch.state.state import State, utcnow
 
@@ -62,7 +62,7 @@ def build_verdicts(state: State, reusable_sql: str | None) -> None:
                                                and v.lane = 'batch') as batch_chunks,
                list(distinct v.chunk) filter (where v.include and not v.reused and v.dedup_of is null
                                               and v.lane = 'batch') as chunk_list,
-               any_value(p.__cb_model) as model, any_value(p.__cb_components) as components,
+               any_value(p.__cb_model) as model, any_value({components_sql('p')}) as components,
                any_value(p.__cb_attempt) as attempt, any_value(p.__cb_prev_result) as prev_result
         from v join {PENDING} p on p.__cb_ordinal = v.ordinal
         group by v.ordinal"""

@@ -38,7 +38,7 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
     media.py's temp table) joins the hash, so an edited file at the same path is rendered again.
     `blobs` (attachment BLOB columns) are hashed by their sha256, not by their JSON text (4x their size).
     `components` (see `shared_components`) and the row's own parts (model, text, attachments), hashed
-    apart into `__cb_components`, are recorded with each request so a plan can say why a row changed.
+    apart, are recorded with each request (`components_sql`) so a plan can say why a row changed.
     """
     hashed = list(dict.fromkeys([*prompt_columns, *([model_column] if model_column else [])]))
     struct = ", ".join(f"{quote(c)} := {'sha256' if c in blobs else ''}({quote(c)})"
@@ -52,14 +52,16 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
         if model_column
         else literal(default_model or "")
     )
+    text_digest, attach_digest = _row_digests_sql(prompt_columns, attachment_columns, stamped, blobs)
+    _define_components(state, components or {})
     state.run(
         f"""create or replace temp table {STAGED} as
         select {custom_id_sql(key)} as __cb_custom_id,
                {key_json_sql(key)} as __cb_key_json,
                md5({literal(fingerprint)} || to_json(struct_pack({struct}))) as __cb_input_hash,
                {model_expr} as __cb_model,
-               {_components_sql(components or {}, prompt_columns, attachment_columns, stamped, blobs, model_expr)}
-                   as __cb_components
+               {text_digest} as __cb_text_digest,
+               {attach_digest} as __cb_attach_digest
         from ({source_sql}){joins}"""
     )
     return state.run(f"select count(*) from {STAGED}")[0][0]
@@ -80,19 +82,38 @@ def shared_components(source_text: str | None, payload: Mapping, version: int) -
             "params": digest([version, params])}
 
 
-def _components_sql(shared: Mapping[str, str], prompt_columns: Sequence[str], attachment_columns: Sequence[str],
-                    stamped: Sequence[str], blobs: Sequence[str], model_expr: str) -> str:
-    """A JSON object of digests, one per part of the request (keys of COMPONENTS)."""
+COMPONENTS_MACRO = "cb_components"
+
+
+def components_sql(alias: str) -> str:
+    """The JSON object of a staged row's component digests (keys of COMPONENTS), for the requests table.
+
+    Staged rows carry only their own digests (text, attachments; the model is a column): the parts
+    shared by every row live once, in a temp macro, instead of in each of millions of staged rows.
+    """
+    return f"{COMPONENTS_MACRO}({alias}.__cb_model, {alias}.__cb_text_digest, {alias}.__cb_attach_digest)"
+
+
+def _define_components(state: State, shared: Mapping[str, str]) -> None:
+    state.run(
+        f"create or replace temp macro {COMPONENTS_MACRO}(model, text_digest, attach_digest) as "
+        f"json_object('template', {literal(shared.get('template', ''))}, 'system', {literal(shared.get('system', ''))}, "
+        f"'params', {literal(shared.get('params', ''))}, 'model', model, 'text', text_digest, "
+        "'attachments', attach_digest)"
+    )
+
+
+def _row_digests_sql(prompt_columns: Sequence[str], attachment_columns: Sequence[str], stamped: Sequence[str],
+                     blobs: Sequence[str]) -> tuple[str, str]:
+    """SQL for a row's own digests: its text columns, and its attachments (null without any)."""
     def struct(columns: Sequence[str], extra: str = "") -> str:
         items = [f"{quote(c)} := {'sha256' if c in blobs else ''}({quote(c)})" for c in columns]
         return f"md5(to_json(struct_pack({', '.join(items) or 'none := null'}{extra})))"
 
     text = [c for c in prompt_columns if c not in attachment_columns]
     stamps = "".join(f", {quote('__cb_stamp_' + c)} := cb_f{i}.__cb_stamp" for i, c in enumerate(stamped))
-    attached = struct(list(attachment_columns), stamps) if attachment_columns else "null"
-    return (f"json_object('template', {literal(shared.get('template', ''))}, 'system', "
-            f"{literal(shared.get('system', ''))}, 'params', {literal(shared.get('params', ''))}, "
-            f"'model', {model_expr}, 'text', {struct(text)}, 'attachments', {attached})")
+    attached = struct(list(attachment_columns), stamps) if attachment_columns else "null::varchar"
+    return struct(text), attached
 
 
 def source_digest(cursor, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
@@ -157,9 +178,11 @@ def open_rows(state: State, rerun: bool) -> str:
     A row is settled when its key's newest attempt (as the answers table last saw it) is the answered
     one, for these very inputs, and nothing of the key is in flight: such a row is never a candidate,
     so planning skips it without aggregating its history. A run with 1% changed rows plans 1% of them.
-    Re-run keys need every row.
+    Re-run keys need every row, and so does a model with no answers yet (its first submit): neither
+    copies the staged rows.
     """
-    if rerun:
+    if rerun or not state.run(f"select exists (select 1 from {state.table('answers')} where model_id = ?)",
+                              [state.model_id])[0][0]:
         return STAGED
     state.run(
         f"""create or replace temp table {OPEN} as
@@ -284,7 +307,7 @@ def pending_requests_sql(state: State, chunk: int) -> str:
         f"r.request_hash, p.__cb_attempt as attempt, p.__cb_model as request_model, "
         f"p.__cb_custom_id as key_custom_id, r.part, r.parts, r.max_tokens, r.dedup_of, "
         f"r.part_hash, r.first_page, r.last_page, "
-        f"p.__cb_components as components "
+        f"{components_sql('p')} as components "
         f"from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal "
         f"where r.include and r.chunk = {int(chunk)} and r.ordinal {span} and p.__cb_ordinal {span}"
     )

@@ -125,6 +125,7 @@ def _stage_checked(state: State, source_sql: str, cfg: Settings, prompt: Prompt,
 def _drop_temps(state: State) -> None:
     for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):
         state.run(f"drop table if exists {temp}")
+    state.run(f"drop macro if exists {planning.COMPONENTS_MACRO}")
 
 
 def _plan(dbt, session, source, cfg: Settings, model_id: str, run_vars: RunVars):
