@@ -106,10 +106,15 @@ def check_keys(cursor, source_sql: str, columns: Sequence[str], available: Seque
 
 def check_custom_ids_unique(cursor, staged_table: str) -> None:
     """Two different keys must never share a custom_id (guards the hash suffix)."""
+    # Counting alone keeps the aggregate small at millions of rows; the keys are fetched for a clash only.
     clash = cursor.execute(
-        f"select __cb_custom_id, list(__cb_key_json) from {staged_table} group by all having count(*) > 1 limit 1"
+        f"select __cb_custom_id from {staged_table} group by all having count(*) > 1 limit 1"
     ).fetchall()
     if clash:
+        clash = cursor.execute(
+            f"select __cb_custom_id, list(__cb_key_json order by __cb_key_json) from {staged_table} "
+            "where __cb_custom_id = ? group by all", [clash[0][0]]
+        ).fetchall()
         raise SourceDataError(
             f"Keys {clash[0][1]} map to the same custom_id {clash[0][0]!r}: report this with the keys; "
             "nothing was submitted."

@@ -108,3 +108,15 @@ def test_check_keys_rejects_nulls_and_duplicates_and_unknown_columns():
         _checked([[1, "a"], [1, "b"], [2, "c"], [2, "d"], [3, "e"]])
     with pytest.raises(SourceDataError, match=r"^Key column\(s\) ticket_id not found"):
         _checked([[1, "a"]], columns=("ticket_id",))
+
+
+def test_two_keys_sharing_a_custom_id_are_refused_with_both_keys():
+    from dbt_claude_batch.base.keys import check_custom_ids_unique
+
+    con = duckdb.connect()
+    con.execute("create table staged (__cb_custom_id varchar, __cb_key_json varchar)")
+    con.execute("insert into staged select 'k' || i, '[' || i || ']' from range(1000) t(i)")
+    check_custom_ids_unique(con, "staged")  # distinct ids: nothing to say
+    con.execute("""insert into staged values ('k7', '["7 "]')""")
+    with pytest.raises(SourceDataError, match=r"""Keys \['\["7 "\]', '\[7\]'\] map to the same custom_id 'k7'"""):
+        check_custom_ids_unique(con, "staged")
