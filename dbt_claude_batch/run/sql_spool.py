@@ -61,6 +61,9 @@ def build_in_sql(state, settings, rows_sql: str, chunk_path: Callable[[int], str
         prices = _judge(state, settings, fixed_tokens)
         _check_sizes(state, settings, limit_bytes)
         _cut(state, limit_requests, limit_bytes)
+        # Each of these is a row per candidate: dropped as soon as the next has what it needs, so that
+        # at millions of rows DuckDB does not keep them all (spilled to disk) until the pass ends.
+        state.run(f"drop table {_LINES}")
         return _write(state, prices, chunk_path)
     finally:
         for table in (_ROWS, _LINES, _STARTS, _CUT):
@@ -178,7 +181,7 @@ def _cut(state, limit_requests: int, limit_bytes: int) -> None:
         with located as (select l.*, case when l.sends then {local} end as local_chunk from {_LINES} l {join}),
         firsts as (select *, min(ordinal) over c as first_ordinal, min(lane_offset) over c as first_offset
                    from located window c as (partition by lane, local_chunk))
-        select * exclude (first_ordinal, first_offset, lane_offset),
+        select * exclude (first_ordinal, first_offset, lane_offset, key_json),
                case when sends then (dense_rank() over (partition by sends order by first_ordinal) - 1)::integer
                end as chunk,
                lane_offset - first_offset as line_offset
