@@ -44,6 +44,7 @@ goal, peak RSS of the dbt process (goal: at most 1.5 GiB in every stage) and the
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -423,11 +424,12 @@ def main(argv: list[str]) -> int:
     limit = None if args.memory_limit.lower() == "none" else args.memory_limit
     stages = set(args.stages.split(","))
     scales = [int(r.replace("_", "")) for r in args.rows.split(",")]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
-                           capture_output=True, text=True).stdout.strip()
-    commit += " (with uncommitted changes)" if dirty else ""
+    # A snapshot (`git archive`, see pipeline.py) has no .git: name its commit in CB_BENCH_COMMIT.
+    commit = os.environ.get("CB_BENCH_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    dirty = not os.environ.get("CB_BENCH_COMMIT") and subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    commit = (commit or "unknown commit") + (" (with uncommitted changes)" if dirty else "")
     print(f"machine: {machine()}\ncommit: {commit}; memory_limit {limit or 'DuckDB default'}; "
           f"{args.reps} repetitions; template {args.template}", flush=True)
     by_rows: dict[int, list[Stage]] = {}
