@@ -272,7 +272,10 @@ def _launch_dbt(args: list[str]) -> int:
         """Wrap `name` where it is defined and where python_model bound it (imports may be lazy)."""
         try:
             module = importlib.import_module(f"dbt_claude_batch.{module_name}")
-            fn = getattr(module, name)
+            *owners, attr = name.split(".")  # "Class.method" wraps a method
+            for owner in owners:
+                module = getattr(module, owner)
+            fn = getattr(module, attr)
         except (ImportError, AttributeError):
             # A renamed or moved stage would silently drop out of the table: fail instead.
             raise SystemExit(f"pipeline benchmark: no dbt_claude_batch.{module_name}.{name} to measure; "
@@ -303,7 +306,7 @@ def _launch_dbt(args: list[str]) -> int:
                     with open(out_path, "a") as f:
                         f.write(json.dumps(rec) + "\n")
 
-        setattr(module, name, wrapper)
+        setattr(module, attr, wrapper)
         if getattr(python_model, name, None) is fn:
             setattr(python_model, name, wrapper)
 
@@ -314,10 +317,17 @@ def _launch_dbt(args: list[str]) -> int:
     wrap("base.keys", "check_custom_ids_unique")
     wrap("run.planning", "plan")
     wrap("run.spool", "build_spool")
+    wrap("run.sql_spool", "build_in_sql", "sql_spool.build_in_sql (in build_spool)", reset=False)
+    wrap("run.sql_spool", "_judge", "sql_spool._judge (in build_in_sql)")
+    wrap("run.sql_spool", "_cut", "sql_spool._cut (in build_in_sql)")
+    wrap("run.sql_spool", "_write", "sql_spool._write (in build_in_sql)")
     wrap("run.planning", "record_aliases")
     wrap("run.local_outcomes", "reuse_held_answers")
     wrap("run.submission", "submit_chunk")
     wrap("run.submission", "create_batch", "submission.create_batch (in submit_chunk)", reset=False)
+    wrap("run.spool", "Spool.body_of", "spool.Spool.body_of (in create_batch)", reset=False)
+    wrap("state.state", "State.record_intent", "state.State.record_intent (in create_batch)", reset=False)
+    wrap("run.submission", "_create", "submission._create: the HTTP call (in create_batch)", reset=False)
     wrap("run.harvest", "download_results", "harvest.download_results (in harvest_ended, on its download thread)", reset=False)
     wrap("run.harvest", "load_lines", "harvest.load_lines (in harvest_ended)", reset=False)
     wrap("run.harvest", "finish_batch", "harvest.finish_batch (in harvest_ended)", reset=False)

@@ -80,6 +80,8 @@ def part_custom_id(key_id: str, part: int) -> str:
 
 def check_part_ids(state: State) -> None:
     """A part id (`<custom_id>-pN`) must not be the custom_id of another key, or one batch would hold it twice."""
+    if not state.run(f"select exists (select 1 from {RENDERED} where parts > 1)")[0][0]:
+        return  # no part ids (and a run that cuts nothing may have dropped the staged rows)
     clash = state.run(
         f"select r.custom_id from {RENDERED} r join {STAGED} s on s.__cb_custom_id = r.custom_id "
         "where r.parts > 1 limit 1"

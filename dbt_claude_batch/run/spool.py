@@ -149,8 +149,7 @@ def build_spool(state: State, prompt: Prompt, settings: Settings, directory: str
     if extra and in_sql:
         rendered = build_in_sql(
             state, settings,
-            candidate_rows_sql(source_sql, settings.key, columns, f"select * from {PENDING}", extra,
-                               ordered=False),
+            lambda rows: candidate_rows_sql(source_sql, settings.key, columns, rows, extra, ordered=False),
             spool.chunk_path, writer.limit_requests, writer.limit_bytes, writer.fixed_tokens)
         if rendered is not None:
             spool.chunks = [Chunk(index=i, lane=lane, path=spool.chunk_path(i), n=n, n_bytes=size, length=size,

@@ -1,23 +1,31 @@
 """The spool pass done by DuckDB, for runs where SQL renders every candidate row.
 
 It gives the verdicts, the request bytes and the batches the row pass of spool.py gives (a test holds
-the two to it), without a Python object per row: DuckDB builds each line, judges it against the last
-attempt's request hash, lets identical requests share one line, prices it and numbers it, then
-writes each batch's lines to a file of its own with COPY, one batch at a time, so the join and the
-sort behind each file stay the size of a batch however large the run. Python only cuts batches where
-the byte limit could bind before the count limit, reading line sizes as a stream. A run with any row
-SQL cannot build exactly (a control character DuckDB escapes its own way, an escalated `max_tokens`)
-takes the row pass instead.
+the two to it), without a Python object per row. DuckDB renders each candidate's request twice and
+never keeps its text: the first time for its hash and size, from which it judges the line against the
+last attempt's request hash, lets identical requests share one line, prices it and cuts the batches;
+the second time, only for the lines sent, streamed to Python, which appends each Arrow batch of lines
+to its batch's file and records where each line landed. Holding every line (hundreds of bytes each)
+until the batches were cut spilled gigabytes to disk at millions of rows. The second render must give
+what the first measured (its length and a 64-bit hash of it), or nothing is sent. Python also cuts
+batches where the byte limit could bind before the count limit, reading line sizes as a stream. A run
+with any row SQL cannot build exactly (a control character DuckDB escapes its own way, an escalated
+`max_tokens`) takes the row pass instead.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from dbt_claude_batch.base.errors import SourceDataError
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dbt_claude_batch.base.errors import SourceDataError, StateError
 from dbt_claude_batch.base.identifiers import literal
-from dbt_claude_batch.run.planning import RENDERED
+from dbt_claude_batch.run.planning import PENDING, RENDERED
 from dbt_claude_batch.base.pricing import list_price
 from dbt_claude_batch.base.prompts import blank_sql, empty_prompt_message_sql
 
@@ -26,6 +34,10 @@ _LINES = "cb_spool_lines"
 _STARTS = "cb_chunk_starts"
 _CUT = "cb_spool_cut"
 _STREAM_ROWS = 100_000
+_WRITE_ROWS = 50_000
+# A request line: '{"custom_id":"' || custom_id || '","params":' || params || '}', and a newline.
+_LINE_OPEN, _LINE_MID, _LINE_CLOSE = '{"custom_id":"', '","params":', "}"
+_LINE_FIXED = len(_LINE_OPEN) + len(_LINE_MID) + len(_LINE_CLOSE) + 1
 
 
 @dataclass
@@ -37,11 +49,13 @@ class Rendered:
     unpriced_models: set[str]
 
 
-def build_in_sql(state, settings, rows_sql: str, chunk_path: Callable[[int], str], limit_requests: int,
-                 limit_bytes: int, fixed_tokens: int) -> Rendered | None:
-    """Render `rows_sql` (candidates with `__cb_params`) into one spool file per batch and the verdicts table.
+def build_in_sql(state, settings, candidates: Callable[[str], str], chunk_path: Callable[[int], str],
+                 limit_requests: int, limit_bytes: int, fixed_tokens: int) -> Rendered | None:
+    """Render the pending rows into one spool file per batch and the verdicts table.
 
-    Returns None, having written nothing, when some row needs the row pass.
+    `candidates(rows)` is the query of the rows of `rows` (a query over the pending table) joined to
+    their source columns, with `__cb_prompt`, `__cb_params` and `__cb_request_hash`. Returns None,
+    having written nothing, when some row needs the row pass.
     """
     base = int(settings.max_tokens)
     state.run(
@@ -51,20 +65,22 @@ def build_in_sql(state, settings, rows_sql: str, chunk_path: Callable[[int], str
                {blank_sql('__cb_prompt')} as __cb_blank,
                coalesce(nullif(__cb_max_tokens, 0), {base}) as __cb_max_tokens,
                (strlen(__cb_prompt) + 3) // 4 as __cb_prompt_tokens,
-               '{{"custom_id":"' || __cb_custom_id || '","params":' || __cb_params || '}}' as __cb_line
-        from ({rows_sql})"""
+               strlen(__cb_custom_id) + strlen(__cb_params) + {_LINE_FIXED} as __cb_size,
+               hash(__cb_params) as __cb_check
+        from ({candidates(f"select * from {PENDING}")})"""
     )
-    if state.run(f"select count(*) from {_ROWS} where __cb_line is null or __cb_max_tokens <> {base}")[0][0]:
+    if state.run(f"select count(*) from {_ROWS} where __cb_size is null or __cb_max_tokens <> {base}")[0][0]:
         state.run(f"drop table {_ROWS}")
         return None
     try:
         prices = _judge(state, settings, fixed_tokens)
-        _check_sizes(state, settings, limit_bytes)
-        _cut(state, limit_requests, limit_bytes)
         # Each of these is a row per candidate: dropped as soon as the next has what it needs, so that
         # at millions of rows DuckDB does not keep them all (spilled to disk) until the pass ends.
+        state.run(f"drop table {_ROWS}")
+        _check_sizes(state, settings, limit_bytes)
+        _cut(state, limit_requests, limit_bytes)
         state.run(f"drop table {_LINES}")
-        return _write(state, prices, chunk_path)
+        return _write(state, prices, candidates, chunk_path)
     finally:
         for table in (_ROWS, _LINES, _STARTS, _CUT):
             state.run(f"drop table if exists {table}")
@@ -109,7 +125,7 @@ def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]
             select *, __cb_final not in ('unchanged', 'empty_prompt') as include,
                    __cb_final not in ('unchanged', 'empty_prompt') and not __cb_shared as sends,
                    case when __cb_rerun then 'sync' else 'batch' end as own_lane,
-                   strlen(__cb_line) + 1 as size
+                   __cb_size as size
             from judged)
         select __cb_ordinal as ordinal, __cb_custom_id as custom_id,
                case when __cb_final = 'empty_prompt' then 'empty_prompt:' || __cb_input_hash
@@ -121,6 +137,7 @@ def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]
                case when sends then own_lane end as lane,
                case when sends then {cost} else 0.0 end as cost,
                case when sends then size end as line_length,
+               case when sends then __cb_check end as line_check,
                case when sends then sum(size) over w - size end as lane_offset,
                case when sends then row_number() over w end as pos,
                case when __cb_final = 'empty_prompt' then {empty_prompt_message_sql('__cb_key_json')} end as error
@@ -190,36 +207,98 @@ def _cut(state, limit_requests: int, limit_bytes: int) -> None:
     )
 
 
-def _write(state, prices: Mapping[str, tuple[float, float]], chunk_path: Callable[[int], str]) -> Rendered:
+def _write(state, prices: Mapping[str, tuple[float, float]], candidates: Callable[[str], str],
+           chunk_path: Callable[[int], str]) -> Rendered:
+    expected = {index: (lane, n, int(n_bytes), model) for index, lane, n, n_bytes, model in state.run(
+        f"select chunk, lane, count(*), sum(line_length), arg_min(model, ordinal) from {_CUT} where sends "
+        "group by chunk, lane order by chunk")}
+    offsets_path = os.path.join(os.path.dirname(chunk_path(0)), "line-offsets.parquet")
+    try:
+        written = _write_lines(state, candidates, chunk_path, offsets_path)
+        for index, (lane, n, n_bytes, _model) in expected.items():
+            if written.get(index) != (n, n_bytes):
+                raise StateError(
+                    f"The spool file of batch {index} got {written.get(index)} (lines, bytes) where {(n, n_bytes)} were "
+                    "cut: nothing was submitted; run again, and report it if it happens again."
+                )
+        _load_rendered(state, offsets_path)
+    finally:
+        if os.path.exists(offsets_path):
+            os.remove(offsets_path)
+    sent_models = {m for (m,) in state.run(f"select distinct model from {_CUT} where sends")}
+    return Rendered(
+        chunks=[(index, lane, n, n_bytes, model) for index, (lane, n, n_bytes, model) in expected.items()],
+        n_deduplicated=state.run(f"select count(*) from {_CUT} where dedup_of is not null")[0][0],
+        unpriced_models=sent_models - set(prices),
+    )
+
+
+def _load_rendered(state, offsets_path: str) -> None:
+    """The verdicts table: a row per candidate, each line sent where `_write_lines` put it."""
     state.run(
         f"""create or replace temp table {RENDERED} as
         select l.ordinal, l.custom_id, 1::integer as part, 1::integer as parts, l.request_hash,
                l.max_tokens::integer as max_tokens, l.dedup_of, l.reason,
                coalesce(l.chunk, d.chunk)::integer as chunk, l.include,
                case when l.include then coalesce(l.lane, d.lane) end as lane, l.cost::double as cost,
-               l.line_offset::bigint as line_offset, l.line_length::bigint as line_length, l.error,
+               o.line_offset::bigint as line_offset, l.line_length::bigint as line_length, l.error,
                null::varchar as part_hash, null::integer as first_page, null::integer as last_page
-        from {_CUT} l left join (select * from {_CUT} where grouped) d on d.custom_id = l.dedup_of
+        from {_CUT} l left join (select custom_id, chunk, lane from {_CUT} where grouped) d on d.custom_id = l.dedup_of
+        left join read_parquet({literal(offsets_path)}) o on o.ordinal = l.ordinal
         order by l.ordinal"""
     )
-    chunks = []
-    for index, lane, n, n_bytes, low, high, model in state.run(
-            f"select chunk, lane, count(*), sum(line_length), min(ordinal), max(ordinal), arg_min(model, ordinal) "
-            f"from {_CUT} where sends group by chunk, lane order by chunk"):
-        # One batch at a time: the join and the sort stay the size of a batch, found by zone maps (both
-        # tables are in, or close to, ordinal order), however many rows the run has.
-        state.run(
-            f"""copy (select r.__cb_line from {_ROWS} r join {_CUT} l on l.ordinal = r.__cb_ordinal
-                     where l.chunk = {int(index)} and r.__cb_ordinal between {int(low)} and {int(high)}
-                       and l.ordinal between {int(low)} and {int(high)}
-                     order by r.__cb_ordinal)
-            to {literal(chunk_path(index))}
-               (format csv, header false, quote '', escape '', delimiter '\x1f', new_line '\n')"""
-        )
-        chunks.append((index, lane, n, int(n_bytes), model))
-    sent_models = {m for (m,) in state.run(f"select distinct model from {_CUT} where sends")}
-    return Rendered(
-        chunks=chunks,
-        n_deduplicated=state.run(f"select count(*) from {_CUT} where dedup_of is not null")[0][0],
-        unpriced_models=sent_models - set(prices),
-    )
+
+
+def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[int], str],
+                 offsets_path: str) -> dict[int, tuple[int, int]]:
+    """Render the lines sent again and append each to its batch's file, in the order DuckDB streams them;
+    where each landed goes to `offsets_path` (ordinal, line_offset). Returns (lines, bytes) per batch."""
+    sent = (f"select p.*, c.chunk as __cb_chunk, c.line_length as __cb_size, c.line_check as __cb_check "
+            f"from {PENDING} p join {_CUT} c on c.ordinal = p.__cb_ordinal where c.sends")
+    query = (f"select __cb_chunk as chunk, __cb_ordinal as ordinal, __cb_key_json as key_json, "
+             f"{literal(_LINE_OPEN)} || __cb_custom_id || {literal(_LINE_MID)} || __cb_params || "
+             f"{literal(_LINE_CLOSE)} || chr(10) as line, "
+             f"strlen(__cb_custom_id) + strlen(__cb_params) + {_LINE_FIXED} = __cb_size "
+             f"and hash(__cb_params) = __cb_check as same "
+             f"from ({candidates(sent)})")
+    files: dict[int, object] = {}
+    written: dict[int, tuple[int, int]] = {}
+    schema = pa.schema([("ordinal", pa.int64()), ("line_offset", pa.int64())])
+    reader = state.cursor.sql(query).to_arrow_reader(_WRITE_ROWS)
+    try:
+        with pq.ParquetWriter(offsets_path, schema) as offsets:
+            for record_batch in reader:
+                if not pc.all(record_batch.column("same")).as_py():
+                    changed = pc.filter(record_batch.column("key_json"), pc.invert(record_batch.column("same")))
+                    raise SourceDataError(
+                        f"The source changed while this run rendered its requests (the request for key "
+                        f"{changed[0].as_py()} came out different the second time): run again once nothing "
+                        "writes to the source during the run; nothing was submitted."
+                    )
+                # Grouped by batch: each group's lines are one contiguous buffer, written with one call.
+                batch = record_batch.take(pc.sort_indices(record_batch.column("chunk")))
+                lines, ordinals = batch.column("line").cast(pa.large_string()), batch.column("ordinal")
+                runs = pc.run_end_encode(batch.column("chunk"))
+                start = 0
+                for index, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
+                    n = end - start
+                    group = lines.slice(start, n)
+                    handle = files.get(index)
+                    if handle is None:
+                        handle = files[index] = open(chunk_path(index), "wb")
+                    at = handle.tell()
+                    lengths = pc.binary_length(group)
+                    offsets.write_batch(pa.record_batch(
+                        [ordinals.slice(start, n), pc.add(pc.subtract(pc.cumulative_sum(lengths), lengths), at)],
+                        schema=schema))
+                    bounds = pa.Array.from_buffers(pa.int64(), n + 1, [None, group.buffers()[1]], offset=group.offset)
+                    first, last = bounds[0].as_py(), bounds[n].as_py()
+                    handle.write(memoryview(group.buffers()[2])[first:last])
+                    lines_so_far, bytes_so_far = written.get(index, (0, 0))
+                    written[index] = (lines_so_far + n, bytes_so_far + last - first)
+                    start += n
+    finally:
+        reader.close()  # DuckDB refuses further work on a cursor with an unfinished result
+        for handle in files.values():
+            handle.close()
+    return written

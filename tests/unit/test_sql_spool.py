@@ -8,6 +8,7 @@ would send different requests, or cut batches the recorded requests do not match
 from __future__ import annotations
 
 import hashlib
+import json
 
 import duckdb
 import pytest
@@ -62,7 +63,9 @@ def _as_if_sent_before(con, state, settings, prompt, source, tmp_path):
 
 def _outcome(con, spool) -> dict:
     """What a pass decided, independent of how it lays out its files: every verdict with the bytes of the
-    line it sends, and every batch with its body."""
+    line it sends, and every batch with its lines. The order of lines within a batch is not compared:
+    the SQL pass writes them in the order DuckDB streams them (a batch is answered by custom_id, never
+    by position), the row pass in key order."""
     columns = [c for c in planning.RENDERED_COLUMNS if c != "line_offset"]
     rendered = con.execute(f"select {', '.join(columns)}, line_offset from {planning.RENDERED} "
                            "order by ordinal, custom_id").fetchall()
@@ -78,7 +81,15 @@ def _outcome(con, spool) -> dict:
         verdicts.append((*row, line))
     return {"verdicts": verdicts, "n_lines": spool.n_lines, "n_deduplicated": spool.n_deduplicated,
             "unpriced": spool.unpriced_models,
-            "chunks": [(c.index, c.lane, c.n, c.n_bytes, c.length, c.model, spool.body_of(c)) for c in spool.chunks]}
+            "chunks": [(c.index, c.lane, c.n, c.n_bytes, c.length, c.model, _requests(spool, c)) for c in spool.chunks]}
+
+
+def _requests(spool, chunk) -> list:
+    """A batch's create body, as its requests in custom_id order (and its lines are exactly those requests)."""
+    requests = json.loads(spool.body_of(chunk))["requests"]
+    lines = sorted(spool.lines_of(chunk).splitlines())
+    assert len(lines) == len(requests) == chunk.n
+    return [lines, sorted(requests, key=lambda r: r["custom_id"])]
 
 
 def _both_passes_agree(tmp_path, con, state, settings, prompt, source) -> dict:
@@ -143,6 +154,24 @@ def test_a_row_too_large_is_refused_the_same_way_by_both_passes(tmp_path):
         messages.append(str(caught.value))
     assert messages[0] == messages[1]
     assert "max_batch_bytes" in messages[1] and '"id":' in messages[1]
+
+
+def test_a_source_that_renders_differently_the_second_time_sends_nothing(tmp_path):
+    """The SQL pass renders twice (hash and size first, the lines sent later): a source whose rows change
+    in between (here a sequence, read anew by each render) must stop the run, not send lines other than
+    the ones hashed and recorded."""
+    con, state, settings, prompt, _ = _planned(tmp_path)
+    con.execute("create sequence cb_test_seq")
+    changing = "select id, body || nextval('cb_test_seq') as body from items"
+
+    with pytest.raises(SourceDataError) as caught:
+        build_spool(state, prompt, settings, str(tmp_path), changing)
+
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith("The source changed while this run rendered its requests (the request for key {\"id\":")
+    assert "nothing was submitted" in first
+    assert not list(tmp_path.glob("requests-*.jsonl")) and not list(tmp_path.glob("*.parquet"))
+    assert con.execute("select count(*) from items").fetchall() == [(40,)]  # the cursor is usable afterwards
 
 
 def test_a_row_sql_cannot_build_sends_the_whole_run_through_the_row_pass(tmp_path):
