@@ -34,7 +34,7 @@ _LINES = "cb_spool_lines"
 _STARTS = "cb_chunk_starts"
 _CUT = "cb_spool_cut"
 _STREAM_ROWS = 100_000
-_WRITE_ROWS = 50_000
+_WRITE_ROWS = 25_000
 # A request line: '{"custom_id":"' || custom_id || '","params":' || params || '}', and a newline.
 _LINE_OPEN, _LINE_MID, _LINE_CLOSE = '{"custom_id":"', '","params":', "}"
 _LINE_FIXED = len(_LINE_OPEN) + len(_LINE_MID) + len(_LINE_CLOSE) + 1
