@@ -32,6 +32,7 @@ from dbt_claude_batch.base.run_vars import VAR_COMPARE, VAR_COMPARE_VIA
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run import compare
 from dbt_claude_batch.run.harvest import DownloadIncomplete, download_results
+from dbt_claude_batch.run.sample import billed_outcomes_sql
 from dbt_claude_batch.run.spool import marker_line
 from dbt_claude_batch.run.submission import create_batch, settle
 from dbt_claude_batch.state import comparisons
@@ -165,18 +166,10 @@ def _record_for_the_bill(state: State, batch_id: str, compare_id: str, marker: s
     """The batch's answered lines (the marker's included) as outcomes: usage for the bill, no text, no key's
     attempt (a comparison has no `requests` rows)."""
     state.run(
-        f"""insert or ignore into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, error_type,
-            error_message, stop_reason, answered_model, input_tokens, output_tokens, cache_creation_input_tokens,
-            cache_creation_1h_input_tokens, cache_read_input_tokens, service_tier, harvested_at, harvest_seq)
-        select ?, custom_id, ?, result->>'$.type', result->>'$.error.error.type', result->>'$.error.error.message',
-            result->>'$.message.stop_reason', result->>'$.message.model',
-            (result->>'$.message.usage.input_tokens')::bigint, (result->>'$.message.usage.output_tokens')::bigint,
-            (result->>'$.message.usage.cache_creation_input_tokens')::bigint,
-            (result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint,
-            (result->>'$.message.usage.cache_read_input_tokens')::bigint,
-            coalesce(result->>'$.message.usage.service_tier', 'batch'), ?, {state.next_seq_sql()}
-        from {_LINES} where custom_id = ? or custom_id in (
-            select custom_id from {state.table('compare_requests')} where compare_id = ? and sent)""",
+        billed_outcomes_sql(
+            state, f"select * from {_LINES} where custom_id = ? or custom_id in (select custom_id from "
+                   f"{state.table('compare_requests')} where compare_id = ? and sent)",
+            "coalesce(result->>'$.message.usage.service_tier', 'batch')", or_ignore=True),
         [batch_id, state.model_id, utcnow(), marker, compare_id])
 
 

@@ -104,6 +104,22 @@ def _answer(client, custom_id: str, key_json: str, params: dict) -> dict:
     return call_messages(client, params)
 
 
+def billed_outcomes_sql(state: State, rows_sql: str, service_tier_sql: str, or_ignore: bool = False) -> str:
+    """Insert, as outcomes billed but no key's attempt, the rows of `rows_sql` (a `custom_id` and the API's
+    `result` JSON each); three parameters: the batch id, the model id and the time harvested."""
+    return f"""insert {'or ignore ' if or_ignore else ''}into {state.table('outcomes')} (batch_id, custom_id, model_id,
+            result_type, error_type, error_message, stop_reason, answered_model, input_tokens, output_tokens,
+            cache_creation_input_tokens, cache_creation_1h_input_tokens, cache_read_input_tokens, service_tier,
+            harvested_at, harvest_seq)
+        select ?, custom_id, ?, result->>'$.type', result->>'$.error.error.type', result->>'$.error.error.message',
+            result->>'$.message.stop_reason', result->>'$.message.model',
+            (result->>'$.message.usage.input_tokens')::bigint, (result->>'$.message.usage.output_tokens')::bigint,
+            (result->>'$.message.usage.cache_creation_input_tokens')::bigint,
+            (result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint,
+            (result->>'$.message.usage.cache_read_input_tokens')::bigint, {service_tier_sql}, ?, {state.next_seq_sql()}
+        from ({rows_sql})"""
+
+
 def record_for_the_bill(state: State, n: int, note: str, table: str = "cb_sample",
                         only: str = "result->>'$.error.error.type' is distinct from 'empty_prompt'") -> None:
     """`n` calls made (the rows of temp `table` that match `only`, each with a `custom_id` and its `result`)
@@ -114,18 +130,8 @@ def record_for_the_bill(state: State, n: int, note: str, table: str = "cb_sample
             f"insert into {state.table('submissions')} (submission_id, model_id, status, batch_id, n_requests, "
             "n_bytes, intent_at, settled_at, note) values (?, ?, 'submitted', ?, ?, 0, ?, ?, ?)",
             [submission_id, state.model_id, batch_id, n, now, now, note])
-        state.run(
-            f"""insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, error_type,
-                error_message, stop_reason, answered_model, input_tokens, output_tokens, cache_creation_input_tokens,
-                cache_creation_1h_input_tokens, cache_read_input_tokens, service_tier, harvested_at, harvest_seq)
-            select ?, custom_id, ?, result->>'$.type', result->>'$.error.error.type', result->>'$.error.error.message',
-                result->>'$.message.stop_reason', result->>'$.message.model',
-                (result->>'$.message.usage.input_tokens')::bigint, (result->>'$.message.usage.output_tokens')::bigint,
-                (result->>'$.message.usage.cache_creation_input_tokens')::bigint,
-                (result->>'$.message.usage.cache_creation.ephemeral_1h_input_tokens')::bigint,
-                (result->>'$.message.usage.cache_read_input_tokens')::bigint, 'standard', ?, {state.next_seq_sql()}
-            from {table} where {only}""",
-            [batch_id, state.model_id, now])
+        state.run(billed_outcomes_sql(state, f"select * from {table} where {only}", "'standard'"),
+                  [batch_id, state.model_id, now])
         ok = state.run(f"select count(*) from {state.table('outcomes')} where batch_id = ? "
                        "and result_type = 'succeeded'", [batch_id])[0][0]
         state.run(

@@ -255,7 +255,7 @@ def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[
     where each landed goes to `offsets_path` (ordinal, line_offset). Returns (lines, bytes) per batch."""
     sent = (f"select p.*, c.chunk as __cb_chunk, c.line_length as __cb_size, c.line_check as __cb_check "
             f"from {PENDING} p join {_CUT} c on c.ordinal = p.__cb_ordinal where c.sends")
-    query = (f"select __cb_chunk as chunk, __cb_ordinal as ordinal, __cb_key_json as key_json, "
+    query = (f"select __cb_chunk::integer as chunk, __cb_ordinal::bigint as ordinal, __cb_key_json as key_json, "
              f"{literal(_LINE_OPEN)} || __cb_custom_id || {literal(_LINE_MID)} || __cb_params || "
              f"{literal(_LINE_CLOSE)} || chr(10) as line, "
              f"strlen(__cb_custom_id) + strlen(__cb_params) + {_LINE_FIXED} = __cb_size "
@@ -264,6 +264,7 @@ def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[
     files: dict[int, object] = {}
     written: dict[int, tuple[int, int]] = {}
     schema = pa.schema([("ordinal", pa.int64()), ("line_offset", pa.int64())])
+    pool = pa.default_memory_pool()
     reader = state.cursor.sql(query).to_arrow_reader(_WRITE_ROWS)
     try:
         with pq.ParquetWriter(offsets_path, schema) as offsets:
@@ -276,10 +277,14 @@ def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[
                         "writes to the source during the run; nothing was submitted."
                     )
                 # Grouped by batch: each group's lines are one contiguous buffer, written with one call.
-                batch = record_batch.take(pc.sort_indices(record_batch.column("chunk")))
-                lines, ordinals = batch.column("line").cast(pa.large_string()), batch.column("ordinal")
-                runs = pc.run_end_encode(batch.column("chunk"))
-                start = 0
+                order = pc.sort_indices(record_batch.column("chunk"))
+                chunks, ordinals = record_batch.column("chunk").take(order), record_batch.column("ordinal").take(order)
+                lines = record_batch.column("line").take(order)
+                if lines.type == pa.string_view():
+                    lines = lines.cast(pa.large_string())
+                width = pa.int32() if lines.type == pa.string() else pa.int64()
+                runs = pc.run_end_encode(chunks)
+                start, landed = 0, []
                 for index, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
                     n = end - start
                     group = lines.slice(start, n)
@@ -287,16 +292,17 @@ def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[
                     if handle is None:
                         handle = files[index] = open(chunk_path(index), "wb")
                     at = handle.tell()
-                    lengths = pc.binary_length(group)
-                    offsets.write_batch(pa.record_batch(
-                        [ordinals.slice(start, n), pc.add(pc.subtract(pc.cumulative_sum(lengths), lengths), at)],
-                        schema=schema))
-                    bounds = pa.Array.from_buffers(pa.int64(), n + 1, [None, group.buffers()[1]], offset=group.offset)
+                    lengths = pc.cast(pc.binary_length(group), pa.int64())
+                    landed.append(pc.add(pc.subtract(pc.cumulative_sum(lengths), lengths), at))
+                    bounds = pa.Array.from_buffers(width, n + 1, [None, group.buffers()[1]], offset=group.offset)
                     first, last = bounds[0].as_py(), bounds[n].as_py()
                     handle.write(memoryview(group.buffers()[2])[first:last])
                     lines_so_far, bytes_so_far = written.get(index, (0, 0))
                     written[index] = (lines_so_far + n, bytes_so_far + last - first)
                     start += n
+                offsets.write_batch(pa.record_batch([ordinals, pa.concat_arrays(landed)], schema=schema))
+                del record_batch, lines, chunks, ordinals, landed
+                pool.release_unused()  # Arrow's allocator keeps freed batches otherwise: RSS beside DuckDB's limit
     finally:
         reader.close()  # DuckDB refuses further work on a cursor with an unfinished result
         for handle in files.values():
