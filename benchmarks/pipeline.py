@@ -19,6 +19,7 @@ Peak RSS and peak spill to disk (DuckDB's `<database>.tmp`) are measured as benc
     .venv/bin/python benchmarks/pipeline.py --scale 100000,300000,1000000
     .venv/bin/python benchmarks/pipeline.py --rows 300000 --stages   # RSS per product stage
     .venv/bin/python benchmarks/pipeline.py --memory-limit 512MB      # DuckDB memory_limit in the profile
+    .venv/bin/python benchmarks/pipeline.py --rows 10000000 --stages --submit-only   # phase A alone
 
 To measure a fixed commit while the working tree is being edited: `git archive HEAD | tar -x -C SNAP`,
 copy this file into SNAP/benchmarks/, and run it with PYTHONPATH=SNAP (the dbt and emulator processes
@@ -75,7 +76,8 @@ def node_seconds(out: str, model: str) -> float | None:
 
 # --- one pipeline ------------------------------------------------------------------------------------
 
-def bench(n: int, work: Path, memory_limit: str | None, stages: bool, trace: bool = False) -> dict:
+def bench(n: int, work: Path, memory_limit: str | None, stages: bool, trace: bool = False,
+          submit_only: bool = False) -> dict:
     import duckdb
     from dbt_harness import DBT, DbtProject, create_calls
     from emulator_harness import EmulatorProcess
@@ -136,6 +138,9 @@ def bench(n: int, work: Path, memory_limit: str | None, stages: bool, trace: boo
         assert len(batches) == expected_batches, f"{len(batches)} batches created, expected {expected_batches}"
         assert phases["submit"]["creates"] == expected_batches, (phases["submit"]["creates"], expected_batches)
         assert all(b["processing_status"] == "in_progress" for b in batches), batches
+        if submit_only:
+            return {"rows": n, "batches": len(batches), "avg_body": avg_body, "load_s": t_load,
+                    "emulator_process_s": 0.0, "db_mib": project.db_path.stat().st_size / 2**20, "phases": phases}
 
         emu.advance_clock(PROCESSING_DELAY + 1)
         # The emulator processes a batch lazily on its first access after the end; do that here, so
@@ -188,6 +193,8 @@ def table(res: dict) -> str:
              "| peak spill to disk | create calls (cumulative) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for key, label in PHASE_LABELS.items():
+        if key not in res["phases"]:
+            continue
         p = res["phases"][key]
         node, work = ("-", "-") if key == "baseline" else (fmt_s(p["node"]), fmt_s(p.get("work")))
         lines.append(f"| {label} | {fmt_s(p['wall'])} | {node} | {work} | {p['rss_mib']:,.0f} MiB | {p['spill_mib']:,.0f} MiB | {p['creates']} |")
@@ -210,7 +217,7 @@ def stage_table(res: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if traced else "")]
     for key in ("submit", "harvest", "noop"):
         agg: dict[str, dict] = {}
-        for s in res["phases"][key]["stages"]:
+        for s in res["phases"].get(key, {"stages": []})["stages"]:
             a = agg.setdefault(s["stage"], {"calls": 0, "seconds": 0.0, "peak": 0.0, "after": 0.0, "py": 0.0,
                                                  "spill": 0.0})
             a["spill"] = max(a["spill"], s.get("spill_mib", 0.0))
@@ -357,6 +364,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--stages", action="store_true", help="record time and RSS per product stage")
     ap.add_argument("--tracemalloc", action="store_true",
                     help="with --stages: also the Python heap peak per stage (slower)")
+    ap.add_argument("--submit-only", action="store_true", help="stop after the submit (no harvest, no no-op run)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directories")
     args = ap.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.scale.split(",")] if args.scale else [args.rows]
@@ -366,7 +374,8 @@ def main(argv: list[str]) -> int:
     for n in sizes:
         work = Path(tempfile.mkdtemp(prefix=f"cb_pipeline_{n}_"))
         try:
-            res = bench(n, work, args.memory_limit, args.stages or args.tracemalloc, args.tracemalloc)
+            res = bench(n, work, args.memory_limit, args.stages or args.tracemalloc, args.tracemalloc,
+                        args.submit_only)
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
