@@ -38,6 +38,9 @@ _WRITE_ROWS = 25_000
 # A request line: '{"custom_id":"' || custom_id || '","params":' || params || '}', and a newline.
 _LINE_OPEN, _LINE_MID, _LINE_CLOSE = '{"custom_id":"', '","params":', "}"
 _LINE_FIXED = len(_LINE_OPEN) + len(_LINE_MID) + len(_LINE_CLOSE) + 1
+# What the first render keeps of a line and the second must find again: its size, and a 64-bit hash.
+_SIZE_SQL = f"strlen(__cb_custom_id) + strlen(__cb_params) + {_LINE_FIXED}"
+_CHECK_SQL = "hash(__cb_params)"
 
 
 @dataclass
@@ -65,8 +68,8 @@ def build_in_sql(state, settings, candidates: Callable[[str], str], chunk_path: 
                {blank_sql('__cb_prompt')} as __cb_blank,
                coalesce(nullif(__cb_max_tokens, 0), {base}) as __cb_max_tokens,
                (strlen(__cb_prompt) + 3) // 4 as __cb_prompt_tokens,
-               strlen(__cb_custom_id) + strlen(__cb_params) + {_LINE_FIXED} as __cb_size,
-               hash(__cb_params) as __cb_check
+               {_SIZE_SQL} as __cb_size,
+               {_CHECK_SQL} as __cb_check
         from ({candidates(f"select * from {PENDING}")})"""
     )
     if state.run(f"select count(*) from {_ROWS} where __cb_size is null or __cb_max_tokens <> {base}")[0][0]:
@@ -138,7 +141,6 @@ def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]
                case when sends then {cost} else 0.0 end as cost,
                case when sends then size end as line_length,
                case when sends then __cb_check end as line_check,
-               case when sends then sum(size) over w - size end as lane_offset,
                case when sends then row_number() over w end as pos,
                case when __cb_final = 'empty_prompt' then {empty_prompt_message_sql('__cb_key_json')} end as error
         from sized
@@ -192,16 +194,14 @@ def _cut(state, limit_requests: int, limit_bytes: int) -> None:
     else:
         local, join = "c.local_chunk", f"asof left join {_STARTS} c on c.lane = l.lane and l.pos >= c.pos"
     # Batches are numbered in the order their first line comes, across lanes, as the row pass does;
-    # each is a file of its own, where a line's offset counts from the batch's first line.
+    # each is a file of its own (where a line lands is recorded as `_write_lines` writes it).
     state.run(
         f"""create or replace temp table {_CUT} as
         with located as (select l.*, case when l.sends then {local} end as local_chunk from {_LINES} l {join}),
-        firsts as (select *, min(ordinal) over c as first_ordinal, min(lane_offset) over c as first_offset
-                   from located window c as (partition by lane, local_chunk))
-        select * exclude (first_ordinal, first_offset, lane_offset, key_json),
+        firsts as (select *, min(ordinal) over (partition by lane, local_chunk) as first_ordinal from located)
+        select * exclude (first_ordinal, key_json),
                case when sends then (dense_rank() over (partition by sends order by first_ordinal) - 1)::integer
-               end as chunk,
-               lane_offset - first_offset as line_offset
+               end as chunk
         from firsts
         order by ordinal"""
     )
@@ -258,8 +258,7 @@ def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[
     query = (f"select __cb_chunk::integer as chunk, __cb_ordinal::bigint as ordinal, __cb_key_json as key_json, "
              f"{literal(_LINE_OPEN)} || __cb_custom_id || {literal(_LINE_MID)} || __cb_params || "
              f"{literal(_LINE_CLOSE)} || chr(10) as line, "
-             f"strlen(__cb_custom_id) + strlen(__cb_params) + {_LINE_FIXED} = __cb_size "
-             f"and hash(__cb_params) = __cb_check as same "
+             f"{_SIZE_SQL} = __cb_size and {_CHECK_SQL} = __cb_check as same "
              f"from ({candidates(sent)})")
     files: dict[int, object] = {}
     written: dict[int, tuple[int, int]] = {}
