@@ -103,6 +103,10 @@ class EmulatorProcess:
     def add_scenario(self, scenario: dict) -> list:
         return self._request("POST", "/_emulator/scenarios/add", scenario)["scenarios"]
 
+    def release_held(self) -> int:
+        """Send now the answers slow_create holds back; how many were waiting."""
+        return self._request("POST", "/_emulator/release", {})["released"]
+
     def clear_scenarios(self) -> list:
         return self._request("DELETE", "/_emulator/scenarios")["scenarios"]
 

@@ -24,7 +24,8 @@ default 1).
                          "Your credit balance is too low to access the Anthropic API. ..."
   never_end             {} batches created while active do not end before expires_at
   slow_create           {"seconds": S, "times": N} a create is carried out at once (the batch
-                         exists and is listed) but answered only S seconds later
+                         exists and is listed) but answered only S seconds later, or at
+                         POST /_emulator/release
   queue_limit           {"max_requests": N, "retry_after": seconds (default 60), "times": N}
                          a create whose requests, added to those of every batch still in the
                          processing queue (see batches.in_queue), would exceed N is refused

@@ -7,7 +7,7 @@ import re
 import secrets
 import string
 import sys
-import time
+import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -184,8 +184,13 @@ class Handler(BaseHTTPRequestHandler):
             held = getattr(self, "_held_answer", None)
             if held is not None:  # slow_create: answered late, without holding up other calls
                 self._held_answer = None
-                time.sleep(held[0])
-                self._send(200, held[1])
+                seconds, answer, released = held
+                try:
+                    released.wait(seconds)
+                finally:
+                    with state.lock:
+                        state.held.discard(released)
+                self._send(200, answer)
         except validation.ParamsError as e:
             raise Reply(e.status, e.kind, e.message)
         except batches.NotFound as e:
@@ -216,7 +221,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         slow = self.state.scenarios.slow_create()
         if slow is not None:
-            self._held_answer = (float(slow["seconds"]), batches.view(self.state, record))
+            # Registered with the batch, under the lock: a release that sees the batch sees its answer.
+            released = threading.Event()
+            self.state.held.add(released)
+            self._held_answer = (float(slow["seconds"]), batches.view(self.state, record), released)
             return
         self._send(200, batches.view(self.state, record))
 
@@ -322,6 +330,12 @@ class Handler(BaseHTTPRequestHandler):
                 state.scenarios.add(body)
                 state.save()
                 return self._send(200, {"scenarios": state.scenarios.listing()})
+            if path == "/_emulator/release" and method == "POST":
+                with state.lock:
+                    waiting = list(state.held)
+                for event in waiting:
+                    event.set()
+                return self._send(200, {"released": len(waiting)})
             if path == "/_emulator/queue" and method == "GET":
                 with state.lock:
                     return self._send(200, batches.queue_view(state))

@@ -42,6 +42,8 @@ class EmulatorState:
         self.next_seq = max((r["seq"] for r in self.records.values()), default=0) + 1
         self.requests_cache: dict[str, list] = {}
         self.files = Files(state_dir)
+        # Answers of slow_create creates waiting to be sent; POST /_emulator/release sends them now.
+        self.held: set[threading.Event] = set()
         self.save()
 
     def configure(self, processing_delay: float | None = None, time_factor: float | None = None) -> None:

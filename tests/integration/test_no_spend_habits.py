@@ -104,21 +104,41 @@ def _each_row_bought_once(emulator) -> list[str]:
     return ids
 
 
+def _wait_for_held_create(emulator, proc, seen: list[str], batches: int) -> None:
+    """Until the emulator holds `batches` batches, the last one's create answered late (slow_create).
+
+    The batch and its held answer are registered together, so a release after this sees the answer."""
+    deadline = time.monotonic() + 120
+    while len(created_batches(emulator)) < batches:
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)
+
+
+def _stop_during_held_create(emulator, proc, seen: list[str], batches: int, sig: int) -> int:
+    """Signal `proc` while the create of its `batches`-th batch waits for its answer; then let it answer.
+
+    dbt cancels the model's connection (which sets the run's stop flag) before it prints CANCEL, so the
+    run knows of the stop before the create returns: it stops between creates, deterministically."""
+    _wait_for_held_create(emulator, proc, seen, batches)
+    os.kill(proc.pid, sig)
+    _read_until(proc, "CANCEL", seen)
+    assert emulator.release_held() == 1
+    return _finish(proc, seen)
+
+
 def test_ctrl_c_stops_between_creates_and_the_next_run_continues(project, emulator):
     project.load_table("items", items(30))
     project.configure(replace=False, max_requests_per_batch=2, **FAST)  # a batch per row
+    emulator.set_scenarios([{"name": "slow_create", "seconds": 0, "times": 1},  # the first create answers at once,
+                            {"name": "slow_create", "seconds": 120, "times": 1}])  # the second when released
     proc = project.popen("run", "-s", f"+{project.model}")
     seen: list[str] = []
-    _read_until(proc, "submitted batch", seen)
-    os.kill(proc.pid, signal.SIGINT)
-    code = _finish(proc, seen)
+    code = _stop_during_held_create(emulator, proc, seen, 2, signal.SIGINT)
 
     out = "".join(seen)
     assert code != 0
     stop_line = next(line for line in out.splitlines() if STOPPED in line)
-    sent = out.count("submitted batch")
-    assert sent < 30 and create_calls(emulator) == sent
-    assert f"submitted {sent} request(s) before the stop and {30 - sent} were not submitted" in stop_line
+    assert out.count("submitted batch") == 2 and create_calls(emulator) == 2
+    assert "submitted 2 request(s) before the stop and 28 were not submitted" in stop_line
     assert project.query("select outcome from dbt_claude_batch.runs") == [("stopped",)]
 
     project.run()  # continues: what was sent is collected, the rest is submitted, nothing twice
@@ -175,21 +195,23 @@ def test_a_second_signal_exits_at_once_without_a_traceback(project, emulator):
 def test_sigterm_kills_dbt_safely_and_stops_between_creates_under_the_wrapper(project, emulator):
     project.load_table("items", items(30))
     project.configure(replace=False, max_requests_per_batch=2, **FAST)
+    emulator.add_scenario({"name": "slow_create", "seconds": 120, "times": 1})
     proc = project.popen("run", "-s", f"+{project.model}")
     seen: list[str] = []
-    _read_until(proc, "submitted batch", seen)
-    os.kill(proc.pid, signal.SIGTERM)  # dbt has no SIGTERM handler: it dies at once
+    _wait_for_held_create(emulator, proc, seen, 1)
+    os.kill(proc.pid, signal.SIGTERM)  # dbt has no SIGTERM handler: it dies at once, its create unanswered
     assert _finish(proc, seen) == -signal.SIGTERM
-    assert STOPPED not in "".join(seen)
+    assert STOPPED not in "".join(seen) and emulator.release_held() == 1
 
+    emulator.add_scenario({"name": "slow_create", "seconds": 120, "times": 1})
     wrapper = subprocess.Popen([str(Path(sys.executable).parent / "dbt-claude-batch"), "dbt", "run", "-s", f"+{project.model}"],
                                cwd=project.root, env=project.env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     seen = []
-    _read_until(wrapper, "submitted batch", seen)
-    os.kill(wrapper.pid, signal.SIGTERM)
-    code = _finish(wrapper, seen)
-    assert code != 0 and STOPPED in "".join(seen)
+    code = _stop_during_held_create(emulator, wrapper, seen, 2, signal.SIGTERM)
+    out = "".join(seen)
+    assert code != 0 and STOPPED in out
+    assert "submitted 1 request(s) before the stop and 28 were not submitted" in out  # the first row was adopted
 
     project.run()
     assert sorted(project.results()) == list(range(1, 31))
