@@ -62,6 +62,7 @@ BODY_SQL = ("'Customer ' || (i % 9973) || ' reports that the invoice for order '
             "'; they ask for a refund of the duplicate amount and a confirmation email to the account owner. "
             "Ticket ref ' || md5(i::varchar)[1:12] || '.'")
 STAGE_FILE_ENV = "CB_BENCH_STAGE_FILE"
+DUCKDB_MEMORY_ENV = "CB_BENCH_DUCKDB_MEMORY"
 TRACE_ENV = "CB_BENCH_TRACEMALLOC"
 SPILL_ENV = "CB_BENCH_SPILL_DIR"
 
@@ -309,6 +310,17 @@ def _launch_dbt(args: list[str]) -> int:
                        "spill_mib": spill.peak / 2**20}
                 if traced:
                     rec["py_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+                cursor = getattr(a[0], "cursor", None) if a else None
+                if os.environ.get(DUCKDB_MEMORY_ENV) and cursor is not None:
+                    # Where DuckDB's memory and spill sit as the stage ends, by tag (tables, sorts, ...).
+                    try:
+                        rec["duckdb_mib"] = {tag: [round(m / 2**20), round(t / 2**20)] for tag, m, t in cursor.execute(
+                            "select tag, memory_usage_bytes, temporary_storage_bytes from duckdb_memory() "
+                            "where memory_usage_bytes + temporary_storage_bytes > 0").fetchall()}
+                        rec["temp_tables"] = dict(cursor.execute(
+                            "select table_name, estimated_size from duckdb_tables() where temporary").fetchall())
+                    except Exception as e:  # a cursor busy with an open result: leave it be
+                        rec["duckdb_mib"] = repr(e)
                 if out_path:
                     with open(out_path, "a") as f:
                         f.write(json.dumps(rec) + "\n")
