@@ -32,6 +32,7 @@ from dbt_claude_batch.base.prompts import blank_sql, empty_prompt_message_sql
 _ROWS = "cb_spool_rows"
 _LINES = "cb_spool_lines"
 _STARTS = "cb_chunk_starts"
+_POS = "cb_spool_positions"
 _CUT = "cb_spool_cut"
 _STREAM_ROWS = 100_000
 _WRITE_ROWS = 25_000
@@ -82,10 +83,9 @@ def build_in_sql(state, settings, candidates: Callable[[str], str], chunk_path: 
         state.run(f"drop table {_ROWS}")
         _check_sizes(state, settings, limit_bytes)
         _cut(state, limit_requests, limit_bytes)
-        state.run(f"drop table {_LINES}")
         return _write(state, prices, candidates, chunk_path)
     finally:
-        for table in (_ROWS, _LINES, _STARTS, _CUT):
+        for table in (_ROWS, _LINES, _POS, _STARTS, _CUT):
             state.run(f"drop table if exists {table}")
 
 
@@ -99,7 +99,7 @@ def _reason_sql(request_hash: str) -> str:
 
 
 def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]:
-    """One row per candidate: its verdict, and the size and place in its lane of the line it sends.
+    """One row per candidate: its verdict, and the size of the line it sends (streamed: no sort).
     Returns the list prices of the models that have one."""
     models = [m for (m,) in state.run(f"select distinct __cb_model from {_ROWS}")]
     prices = {m: p for m in models if (p := list_price(m, settings.prices)) is not None}
@@ -141,11 +141,8 @@ def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]
                case when sends then {cost} else 0.0 end as cost,
                case when sends then size end as line_length,
                case when sends then __cb_check end as line_check,
-               case when sends then row_number() over w end as pos,
                case when __cb_final = 'empty_prompt' then {empty_prompt_message_sql('__cb_key_json')} end as error
-        from sized
-        window w as (partition by sends, own_lane order by __cb_ordinal
-                     rows between unbounded preceding and current row)"""
+        from sized"""
     )
     return prices
 
@@ -166,8 +163,16 @@ def request_too_large(key_json: str, size: int, max_batch_bytes: int) -> SourceD
 
 
 def _cut(state, limit_requests: int, limit_bytes: int) -> None:
-    """Number each lane's batches: a new one when the current one is full by count or by bytes."""
-    longest = state.run(f"select coalesce(max(line_length), 0) from {_LINES} where sends")[0][0]
+    """Number each lane's batches: a new one when the current one is full by count or by bytes.
+
+    Only the lines sent, and only what cutting needs of them, are sorted and kept (`_CUT`: ordinal,
+    lane, size, check, batch): sorting the verdicts' full rows spilled gigabytes at millions of rows."""
+    state.run(
+        f"""create or replace temp table {_POS} as
+        select ordinal, lane, line_length, line_check, row_number() over (partition by lane order by ordinal) as pos
+        from {_LINES} where sends"""
+    )
+    longest = state.run(f"select coalesce(max(line_length), 0) from {_POS}")[0][0]
     # When the count binds first, every batch but a lane's last holds exactly `limit_requests` lines.
     if longest * limit_requests > limit_bytes:
         starts = []
@@ -175,7 +180,7 @@ def _cut(state, limit_requests: int, limit_bytes: int) -> None:
             n = size = 0
             local_index = -1
             reader = state.cursor.sql(
-                f"select pos, line_length from {_LINES} where lane = {literal(lane)} order by pos"
+                f"select pos, line_length from {_POS} where lane = {literal(lane)} order by pos"
             ).to_arrow_reader(_STREAM_ROWS)
             for record_batch in reader:
                 positions, sizes = record_batch.column(0).to_pylist(), record_batch.column(1).to_pylist()
@@ -189,29 +194,30 @@ def _cut(state, limit_requests: int, limit_bytes: int) -> None:
         state.run(f"create or replace temp table {_STARTS} (lane varchar, pos bigint, local_chunk bigint)")
         if starts:
             state.cursor.executemany(f"insert into {_STARTS} values (?, ?, ?)", starts)
-    if longest * limit_requests <= limit_bytes:
-        local, join = f"(l.pos - 1) // {int(limit_requests)}", ""
+        local, join = "c.local_chunk", f"asof left join {_STARTS} c on c.lane = p.lane and p.pos >= c.pos"
     else:
-        local, join = "c.local_chunk", f"asof left join {_STARTS} c on c.lane = l.lane and l.pos >= c.pos"
+        local, join = f"(p.pos - 1) // {int(limit_requests)}", ""
     # Batches are numbered in the order their first line comes, across lanes, as the row pass does;
     # each is a file of its own (where a line lands is recorded as `_write_lines` writes it).
     state.run(
         f"""create or replace temp table {_CUT} as
-        with located as (select l.*, case when l.sends then {local} end as local_chunk from {_LINES} l {join}),
-        firsts as (select *, min(ordinal) over (partition by lane, local_chunk) as first_ordinal from located)
-        select * exclude (first_ordinal, key_json),
-               case when sends then (dense_rank() over (partition by sends order by first_ordinal) - 1)::integer
-               end as chunk
-        from firsts
-        order by ordinal"""
+        with located as (select p.ordinal, p.lane, p.line_length, p.line_check, {local} as local_chunk
+                         from {_POS} p {join}),
+        numbered as (select lane, local_chunk, (row_number() over (order by min(ordinal)) - 1)::integer as chunk
+                     from located group by lane, local_chunk)
+        select l.ordinal, l.lane, l.line_length, l.line_check, n.chunk
+        from located l join numbered n on n.lane = l.lane and n.local_chunk = l.local_chunk"""
     )
+    state.run(f"drop table {_POS}")
 
 
 def _write(state, prices: Mapping[str, tuple[float, float]], candidates: Callable[[str], str],
            chunk_path: Callable[[int], str]) -> Rendered:
     expected = {index: (lane, n, int(n_bytes), model) for index, lane, n, n_bytes, model in state.run(
-        f"select chunk, lane, count(*), sum(line_length), arg_min(model, ordinal) from {_CUT} where sends "
-        "group by chunk, lane order by chunk")}
+        f"""select c.chunk, c.lane, c.n, c.n_bytes, l.model
+        from (select chunk, lane, count(*) as n, sum(line_length) as n_bytes, min(ordinal) as first_ordinal
+              from {_CUT} group by chunk, lane) c
+        join {_LINES} l on l.ordinal = c.first_ordinal order by c.chunk""")}
     offsets_path = os.path.join(os.path.dirname(chunk_path(0)), "line-offsets.parquet")
     try:
         written = _write_lines(state, candidates, chunk_path, offsets_path)
@@ -221,30 +227,35 @@ def _write(state, prices: Mapping[str, tuple[float, float]], candidates: Callabl
                     f"The spool file of batch {index} got {written.get(index)} (lines, bytes) where {(n, n_bytes)} were "
                     "cut: nothing was submitted; run again, and report it if it happens again."
                 )
+        state.run(f"drop table {_CUT}")
         _load_rendered(state, offsets_path)
     finally:
         if os.path.exists(offsets_path):
             os.remove(offsets_path)
-    sent_models = {m for (m,) in state.run(f"select distinct model from {_CUT} where sends")}
+    sent_models = {m for (m,) in state.run(f"select distinct model from {_LINES} where sends")}
     return Rendered(
         chunks=[(index, lane, n, n_bytes, model) for index, (lane, n, n_bytes, model) in expected.items()],
-        n_deduplicated=state.run(f"select count(*) from {_CUT} where dedup_of is not null")[0][0],
+        n_deduplicated=state.run(f"select count(*) from {_LINES} where dedup_of is not null")[0][0],
         unpriced_models=sent_models - set(prices),
     )
 
 
 def _load_rendered(state, offsets_path: str) -> None:
-    """The verdicts table: a row per candidate, each line sent where `_write_lines` put it."""
+    """The verdicts table: a row per candidate, each line sent where `_write_lines` put it (its batch and
+    offset come from `offsets_path`; a row sharing a line takes its leader's batch and lane)."""
+    placed = f"read_parquet({literal(offsets_path)})"
     state.run(
         f"""create or replace temp table {RENDERED} as
         select l.ordinal, l.custom_id, 1::integer as part, 1::integer as parts, l.request_hash,
                l.max_tokens::integer as max_tokens, l.dedup_of, l.reason,
-               coalesce(l.chunk, d.chunk)::integer as chunk, l.include,
+               coalesce(o.chunk, d.chunk)::integer as chunk, l.include,
                case when l.include then coalesce(l.lane, d.lane) end as lane, l.cost::double as cost,
                o.line_offset::bigint as line_offset, l.line_length::bigint as line_length, l.error,
                null::varchar as part_hash, null::integer as first_page, null::integer as last_page
-        from {_CUT} l left join (select custom_id, chunk, lane from {_CUT} where grouped) d on d.custom_id = l.dedup_of
-        left join read_parquet({literal(offsets_path)}) o on o.ordinal = l.ordinal
+        from {_LINES} l
+        left join (select g.custom_id, p.chunk, g.lane from {_LINES} g join {placed} p on p.ordinal = g.ordinal
+                   where g.grouped and g.sends) d on d.custom_id = l.dedup_of
+        left join {placed} o on o.ordinal = l.ordinal
         order by l.ordinal"""
     )
 
@@ -252,9 +263,9 @@ def _load_rendered(state, offsets_path: str) -> None:
 def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[int], str],
                  offsets_path: str) -> dict[int, tuple[int, int]]:
     """Render the lines sent again and append each to its batch's file, in the order DuckDB streams them;
-    where each landed goes to `offsets_path` (ordinal, line_offset). Returns (lines, bytes) per batch."""
+    where each landed goes to `offsets_path` (ordinal, chunk, line_offset). Returns (lines, bytes) per batch."""
     sent = (f"select p.*, c.chunk as __cb_chunk, c.line_length as __cb_size, c.line_check as __cb_check "
-            f"from {PENDING} p join {_CUT} c on c.ordinal = p.__cb_ordinal where c.sends")
+            f"from {PENDING} p join {_CUT} c on c.ordinal = p.__cb_ordinal")
     query = (f"select __cb_chunk::integer as chunk, __cb_ordinal::bigint as ordinal, __cb_key_json as key_json, "
              f"{literal(_LINE_OPEN)} || __cb_custom_id || {literal(_LINE_MID)} || __cb_params || "
              f"{literal(_LINE_CLOSE)} || chr(10) as line, "
@@ -262,7 +273,7 @@ def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[
              f"from ({candidates(sent)})")
     files: dict[int, object] = {}
     written: dict[int, tuple[int, int]] = {}
-    schema = pa.schema([("ordinal", pa.int64()), ("line_offset", pa.int64())])
+    schema = pa.schema([("ordinal", pa.int64()), ("chunk", pa.int32()), ("line_offset", pa.int64())])
     pool = pa.default_memory_pool()
     reader = state.cursor.sql(query).to_arrow_reader(_WRITE_ROWS)
     try:
@@ -299,7 +310,7 @@ def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[
                     lines_so_far, bytes_so_far = written.get(index, (0, 0))
                     written[index] = (lines_so_far + n, bytes_so_far + last - first)
                     start += n
-                offsets.write_batch(pa.record_batch([ordinals, pa.concat_arrays(landed)], schema=schema))
+                offsets.write_batch(pa.record_batch([ordinals, chunks, pa.concat_arrays(landed)], schema=schema))
                 del record_batch, lines, chunks, ordinals, landed
                 pool.release_unused()  # Arrow's allocator keeps freed batches otherwise: RSS beside DuckDB's limit
     finally:
