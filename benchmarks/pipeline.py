@@ -350,6 +350,7 @@ def _launch_dbt(args: list[str]) -> int:
     wrap("run.harvest", "download_results", "harvest.download_results (in harvest_ended, on its download thread)", reset=False)
     wrap("run.harvest", "load_lines", "harvest.load_lines (in harvest_ended)", reset=False)
     wrap("run.harvest", "finish_batch", "harvest.finish_batch (in harvest_ended)", reset=False)
+    wrap("run.answers", "refresh_pending")
     wrap("run.answers", "refresh", "answers.refresh (in answers.refresh_pending)", reset=False)
     wrap("run.retention", "drop_answered_prompts")
     wrap("run.retention", "drop_rows_gone_from_source", "retention.drop_rows_gone_from_source (in _finish)", reset=False)
