@@ -310,8 +310,8 @@ def _launch_dbt(args: list[str]) -> int:
                        "spill_mib": spill.peak / 2**20}
                 if traced:
                     rec["py_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
-                cursor = getattr(a[0], "cursor", None) if a else None
-                if os.environ.get(DUCKDB_MEMORY_ENV) and cursor is not None:
+                cursor = getattr(a[0], "cursor", None) if a else None  # a State's; a session's is a method
+                if os.environ.get(DUCKDB_MEMORY_ENV) and cursor is not None and not callable(cursor):
                     # Where DuckDB's memory and spill sit as the stage ends, by tag (tables, sorts, ...).
                     try:
                         rec["duckdb_mib"] = {tag: [round(m / 2**20), round(t / 2**20)] for tag, m, t in cursor.execute(
