@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.state.queries import key_attempts_sql, scope_sql
-from dbt_claude_batch.state.state import State, utcnow
+from dbt_claude_batch.state.state import LIVE_STATUSES, State, utcnow
 
 ANSWER_COLUMNS = (
     "model_id", "custom_id", "attempt", "key_json", "request_hash", "input_hash", "latest_attempt", "output_text",
@@ -148,7 +148,7 @@ def _single_answers_sql(state: State, batch_list: str, scope: tuple[list[str], l
     join {_TOUCHED} t on t.custom_id = coalesce(r.key_custom_id, r.custom_id) and t.n = 1 and not t.elsewhere
         and not t.cut
     where o.batch_id in ({batch_list}) and o.result_type = 'succeeded'
-      and r.model_id = {literal(state.model_id)} and s.status not in ('rejected', 'abandoned'){scope_sql(scope)}"""
+      and r.model_id = {literal(state.model_id)} and s.status in {LIVE_STATUSES}{scope_sql(scope)}"""
 
 
 # Requests whose answers one transaction brings up to date at most: a first harvest of millions of

@@ -37,7 +37,6 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
                                                      record_template_errors, reuse_from_sources,
                                                      reuse_held_answers, wants_answers)
     from dbt_claude_batch.run.spool import build_spool
-    from dbt_claude_batch.run.sync import run_sync
 
     with scratch() as tmp:
         spool = build_spool(state, prompt, cfg, tmp, source_sql)
@@ -92,42 +91,75 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         check_budget(cfg, state, spool, estimate)
         if not spool.unpriced_models:  # after the budget: a refused budget asks the API nothing
             check_models(api, state, cfg)
-        from dbt_claude_batch.run import submission  # imports the SDK, which a warm-up may still be importing
-
         if spool.uploads is not None and not (stop is not None and stop.requested):  # after every guard
             from dbt_claude_batch.run.uploads import upload_needed
 
             spool.file_ids = upload_needed(api.get(), state, spool.uploads)
 
         room = None if cfg.max_requests_in_flight is None else cfg.max_requests_in_flight - state.requests_in_flight()
-        sent = waiting = stopped = 0
-        for i, chunk in enumerate(spool.chunks):
-            if stop is not None and stop.requested:
-                stopped = sum(c.n for c in spool.chunks[i:])
-                break
-            if chunk.lane == "sync" or route == "sync":
-                retention.record_prompts(state, cfg, chunk.path, chunk.index)
-                sent += run_sync(api.get(), state, spool, chunk, cfg, stop)
-                continue
-            if room is not None and chunk.n + 1 > room:  # +1: the marker request
-                waiting += chunk.n
-                continue
-            try:
-                submission.submit_chunk(api.get(), state, spool, chunk, cfg.in_doubt_grace_seconds,
-                                        cfg.clock_skew_seconds, spool.chunk_cost(chunk) * discount)
-                retention.record_prompts(state, cfg, chunk.path, chunk.index)
-            except submission.QueueFull as exc:
-                waiting += sum(c.n for c in spool.chunks[i:] if c.lane == "batch")
-                logger.warning(f"the API refused a batch: the workspace's processing queue is full ({exc}); "
-                               f"{waiting} requests wait, pending, for the next run")
-                return sent, waiting
-            sent += chunk.n
-            if room is not None:
-                room -= chunk.n + 1
-        if waiting:
-            logger.warning(f"{waiting} requests wait for room in the queue (max_requests_in_flight "
-                           f"{cfg.max_requests_in_flight}); the next run submits them")
-        return sent, waiting + stopped
+        state.reject_unsent(UNSENT_AFTER_CRASH)  # a run killed between a prepare and its create
+        try:
+            return _send(api, state, spool, cfg, route, discount, room, stop)
+        finally:
+            state.reject_unsent(UNSENT_AFTER_STOP)
+
+
+PREPARED_AHEAD = "recorded the next batch's intent while the create before it was in flight"
+UNSENT_AFTER_CRASH = "not sent: the run that prepared it ended before its create"
+UNSENT_AFTER_STOP = "not sent: the run stopped before its create (a stop, a full queue or an error)"
+
+
+def _send(api: LazyClient, state: State, spool, cfg: Settings, route: str, discount: float, room: int | None,
+          stop: StopFlag | None) -> tuple[int, int]:
+    """Send the chunks in order; while each batch's create is in flight, the next batch's intent is
+    recorded (`submission.prepare`), so the state's writes overlap the uploads."""
+    from dbt_claude_batch.run import submission
+    from dbt_claude_batch.run.sync import run_sync
+
+    def goes_to_batch(chunk, room_left: int | None) -> bool:
+        return chunk.lane != "sync" and route != "sync" and (room_left is None or chunk.n + 1 <= room_left)
+
+    sent = waiting = stopped = 0
+    prepared = None
+    chunks = spool.chunks
+    for i, chunk in enumerate(chunks):
+        if stop is not None and stop.requested:
+            stopped = sum(c.n for c in chunks[i:])
+            break
+        if chunk.lane == "sync" or route == "sync":
+            retention.record_prompts(state, cfg, chunk.path, chunk.index)
+            sent += run_sync(api.get(), state, spool, chunk, cfg, stop)
+            continue
+        if not goes_to_batch(chunk, room):  # +1: the marker request
+            waiting += chunk.n
+            continue
+        room_after = None if room is None else room - chunk.n - 1
+        following = chunks[i + 1] if i + 1 < len(chunks) else None
+        ahead: list = []
+
+        def prepare_next(nxt=following, room_left=room_after, out=ahead) -> None:
+            if nxt is not None and goes_to_batch(nxt, room_left) and not (stop is not None and stop.requested):
+                out.append(submission.prepare(state, spool, nxt, spool.chunk_cost(nxt) * discount))
+                logger.debug(f"{PREPARED_AHEAD} ({nxt.n} requests, submission {out[0].submission_id})")
+
+        mine, prepared = (prepared if prepared is not None and prepared.chunk is chunk else None), None
+        try:
+            submission.submit_chunk(api.get(), state, spool, chunk, cfg.in_doubt_grace_seconds,
+                                    cfg.clock_skew_seconds, spool.chunk_cost(chunk) * discount, mine, prepare_next)
+            retention.record_prompts(state, cfg, chunk.path, chunk.index)
+        except submission.QueueFull as exc:
+            waiting += sum(c.n for c in chunks[i:] if c.lane == "batch")
+            logger.warning(f"the API refused a batch: the workspace's processing queue is full ({exc}); "
+                           f"{waiting} requests wait, pending, for the next run")
+            return sent, waiting
+        prepared = ahead[0] if ahead else None
+        sent += chunk.n
+        if room is not None:
+            room -= chunk.n + 1
+    if waiting:
+        logger.warning(f"{waiting} requests wait for room in the queue (max_requests_in_flight "
+                       f"{cfg.max_requests_in_flight}); the next run submits them")
+    return sent, waiting + stopped
 
 
 def _empty_prompts(state: State, n_empty: int, n_errors: int, every: bool) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
@@ -64,33 +66,90 @@ class QueueFull(Exception):
     """The API refused a create because the workspace's processing queue is full: try in a later run."""
 
 
+@dataclass
+class Prepared:
+    """A chunk's intent recorded ahead of its create (status `prepared`), with its body: nothing is sent
+    until `submit_chunk` makes it `creating`."""
+    chunk: Chunk
+    submission_id: str
+    body: bytes
+
+
+def prepare(state: State, spool: Spool, chunk: Chunk, est_cost_usd: float | None = None) -> Prepared:
+    """Record the chunk's intent and build its body now, to create it later (see `submit_chunk`)."""
+    submission_id = str(uuid.uuid4())
+    body = _record_intent(state, spool, chunk, submission_id, est_cost_usd, "prepared")
+    return Prepared(chunk, submission_id, body)
+
+
+def _record_intent(state: State, spool: Spool, chunk: Chunk, submission_id: str, est_cost_usd: float | None,
+                   status: str = "creating") -> bytes:
+    marker = marker_id(submission_id)
+    body = spool.body_of(chunk, marker_line(marker, chunk.model))
+    state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(state, chunk.index), marker,
+                        est_cost_usd, status)
+    return body
+
+
 def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk: Chunk,
                  grace_seconds: float = 3600.0, skew_seconds: float = 300.0,
-                 est_cost_usd: float | None = None) -> str | None:
-    """Create one batch for the chunk; return its id, or None when the outcome is still in doubt."""
-    def intent(submission_id: str, marker: str) -> bytes:
-        body = spool.body_of(chunk, marker_line(marker, chunk.model))
-        state.record_intent(submission_id, chunk.n, len(body), pending_requests_sql(state, chunk.index), marker,
-                            est_cost_usd)
-        return body
+                 est_cost_usd: float | None = None, prepared: Prepared | None = None,
+                 during: Callable[[], None] | None = None) -> str | None:
+    """Create one batch for the chunk; return its id, or None when the outcome is still in doubt.
 
-    return create_batch(client, state, intent, chunk.n, grace_seconds, skew_seconds)
+    `prepared`, the chunk's intent recorded ahead (`prepare`), is made `creating` and sent first.
+    `during` runs on this thread while the create is in flight (the next chunk's `prepare`: the state's
+    writes overlap the upload instead of following it); an error of its own is raised once the create's
+    outcome is recorded.
+    """
+    if prepared is not None and prepared.chunk is not chunk:
+        raise ValueError("prepared intent belongs to another chunk")
+
+    def intent(submission_id: str, marker: str) -> bytes:  # noqa: ARG001 - the marker follows from the id
+        return _record_intent(state, spool, chunk, submission_id, est_cost_usd)
+
+    first = (prepared.submission_id, prepared.body) if prepared is not None else None
+    return create_batch(client, state, intent, chunk.n, grace_seconds, skew_seconds, first, during)
 
 
 def create_batch(client: anthropic.Anthropic, state: State, intent: Callable[[str, str], bytes], n: int,
-                 grace_seconds: float, skew_seconds: float) -> str | None:
+                 grace_seconds: float, skew_seconds: float, first: tuple[str, bytes] | None = None,
+                 during: Callable[[], None] | None = None) -> str | None:
     """Create one batch of `n` requests (its marker aside) once; return its id, or None when in doubt.
 
     `intent(submission_id, marker_id)` commits the submission (and whatever it owns) and returns the
     body, its marker line included; it is called again, with a new submission, for each retried create.
+    `first`, (submission_id, body) of a prepared intent, is the first attempt instead. `during` runs
+    once, on this thread, while the first create sent is in flight.
     """
+    deferred: list[BaseException] = []
+
+    def alongside() -> None:
+        try:
+            during()
+        except BaseException as exc:  # noqa: BLE001 - raised after the create's outcome is recorded
+            deferred.append(exc)
+
+    batch_id = _create_with_retries(client, state, intent, n, grace_seconds, skew_seconds, first,
+                            alongside if during is not None else None)
+    if deferred:
+        raise deferred[0]
+    return batch_id
+
+
+def _create_with_retries(client, state: State, intent, n: int, grace_seconds: float, skew_seconds: float,
+                 first: tuple[str, bytes] | None, during: Callable[[], None] | None) -> str | None:
     rejected = unreachable = 0
     while True:
-        submission_id = str(uuid.uuid4())
-        body = intent(submission_id, marker_id(submission_id))
-        sent_at = time.perf_counter()
+        if first is not None:
+            (submission_id, body), first = first, None
+            state.begin_create(submission_id)
+        else:
+            submission_id = str(uuid.uuid4())
+            body = intent(submission_id, marker_id(submission_id))
+        alongside, during = during, None  # once, with the first create sent
         try:
-            batch = _create(client, body)
+            batch, took = _create_alongside(client, body, alongside)
         except anthropic.APIStatusError as exc:
             if exc.status_code not in _NOT_CREATED:
                 logger.warning(
@@ -129,9 +188,23 @@ def create_batch(client: anthropic.Anthropic, state: State, intent: Callable[[st
                            "settling by listing batches")
             return settle(client, state, submission_id, grace_seconds, skew_seconds)
         state.mark_submitted(submission_id, batch)
-        logger.info(f"submitted batch {batch.id} with {n} requests ({len(body)} bytes) "
-                    f"in {time.perf_counter() - sent_at:.2f}s")
+        logger.info(f"submitted batch {batch.id} with {n} requests ({len(body)} bytes) in {took:.2f}s")
         return batch.id
+
+
+def _create_alongside(client: anthropic.Anthropic, body: bytes,
+                      during: Callable[[], None] | None) -> tuple[MessageBatch, float]:
+    """The create, timed; sent from a worker thread while `during` (which must not raise) runs here."""
+    def timed() -> tuple[MessageBatch, float]:
+        sent_at = time.perf_counter()
+        return _create(client, body), time.perf_counter() - sent_at
+
+    if during is None:
+        return timed()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbt_claude_batch-create") as pool:
+        sending = pool.submit(timed)
+        during()
+        return sending.result()
 
 
 def unreachable_error(exc: BaseException, doing: str) -> ApiUnreachableError:

@@ -8,7 +8,7 @@ facts with the same queries, so what people read is what the next run will do.
 from __future__ import annotations
 
 from dbt_claude_batch.base.identifiers import literal
-from dbt_claude_batch.state.state import State, marker_sql
+from dbt_claude_batch.state.state import LIVE_STATUSES, State, marker_sql
 
 TOO_LONG_PATTERN = "prompt is too long"
 
@@ -41,7 +41,7 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
             from {state.table('requests')} r
             join {state.table('submissions')} s using (submission_id)
             left join {state.table('outcomes')} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id
-            where r.model_id = {literal(state.model_id)} and s.status not in ('rejected', 'abandoned'){narrow})
+            where r.model_id = {literal(state.model_id)} and s.status in {LIVE_STATUSES}{narrow})
         select key_custom_id as custom_id, attempt,
                any_value(key_json) as key_json, any_value(input_hash) as input_hash,
                any_value(request_hash) as request_hash, max(max_tokens) as max_tokens,

@@ -33,6 +33,12 @@ def marker_sql(schema: str, alias: str = "o") -> str:
     return (f"exists (select 1 from {qualified(schema, 'batches')} mb join {qualified(schema, 'submissions')} ms "
             f"using (submission_id) where mb.batch_id = {alias}.batch_id and ms.marker_id = {alias}.custom_id)")
 
+# Submissions whose create may have been sent: their requests count as bought (or about to be). A
+# `prepared` submission (recorded ahead while the create before it was in flight, see
+# submission.prepare) becomes `creating`, committed, before its create is sent; until then its
+# requests are nobody's, and a run that ends first leaves it to be marked `rejected` (never sent).
+LIVE_STATUSES = "('creating', 'in_doubt', 'submitted')"
+
 _ensure_lock = threading.Lock()
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
@@ -196,10 +202,12 @@ class State:
 
     # -- submissions ----------------------------------------------------------------------------
     def record_intent(self, submission_id: str, n_requests: int, n_bytes: int, requests_sql: str,
-                      marker_id: str | None = None, est_cost_usd: float | None = None) -> None:
-        """Record a submission before its create call, with its requests, in one transaction."""
+                      marker_id: str | None = None, est_cost_usd: float | None = None,
+                      status: str = "creating") -> None:
+        """Record a submission before its create call, with its requests, in one transaction
+        (`status` `prepared`: ahead of time, to be made `creating` by `begin_create` before the create)."""
         with self.transaction():
-            self.insert_intent(submission_id, n_requests, n_bytes, marker_id, est_cost_usd)
+            self.insert_intent(submission_id, n_requests, n_bytes, marker_id, est_cost_usd, status=status)
             self.run(
                 f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
                 "request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of, part_hash, "
@@ -210,14 +218,32 @@ class State:
             )
 
     def insert_intent(self, submission_id: str, n_requests: int, n_bytes: int, marker_id: str | None,
-                      est_cost_usd: float | None = None, purpose: str = "rows") -> None:
+                      est_cost_usd: float | None = None, purpose: str = "rows", status: str = "creating") -> None:
         """The submission row of an intent (call inside a transaction, with what else it owns): `purpose`
         `rows` for the model's own requests, `compare` for a prompt comparison's batch."""
         self.run(
             f"insert into {self.table('submissions')} (submission_id, model_id, status, n_requests, n_bytes, "
-            "intent_at, marker_id, est_cost_usd, purpose) values (?, ?, 'creating', ?, ?, ?, ?, ?, ?)",
-            [submission_id, self.model_id, n_requests, n_bytes, utcnow(), marker_id, est_cost_usd, purpose],
+            "intent_at, marker_id, est_cost_usd, purpose) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [submission_id, self.model_id, status, n_requests, n_bytes, utcnow(), marker_id, est_cost_usd, purpose],
         )
+
+    def begin_create(self, submission_id: str) -> None:
+        """Make a prepared submission `creating`, committed before its create is sent (the intent's time
+        is now: no batch created before it can be this submission's)."""
+        changed = self.run(
+            f"update {self.table('submissions')} set status = 'creating', intent_at = ? "
+            "where submission_id = ? and status = 'prepared' returning submission_id",
+            [utcnow(), submission_id])
+        if not changed:
+            raise StateError(f"Submission {submission_id} is no longer prepared: nothing was sent for it; run again.")
+
+    def reject_unsent(self, note: str, submission_id: str | None = None) -> int:
+        """Mark prepared submissions (this one, or every one of the model) `rejected`: never sent."""
+        which = "submission_id = ?" if submission_id else "model_id = ?"
+        return len(self.run(
+            f"update {self.table('submissions')} set status = 'rejected', settled_at = ?, note = ? "
+            f"where {which} and status = 'prepared' returning submission_id",
+            [utcnow(), note, submission_id or self.model_id]))
 
     def mark_submitted(self, submission_id: str, batch, kind: str = "batch") -> None:
         """Record the batch id the moment create returns (or a listing adopts it). A comparison's
@@ -280,7 +306,7 @@ class State:
         return (f"select coalesce(r.key_custom_id, r.custom_id) as custom_id, r.attempt from {self.table('requests')} r "
                 f"join {self.table('submissions')} s using (submission_id) "
                 f"left join {self.table('batches')} b on b.batch_id = s.batch_id "
-                f"where s.model_id = {literal(self.model_id)} and s.status in ('creating', 'in_doubt', 'submitted') "
+                f"where s.model_id = {literal(self.model_id)} and s.status in {LIVE_STATUSES} "
                 "and b.harvested_at is null")
 
     def requests_in_flight(self) -> int:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from dbt_claude_batch.run.dispatch import UNSENT_AFTER_STOP, UNSENT_AFTER_CRASH, PREPARED_AHEAD
 from dbt_harness import create_calls, created_batches, items, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
@@ -113,6 +114,18 @@ def _wait_for_held_create(emulator, proc, seen: list[str], batches: int) -> None
         assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)
 
 
+def _wait_for_log(project, proc, seen: list[str], text: str) -> None:
+    """Until dbt's log file (debug lines included) holds `text`."""
+    log = project.root / "logs" / "dbt.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and text in log.read_text(errors="replace")):
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)
+
+
+def _statuses(project) -> list[tuple]:
+    return project.query("select status, count(*) from dbt_claude_batch.submissions group by all order by all")
+
+
 def _stop_during_held_create(emulator, proc, seen: list[str], batches: int, sig: int) -> int:
     """Signal `proc` while the create of its `batches`-th batch waits for its answer; then let it answer.
 
@@ -140,6 +153,11 @@ def test_ctrl_c_stops_between_creates_and_the_next_run_continues(project, emulat
     assert out.count("submitted batch") == 2 and create_calls(emulator) == 2
     assert "submitted 2 request(s) before the stop and 28 were not submitted" in stop_line
     assert project.query("select outcome from dbt_claude_batch.runs") == [("stopped",)]
+
+    # A third batch's intent recorded during the second create (if it began before the stop) was never sent.
+    assert {status for status, _ in _statuses(project)} <= {"submitted", "rejected"}
+    assert project.query("select count(*) from dbt_claude_batch.submissions where status = 'rejected' "
+                         "and note <> ?", [UNSENT_AFTER_STOP]) == [(0,)]
 
     project.run()  # continues: what was sent is collected, the rest is submitted, nothing twice
     assert sorted(project.results()) == list(range(1, 31))
@@ -197,9 +215,12 @@ def test_sigterm_kills_dbt_safely_and_stops_between_creates_under_the_wrapper(pr
     proc = project.popen("run", "-s", f"+{project.model}")
     seen: list[str] = []
     _wait_for_held_create(emulator, proc, seen, 1)
+    _wait_for_log(project, proc, seen, PREPARED_AHEAD)  # the second batch's intent, recorded meanwhile
     os.kill(proc.pid, signal.SIGTERM)  # dbt has no SIGTERM handler: it dies at once, its create unanswered
     assert _finish(proc, seen) == -signal.SIGTERM
     assert STOPPED not in "".join(seen) and emulator.release_held() == 1
+    # One create sent and unanswered, one prepared and never sent: only the first can have made a batch.
+    assert _statuses(project) == [("creating", 1), ("prepared", 1)] and create_calls(emulator) == 1
 
     emulator.add_scenario({"name": "slow_create", "seconds": 120, "times": 1})
     wrapper = subprocess.Popen([str(Path(sys.executable).parent / "dbt-claude-batch"), "dbt", "run", "-s", f"+{project.model}"],
@@ -210,10 +231,13 @@ def test_sigterm_kills_dbt_safely_and_stops_between_creates_under_the_wrapper(pr
     out = "".join(seen)
     assert code != 0 and STOPPED in out
     assert "submitted 1 request(s) before the stop and 28 were not submitted" in out  # the first row was adopted
+    assert project.query("select count(*) from dbt_claude_batch.submissions where status = 'rejected' "
+                         "and note = ?", [UNSENT_AFTER_CRASH]) == [(1,)]  # the killed run's prepared intent
 
     project.run()
     assert sorted(project.results()) == list(range(1, 31))
     assert len(_each_row_bought_once(emulator)) == 30
+    assert ("prepared", 1) not in _statuses(project)
 
 
 def test_two_runs_on_one_file_lose_nothing(project, emulator_factory):
