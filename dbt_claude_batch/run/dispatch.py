@@ -10,6 +10,8 @@ submission for this run. Either way the rest waits, pending, for the next run, w
 
 from __future__ import annotations
 
+import contextlib
+
 from dbt_claude_batch.run import planning, retention
 from dbt_claude_batch.api.client import LazyClient
 from dbt_claude_batch.base.errors import BudgetExceededError, ConfigError, SourceDataError, TemplateError
@@ -99,9 +101,15 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         room = None if cfg.max_requests_in_flight is None else cfg.max_requests_in_flight - state.requests_in_flight()
         state.reject_unsent(UNSENT_AFTER_CRASH)  # a run killed between a prepare and its create
         try:
-            return _send(api, state, spool, cfg, route, discount, room, stop)
-        finally:
-            state.reject_unsent(UNSENT_AFTER_STOP)
+            sent = _send(api, state, spool, cfg, route, discount, room, stop)
+        except BaseException:
+            # The error in flight is the one to see: an intent left prepared is inert (its requests count
+            # nowhere) and the next run rejects it.
+            with contextlib.suppress(Exception):
+                state.reject_unsent(UNSENT_AFTER_STOP)
+            raise
+        state.reject_unsent(UNSENT_AFTER_STOP)
+        return sent
 
 
 PREPARED_AHEAD = "recorded the next batch's intent while the create before it was in flight"
