@@ -124,7 +124,7 @@ def _send(api: LazyClient, state: State, spool, cfg: Settings, route: str, disco
     from dbt_claude_batch.run import submission
     from dbt_claude_batch.run.sync import run_sync
 
-    def goes_to_batch(chunk, room_left: int | None) -> bool:
+    def goes_to_batch(chunk, room_left: int | None) -> bool:  # room for its requests and its marker
         return chunk.lane != "sync" and route != "sync" and (room_left is None or chunk.n + 1 <= room_left)
 
     sent = waiting = stopped = 0
@@ -138,7 +138,7 @@ def _send(api: LazyClient, state: State, spool, cfg: Settings, route: str, disco
             retention.record_prompts(state, cfg, chunk.path, chunk.index)
             sent += run_sync(api.get(), state, spool, chunk, cfg, stop)
             continue
-        if not goes_to_batch(chunk, room):  # +1: the marker request
+        if not goes_to_batch(chunk, room):
             waiting += chunk.n
             continue
         room_after = None if room is None else room - chunk.n - 1
