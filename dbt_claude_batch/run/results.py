@@ -63,10 +63,11 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
             f"exists ({state.flying_requests_sql()})", [state.model_id])[0]
         # Rows flagged as about to change whose newer request went nowhere (abandoned) are cleared too.
         flagged = flag_column and state.run(f"select exists (select 1 from {existing} where newer_request_in_flight)")[0][0]
-        restore = restore_sql(state, existing, mark, source_keys) if source_keys else None
+        restore, gap = restore_sql(state, existing, mark, source_keys) if source_keys else (None, None)
         if not newer_answers and not flying and not flagged:
             # Nothing the table has not seen: a relation DuckDB knows is empty, whatever the table's size.
             where.append(restore or "false")
+            gap = None if restore is None else gap  # nothing returned: the remembered counts stand
         else:
             also = f" or w.custom_id in (select custom_id from {existing} where newer_request_in_flight)" if flagged else ""
             also += f" or {restore}" if restore else ""
@@ -76,6 +77,16 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
     if current_keys:
         where.append(f"w.custom_id in ({current_keys})")
     in_flight = f"select custom_id, max(attempt) as flying_attempt from ({state.flying_requests_sql()}) group by all"
+    if existing and watermark and gap is not None:
+        # Nothing is missing once dbt merges these rows (what was missing is among them), and the merge
+        # adds a row per returned key the table lacks: remember the counts it will leave, so the next
+        # run with nothing to do needs no anti-join. A merge that never happened leaves other counts
+        # (unless it would have added nothing), and that run checks again.
+        added = state.run(
+            f"with cb_in_flight as ({in_flight}) select count(*) from {state.table('answers')} w "
+            f"left join cb_in_flight f using (custom_id) where {' and '.join(where)} and not exists (select 1 from {existing} e where e.custom_id = w.custom_id)"
+        )[0][0]
+        state.set_results_gap(gap - added)
     if settings.split_join == "json_array":
         text = "to_json(w.output_parts)::varchar"
     else:
@@ -96,21 +107,22 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
     where {' and '.join(where)}"""
 
 
-def restore_sql(state: State, existing: str, mark: int, source_keys: str) -> str | None:
+def restore_sql(state: State, existing: str, mark: int, source_keys: str) -> tuple[str | None, int]:
     """A condition on answers `w` selecting held answers of current source keys that `existing` lacks
-    (rows deleted by hand or by an upstream job), or None when none is missing. No API call: state
-    holds the answers.
+    (rows deleted by hand or by an upstream job), or None when none is missing; and the held answers
+    less the table's rows. No API call: state holds the answers.
 
     On a run with nothing to do this costs two counts: the held answers less the table's rows is
-    remembered (`models.results_gap`) when a check finds nothing missing, and while it stays the same
-    (and the source its quiet digest) no row can have gone. Otherwise an anti-join of the answers the
-    table has seen against it; only when that finds some is the source read, so that a key deleted
-    from both the source and the table (on purpose) is not brought back.
+    remembered (`models.results_gap`) when a check finds nothing missing (or, by `results_sql`, as the
+    merge of the rows a run returns will leave it), and while it stays the same (and the source its
+    quiet digest) no row can have gone. Otherwise an anti-join of the answers the table has seen
+    against it; only when that finds some is the source read, so that a key deleted from both the
+    source and the table (on purpose) is not brought back.
     """
     gap = state.run(f"select (select count(*) from {state.table('answers')} where model_id = ?) "
                     f"- (select count(*) from {existing})", [state.model_id])[0][0]
     if gap == state.results_gap():
-        return None
+        return None, gap
     # Answers the watermark does not bring (seq <= mark) whose key has no row in the table.
     absent = (f"select w.custom_id from {state.table('answers')} w anti join {existing} e on e.custom_id = w.custom_id "
               f"where w.model_id = {literal(state.model_id)} and w.seq <= {int(mark)}")
@@ -119,10 +131,10 @@ def restore_sql(state: State, existing: str, mark: int, source_keys: str) -> str
         missing = state.run(f"select count(*) from ({absent}) where custom_id in ({source_keys})")[0][0]
     if not missing:
         state.set_results_gap(gap)
-        return None
+        return None, gap
     logger.info(f"restoring {missing} result row(s) missing from {state.model_id} from the answers held in state "
                 "(no API call)")
-    return f"(w.custom_id in ({absent}) and w.custom_id in ({source_keys}))"
+    return f"(w.custom_id in ({absent}) and w.custom_id in ({source_keys}))", gap
 
 
 def write_views(state: State, settings: Settings, database: str, schema: str, identifier: str,

@@ -215,10 +215,23 @@ def test_held_answers_missing_from_the_table_come_back_for_source_keys_only():
                                                         source_keys=source_keys)).fetchall())
 
     assert results() == ["k2"]
-    assert state.results_gap() is None  # restored: the next run checks again
-    con.execute("insert into seen values ('k2', 1, 2, false)")  # what dbt's merge did
-    assert results() == []
+    # Restored: the counts the merge will leave are remembered (3 answers, 3 rows), so the run after it
+    # needs no anti-join; a merge that never happened leaves other counts, and the check runs again.
     assert state.results_gap() == 0
+    assert results() == ["k2"]  # dbt's merge failed: still missing, found again
+    con.execute("insert into seen values ('k2', 1, 2, false)")  # what dbt's merge did
+    assert results(source_keys="select id from no_such_table") == []  # the counts agree: no check
+    assert state.results_gap() == 0
+
+    # A harvest: k4 answered and returned; the counts after its merge are remembered with it.
+    _request(state, "s4", "b4", "k4", "k4", 1, "succeeded", "answer k4", seq=4)
+    answers.refresh(state, ["b4"])
+    con.execute("insert into src values ('k4')")
+    state.set_quiet_digest(None)
+    assert results() == ["k4"]
+    assert state.results_gap() == 0
+    con.execute("insert into seen values ('k4', 1, 4, false)")
+    assert results(source_keys="select id from no_such_table") == []
 
     # k2 leaves the source and its row is deleted (on purpose): it stays deleted.
     con.execute("delete from src where id = 'k2'")
