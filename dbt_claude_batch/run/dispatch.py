@@ -150,7 +150,7 @@ def _send(api: LazyClient, state: State, spool, cfg: Settings, route: str, disco
                 out.append(submission.prepare(state, spool, nxt, spool.chunk_cost(nxt) * discount))
                 logger.debug(f"{PREPARED_AHEAD} ({nxt.n} requests, submission {out[0].submission_id})")
 
-        mine, prepared = (prepared if prepared is not None and prepared.chunk is chunk else None), None
+        mine, prepared = prepared, None  # prepared for this chunk, if any (submit_chunk checks it is)
         try:
             submission.submit_chunk(api.get(), state, spool, chunk, cfg.in_doubt_grace_seconds,
                                     cfg.clock_skew_seconds, spool.chunk_cost(chunk) * discount, mine, prepare_next)

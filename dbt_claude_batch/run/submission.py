@@ -131,14 +131,14 @@ def create_batch(client: anthropic.Anthropic, state: State, intent: Callable[[st
             deferred.append(exc)
 
     batch_id = _create_with_retries(client, state, intent, n, grace_seconds, skew_seconds, first,
-                            alongside if during is not None else None)
+                                    alongside if during is not None else None)
     if deferred:
         raise deferred[0]
     return batch_id
 
 
 def _create_with_retries(client, state: State, intent, n: int, grace_seconds: float, skew_seconds: float,
-                 first: tuple[str, bytes] | None, during: Callable[[], None] | None) -> str | None:
+                         first: tuple[str, bytes] | None, during: Callable[[], None] | None) -> str | None:
     rejected = unreachable = 0
     while True:
         if first is not None:
