@@ -26,6 +26,7 @@ from dbt_claude_batch.base.prompts import Prompt, canonical_json, is_blank, requ
 from dbt_claude_batch.base.run_vars import VAR_COMPARE
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.agreement import field_agreement, stratified_sample_sql, stratum_sql, text_agreement
+from dbt_claude_batch.run.dispatch import check_calls_budget
 from dbt_claude_batch.run.planning import STAGED, candidate_rows_sql
 from dbt_claude_batch.run.sample import record_for_the_bill
 from dbt_claude_batch.run.sync import SYNC_RETRIES, call_messages
@@ -55,8 +56,13 @@ def run_compare(client, state: State, prompt: Prompt, settings: Settings, size: 
         if compare_batch.collect_pending(client, state, settings, target, key_types, this.identifier):
             return target
     n_held, calls = _sample(state, prompt, settings, size, source_sql)
+    estimate = check_calls_budget(
+        settings, state, [c["params"] for c in calls if c["sent"]], BATCH_DISCOUNT if via == "batch" else 1.0,
+        "comparison requests" + (" at batch prices" if via == "batch" else " at full price"),
+        f"compare fewer keys (`{VAR_COMPARE}`)")
     if via == "batch":
-        compare_batch.send(client, state, settings, calls, n_held, target, key_types, this.identifier, stop)
+        compare_batch.send(client, state, settings, calls, n_held, target, key_types, this.identifier, stop,
+                           est_cost_usd=estimate)
         return target
     sync_client = client.with_options(max_retries=SYNC_RETRIES)
     with ThreadPoolExecutor(max_workers=settings.sync_concurrency) as pool:

@@ -49,9 +49,10 @@ def collect_hint(identifier: str) -> str:
 
 
 def send(client, state: State, settings: Settings, calls: list[dict[str, Any]], n_held: int, target: str,
-         key_types: dict[str, str], identifier: str, stop=None) -> str | None:
+         key_types: dict[str, str], identifier: str, stop=None, est_cost_usd: float | None = None) -> str | None:
     """Create the comparison's batch (nothing when stopped); collect it at once if it has already ended.
-    Return the batch id, or None when none is known yet."""
+    Return the batch id, or None when none is known yet. `est_cost_usd` is recorded with the intent, so the
+    budget guard counts it while the batch is in flight."""
     to_send = [c for c in calls if c["sent"]]
     if not to_send:
         compare_id = uuid.uuid4().hex[:16]
@@ -73,7 +74,8 @@ def send(client, state: State, settings: Settings, calls: list[dict[str, Any]], 
 
     def intent(submission_id: str, marker: str) -> bytes:
         body = b"".join([b'{"requests":[', b",".join(lines), b",", marker_line(marker, model), b"]}"])
-        comparisons.record_intent(state, compare_id, submission_id, marker, len(to_send), len(body), n_held, calls)
+        comparisons.record_intent(state, compare_id, submission_id, marker, len(to_send), len(body), n_held, calls,
+                                  est_cost_usd)
         return body
 
     batch_id = create_batch(client, state, intent, len(to_send), settings.in_doubt_grace_seconds,

@@ -17,7 +17,7 @@ from dbt_claude_batch.api.client import LazyClient
 from dbt_claude_batch.base.errors import BudgetExceededError, ConfigError, SourceDataError, TemplateError
 from dbt_claude_batch.run.interruption import StopFlag
 from dbt_claude_batch.base.log import logger
-from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, unpriced
+from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, estimate_input_tokens, list_price, unpriced
 from dbt_claude_batch.base.prompts import Prompt
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.state.answer_sources import open_sources
@@ -90,7 +90,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
         check_rebuy(state, cfg, allow_rebuy, discount)  # before the budget: it says why, not only how much
         if spool.unpriced_models:  # a misspelt model is what is wrong then, not its missing price
             check_models(api, state, cfg)
-        check_budget(cfg, state, spool, estimate)
+        check_budget(cfg, state, estimate, spool.n_lines, spool.unpriced_models)
         if not spool.unpriced_models:  # after the budget: a refused budget asks the API nothing
             check_models(api, state, cfg)
         if spool.uploads is not None and not (stop is not None and stop.requested):  # after every guard
@@ -217,12 +217,28 @@ def choose_route(cfg: Settings, n_requests: int) -> tuple[str, str]:
     return "batch", f"{n_requests} requests > auto_sync_max_requests {cfg.auto_sync_max_requests}"
 
 
-def check_budget(cfg: Settings, state: State, spool, estimate: float) -> None:
+def check_calls_budget(cfg: Settings, state: State, calls: list[dict], discount: float, what: str,
+                       fewer: str) -> float:
+    """The budget guard for the requests a sample preview or a prompt comparison sends (`calls`: their
+    params), at list price times `discount`, estimated as a run's are; returns the estimate."""
+    estimate, missing = 0.0, set()
+    for params in calls:
+        price = list_price(params["model"], cfg.prices)
+        if price is None:
+            missing.add(params["model"])
+        else:
+            estimate += (estimate_input_tokens(params) * price[0] + params["max_tokens"] * price[1]) / 1e6 * discount
+    check_budget(cfg, state, estimate, len(calls), missing, what, fewer)
+    return estimate
+
+
+def check_budget(cfg: Settings, state: State, estimate: float, n_requests: int, unpriced_models: set[str],
+                 what: str = "pending requests", fewer: str = "submit fewer rows (filter the staging model)") -> None:
     """Refuse before anything is sent when new work plus spend committed in flight passes a limit."""
     if cfg.max_cost_usd is None and cfg.max_cost_usd_all_models is None:
         return
-    if spool.unpriced_models:
-        raise ConfigError(f"No price known for model(s) {unpriced(spool.unpriced_models, cfg.prices)}; the budget guard "
+    if unpriced_models:
+        raise ConfigError(f"No price known for model(s) {unpriced(unpriced_models, cfg.prices)}; the budget guard "
                           "cannot estimate the cost without it, so nothing was submitted.")
     for setting, limit, every_model in (("max_cost_usd", cfg.max_cost_usd, False),
                                         ("max_cost_usd_all_models", cfg.max_cost_usd_all_models, True)):
@@ -232,9 +248,9 @@ def check_budget(cfg: Settings, state: State, spool, estimate: float) -> None:
         if estimate + committed > limit:
             scope = "every batch model of this state" if every_model else "this model"
             raise BudgetExceededError(
-                f"Estimated cost ${estimate:.4f} of {spool.n_lines} pending requests, plus ${committed:.4f} committed "
+                f"Estimated cost ${estimate:.4f} of {n_requests} {what}, plus ${committed:.4f} committed "
                 f"in flight for {scope}, is over the limit {setting} = ${limit:.4f}: nothing was submitted. Raise "
                 f"`{setting}` in the model's claude_batch settings, wait for the batches in flight to end, or "
-                "submit fewer rows (filter the staging model).\n"
+                f"{fewer}.\n"
                 "The estimate counts input as UTF-8 bytes / 4 tokens and output as max_tokens (the worst case)."
             )

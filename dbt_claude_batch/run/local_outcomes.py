@@ -3,8 +3,8 @@
 *Reuse.* A request whose exact request hash (sha256 of the rendered params) already has a succeeded
 answer in this model's state is answered from state instead of being bought again: after a reverted
 edit, a key change, or a row that asks exactly what another row was already answered. A part of a cut
-document is reused by its own request hash (`part_hash`), so when one part failed the next run sends
-that part alone. Parts of split prompts and keys named in `claude_batch_rerun_keys` are never reused. The reused answer is recorded as a new
+document or of a split prompt is reused by its own request hash (`part_hash`), so when one part failed
+the next run sends that part alone. Keys named in `claude_batch_rerun_keys` are never reused. The reused answer is recorded as a new
 attempt of its key in a pseudo-batch of kind ``reuse``: cost 0, `shared_from` naming the custom_id and
 `reused_from` the batch whose answer it is. Answers held elsewhere (other states named by
 `answer_sources`, and imported answers: state/answer_sources.py) are reused the same way, by exact

@@ -231,6 +231,10 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
                         when lo.max_tokens > {int(base_max_tokens)} then lo.max_tokens end as __cb_max_tokens,
                    case when {too_long_sql('lo')} then
                         cast(regexp_extract(lo.error_message, '([0-9]+) tokens', 1) as bigint) end as __cb_split_tokens,
+                   -- the same inputs are split as the last attempt was, though its failure was not a
+                   -- prompt too long: its parts are the same requests, and those answered are reused
+                   case when lo.cut_into > 1 and (lo.input_hash = st.__cb_input_hash or a.input_hash is not null)
+                        then lo.cut_into end as __cb_split_parts,
                    coalesce({rerun}, false) as __cb_rerun
             from {rows} st
             left join cb_lo lo on lo.custom_id = st.__cb_custom_id
@@ -245,9 +249,11 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
         select row_number() over (order by __cb_custom_id) as __cb_ordinal, *,
                -- identical inputs render identical requests: the first of each group is sent, the rest share it
                first_value(__cb_custom_id) over (
-                   partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_rerun
+                   partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_split_parts,
+                                __cb_rerun
                    order by __cb_custom_id) as __cb_leader,
-               count(*) over (partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_rerun)
+               count(*) over (partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens,
+                                           __cb_split_parts, __cb_rerun)
                    as __cb_group_size,
                case when __cb_rerun then 'rerun'
                     when __cb_prev_custom_id is null then 'new'

@@ -20,6 +20,7 @@ from dbt_claude_batch.base.errors import ConfigError
 from dbt_claude_batch.base.identifiers import literal, qualified, quote
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run.planning import STAGED, candidate_rows_sql
+from dbt_claude_batch.run.dispatch import check_calls_budget
 from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.base.prompts import Prompt, empty_prompt_message, is_blank, request_params
 from dbt_claude_batch.base.settings import Settings
@@ -46,6 +47,8 @@ def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: i
     for row in rows:
         values = dict(zip(prompt.columns, row[3:]))
         requests.append((row[0], row[1], request_params(settings, prompt.render(values), row[2])))
+    check_calls_budget(settings, state, [p for _, _, p in requests if not is_blank(p["messages"][-1]["content"])],
+                       1.0, "sample requests at full price", "ask for a smaller sample (`claude_batch_sample`)")
     sync_client = client.with_options(max_retries=SYNC_RETRIES)
     with ThreadPoolExecutor(max_workers=settings.sync_concurrency) as pool:
         answers = list(pool.map(lambda r: _answer(sync_client, *r), requests))

@@ -309,7 +309,7 @@ class _Writer:
             estimate = self.fixed_tokens + text_tokens(row["__cb_prompt"])
             chunk, offset, size, cost = self.append(lane, line, row["__cb_model"], estimate, max_tokens,
                                                     row["__cb_key_json"])
-            ids = [key_id]
+            ids, metas = [key_id], [None]
             self.verdict(ordinal, key_id, request_hash, reason, True, 1, 1, max_tokens, "", chunk, cost, offset, size)
         else:
             if base is None:
@@ -319,8 +319,12 @@ class _Writer:
                 requests = [({**params, "max_tokens": max_tokens}, meta, tokens) for params, meta, tokens in cut]
             else:
                 media_tokens = attached.tokens if attached else 0
-                requests = [(params, None, media_tokens) for params in self.parts(row, values, base, max_tokens)]
-            ids, chunk = [], None
+                split = self.parts(row, values, base, max_tokens)
+                # A part of a split prompt carries its own request hash, as a cut document's does: a part
+                # answered before is reused by it, so a retry sends only the parts still unanswered.
+                requests = [(params, (_part_hash(params), None, None) if len(split) > 1 else None, media_tokens)
+                            for params in split]
+            ids, chunk, metas = [], None, [meta for _, meta, _ in requests]
             for part, (params, meta, media_tokens) in enumerate(requests, start=1):
                 custom_id = key_id if len(requests) == 1 else part_custom_id(key_id, part)
                 chunk, offset, size, cost = self.emit(lane, custom_id, params, row["__cb_key_json"], media_tokens)
@@ -328,7 +332,7 @@ class _Writer:
                 self.verdict(ordinal, custom_id, request_hash, reason, True, part, len(requests), max_tokens, "",
                              chunk, cost, offset, size, cut=meta)
         if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
-            self.groups[key_id] = (ids, chunk, request_hash, [c[1] for c in cut])
+            self.groups[key_id] = (ids, chunk, request_hash, metas)
 
     def empty(self, ordinal: int, key_id: str, row: dict[str, Any]) -> None:
         """A blank prompt is not sent (the API refuses it): the row becomes a failure of kind empty_prompt,
@@ -345,8 +349,7 @@ class _Writer:
             note = pages_note(part.first, part.last, attached.cut.pages)
             params = request_params(self.settings, note if is_blank(text) else f"{note}\n\n{text}", row["__cb_model"])
             params["messages"][-1]["content"] = part.blocks + [{"type": "text", "text": params["messages"][-1]["content"]}]
-            part_hash = hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
-            out.append((params, (part_hash, part.first, part.last), part.tokens))
+            out.append((params, (_part_hash(params), part.first, part.last), part.tokens))
         return out
 
     def parts(self, row: dict[str, Any], values: dict[str, Any], base: dict[str, Any], max_tokens: int) -> list[dict]:
@@ -354,11 +357,13 @@ class _Writer:
         column = self.settings.split_column
         estimate = estimate_input_tokens(base)
         needed = max(estimate, row["__cb_split_tokens"] or 0)
-        too_long = needed > self.settings.context_tokens * _SPLIT_THRESHOLD or bool(row["__cb_split_tokens"])
+        again = row.get("__cb_split_parts") or 0  # the parts the last attempt of these inputs was cut into
+        too_long = (needed > self.settings.context_tokens * _SPLIT_THRESHOLD or bool(row["__cb_split_tokens"])
+                    or again > 1)
         if column is None or not too_long:
             return [{**base, "max_tokens": max_tokens}]
         text = "" if values.get(column) is None else str(values[column])
-        n = max(2, math.ceil(needed / (self.settings.context_tokens * _SPLIT_FILL)))
+        n = max(2, math.ceil(needed / (self.settings.context_tokens * _SPLIT_FILL)), again)
         out = []
         for piece in split_text(text, n):
             part_params = request_params(self.settings, self.prompt.render({**values, column: piece}), row["__cb_model"])
@@ -405,3 +410,8 @@ class _Writer:
         else:
             cost = (input_tokens * price[0] + max_tokens * price[1]) / 1e6
         return chunk, offset, size, cost
+
+
+def _part_hash(params: dict[str, Any]) -> str:
+    """A part's own request hash: sha256 of its params, as a whole request's is."""
+    return hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()

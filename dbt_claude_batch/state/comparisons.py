@@ -21,14 +21,14 @@ REQUEST_COLUMNS = ("custom_id", "key_json", "stratum", "request_changed", "sent"
 
 
 def record_intent(state: State, compare_id: str, submission_id: str, marker: str, n_sent: int, n_bytes: int,
-                  held_keys: int, calls: Sequence[dict[str, Any]]) -> None:
+                  held_keys: int, calls: Sequence[dict[str, Any]], est_cost_usd: float | None = None) -> None:
     """Commit, before the create, the submission (`purpose` compare), the comparison and its sampled keys.
 
     A create that is retried (refused, never sent) records a new submission for the same comparison:
     the comparison then points at the newest one.
     """
     with state.transaction():
-        state.insert_intent(submission_id, n_sent, n_bytes, marker, purpose="compare")
+        state.insert_intent(submission_id, n_sent, n_bytes, marker, est_cost_usd, purpose="compare")
         state.run(
             f"insert into {state.table('comparisons')} (compare_id, model_id, submission_id, created_at, held_keys, "
             "sampled_keys) values (?, ?, ?, ?, ?, ?) on conflict (compare_id) do update set "

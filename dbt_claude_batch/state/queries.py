@@ -24,7 +24,8 @@ def scope_sql(scope: tuple[list[str], list[str]] | None) -> str:
 
 def key_attempts_sql(state: State, only_keys: str | None = None,
                      scope: tuple[list[str], list[str]] | None = None) -> str:
-    """One row per (key, attempt): the parts of a split request and their outcomes rolled into one.
+    """One row per (key, attempt): the parts of a split request and their outcomes rolled into one
+    (`n_parts` recorded, `cut_into` how many the attempt was cut into).
 
     An attempt is in flight while any part lacks an outcome, `missing` when it recorded fewer parts
     than it was cut into (a part's submission went nowhere: never complete), succeeded when every part
@@ -45,7 +46,7 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
         select key_custom_id as custom_id, attempt,
                any_value(key_json) as key_json, any_value(input_hash) as input_hash,
                any_value(request_hash) as request_hash, max(max_tokens) as max_tokens,
-               count(*) as n_parts,
+               count(*) as n_parts, max(parts) as cut_into,
                case when count(result_type) < count(*) then null
                     when count(distinct part) < max(parts) then 'missing'
                     when count(*) filter (where result_type = 'succeeded') = count(*) then 'succeeded'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from dbt_harness import create_calls, created_batches, expected_answer, items, marker_cost
+from dbt_harness import create_calls, created_batches, expected_answer, items, marker_cost, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 
@@ -50,10 +50,23 @@ def test_budget_guard_refuses_before_anything_is_submitted(project, emulator):
     assert "Raise `max_cost_usd`" in out
     assert emulator.ledger(requests=False)["calls"] == {}
     assert project.query("select count(*) from dbt_claude_batch.submissions") == [(0,)]
+    # A sample preview's calls are bought too (at full price): the same guard refuses them.
+    out = project.run(vars={"claude_batch_sample": 30}, expect_ok=False).stdout
+    assert "of 30 sample requests at full price, plus $0.0000 committed in flight for this model, is over the " \
+           "limit max_cost_usd = $0.0001" in out and "ask for a smaller sample (`claude_batch_sample`)" in out
+    assert emulator.ledger(requests=False)["calls"] == {}
 
     project.configure(replace=False, max_cost_usd=1.0)
     project.run()
     assert len(project.results()) == 40
+    # So are a prompt comparison's.
+    project.write("prompts/item.j2", "Item {{ id }}, edited: {{ body }}")
+    project.configure(replace=False, max_cost_usd=0.0001)
+    calls = emulator.ledger(requests=False)["calls"]
+    out = project.run(vars={"claude_batch_compare": 10}, expect_ok=False).stdout
+    assert "of 10 comparison requests at full price, plus $0.0000 committed in flight" in out
+    assert "compare fewer keys (`claude_batch_compare`)" in out
+    assert emulator.ledger(requests=False)["calls"] == calls
 
 
 def test_auto_routes_small_work_to_sync_and_large_work_to_batch(project, emulator):
@@ -195,32 +208,53 @@ def test_refusal_is_kept_as_a_failure_and_not_retried(project, emulator):
     assert create_calls(emulator) == 1
 
 
-def test_oversized_document_is_split_processed_and_reassembled(project, emulator):
+def test_oversized_document_is_split_processed_retried_part_by_part_and_reassembled(project, emulator):
     from dbt_claude_batch.run.parts import split_text
 
     rows = items(3)
     rows[1]["body"] = " ".join(f"word{i}" for i in range(150_000))  # 1.54 MB: ~385k tokens by the estimate
     project.load_table("items", rows)
-    project.configure(replace=False, split_column="body", **FAST)
+    project.configure(replace=False, split_column="body", max_failure_ratio=1, **FAST)
+    # The third part fails once, with an error worth retrying.
+    emulator.add_scenario({"name": "result_outcome", "custom_ids": ["2-p3"], "outcome": "api_error", "times": 1})
     project.run()
+    assert sorted(project.results()) == [1, 3]  # key 2 is not complete while one of its parts failed
+    assert project.failures()[2]["error_type"] == "api_error"
+    sent = row_requests(emulator)
+    assert sorted(r["custom_id"] for r in sent) == ["1", "2-p1", "2-p2", "2-p3", "2-p4", "3"]
+
+    # The next run sends the failed part alone: the three answered parts are not bought again.
+    project.run()
+    assert [r["custom_id"] for r in row_requests(emulator)[len(sent):]] == ["2-p3"]
+    assert project.failures() == {}
     result = project.results()[2]
+    assert result["attempt"] == 2
     assert result["parts"] == 4  # parts aim at half the 200k context: ceil(385k / 100k)
     pieces = split_text(rows[1]["body"], 4)
     assert "".join(pieces) == rows[1]["body"]
     assert result["output_text"] == "\n\n".join(digest(f"Item 2: {p}") for p in pieces)
     assert project.results()[1]["parts"] == 1
-    assert [b["request_count"] for b in created_batches(emulator)] == [6]
+    assert [b["request_count"] for b in created_batches(emulator)] == [6, 1]
 
 
 def test_prompt_too_long_from_the_api_is_split_on_the_next_run(project, emulator):
     rows = items(2)
     rows[0]["body"] = "x " * 450_000  # ~225k tokens: over the emulator's limit, under our (raised) estimate limit
     project.load_table("items", rows)
-    project.configure(replace=False, split_column="body", context_tokens=1_000_000, split_join="json_array", **FAST)
+    project.configure(replace=False, split_column="body", context_tokens=1_000_000, split_join="json_array",
+                      max_failure_ratio=1, **FAST)
     project.run()
     f = project.failures()[1]
     assert "prompt is too long" in f["error_message"] and "split on `body`" in f["next_action"]
+    # The split's second part fails once, with an error worth retrying.
+    emulator.add_scenario({"name": "result_outcome", "custom_ids": ["1-p2"], "outcome": "api_error", "times": 1})
     project.run()
+    assert project.failures()[1]["error_type"] == "api_error"
+    sent = row_requests(emulator)
+    assert sorted(r["custom_id"] for r in sent) == ["1", "1-p1", "1-p2", "2"]
+    # The retry keeps the split the API asked for (not the whole prompt again) and sends the failed part alone.
+    project.run()
+    assert [r["custom_id"] for r in row_requests(emulator)[len(sent):]] == ["1-p2"]
     result = project.results()[1]
     assert result["parts"] == 2 and len(json.loads(result["output_text"])) == 2
     assert project.failures() == {}
