@@ -41,8 +41,8 @@ def drop_answered_prompts(state: State, settings: Settings) -> None:
 
 def delete_harvested_batches(client_of, state: State, settings: Settings) -> int:
     """With `delete_batches_after_harvest`, delete from the API every batch of this model whose results
-    are recorded in state (harvested, answers up to date); return how many were deleted. `client_of`
-    gives the SDK client, called only when there is a batch to delete.
+    are recorded in state (harvested, answers up to date; a comparison's batch, collected); return how
+    many were deleted. `client_of` gives the SDK client, called only when there is a batch to delete.
 
     A batch the API no longer has counts as deleted. Any other refusal is logged and the batch is tried
     again by a later run: its results are already held, so nothing depends on it.
@@ -50,8 +50,10 @@ def delete_harvested_batches(client_of, state: State, settings: Settings) -> int
     if not settings.delete_batches_after_harvest:
         return 0
     found = state.run(
-        f"select batch_id from {state.table('batches')} where model_id = ? and kind = 'batch' "
-        "and harvested_at is not null and answers_at is not null and api_deleted_at is null order by batch_id",
+        f"select batch_id from {state.table('batches')} where model_id = ? and api_deleted_at is null "
+        # a comparison's batch is done with once collected: its rows are in <model>__compare
+        "and harvested_at is not null and ((kind = 'batch' and answers_at is not null) or kind = 'compare') "
+        "order by batch_id",
         [state.model_id])
     if not found:
         return 0

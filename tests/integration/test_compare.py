@@ -120,8 +120,14 @@ def test_compare_reports_agreement_on_a_stratified_sample_and_changes_nothing_he
     assert compare_outcomes == [(6,)]  # five rows and the marker, for the bill
 
     # The next normal run re-buys every row of the edited template as a batch, as before; it neither
-    # harvests the comparison's batch nor takes its answers as held ones.
+    # harvests the comparison's batch nor takes its answers as held ones. With delete_batches_after_harvest
+    # the collected comparison batch is deleted from the API with the model's own.
+    project.configure(replace=False, delete_batches_after_harvest=True)
     project.run()
+    deleted = {b["id"]: b["deleted"] for b in emulator.ledger(requests=False)["batches"]}
+    assert deleted[compare_batch] and all(deleted.values()), deleted
+    assert project.query("select count(*) from dbt_claude_batch.batches where api_deleted_at is null "
+                         "and kind in ('batch', 'compare')") == [(0,)]
     assert create_calls(emulator) == creates + 2
     assert emulator.ledger()["batches"][-1]["id"] != compare_batch
     assert project.query("select count(*) from dbt_claude_batch.outcomes where batch_id = ?",
