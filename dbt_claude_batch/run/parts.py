@@ -14,6 +14,7 @@ import math
 from typing import Iterator
 
 from dbt_claude_batch.base.errors import SourceDataError
+from dbt_claude_batch.base.prompts import canonical_json
 from dbt_claude_batch.run.planning import RENDERED, STAGED
 from dbt_claude_batch.state.state import State
 
@@ -55,6 +56,25 @@ def pdf_parts(data: bytes, ranges: list[tuple[int, int]]) -> Iterator[bytes]:
         yield out.getvalue()
 
 
+# A prompt is split up front when its estimate passes this share of the context window.
+_SPLIT_THRESHOLD = 0.9
+# Parts of a split prompt aim at half the context window: the estimate is rough, and the model needs
+# room for the instructions around the part.
+_SPLIT_FILL = 0.5
+
+
+def split_count(estimate: int, too_long_tokens: int | None, cut_before: int | None, context_tokens: int) -> int:
+    """How many parts a prompt of `estimate` tokens is split into; 1 when it is sent whole.
+
+    `too_long_tokens`: what the API said the prompt needed when it refused it as too long (the estimate is
+    rough); `cut_before`: the parts the last attempt of the same inputs was cut into, so a retry cuts it
+    the same way and re-sends only the parts that failed, never the whole prompt again."""
+    needed = max(estimate, too_long_tokens or 0)
+    if needed <= context_tokens * _SPLIT_THRESHOLD and not too_long_tokens and (cut_before or 0) <= 1:
+        return 1
+    return max(2, math.ceil(needed / (context_tokens * _SPLIT_FILL)), cut_before or 0)
+
+
 def split_text(text: str, parts: int) -> list[str]:
     """Cut text into `parts` pieces of similar length, at whitespace where possible."""
     pieces, start = [], 0
@@ -67,6 +87,11 @@ def split_text(text: str, parts: int) -> list[str]:
         start = cut
     pieces.append(text[start:])
     return pieces
+
+
+def part_hash(params: dict) -> str:
+    """A part's own request hash: sha256 of its params, as a whole request's is."""
+    return hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
 
 
 def part_custom_id(key_id: str, part: int) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 from dbt_claude_batch.base.errors import RowTemplateError
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run import media, uploads
-from dbt_claude_batch.run.parts import check_part_ids, pages_note, part_custom_id, split_text
+from dbt_claude_batch.run.parts import check_part_ids, pages_note, part_custom_id, part_hash, split_count, split_text
 from dbt_claude_batch.run.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
                                            load_rendered)
 from dbt_claude_batch.base.pricing import estimate_input_tokens, list_price, text_tokens
@@ -40,12 +39,7 @@ _ENVELOPE = len(b'{"requests":[]}')
 _MARKER_RESERVE_BYTES = 256
 _READ_ROWS = 10_000
 _READ_ROWS_MEDIA = 16
-# Parts of a split prompt aim at half the context window: the estimate is rough, and the model needs
-# room for the instructions around the part.
-_SPLIT_FILL = 0.5
 VERDICT_COLUMNS = list(RENDERED_COLUMNS)
-# A prompt is split up front when its estimate passes this share of the context window.
-_SPLIT_THRESHOLD = 0.9
 
 
 @dataclass
@@ -322,7 +316,7 @@ class _Writer:
                 split = self.parts(row, values, base, max_tokens)
                 # A part of a split prompt carries its own request hash, as a cut document's does: a part
                 # answered before is reused by it, so a retry sends only the parts still unanswered.
-                requests = [(params, (_part_hash(params), None, None) if len(split) > 1 else None, media_tokens)
+                requests = [(params, (part_hash(params), None, None) if len(split) > 1 else None, media_tokens)
                             for params in split]
             ids, chunk, metas = [], None, [meta for _, meta, _ in requests]
             for part, (params, meta, media_tokens) in enumerate(requests, start=1):
@@ -349,26 +343,19 @@ class _Writer:
             note = pages_note(part.first, part.last, attached.cut.pages)
             params = request_params(self.settings, note if is_blank(text) else f"{note}\n\n{text}", row["__cb_model"])
             params["messages"][-1]["content"] = part.blocks + [{"type": "text", "text": params["messages"][-1]["content"]}]
-            out.append((params, (_part_hash(params), part.first, part.last), part.tokens))
+            out.append((params, (part_hash(params), part.first, part.last), part.tokens))
         return out
 
     def parts(self, row: dict[str, Any], values: dict[str, Any], base: dict[str, Any], max_tokens: int) -> list[dict]:
         """The request(s) for one row: one, or several when the prompt is too long and may be split."""
         column = self.settings.split_column
-        estimate = estimate_input_tokens(base)
-        needed = max(estimate, row["__cb_split_tokens"] or 0)
-        again = row.get("__cb_split_parts") or 0  # the parts the last attempt of these inputs was cut into
-        too_long = (needed > self.settings.context_tokens * _SPLIT_THRESHOLD or bool(row["__cb_split_tokens"])
-                    or again > 1)
-        if column is None or not too_long:
+        n = split_count(estimate_input_tokens(base), row["__cb_split_tokens"], row.get("__cb_split_parts"),
+                        self.settings.context_tokens)
+        if column is None or n < 2:
             return [{**base, "max_tokens": max_tokens}]
         text = "" if values.get(column) is None else str(values[column])
-        n = max(2, math.ceil(needed / (self.settings.context_tokens * _SPLIT_FILL)), again)
-        out = []
-        for piece in split_text(text, n):
-            part_params = request_params(self.settings, self.prompt.render({**values, column: piece}), row["__cb_model"])
-            out.append({**part_params, "max_tokens": max_tokens})
-        return out
+        return [{**request_params(self.settings, self.prompt.render({**values, column: piece}), row["__cb_model"]),
+                 "max_tokens": max_tokens} for piece in split_text(text, n)]
 
     def emit(self, lane: str, custom_id: str, params: dict[str, Any], key_json: str,
              media_tokens: int = 0) -> tuple[Chunk, int, int, float]:
@@ -411,7 +398,3 @@ class _Writer:
             cost = (input_tokens * price[0] + max_tokens * price[1]) / 1e6
         return chunk, offset, size, cost
 
-
-def _part_hash(params: dict[str, Any]) -> str:
-    """A part's own request hash: sha256 of its params, as a whole request's is."""
-    return hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()

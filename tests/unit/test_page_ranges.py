@@ -70,6 +70,20 @@ def test_part_ids_follow_the_api_rules_and_never_meet():
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids)
 
 
+@pytest.mark.parametrize("estimate, too_long, cut_before, expected", [
+    (80_000, None, None, 1),      # fits: sent whole
+    (180_000, None, None, 1),     # at 90% of the window: still whole
+    (190_000, None, None, 2),     # past it: parts of half the window each
+    (450_000, None, None, 5),
+    (10_000, 230_000, None, 3),   # the API said it needed 230k tokens: the estimate was wrong
+    (10_000, None, 3, 3),         # cut in three last time: cut the same way, so only failed parts go again
+    (450_000, None, 2, 5),        # a longer prompt than last time still gets the parts it needs
+    (10_000, None, 1, 1),
+])
+def test_a_prompt_is_split_only_when_too_long_and_a_retry_is_cut_as_before(estimate, too_long, cut_before, expected):
+    assert parts.split_count(estimate, too_long, cut_before, 200_000) == expected
+
+
 def test_only_a_pdf_over_the_limit_is_cut_and_the_other_attachments_go_with_every_part():
     big, png = pdf_bytes(12, "big"), png_bytes(30, 20)
     attached = media.row_media({"doc": big, "scan": png}, settings([DOC, IMAGE], max_pages_per_request=5), None, KEY)

@@ -9,7 +9,7 @@ from dbt_claude_batch.base.errors import ConfigError
 from dbt_claude_batch.base.plan_document import PLAN_SCHEMA, plan_text
 from dbt_claude_batch.base.run_vars import RunVars
 from dbt_claude_batch.base.settings import Settings
-from dbt_claude_batch.run import plan
+from dbt_claude_batch.run import plan, plan_levers
 
 NO_HISTORY = {"n": 0}
 HISTORY = {"n": 40, "input_mean": 120.0, "input_p10": 100.0, "input_p90": 150.0, "output_mean": 6.0,
@@ -50,7 +50,7 @@ def test_output_ranges_run_from_one_token_or_history_to_max_tokens():
 
 
 def test_levers_say_why_with_the_numbers():
-    text = plan.levers(cfg(system="Answer briefly."), "batch", "mode: batch", 10, 2, 0.001, HISTORY, 0.5, 0.5)
+    text = plan_levers.levers(cfg(system="Answer briefly."), "batch", "mode: batch", 10, 2, 0.001, HISTORY, 0.5, 0.5)
     assert text["route"].startswith("batch (mode: batch): the Message Batches API costs half")
     assert "took 0.50 h (median)" in text["route"]
     assert "past answers used 6 tokens on average (p90 9, at most 12); 0 were cut" in text["max_tokens"]
@@ -58,7 +58,7 @@ def test_levers_say_why_with_the_numbers():
     assert "under the minimum a cache entry needs" in text["caching"]
     assert text["dedup"] == "2 row(s) ask exactly what another row asks and share its request: about $0.0020 saved"
     long_system = cfg(system="x" * 8000, prompt_caching=True)
-    caching = plan.levers(long_system, "batch", "", 100, 0, 0.0, NO_HISTORY, None, 0.5)["caching"]
+    caching = plan_levers.levers(long_system, "batch", "", 100, 0, 0.0, NO_HISTORY, None, 0.5)["caching"]
     # 2,000 prefix tokens x $1/M x 50% x (99 reads at 90% off - one write at +100%)
     assert caching.startswith("on: the shared prefix is about 2000 tokens in each of 100 request(s)")
     assert f"saves up to ${2000 * 1.0 / 1e6 * 0.5 * (99 * 0.9 - 1.0):.4f}" in caching
