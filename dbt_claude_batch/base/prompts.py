@@ -208,6 +208,13 @@ _EXACT_TYPES = {"VARCHAR", "TEXT", "STRING", "BIGINT", "INTEGER", "SMALLINT", "T
                 "UINTEGER", "USMALLINT", "UTINYINT", "UHUGEINT"}
 
 
+def hash_request(params: dict) -> str:
+    """The request hash: sha256 of a request's params as canonical JSON. Equal hashes prove the same
+    request (the SQL spool pass computes the same digest in DuckDB); a part of a split prompt or cut
+    document has its own."""
+    return hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
+
+
 def request_params(settings: Settings, prompt_text: str, model: str | None,
                    max_tokens: int | None = None) -> dict[str, Any]:
     """The Messages API body for one row.

@@ -13,7 +13,6 @@ for the bill as a pseudo-batch of kind `sample`, as the sample preview's are.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from dbt_claude_batch.base.errors import ConfigError, NothingToCompareError, Row
 from dbt_claude_batch.base.identifiers import literal, qualified, quote
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, cost_sql, model_family_sql, prices_cte
-from dbt_claude_batch.base.prompts import Prompt, canonical_json, is_blank, request_params
+from dbt_claude_batch.base.prompts import Prompt, hash_request, is_blank, request_params
 from dbt_claude_batch.base.run_vars import VAR_COMPARE
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.agreement import field_agreement, stratified_sample_sql, stratum_sql, text_agreement
@@ -105,8 +104,7 @@ def _sample(state: State, prompt: Prompt, settings: Settings, size: int, source_
         calls.append({
             "custom_id": row["__cb_custom_id"], "key_json": row["key_json"], "stratum": row["stratum"],
             "request_changed": changed, "sent": bool(changed and params), "old_request_hash": row["request_hash"],
-            "new_request_hash": (hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
-                                 if params else None),
+            "new_request_hash": hash_request(params) if params else None,
             "old_output": row["old_output"], "prompt": params["messages"][-1]["content"] if params else None,
             "local_result": local, "params": params if changed else None, "result": local})
     if not any(c["request_changed"] for c in calls):
@@ -133,7 +131,7 @@ def _request(prompt: Prompt, settings: Settings, row: dict) -> tuple[bool, dict 
     if is_blank(text):
         return True, _local_error("empty_prompt", "the edited prompt is empty for this row; it was not sent"), None
     params = request_params(settings, text, row["__cb_model"])
-    changed = hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest() != row["request_hash"]
+    changed = hash_request(params) != row["request_hash"]
     return changed, None, params
 
 

@@ -14,7 +14,6 @@ import math
 from typing import Iterator
 
 from dbt_claude_batch.base.errors import SourceDataError
-from dbt_claude_batch.base.prompts import canonical_json
 from dbt_claude_batch.run.planning import RENDERED, STAGED
 from dbt_claude_batch.state.state import State
 
@@ -87,11 +86,6 @@ def split_text(text: str, parts: int) -> list[str]:
         start = cut
     pieces.append(text[start:])
     return pieces
-
-
-def part_hash(params: dict) -> str:
-    """A part's own request hash: sha256 of its params, as a whole request's is."""
-    return hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
 
 
 def part_custom_id(key_id: str, part: int) -> str:

@@ -24,11 +24,12 @@ from typing import Any
 from dbt_claude_batch.base.errors import RowTemplateError
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run import media, uploads
-from dbt_claude_batch.run.parts import check_part_ids, pages_note, part_custom_id, part_hash, split_count, split_text
+from dbt_claude_batch.run.parts import check_part_ids, pages_note, part_custom_id, split_count, split_text
 from dbt_claude_batch.run.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
                                            load_rendered)
 from dbt_claude_batch.base.pricing import estimate_input_tokens, list_price, text_tokens
-from dbt_claude_batch.base.prompts import Prompt, canonical_json, empty_prompt_message, is_blank, params_sql, request_params
+from dbt_claude_batch.base.prompts import (Prompt, empty_prompt_message, hash_request, is_blank, params_sql,
+                                           request_params)
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.sql_spool import build_in_sql, request_too_large
 from dbt_claude_batch.base.keys import MARKER_PREFIX
@@ -276,7 +277,7 @@ class _Writer:
                 # is what Anthropic recommends).
                 text_block = [{"type": "text", "text": text}] if not is_blank(text) else []
                 base["messages"][-1]["content"] = attached.blocks + text_block
-            request_hash = hashlib.sha256(canonical_json(base).encode("utf-8")).hexdigest()
+            request_hash = hash_request(base)
             if cut:
                 # The key's request is its parts': a changed page changes it.
                 request_hash = hashlib.sha256("".join(c[1][0] for c in cut).encode()).hexdigest()
@@ -316,7 +317,7 @@ class _Writer:
                 split = self.parts(row, values, base, max_tokens)
                 # A part of a split prompt carries its own request hash, as a cut document's does: a part
                 # answered before is reused by it, so a retry sends only the parts still unanswered.
-                requests = [(params, (part_hash(params), None, None) if len(split) > 1 else None, media_tokens)
+                requests = [(params, (hash_request(params), None, None) if len(split) > 1 else None, media_tokens)
                             for params in split]
             ids, chunk, metas = [], None, [meta for _, meta, _ in requests]
             for part, (params, meta, media_tokens) in enumerate(requests, start=1):
@@ -343,15 +344,16 @@ class _Writer:
             note = pages_note(part.first, part.last, attached.cut.pages)
             params = request_params(self.settings, note if is_blank(text) else f"{note}\n\n{text}", row["__cb_model"])
             params["messages"][-1]["content"] = part.blocks + [{"type": "text", "text": params["messages"][-1]["content"]}]
-            out.append((params, (part_hash(params), part.first, part.last), part.tokens))
+            out.append((params, (hash_request(params), part.first, part.last), part.tokens))
         return out
 
     def parts(self, row: dict[str, Any], values: dict[str, Any], base: dict[str, Any], max_tokens: int) -> list[dict]:
         """The request(s) for one row: one, or several when the prompt is too long and may be split."""
         column = self.settings.split_column
-        n = split_count(estimate_input_tokens(base), row["__cb_split_tokens"], row.get("__cb_split_parts"),
-                        self.settings.context_tokens)
-        if column is None or n < 2:
+        # the estimate only when a split is possible: emit() estimates every line it writes anyway
+        n = 1 if column is None else split_count(estimate_input_tokens(base), row["__cb_split_tokens"],
+                                                 row.get("__cb_split_parts"), self.settings.context_tokens)
+        if n < 2:
             return [{**base, "max_tokens": max_tokens}]
         text = "" if values.get(column) is None else str(values[column])
         return [{**request_params(self.settings, self.prompt.render({**values, column: piece}), row["__cb_model"]),
