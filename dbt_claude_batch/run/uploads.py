@@ -31,7 +31,7 @@ from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run.planning import PENDING, RENDERED as _RENDERED
 from dbt_claude_batch.state.queries import latest_outcomes_sql, retryable_sql
-from dbt_claude_batch.state.state import State, utcnow
+from dbt_claude_batch.state.state import NEVER_SENT_STATUSES, State, utcnow
 
 PREFIX = "dbt_claude_batch-sha256-"
 REFS = "cb_upload_refs"  # temp table: (ordinal, sha256, media_type) of this run's rendered lines
@@ -246,7 +246,7 @@ def release_unneeded(api, state: State, max_tokens_cap: int, can_split: bool) ->
             where r.include and not exists (select 1 from {state.table('requests')} q
                 join {state.table('submissions')} s using (submission_id)
                 where q.model_id = {me} and q.custom_id = r.custom_id and q.attempt = p.__cb_attempt
-                  and s.status not in ('rejected', 'abandoned'))"""
+                  and s.status not in {NEVER_SENT_STATUSES})"""
     state.run(f"""delete from {uses} where model_id = {me} and request_hash not in (
         select r.request_hash from {state.table('requests')} r
         join {state.table('submissions')} s using (submission_id)

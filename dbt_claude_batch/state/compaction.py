@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.state.spend import SPEND_COLUMNS, spend_rows_sql
-from dbt_claude_batch.state.state import State
+from dbt_claude_batch.state.state import NEVER_SENT_STATUSES, State
 
 _DOOMED_REQUESTS = "cb_doomed_requests"
 _DOOMED_SUBMISSIONS = "cb_doomed_submissions"
@@ -73,7 +73,7 @@ def compact(state: State, keep_days: float | None, now: datetime, keep_runs: int
     old = state.run(
         f"""select exists (select 1 from {t('batches')} where model_id = ? and harvested_at < ?)
             or exists (select 1 from {t('submissions')} where model_id = ? and settled_at < ?
-                       and status in ('rejected', 'abandoned'))
+                       and status in {NEVER_SENT_STATUSES})
             or exists (select 1 from {t('runs')} where model_id = ? and started_at < ?)""",
         [state.model_id, cutoff] * 3)[0][0]
     if not old:  # nothing settled before the window: a per-batch lookup, not a join over every request
@@ -90,7 +90,7 @@ def compact(state: State, keep_days: float | None, now: datetime, keep_runs: int
             join {t('answers')} a on a.model_id = {model} and a.custom_id = coalesce(r.key_custom_id, r.custom_id)
             where r.model_id = {model} and r.attempt < a.attempt
               and ((s.status = 'submitted' and b.harvested_at < ?)
-                   or (s.status in ('rejected', 'abandoned') and s.settled_at < ?))""",
+                   or (s.status in {NEVER_SENT_STATUSES} and s.settled_at < ?))""",
             [cutoff, cutoff],
         )
         # Submissions none of whose requests stay (and that are settled and old).
@@ -100,7 +100,7 @@ def compact(state: State, keep_days: float | None, now: datetime, keep_runs: int
             left join {t('batches')} b on b.batch_id = s.batch_id
             where s.model_id = {model}
               and ((s.status = 'submitted' and b.harvested_at < ?)
-                   or (s.status in ('rejected', 'abandoned') and s.settled_at < ?))
+                   or (s.status in {NEVER_SENT_STATUSES} and s.settled_at < ?))
               and not exists (select 1 from {t('requests')} r where r.submission_id = s.submission_id
                               and not exists (select 1 from {_DOOMED_REQUESTS} d
                                               where d.submission_id = r.submission_id and d.custom_id = r.custom_id))""",

@@ -13,7 +13,7 @@ import json
 from typing import Any, Sequence
 
 from dbt_claude_batch.base.identifiers import qualified
-from dbt_claude_batch.state.state import State, utcnow
+from dbt_claude_batch.state.state import NEVER_SENT_STATUSES, State, utcnow
 
 # compare_requests' columns that come from the comparison's sample, in order.
 REQUEST_COLUMNS = ("custom_id", "key_json", "stratum", "request_changed", "sent", "old_request_hash",
@@ -54,7 +54,7 @@ def pending_sql(schema: str) -> str:
                       s.marker_id, s.intent_at, b.processing_status, c.held_keys, c.sampled_keys, c.created_at
                from {s('comparisons')} c join {s('submissions')} s using (submission_id)
                left join {s('batches')} b on b.batch_id = s.batch_id
-               where c.model_id = ? and c.collected_at is null and s.status not in ('rejected', 'abandoned')
+               where c.model_id = ? and c.collected_at is null and s.status not in {NEVER_SENT_STATUSES}
                order by c.created_at desc"""
 
 

@@ -38,6 +38,8 @@ def marker_sql(schema: str, alias: str = "o") -> str:
 # submission.prepare) becomes `creating`, committed, before its create is sent; until then its
 # requests are nobody's, and a run that ends first leaves it to be marked `rejected` (never sent).
 LIVE_STATUSES = "('creating', 'in_doubt', 'submitted')"
+# Submissions concluded never sent: refused by the API, or left `prepared` by a run that ended first.
+NEVER_SENT_STATUSES = "('rejected', 'abandoned')"
 
 _ensure_lock = threading.Lock()
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
