@@ -1,5 +1,5 @@
 {#-
-  Erase one key of a batch model from state and from its results table: its requests, answers,
+  Erase one key of a batch model from state and from the tables next to it (results, __compare, __sample): its requests, answers,
   failures, stored prompts and held answers (the statements of dbt_claude_batch/state/erasure.py's
   ERASURE and SCRUB, kept identical by a unit test; outcomes keep their usage for the bill), and record the erasure in `erased` (no content).
 
@@ -77,7 +77,8 @@
   {%- set results_sql -%}
     select table_name from information_schema.tables where table_catalog = current_database()
       and table_schema = '{{ (schema or target.schema) | replace("'", "''") }}' and table_type = 'BASE TABLE'
-      and (table_name = '{{ model | replace("'", "''") }}' or starts_with(table_name, '{{ model | replace("'", "''") }}__dbt_tmp'))
+      and (table_name in ('{{ model | replace("'", "''") }}', '{{ model | replace("'", "''") }}__compare', '{{ model | replace("'", "''") }}__sample')
+           or starts_with(table_name, '{{ model | replace("'", "''") }}__dbt_tmp'))
   {%- endset -%}
   {%- for table in run_query(results_sql).columns[0].values() -%}
     {%- do run_query("delete from " ~ adapter.quote(schema or target.schema) ~ "." ~ adapter.quote(table)

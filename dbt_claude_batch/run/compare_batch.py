@@ -36,6 +36,7 @@ from dbt_claude_batch.run.sample import billed_outcomes_sql
 from dbt_claude_batch.run.spool import marker_line
 from dbt_claude_batch.run.submission import create_batch, settle
 from dbt_claude_batch.state import comparisons
+from dbt_claude_batch.state.erasure import erased_id_sql
 from dbt_claude_batch.state.state import State, utcnow
 from dbt_claude_batch.state.workdir import scratch
 
@@ -165,12 +166,18 @@ def _collect(client, state: State, settings: Settings, target: str, key_types: d
 
 
 def _record_for_the_bill(state: State, batch_id: str, compare_id: str, marker: str) -> None:
-    """The batch's answered lines (the marker's included) as outcomes: usage for the bill, no text, no key's
-    attempt (a comparison has no `requests` rows)."""
+    """Every line of the batch (the marker's included) as an outcome: usage for the bill, no key's attempt (a
+    comparison has no `requests` rows). A line whose key was erased (`forget`) while the batch was in flight
+    was still paid for: it is billed as `forget` leaves an outcome, its custom_id a hash and no text."""
+    kept = (f"custom_id = ? or custom_id in (select custom_id from {state.table('compare_requests')} "
+            "where compare_id = ? and sent)")
+    erased_usage = ("json_object('type', result->>'$.type', 'message', json_object("
+                    "'model', result->>'$.message.model', 'usage', result->'$.message.usage'))")
     state.run(
         billed_outcomes_sql(
-            state, f"select * from {_LINES} where custom_id = ? or custom_id in (select custom_id from "
-                   f"{state.table('compare_requests')} where compare_id = ? and sent)",
+            state, f"""select case when kept then custom_id else {erased_id_sql('custom_id')} end
+                           as custom_id, case when kept then result else {erased_usage} end as result
+                       from (select custom_id, result, {kept} as kept from {_LINES})""",
             "coalesce(result->>'$.message.usage.service_tier', 'batch')", or_ignore=True),
         [batch_id, state.model_id, utcnow(), marker, compare_id])
 

@@ -24,6 +24,7 @@ from dbt_claude_batch.run.dispatch import check_calls_budget
 from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.base.prompts import Prompt, empty_prompt_message, is_blank, request_params
 from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.state.erasure import SAMPLE_SUFFIX
 from dbt_claude_batch.state.state import State, utcnow
 from dbt_claude_batch.run.sync import SYNC_RETRIES, call_messages
 
@@ -61,7 +62,7 @@ def run_sample(client, state: State, prompt: Prompt, settings: Settings, size: i
     )
     record_for_the_bill(state, sum(not is_blank(params["messages"][-1]["content"]) for _, _, params in requests),
                         "sample preview (claude_batch_sample)")
-    target = qualified(this.database, this.schema, f"{this.identifier}__sample")
+    target = qualified(this.database, this.schema, this.identifier + SAMPLE_SUFFIX)
     state.run(
         f"""create or replace table {target} as
         with {prices_cte(settings.prices)},

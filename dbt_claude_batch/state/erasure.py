@@ -20,9 +20,11 @@ from typing import Any, Mapping, Sequence
 
 from dbt_claude_batch.base.errors import StateError
 from dbt_claude_batch.base.identifiers import literal, qualified, quote
+from dbt_claude_batch.state.compare_table import SUFFIX as COMPARE_SUFFIX
 from dbt_claude_batch.state.state import State, utcnow
 
 FORGET = "cb_forget"
+SAMPLE_SUFFIX = "__sample"  # the sample preview's table (run/sample.py)
 
 ERASURE: list[tuple[str, str]] = [
     ("outcomes", "exists (select 1 from {s}.requests r join {s}.submissions x using (submission_id) "
@@ -39,8 +41,13 @@ ERASURE: list[tuple[str, str]] = [
 ]
 
 
+def erased_id_sql(expr: str) -> str:
+    """SQL: what an erased key's custom_id `expr` becomes where a row stays for the bill (an outcome)."""
+    return f"'erased-' || left(sha256({expr}), 32)"
+
+
 SCRUB: dict[str, str] = {
-    "outcomes": "custom_id = 'erased-' || left(sha256(t.custom_id), 32), output_text = null, error_message = null, "
+    "outcomes": f"custom_id = {erased_id_sql('t.custom_id')}, output_text = null, error_message = null, "
                 "message = null, output_json = null, stop_reason = null, shared_from = null",
 }
 
@@ -90,8 +97,8 @@ def _text(value: Any) -> str:
 
 
 def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[str, int]:
-    """Erase one key of `model_id` from state and from the model's results table; return rows removed
-    per table. Refused (nothing erased) while the key has a request in flight."""
+    """Erase one key of `model_id` from state and from the tables next to the model (results, compare,
+    sample); return rows removed per table. Refused (nothing erased) while the key has a request in flight."""
     state = State(cursor, schema, model_id)
     rows = state.run(f"select key_columns from {state.table('models')} where model_id = ?", [model_id])
     if not rows:
@@ -131,12 +138,13 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[s
 
 
 def _erase_from_results(state: State, model_id: str, key: Mapping[str, Any]) -> int:
-    """Rows of the key in the model's results table (and leftover dbt temp tables), by its key columns."""
+    """Rows of the key, by its key columns, in the tables next to the model that hold its text: the results
+    table (and leftover dbt temp tables), `<model>__compare` and `<model>__sample`."""
     schema, identifier = model_id.rsplit(".", 1)
     tables = [r[0] for r in state.run(
         "select table_name from information_schema.tables where table_catalog = current_database() "
-        "and table_schema = ? and table_type = 'BASE TABLE' and (table_name = ? or starts_with(table_name, ?))",
-        [schema, identifier, identifier + "__dbt_tmp"])]
+        "and table_schema = ? and table_type = 'BASE TABLE' and (table_name in (?, ?, ?) or starts_with(table_name, ?))",
+        [schema, identifier, identifier + COMPARE_SUFFIX, identifier + SAMPLE_SUFFIX, identifier + "__dbt_tmp"])]
     where = " and ".join(f"cast({quote(c)} as varchar) = {literal(_text(v))}" for c, v in key.items())
     removed = 0
     for table in tables:

@@ -1,21 +1,29 @@
 """Bounded state and erasure, end to end: compaction buys nothing again and keeps the bill, harvested
 batches are deleted from the API and never retrieved again, rows gone from the source leave the results
-table, and a forgotten key leaves no trace in any table or file (4 dbt invocations)."""
+table, and a forgotten key leaves no trace in any table or file, its sample preview and its prompt
+comparison included, even one in flight when it is forgotten (5 dbt invocations, 2 more by `compare`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from dbt_harness import created_batches, expected_answer, items, row_requests
+from dbt_harness import TEMPLATE, created_batches, expected_answer, items, row_requests
 
 CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
 STATE = "dbt_claude_batch"
 SETTINGS = {"wait_seconds": 60, "poll_interval_seconds": 0.05, "keep_history_days": 0,
             "delete_batches_after_harvest": True, "on_source_delete": "delete", "store_prompts": True}
 SECRET_2, SECRET_3 = "SECRET-TWO-xq7 private text", "SECRET-THREE-zk9 private text"
+COMPARED = "Item {{ id }}; {{ body }}"  # an edited template, compared on a sample of held answers
+
+
+def compared_answer(item_id, body: str) -> str:
+    """The emulator's answer under COMPARED: a digest of the exact prompt text, as `expected_answer`."""
+    return "digest:" + hashlib.sha256(f"Item {item_id}; {body}".encode("utf-8")).hexdigest()[:16]
 
 
 def _cli(project, *args: str) -> subprocess.CompletedProcess:
@@ -37,6 +45,12 @@ def _files_holding(roots, needles: list[bytes]) -> list[str]:
             if path.is_file() and not path.is_symlink() and any(n in path.read_bytes() for n in needles):
                 found.append(str(path))
     return found
+
+
+def _compare(project) -> dict:
+    proc = _cli(project, "compare", "--model", "items_batch", "--sample", "4", "--via", "batch", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
 
 
 def _bill(project) -> float:
@@ -77,6 +91,16 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
     assert project.query(f"select count(*) from {STATE}.batches where kind = 'batch' and api_deleted_at is null") == [
         (0,)]
 
+    # Next to the model, a sample preview and a prompt comparison sent as a batch also hold keys 2 and 3's
+    # text; the comparison is still in flight when they are forgotten.
+    project.run(vars={"claude_batch_sample": 4})
+    assert [r[0] for r in project.query("select id from main.items_batch__sample order by id")] == [1, 2, 3, 4]
+    project.write("prompts/item.j2", COMPARED)
+    emulator.configure(processing_delay=3600)
+    sent = _compare(project)
+    assert (sent["status"], sent["requests"]) == ("in_flight", 4), sent
+    project.write("prompts/item.j2", TEMPLATE)
+
     # Key 2 erased from dbt, key 3 with the CLI after leaving the source (the CLI rewrites the file).
     project.dbt("run-operation", "dbt_claude_batch.forget", "--args", "{model: items_batch, key: {id: 2}}")
     assert sorted(project.results()) == [1, 3, 4]
@@ -85,6 +109,14 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
     forgot = _cli(project, "forget", "--model", "main.items_batch", "--key", "id=3", "--json")
     assert forgot.returncode == 0, forgot.stderr
     assert json.loads(forgot.stdout)["removed"]["answers"] == 1
+    assert [r[0] for r in project.query("select id from main.items_batch__sample order by id")] == [1, 4]
+
+    # Collected once ended: the erased keys' answers are dropped, their requests still billed (below).
+    emulator.advance_clock(3601)
+    emulator.configure(processing_delay=0)
+    collected = _compare(project)
+    assert collected["answered"] == 2 and collected["compare_id"] == sent["compare_id"], collected
+    assert [r[0] for r in project.query("select distinct id from main.items_batch__compare order by id")] == [1, 4]
 
     before = len(row_requests(emulator))
     project.run()
@@ -101,7 +133,8 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
 
     # No trace: the erased text and answers in no table (the source still holds key 2's row: the
     # user's own data) and in no file, the database file's free blocks included.
-    answers = [expected_answer(2, SECRET_2), expected_answer(3, SECRET_3)]
+    answers = [expected_answer(2, SECRET_2), expected_answer(3, SECRET_3), compared_answer(2, SECRET_2),
+               compared_answer(3, SECRET_3)]
     everything = _every_value(project)
     assert SECRET_3 not in everything and not any(a in everything for a in answers)
     assert everything.count(SECRET_2) == 2  # raw.items and the stg_items view over it
