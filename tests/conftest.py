@@ -17,7 +17,7 @@ from emulator_harness import EmulatorProcess  # noqa: E402
 @pytest.fixture(scope="session", autouse=True)
 def dbt_launcher():
     """dbt commands fork from one process that imported dbt (see tests/dbt_forkserver.py): each is
-    still its own `dbt` process, without 1.4 s of Python start-up and imports. CB_TEST_DBT_SUBPROCESS=1
+    still its own `dbt` process, without ~2 s of Python start-up and the imports of dbt and the SDK. CB_TEST_DBT_SUBPROCESS=1
     runs every command as the `dbt` script instead."""
     if os.environ.get("CB_TEST_DBT_SUBPROCESS") == "1":
         yield None

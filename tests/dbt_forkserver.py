@@ -7,9 +7,12 @@
 Each child is a new process that runs dbt's own command line (`dbt.cli.main:cli`, what the `dbt`
 script calls) in the caller's directory, with the caller's environment and arguments, writing to the
 caller's file descriptors, and exits through the interpreter's normal shutdown as the `dbt` script
-does. What the children share is Python's start-up and dbt's imports, about 1.4 s of CPU a command
-and most of what the suite spends. Nothing of a command outlives it: the server opens no database,
-imports neither this package nor the SDK, and starts no thread.
+does. What the children share is Python's start-up and the imports of dbt and of the third-party
+libraries this package loads (the anthropic SDK alone is ~0.7 s), about 2 s of CPU a command and most
+of what the suite spends. Importing holds no state a command could leak into the next: the SDK reads
+its key and base URL when a client is built, in the child. Nothing of a command outlives it: the
+server opens no database, builds no client, does not import this package (each command imports it
+afresh, as a `dbt` process would), and starts no thread.
 
 Protocol, one connection a command: the caller sends one JSON line {"args", "cwd", "env"} with two
 file descriptors (stdout, stderr); the server answers the child's pid, then its exit code (negative:
@@ -35,8 +38,11 @@ from pathlib import Path
 
 def serve(path: str) -> dict | None:
     """Serve until stdin closes (the server's parent is gone); in a forked child, return its command."""
-    import dbt.adapters.duckdb  # noqa: F401  the imports every command would pay
+    import anthropic  # noqa: F401  the imports every command would pay
+    import dbt.adapters.duckdb  # noqa: F401
     import dbt.cli.main  # noqa: F401
+    import pyarrow  # noqa: F401
+    import pypdf  # noqa: F401
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
