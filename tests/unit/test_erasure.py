@@ -1,5 +1,5 @@
 """erasure.py: the forget macro runs the same statements as the CLI; keys parse; a key is erased from
-every state table and the results table, recorded without content, and refused while in flight."""
+every state table and the tables next to the model, recorded without content, and refused while in flight."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from dbt_claude_batch.base.errors import StateError
 from dbt_claude_batch.state import erasure
-from dbt_claude_batch.state.state import State
+from dbt_claude_batch.state.state import LIVE_STATUSES, State
 
 MACRO = Path(__file__).resolve().parents[2] / "macros" / "forget.sql"
 
@@ -22,6 +22,10 @@ def test_the_macro_erases_with_the_same_statements_as_the_cli():
     assert ast.literal_eval(block) == [tuple(e) for e in erasure.ERASURE]
     scrub = re.search(r"{%- set scrub = ({.*?}) -%}", MACRO.read_text(), re.S).group(1)
     assert ast.literal_eval(scrub) == erasure.SCRUB
+    # The same requests count as in flight, and the same tables next to the model are erased from.
+    assert f"s.status in {LIVE_STATUSES}" in MACRO.read_text()
+    for suffix in ("__compare", erasure.SAMPLE_SUFFIX, "__dbt_tmp"):
+        assert f"""'{{{{ model | replace("'", "''") }}}}{suffix}'""" in MACRO.read_text(), suffix
 
 
 def test_keys_parse_from_column_value_pairs_and_json():
@@ -55,6 +59,11 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     state.record_model(["id"], {"id": "BIGINT"})
     con.execute("create table main.items as select 1 as id, 'k1' as custom_id, 'SECRET one' as output_text "
                 "union all select 2, 'k2', 'kept two'")
+    # Next to the model: a comparison's rows and a sample preview's, by the key columns.
+    con.execute("create table main.items__compare as select 1 as id, 'SECRET one' as old_value "
+                "union all select 2, 'kept two'")
+    con.execute("create table main.items__sample as select 1 as id, 'SECRET one prompt' as prompt "
+                "union all select 2, 'kept two prompt'")
     _held(con, state, "k1", "SECRET one")
     _held(con, state, "k2", "kept two")
     _held(con, state, "k3", None, harvested=False)
@@ -74,7 +83,9 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 1})
 
     assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "compare_requests": 1,
-                       "imported_answers": 1, "requests": 1, "results": 1}
+                       "imported_answers": 1, "requests": 1, "results": 3}
+    for table in ("items", "items__compare", "items__sample"):
+        assert con.execute(f"select id from main.{table}").fetchall() == [(2,)], table
     assert con.execute(f"select custom_id, old_output from {state.table('compare_requests')}").fetchall() == [
         ("k2", "kept two")]
     assert con.execute(f"select request_hash from {state.table('imported_answers')}").fetchall() == [("other",)]
@@ -84,7 +95,6 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     # The outcome stays for the bill, without its text or its custom_id.
     assert con.execute(f"select custom_id like 'erased-%', output_text from {state.table('outcomes')} "
                        "order by 1").fetchall() == [(False, "kept two"), (True, None)]
-    assert con.execute("select id from main.items").fetchall() == [(2,)]
     erased = con.execute(f"select * exclude (erased_at) from {state.table('erased')}").fetchall()
     assert erased == [("main.items", con.execute("select sha256('k1')").fetchone()[0], "in")]
     with pytest.raises(StateError, match="has a request in flight"):
