@@ -24,6 +24,8 @@ from dbt_claude_batch.state.state import State
 STAGED = "cb_staged"
 PENDING = "cb_pending"
 RENDERED = "cb_rendered"
+# The columns whose equal values make equal requests: such rows share one request (see `plan`).
+_GROUP = "__cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_split_parts, __cb_rerun"
 
 
 def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Sequence[str],
@@ -245,22 +247,25 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
             select * from cb_judged j
             where (__cb_rerun or __cb_prev_custom_id is null
                or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry))){erased})
+        -- identical inputs render identical requests: the first of each group is sent, the rest share it.
+        -- Few rows share one: a 64-bit hash of the group's columns finds the groups of more than one row (a
+        -- collision only sends more rows down the exact path), and only their rows are sorted into groups.
+        , cb_twins as (select hash({_GROUP}) as __cb_group_hash from cb_candidates group by all having count(*) > 1)
+        , cb_groups as (
+            select __cb_custom_id as __cb_member,
+                   first_value(__cb_custom_id) over (partition by {_GROUP} order by __cb_custom_id) as __cb_leader,
+                   count(*) over (partition by {_GROUP}) as __cb_group_size
+            from cb_candidates where hash({_GROUP}) in (select __cb_group_hash from cb_twins))
         -- numbered after filtering: a run with little to do does not sort every source row
-        select row_number() over (order by __cb_custom_id) as __cb_ordinal, *,
-               -- identical inputs render identical requests: the first of each group is sent, the rest share it
-               first_value(__cb_custom_id) over (
-                   partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens, __cb_split_parts,
-                                __cb_rerun
-                   order by __cb_custom_id) as __cb_leader,
-               count(*) over (partition by __cb_input_hash, __cb_model, __cb_max_tokens, __cb_split_tokens,
-                                           __cb_split_parts, __cb_rerun)
-                   as __cb_group_size,
+        select row_number() over (order by c.__cb_custom_id) as __cb_ordinal, c.*,
+               coalesce(g.__cb_leader, c.__cb_custom_id) as __cb_leader,
+               coalesce(g.__cb_group_size, 1) as __cb_group_size,
                case when __cb_rerun then 'rerun'
                     when __cb_prev_custom_id is null then 'new'
                     when not __cb_same_input then 'maybe_changed'
                     when __cb_user_canceled then 'resubmit_canceled'
                     else 'retry' end as __cb_reason
-        from cb_candidates
+        from cb_candidates c left join cb_groups g on g.__cb_member = c.__cb_custom_id
         -- stored in order, so each batch's rows are found by zone maps (pending_requests_sql)
         order by __cb_ordinal"""
     )
