@@ -247,27 +247,29 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
             select * from cb_judged j
             where (__cb_rerun or __cb_prev_custom_id is null
                or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry))){erased})
-        -- identical inputs render identical requests: the first of each group is sent, the rest share it.
-        -- Few rows share one: a 64-bit hash of the group's columns finds the groups of more than one row (a
-        -- collision only sends more rows down the exact path), and only their rows are sorted into groups.
-        , cb_twins as (select hash({_GROUP}) as __cb_group_hash from cb_candidates group by all having count(*) > 1)
-        , cb_groups as (
-            select __cb_custom_id as __cb_member,
-                   first_value(__cb_custom_id) over (partition by {_GROUP} order by __cb_custom_id) as __cb_leader,
-                   count(*) over (partition by {_GROUP}) as __cb_group_size
-            from cb_candidates where hash({_GROUP}) in (select __cb_group_hash from cb_twins))
         -- numbered after filtering: a run with little to do does not sort every source row
-        select row_number() over (order by c.__cb_custom_id) as __cb_ordinal, c.*,
-               coalesce(g.__cb_leader, c.__cb_custom_id) as __cb_leader,
-               coalesce(g.__cb_group_size, 1) as __cb_group_size,
+        select row_number() over (order by __cb_custom_id) as __cb_ordinal, *,
+               __cb_custom_id as __cb_leader, 1::bigint as __cb_group_size,
                case when __cb_rerun then 'rerun'
                     when __cb_prev_custom_id is null then 'new'
                     when not __cb_same_input then 'maybe_changed'
                     when __cb_user_canceled then 'resubmit_canceled'
                     else 'retry' end as __cb_reason
-        from cb_candidates c left join cb_groups g on g.__cb_member = c.__cb_custom_id
+        from cb_candidates
         -- stored in order, so each batch's rows are found by zone maps (pending_requests_sql)
         order by __cb_ordinal"""
+    )
+    # Identical inputs render identical requests: the first of each group (in key order) is sent, the rest
+    # share it. Few rows share one: a 64-bit hash of the group's columns finds the groups of more than one
+    # row (a collision only sends more rows down the exact path), and only their rows are sorted into groups.
+    state.run(
+        f"""update {PENDING} p set __cb_leader = g.__cb_leader, __cb_group_size = g.__cb_group_size
+        from (select __cb_custom_id,
+                     first_value(__cb_custom_id) over (partition by {_GROUP} order by __cb_custom_id) as __cb_leader,
+                     count(*) over (partition by {_GROUP}) as __cb_group_size
+              from {PENDING}
+              where hash({_GROUP}) in (select hash({_GROUP}) from {PENDING} group by all having count(*) > 1)) g
+        where g.__cb_custom_id = p.__cb_custom_id and g.__cb_group_size > 1"""
     )
     return state.run(f"select count(*) from {PENDING}")[0][0]
 
