@@ -38,7 +38,8 @@ def marker_sql(schema: str, alias: str = "o") -> str:
 # submission.prepare) becomes `creating`, committed, before its create is sent; until then its
 # requests are nobody's, and a run that ends first leaves it to be marked `rejected` (never sent).
 LIVE_STATUSES = "('creating', 'in_doubt', 'submitted')"
-# Submissions concluded never sent: refused by the API, or left `prepared` by a run that ended first.
+# Submissions concluded never sent: `rejected` (refused by the API, or left `prepared` by a run that ended
+# first) and `abandoned` (a create in doubt that no batch carries the marker of after the grace period).
 NEVER_SENT_STATUSES = "('rejected', 'abandoned')"
 
 _ensure_lock = threading.Lock()
