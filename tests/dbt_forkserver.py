@@ -8,7 +8,7 @@ Each child is a new process that runs dbt's own command line (`dbt.cli.main:cli`
 script calls) in the caller's directory, with the caller's environment and arguments, writing to the
 caller's file descriptors, and exits through the interpreter's normal shutdown as the `dbt` script
 does. What the children share is Python's start-up and the imports of dbt and of the third-party
-libraries this package loads (the anthropic SDK alone is ~0.7 s), about 2 s of CPU a command and most
+libraries this package loads (the anthropic SDK alone is ~1.1 s on a 2-core machine), about 2 s of CPU a command and most
 of what the suite spends. Importing holds no state a command could leak into the next: the SDK reads
 its key and base URL when a client is built, in the child. Nothing of a command outlives it: the
 server opens no database, builds no client, does not import this package (each command imports it

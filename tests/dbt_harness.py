@@ -227,10 +227,14 @@ class DbtProject:
         return found
 
 
+def emulator_answer(prompt_text: str) -> str:
+    """What the emulator answers to a prompt (no answer scenario): a digest of its exact text."""
+    return "digest:" + hashlib.sha256(prompt_text.encode("utf-8")).hexdigest()[:16]
+
+
 def expected_answer(item_id, body: str) -> str:
-    """What the emulator answers for the default template: a digest of the exact prompt text."""
-    text = f"Item {item_id}: {body}"
-    return "digest:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """What the emulator answers for the default template."""
+    return emulator_answer(f"Item {item_id}: {body}")
 
 
 def items(n: int, start: int = 1, prefix: str = "body") -> list[dict]:

@@ -9,16 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dbt_harness import DbtProject, create_calls, created_batches, expected_answer, items, row_requests
+from dbt_harness import (DbtProject, create_calls, created_batches, emulator_answer, expected_answer, items,
+                         row_requests)
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
 # Dev edits the template for row 5 only: every other row renders exactly what prod sent.
 DEV_TEMPLATE = "{% if id == 5 %}Edited {{ id }}: {{ body }}{% else %}Item {{ id }}: {{ body }}{% endif %}"
 
-
-def _answer(text: str) -> str:
-    return "digest:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _file_digest(path: Path) -> str:
@@ -93,7 +91,7 @@ def test_dev_and_ci_buy_only_what_changed_and_reuse_the_rest_of_prod_by_request_
         assert results[k]["output_text"] == prod_answers[k] == expected_answer(k, f"body number {k} with some text")
         assert results[k]["cost_usd"] == 0.0
     assert results[3]["output_text"] == expected_answer(3, "edited in dev") != prod_answers[3]
-    assert results[5]["output_text"] == _answer("Edited 5: body number 5 with some text") != prod_answers[5]
+    assert results[5]["output_text"] == emulator_answer("Edited 5: body number 5 with some text") != prod_answers[5]
     assert all(results[k]["cost_usd"] > 0 for k in (3, 5, 7))
     assert _reused(dev) == {str(k): (prod_label, prod_batch) for k in (1, 2, 4, 6)}
     assert dev.query("select n_reused, n_submitted from dbt_claude_batch.runs where finished_at is not null "

@@ -5,13 +5,12 @@ comparison included, even one in flight when it is forgotten (5 dbt invocations,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from dbt_harness import TEMPLATE, created_batches, expected_answer, items, row_requests
+from dbt_harness import TEMPLATE, created_batches, emulator_answer, expected_answer, items, row_requests
 
 CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
 STATE = "dbt_claude_batch"
@@ -19,11 +18,6 @@ SETTINGS = {"wait_seconds": 60, "poll_interval_seconds": 0.05, "keep_history_day
             "delete_batches_after_harvest": True, "on_source_delete": "delete", "store_prompts": True}
 SECRET_2, SECRET_3 = "SECRET-TWO-xq7 private text", "SECRET-THREE-zk9 private text"
 COMPARED = "Item {{ id }}; {{ body }}"  # an edited template, compared on a sample of held answers
-
-
-def compared_answer(item_id, body: str) -> str:
-    """The emulator's answer under COMPARED: a digest of the exact prompt text, as `expected_answer`."""
-    return "digest:" + hashlib.sha256(f"Item {item_id}; {body}".encode("utf-8")).hexdigest()[:16]
 
 
 def _cli(project, *args: str) -> subprocess.CompletedProcess:
@@ -133,8 +127,8 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
 
     # No trace: the erased text and answers in no table (the source still holds key 2's row: the
     # user's own data) and in no file, the database file's free blocks included.
-    answers = [expected_answer(2, SECRET_2), expected_answer(3, SECRET_3), compared_answer(2, SECRET_2),
-               compared_answer(3, SECRET_3)]
+    answers = [expected_answer(2, SECRET_2), expected_answer(3, SECRET_3), emulator_answer(f"Item 2; {SECRET_2}"),
+               emulator_answer(f"Item 3; {SECRET_3}")]
     everything = _every_value(project)
     assert SECRET_3 not in everything and not any(a in everything for a in answers)
     assert everything.count(SECRET_2) == 2  # raw.items and the stg_items view over it

@@ -8,18 +8,14 @@ submission may stay in doubt once its candidates have ended.
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 
-from dbt_harness import DbtProject, create_calls, created_batches, items
+from dbt_harness import DbtProject, create_calls, created_batches, emulator_answer, items
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 ROWS = items(12)
 
-
-def _digest(text: str) -> str:
-    return "digest:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 @pytest.fixture
@@ -41,7 +37,7 @@ def _assert_prod_answers(project: DbtProject) -> None:
     results = project.results()
     assert len(results) == len(ROWS)
     for row in ROWS:
-        assert results[row["id"]]["output_text"] == _digest(f"Item {row['id']}: {row['body']}")
+        assert results[row["id"]]["output_text"] == emulator_answer(f"Item {row['id']}: {row['body']}")
 
 
 def _look_at_every_batch(emulator) -> None:
@@ -81,7 +77,7 @@ def test_a_dropped_create_never_adopts_another_environments_batch(prod, dev, emu
     dev.configure(replace=False, **FAST)
     dev.run()
     assert {r["output_text"] for r in dev.results().values()} == {
-        _digest(f"DEV {r['id']}: {r['body']}") for r in ROWS}
+        emulator_answer(f"DEV {r['id']}: {r['body']}") for r in ROWS}
 
 
 @pytest.mark.parametrize("dev_first", [True, False], ids=["dev-batch-before", "dev-batch-after"])
@@ -149,7 +145,7 @@ def test_after_reset_batch_state_the_old_batch_is_not_adopted(prod, emulator):
     assert f"adopted batch {lost['batch_id']}" in out
     assert prod.query("select batch_id from dbt_claude_batch.foreign_batches") == [(old["id"],)]
     results = prod.results()
-    assert all(results[r["id"]]["output_text"] == _digest(f"Item {r['id']}: {r['body']} (v2)") for r in ROWS)
+    assert all(results[r["id"]]["output_text"] == emulator_answer(f"Item {r['id']}: {r['body']} (v2)") for r in ROWS)
     assert create_calls(emulator) == 2
 
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
-from dbt_harness import create_calls, created_batches, expected_answer, items, marker_cost, row_requests
+from dbt_harness import create_calls, created_batches, emulator_answer, expected_answer, items, marker_cost, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 
-
-def digest(text: str) -> str:
-    return "digest:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def sync_calls(emulator) -> int:
@@ -232,7 +228,7 @@ def test_oversized_document_is_split_processed_retried_part_by_part_and_reassemb
     assert result["parts"] == 4  # parts aim at half the 200k context: ceil(385k / 100k)
     pieces = split_text(rows[1]["body"], 4)
     assert "".join(pieces) == rows[1]["body"]
-    assert result["output_text"] == "\n\n".join(digest(f"Item 2: {p}") for p in pieces)
+    assert result["output_text"] == "\n\n".join(emulator_answer(f"Item 2: {p}") for p in pieces)
     assert project.results()[1]["parts"] == 1
     assert [b["request_count"] for b in created_batches(emulator)] == [6, 1]
 
@@ -269,7 +265,7 @@ def test_identical_requests_are_sent_once_and_shared(project, emulator):
     results = project.results()
     assert len(results) == 6
     for i, body in enumerate(bodies, start=1):
-        assert results[i]["output_text"] == digest(f"Text: {body}")
+        assert results[i]["output_text"] == emulator_answer(f"Text: {body}")
     assert [b["request_count"] for b in created_batches(emulator)] == [3]
     assert project.query("select n_submitted, n_deduplicated from main.items_batch__batches") == [(3, 3)]
     billed = emulator.ledger()["bill"]["total_usd"]
