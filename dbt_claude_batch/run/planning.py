@@ -221,7 +221,7 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
         f"""create or replace temp table {PENDING} as
         with cb_lo as ({latest_outcomes_sql(state, narrow)}),
         cb_judged as (
-            select st.*, lo.custom_id as __cb_prev_custom_id, lo.result_type as __cb_prev_result,
+            select st.rowid + 1 as __cb_ordinal, st.*, lo.custom_id as __cb_prev_custom_id, lo.result_type as __cb_prev_result,
                    lo.request_hash as __cb_prev_request_hash,
                    coalesce(lo.attempt, 0) + 1 as __cb_attempt,
                    (lo.input_hash = st.__cb_input_hash or a.input_hash is not null) as __cb_same_input,
@@ -247,17 +247,14 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
             select * from cb_judged j
             where (__cb_rerun or __cb_prev_custom_id is null
                or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry))){erased})
-        -- numbered after filtering: a run with little to do does not sort every source row
-        select row_number() over (order by __cb_custom_id) as __cb_ordinal, *,
+        select *,
                __cb_custom_id as __cb_leader, 1::bigint as __cb_group_size,
                case when __cb_rerun then 'rerun'
                     when __cb_prev_custom_id is null then 'new'
                     when not __cb_same_input then 'maybe_changed'
                     when __cb_user_canceled then 'resubmit_canceled'
                     else 'retry' end as __cb_reason
-        from cb_candidates
-        -- stored in order, so each batch's rows are found by zone maps (pending_requests_sql)
-        order by __cb_ordinal"""
+        from cb_candidates"""
     )
     # Identical inputs render identical requests: the first of each group (in key order) is sent, the rest
     # share it. Few rows share one: a 64-bit hash of the group's columns finds the groups of more than one

@@ -255,8 +255,7 @@ def _load_rendered(state, offsets_path: str) -> None:
         from {_LINES} l
         left join (select g.custom_id, p.chunk, g.lane from {_LINES} g join {placed} p on p.ordinal = g.ordinal
                    where g.grouped and g.sends) d on d.custom_id = l.dedup_of
-        left join {placed} o on o.ordinal = l.ordinal
-        order by l.ordinal"""
+        left join {placed} o on o.ordinal = l.ordinal"""
     )
 
 
