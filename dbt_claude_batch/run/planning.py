@@ -11,10 +11,11 @@ Two digests decide whether a row's request changed:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from dbt_claude_batch.base.identifiers import literal, quote
 from dbt_claude_batch.base.keys import custom_id_sql, key_json_sql
@@ -162,13 +163,33 @@ class SourceDigest:
 def candidate_rows_sql(source_sql: str, key: Sequence[str], prompt_columns: Sequence[str], rows: str,
                        extra: str = "", ordered: bool = True) -> str:
     """`rows` (a query with __cb_custom_id and __cb_ordinal) joined back to the source's prompt columns;
-    `extra`, more select-list items (`, expr as name`) over them; in `__cb_ordinal` order if `ordered`."""
+    `extra`, more select-list items (`, expr as name`) over them; in `__cb_ordinal` order if `ordered`.
+
+    The source comes first: under `source_probed` DuckDB builds its hash table on the candidates and
+    streams the source's rows past it, instead of holding every prompt's text."""
     columns = "".join(f", s.{quote(c)}" for c in prompt_columns)
     return (
-        f"select c.*{columns}{extra} from ({rows}) c "
-        f"join (select {custom_id_sql(key)} as __cb_source_id, * from ({source_sql})) s "
-        f"on s.__cb_source_id = c.__cb_custom_id" + (" order by c.__cb_ordinal" if ordered else "")
+        f"select c.*{columns}{extra} "
+        f"from (select {custom_id_sql(key)} as __cb_source_id, * from ({source_sql})) s "
+        f"join ({rows}) c on s.__cb_source_id = c.__cb_custom_id" + (" order by c.__cb_ordinal" if ordered else "")
     )
+
+
+@contextlib.contextmanager
+def source_probed(state: State) -> Iterator[None]:
+    """Joins written in `candidate_rows_sql`'s order build on the candidates, not on the source.
+
+    DuckDB's build_side_probe_side optimizer picks the build side by row counts; with as many candidates
+    as source rows it built on the source, which holds every prompt's text (at 10M rows, gigabytes
+    spilled to disk); the candidates' rows are a fraction of that. Restored on the way out.
+    """
+    (before,) = state.run("select current_setting('disabled_optimizers')")[0]
+    off = [o for o in str(before or "").split(",") if o.strip()]
+    state.run(f"set disabled_optimizers = {literal(','.join([*off, 'build_side_probe_side']))}")
+    try:
+        yield
+    finally:
+        state.run(f"set disabled_optimizers = {literal(','.join(off))}")
 
 
 OPEN = "cb_open"
@@ -310,7 +331,8 @@ def reason_counts(state: State) -> dict[str, int]:
 def pending_requests_sql(state: State, chunk: int) -> str:
     """The state rows of one batch: its request lines and the de-duplicated rows that share them."""
     low, high = state.run(f"select min(ordinal), max(ordinal) from {RENDERED} where chunk = ?", [int(chunk)])[0]
-    # Both tables are stored in ordinal order: the range lets DuckDB read only this batch's row groups.
+    # Both tables keep about the order of their staged rows, which the ordinals number (DuckDB keeps
+    # insertion order): the range lets DuckDB skip most other batches' row groups.
     span = f"between {int(low or 0)} and {int(high or 0)}"
     return (
         f"select r.custom_id, p.__cb_key_json as key_json, p.__cb_input_hash as input_hash, "

@@ -3,9 +3,12 @@
 It gives the verdicts, the request bytes and the batches the row pass of spool.py gives (a test holds
 the two to it), without a Python object per row. DuckDB renders each candidate's request twice and
 never keeps its text: the first time for its hash and size, from which it judges the line against the
-last attempt's request hash, lets identical requests share one line, prices it and cuts the batches;
-the second time, only for the lines sent, streamed to Python, which appends each Arrow batch of lines
-to its batch's file and records where each line landed. Holding every line (hundreds of bytes each)
+last attempt's request hash, lets identical requests share one line, prices it and cuts the batches
+(the leaders of groups of identical inputs are rendered once more beforehand, a few rows, so that this
+is one statement with no table of rendered rows); the second time, only for the lines sent, streamed
+to Python, which appends each Arrow batch of lines to its batch's file and records where each line
+landed. Both renders join the candidates to the source with the hash table on the candidates
+(`planning.source_probed`), so the source's text streams past it instead of being held. Holding every line (hundreds of bytes each)
 until the batches were cut spilled gigabytes to disk at millions of rows. The second render must give
 what the first measured (its length and a 64-bit hash of it), or nothing is sent. Python also cuts
 batches where the byte limit could bind before the count limit, reading line sizes as a stream. A run
@@ -25,11 +28,11 @@ import pyarrow.parquet as pq
 
 from dbt_claude_batch.base.errors import SourceDataError, StateError
 from dbt_claude_batch.base.identifiers import literal
-from dbt_claude_batch.run.planning import PENDING, RENDERED
+from dbt_claude_batch.run.planning import PENDING, RENDERED, source_probed
 from dbt_claude_batch.base.pricing import list_price
 from dbt_claude_batch.base.prompts import blank_sql, empty_prompt_message_sql
 
-_ROWS = "cb_spool_rows"
+_LEADERS = "cb_spool_leaders"
 _LINES = "cb_spool_lines"
 _STARTS = "cb_chunk_starts"
 _POS = "cb_spool_positions"
@@ -62,30 +65,26 @@ def build_in_sql(state, settings, candidates: Callable[[str], str], chunk_path: 
     having written nothing, when some row needs the row pass.
     """
     base = int(settings.max_tokens)
-    state.run(
-        f"""create or replace temp table {_ROWS} as
-        select __cb_ordinal, __cb_custom_id, __cb_key_json, __cb_reason, __cb_leader, __cb_group_size, __cb_rerun,
-               __cb_prev_request_hash, __cb_would_retry, __cb_model, __cb_request_hash, __cb_input_hash,
+
+    def rows(pending: str) -> str:  # what judging needs of each row of `pending`, rendered
+        return f"""select __cb_ordinal, __cb_custom_id, __cb_key_json, __cb_reason, __cb_leader, __cb_group_size,
+               __cb_rerun, __cb_prev_request_hash, __cb_would_retry, __cb_model, __cb_request_hash, __cb_input_hash,
                {blank_sql('__cb_prompt')} as __cb_blank,
                coalesce(nullif(__cb_max_tokens, 0), {base}) as __cb_max_tokens,
                (strlen(__cb_prompt) + 3) // 4 as __cb_prompt_tokens,
                {_SIZE_SQL} as __cb_size,
                {_CHECK_SQL} as __cb_check
-        from ({candidates(f"select * from {PENDING}")})"""
-    )
-    if state.run(f"select count(*) from {_ROWS} where __cb_size is null or __cb_max_tokens <> {base}")[0][0]:
-        state.run(f"drop table {_ROWS}")
-        return None
+        from ({candidates(pending)})"""
+
     try:
-        prices = _judge(state, settings, fixed_tokens)
-        # Each of these is a row per candidate: dropped as soon as the next has what it needs, so that
-        # at millions of rows DuckDB does not keep them all (spilled to disk) until the pass ends.
-        state.run(f"drop table {_ROWS}")
+        prices = _judge(state, settings, fixed_tokens, rows, base)
+        if state.run(f"select exists (select 1 from {_LINES} where row_pass)")[0][0]:
+            return None
         _check_sizes(state, settings, limit_bytes)
         _cut(state, limit_requests, limit_bytes)
         return _write(state, prices, candidates, chunk_path)
     finally:
-        for table in (_ROWS, _LINES, _POS, _STARTS, _CUT):
+        for table in (_LEADERS, _LINES, _POS, _STARTS, _CUT):
             state.run(f"drop table if exists {table}")
 
 
@@ -98,28 +97,42 @@ def _reason_sql(request_hash: str) -> str:
             "when __cb_would_retry then 'retry' else 'unchanged' end")
 
 
-def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]:
-    """One row per candidate: its verdict, and the size of the line it sends (streamed: no sort).
+def _judge(state, settings, fixed_tokens: int, rows: Callable[[str], str], base: int) -> dict[str, tuple[float, float]]:
+    """One row per candidate: its verdict, and the size of the line it sends (streamed: no sort), in one
+    render of the pending rows; `row_pass` marks a row SQL cannot build exactly (see build_in_sql).
     Returns the list prices of the models that have one."""
-    models = [m for (m,) in state.run(f"select distinct __cb_model from {_ROWS}")]
+    models = [m for (m,) in state.run(f"select distinct __cb_model from {PENDING}")]
     prices = {m: p for m in models if (p := list_price(m, settings.prices)) is not None}
     cost = ("case __cb_model " + " ".join(
         f"when {literal(m)} then (((__cb_prompt_tokens + {int(fixed_tokens)}) * {float(p[0])!r}::double)"
         f" + (__cb_max_tokens * {float(p[1])!r}::double)) / 1e6" for m, p in prices.items())
         + " else 0.0 end") if prices else "0.0"
     dedupe = "true" if settings.dedupe else "false"
+    # a blank prompt is not sent: the row is a failure of kind empty_prompt (see spool.py)
+    own = f"case when __cb_blank then 'empty_prompt' else {_reason_sql('__cb_request_hash')} end"
+    # The leaders of groups of identical inputs, rendered on their own (few rows) so that every row
+    # is judged in one pass, without a table of the rendered rows beside the verdicts.
+    with source_probed(state):
+        state.run(
+            f"""create or replace temp table {_LEADERS} as
+            select __cb_custom_id, {own} as __cb_own_reason, __cb_request_hash
+            from ({rows(f"select * from {PENDING} where __cb_group_size > 1 and __cb_leader = __cb_custom_id")})"""
+        )
+        _lines(state, rows, own, dedupe, cost, base)
+    state.run(f"drop table {_LEADERS}")
+    return prices
+
+
+def _lines(state, rows: Callable[[str], str], own: str, dedupe: str, cost: str, base: int) -> None:
     state.run(
         f"""create or replace temp table {_LINES} as
-        -- a blank prompt is not sent: the row is a failure of kind empty_prompt (see spool.py)
-        with own as (select *, case when __cb_blank then 'empty_prompt' else {_reason_sql("__cb_request_hash")} end
-                                   as __cb_own_reason from {_ROWS}),
+        with own as (select *, {own} as __cb_own_reason from ({rows(f"select * from {PENDING}")})),
         -- a row shares the line of its group's first row when that row sends one
         shares as (
             select o.*, coalesce({dedupe} and o.__cb_leader <> o.__cb_custom_id
                                  and l.__cb_own_reason not in ('unchanged', 'empty_prompt'), false) as __cb_shared,
                    l.__cb_request_hash as __cb_leader_hash
-            from own o left join (select __cb_custom_id, __cb_own_reason, __cb_request_hash from own
-                                  where __cb_group_size > 1) l on l.__cb_custom_id = o.__cb_leader),
+            from own o left join {_LEADERS} l on l.__cb_custom_id = o.__cb_leader),
         judged as (
             select *, case when __cb_shared then {_reason_sql("__cb_leader_hash")} else __cb_own_reason end
                           as __cb_final
@@ -141,10 +154,10 @@ def _judge(state, settings, fixed_tokens: int) -> dict[str, tuple[float, float]]
                case when sends then {cost} else 0.0 end as cost,
                case when sends then size end as line_length,
                case when sends then __cb_check end as line_check,
-               case when __cb_final = 'empty_prompt' then {empty_prompt_message_sql('__cb_key_json')} end as error
+               case when __cb_final = 'empty_prompt' then {empty_prompt_message_sql('__cb_key_json')} end as error,
+               __cb_size is null or __cb_max_tokens <> {int(base)} as row_pass
         from sized"""
     )
-    return prices
 
 
 def _check_sizes(state, settings, limit_bytes: int) -> None:
@@ -274,46 +287,48 @@ def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[
     written: dict[int, tuple[int, int]] = {}
     schema = pa.schema([("ordinal", pa.int64()), ("chunk", pa.int32()), ("line_offset", pa.int64())])
     pool = pa.default_memory_pool()
-    reader = state.cursor.sql(query).to_arrow_reader(_WRITE_ROWS)
-    try:
-        with pq.ParquetWriter(offsets_path, schema) as offsets:
-            for record_batch in reader:
-                if not pc.all(record_batch.column("same")).as_py():
-                    changed = pc.filter(record_batch.column("key_json"), pc.invert(record_batch.column("same")))
-                    raise SourceDataError(
-                        f"The source changed while this run rendered its requests (the request for key "
-                        f"{changed[0].as_py()} came out different the second time): run again once nothing "
-                        "writes to the source during the run; nothing was submitted."
-                    )
-                # Grouped by batch: each group's lines are one contiguous buffer, written with one call.
-                order = pc.sort_indices(record_batch.column("chunk"))
-                chunks, ordinals = record_batch.column("chunk").take(order), record_batch.column("ordinal").take(order)
-                lines = record_batch.column("line").take(order)
-                if lines.type == pa.string_view():
-                    lines = lines.cast(pa.large_string())
-                width = pa.int32() if lines.type == pa.string() else pa.int64()
-                runs = pc.run_end_encode(chunks)
-                start, landed = 0, []
-                for index, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
-                    n = end - start
-                    group = lines.slice(start, n)
-                    handle = files.get(index)
-                    if handle is None:
-                        handle = files[index] = open(chunk_path(index), "wb")
-                    at = handle.tell()
-                    lengths = pc.cast(pc.binary_length(group), pa.int64())
-                    landed.append(pc.add(pc.subtract(pc.cumulative_sum(lengths), lengths), at))
-                    bounds = pa.Array.from_buffers(width, n + 1, [None, group.buffers()[1]], offset=group.offset)
-                    first, last = bounds[0].as_py(), bounds[n].as_py()
-                    handle.write(memoryview(group.buffers()[2])[first:last])
-                    lines_so_far, bytes_so_far = written.get(index, (0, 0))
-                    written[index] = (lines_so_far + n, bytes_so_far + last - first)
-                    start += n
-                offsets.write_batch(pa.record_batch([ordinals, chunks, pa.concat_arrays(landed)], schema=schema))
-                del record_batch, lines, chunks, ordinals, landed
-                pool.release_unused()  # Arrow's allocator keeps freed batches otherwise: RSS beside DuckDB's limit
-    finally:
-        reader.close()  # DuckDB refuses further work on a cursor with an unfinished result
-        for handle in files.values():
-            handle.close()
+    with source_probed(state):  # the reader closes before the setting is restored
+        reader = state.cursor.sql(query).to_arrow_reader(_WRITE_ROWS)
+        try:
+            with pq.ParquetWriter(offsets_path, schema) as offsets:
+                for record_batch in reader:
+                    if not pc.all(record_batch.column("same")).as_py():
+                        changed = pc.filter(record_batch.column("key_json"), pc.invert(record_batch.column("same")))
+                        raise SourceDataError(
+                            f"The source changed while this run rendered its requests (the request for key "
+                            f"{changed[0].as_py()} came out different the second time): run again once nothing "
+                            "writes to the source during the run; nothing was submitted."
+                        )
+                    # Grouped by batch: each group's lines are one contiguous buffer, written with one call.
+                    order = pc.sort_indices(record_batch.column("chunk"))
+                    chunks = record_batch.column("chunk").take(order)
+                    ordinals = record_batch.column("ordinal").take(order)
+                    lines = record_batch.column("line").take(order)
+                    if lines.type == pa.string_view():
+                        lines = lines.cast(pa.large_string())
+                    width = pa.int32() if lines.type == pa.string() else pa.int64()
+                    runs = pc.run_end_encode(chunks)
+                    start, landed = 0, []
+                    for index, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
+                        n = end - start
+                        group = lines.slice(start, n)
+                        handle = files.get(index)
+                        if handle is None:
+                            handle = files[index] = open(chunk_path(index), "wb")
+                        at = handle.tell()
+                        lengths = pc.cast(pc.binary_length(group), pa.int64())
+                        landed.append(pc.add(pc.subtract(pc.cumulative_sum(lengths), lengths), at))
+                        bounds = pa.Array.from_buffers(width, n + 1, [None, group.buffers()[1]], offset=group.offset)
+                        first, last = bounds[0].as_py(), bounds[n].as_py()
+                        handle.write(memoryview(group.buffers()[2])[first:last])
+                        lines_so_far, bytes_so_far = written.get(index, (0, 0))
+                        written[index] = (lines_so_far + n, bytes_so_far + last - first)
+                        start += n
+                    offsets.write_batch(pa.record_batch([ordinals, chunks, pa.concat_arrays(landed)], schema=schema))
+                    del record_batch, lines, chunks, ordinals, landed
+                    pool.release_unused()  # Arrow's allocator keeps freed batches otherwise: RSS beside DuckDB's limit
+        finally:
+            reader.close()  # DuckDB refuses further work on a cursor with an unfinished result
+            for handle in files.values():
+                handle.close()
     return written
