@@ -40,6 +40,11 @@ _WANTED = f"select distinct request_hash from {RENDERED} where include and parts
 
 def reuse_held_answers(state: State) -> int:
     """Answer rendered lines whose request is already answered in state; return how many keys were."""
+    if not state.run(f"select exists (select 1 from {state.table('requests')} where model_id = ?)",
+                     [state.model_id])[0][0]:
+        # A model's first attempt holds no answer; at 10M rows the distinct request hashes of its lines
+        # spilled gigabytes to disk only to find none.
+        return 0
     state.run(f"create or replace temp table {_REUSE} as {held_answer_matches_sql(state)}")
     n = state.run(f"select count(*) from {_REUSE}")[0][0]
     if n:

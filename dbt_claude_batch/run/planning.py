@@ -20,7 +20,7 @@ from typing import Iterator, Mapping, Sequence
 from dbt_claude_batch.base.identifiers import literal, quote
 from dbt_claude_batch.base.keys import custom_id_sql, key_json_sql
 from dbt_claude_batch.state.queries import latest_outcomes_sql, retryable_sql, too_long_sql
-from dbt_claude_batch.state.state import State
+from dbt_claude_batch.state.state import LIVE_STATUSES, State
 
 STAGED = "cb_staged"
 PENDING = "cb_pending"
@@ -238,9 +238,7 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
         erased = (f" and (__cb_rerun or not exists (select 1 from {state.table('erased')} e "
                   f"where e.model_id = {literal(state.model_id)} and e.key_hash = sha256(j.__cb_custom_id) "
                   "and e.input_hash = j.__cb_input_hash))")
-    state.run(
-        f"""create or replace temp table {PENDING} as
-        with cb_lo as ({latest_outcomes_sql(state, narrow)}),
+    candidates = f"""with cb_lo as ({latest_outcomes_sql(state, narrow)}),
         cb_judged as (
             select st.rowid + 1 as __cb_ordinal, st.*, lo.custom_id as __cb_prev_custom_id, lo.result_type as __cb_prev_result,
                    lo.request_hash as __cb_prev_request_hash,
@@ -276,7 +274,12 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
                     when __cb_user_canceled then 'resubmit_canceled'
                     else 'retry' end as __cb_reason
         from cb_candidates"""
-    )
+    drop_pending(state)
+    if rows == STAGED and not rerun_filter and not erased and not state.run(
+            f"select exists (select 1 from {state.table('requests')} r join {state.table('submissions')} s "
+            f"using (submission_id) where r.model_id = ? and s.status in {LIVE_STATUSES})", [state.model_id])[0][0]:
+        return _first_pending(state, candidates)
+    state.run(f"create temp table {PENDING} as {candidates}")
     # Identical inputs render identical requests: the first of each group (in key order) is sent, the rest
     # share it. Few rows share one: a 64-bit hash of the group's columns finds the groups of more than one
     # row (a collision only sends more rows down the exact path), and only their rows are sorted into groups.
@@ -290,6 +293,53 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
         where g.__cb_custom_id = p.__cb_custom_id and g.__cb_group_size > 1"""
     )
     return state.run(f"select count(*) from {PENDING}")[0][0]
+
+
+GROUPS = "cb_share_groups"
+
+
+def _first_pending(state: State, candidates: str) -> int:
+    """The pending rows of a model with no attempt yet, as a view over the staged rows: no copy of them.
+
+    With no attempt, every staged row is a candidate and everything planning adds to it is constant
+    (no previous request, attempt 1, reason `new`) but its share group: the groups of more than one row
+    are a small table the view joins. The view has the pending table's columns and types, taken from
+    the same query (`candidates`); it reads nothing of the state, so rows recorded later in the run
+    do not change it. At 10M rows the copy it replaces was ~1.6 GB, held, or spilled, to the run's end.
+    """
+    constant = {"__cb_ordinal": "st.rowid + 1", "__cb_attempt": "1", "__cb_user_canceled": "false",
+                "__cb_would_retry": "false", "__cb_rerun": "false", "__cb_reason": "'new'",
+                "__cb_leader": "coalesce(g.__cb_leader, st.__cb_custom_id)",
+                "__cb_group_size": "coalesce(g.__cb_group_size, 1)"}
+    staged = {name for name, *_ in state.run(f"describe {STAGED}")}
+    columns = ", ".join(
+        f"cast({constant.get(name, f'st.{quote(name)}' if name in staged else 'null')} as {kind}) as {quote(name)}"
+        for name, kind, *_ in state.run(f"describe {candidates}"))
+    # The group columns of a first attempt, as `candidates` gives them: only input hash and model vary.
+    group = "__cb_input_hash, __cb_model"
+    state.run(
+        f"""create or replace temp table {GROUPS} as
+        select __cb_custom_id,
+               first_value(__cb_custom_id) over (partition by {group} order by __cb_custom_id) as __cb_leader,
+               count(*) over (partition by {group}) as __cb_group_size
+        from {STAGED}
+        where hash({group}) in (select hash({group}) from {STAGED} group by all having count(*) > 1)
+        qualify __cb_group_size > 1"""
+    )
+    state.run(f"create temp view {PENDING} as select {columns} from {STAGED} st "
+              f"left join {GROUPS} g on g.__cb_custom_id = st.__cb_custom_id")
+    return state.run(f"select count(*) from {STAGED}")[0][0]
+
+
+def pending_is_view(state: State) -> bool:
+    """Whether the pending rows are `_first_pending`'s view (the staged rows must then stay)."""
+    return bool(state.run("select count(*) from duckdb_views() where temporary and view_name = ?", [PENDING])[0][0])
+
+
+def drop_pending(state: State) -> None:
+    """Drop the pending rows, a table or `_first_pending`'s view, and that view's groups."""
+    state.run(f"drop {'view' if pending_is_view(state) else 'table'} if exists {PENDING}")
+    state.run(f"drop table if exists {GROUPS}")
 
 
 RENDERED_COLUMNS = {

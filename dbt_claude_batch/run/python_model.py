@@ -123,7 +123,8 @@ def _stage_checked(state: State, source_sql: str, cfg: Settings, prompt: Prompt,
 
 
 def _drop_temps(state: State) -> None:
-    for temp in (planning.STAGED, planning.OPEN, planning.PENDING, planning.RENDERED, "cb_file_stamps"):
+    planning.drop_pending(state)
+    for temp in (planning.STAGED, planning.OPEN, planning.RENDERED, "cb_file_stamps"):
         state.run(f"drop table if exists {temp}")
     state.run(f"drop macro if exists {planning.COMPONENTS_MACRO}")
 
@@ -243,9 +244,10 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
         state, cfg.max_attempts, run_vars.resubmit_canceled, cfg.effective_max_tokens_cap, cfg.max_tokens,
         can_split=cfg.split_column is not None, rerun_filter=run_vars.rerun_filter(cfg.key),
     )
-    if cfg.split_column is None and not cfg.attachments:
-        # Only a key cut into parts reads the staged rows after planning (parts.check_part_ids): at
-        # millions of rows they would otherwise stay in memory, or spilled to disk, until the run ends.
+    if cfg.split_column is None and not cfg.attachments and not planning.pending_is_view(state):
+        # Only a key cut into parts reads the staged rows after planning (parts.check_part_ids), and the
+        # pending rows of a first attempt are a view of them: at millions of rows they would otherwise
+        # stay in memory, or spilled to disk, until the run ends.
         state.run(f"drop table if exists {planning.STAGED}")
     sent = waiting = 0
     if n_candidates and stop.requested:

@@ -4,12 +4,13 @@ It gives the verdicts, the request bytes and the batches the row pass of spool.p
 the two to it), without a Python object per row. DuckDB renders each candidate's request twice and
 never keeps its text: the first time for its hash and size, from which it judges the line against the
 last attempt's request hash, lets identical requests share one line, prices it and cuts the batches
-(the leaders of groups of identical inputs are rendered once more beforehand, a few rows, so that this
-is one statement with no table of rendered rows); the second time, only for the lines sent, streamed
+(the leaders of groups of identical inputs are rendered once more beforehand, a few rows, so that each
+row is judged as it is rendered, with no table of rendered rows); the second time, only for the lines sent, streamed
 to Python, which appends each Arrow batch of lines to its batch's file and records where each line
 landed. Both renders join the candidates to the source with the hash table on the candidates
-(`planning.source_probed`), so the source's text streams past it instead of being held. Holding every line (hundreds of bytes each)
-until the batches were cut spilled gigabytes to disk at millions of rows. The second render must give
+(`planning.source_probed`), _SLICE_ROWS of them at a time, so the source's text streams past a table
+of bounded size instead of being held. Holding every line (hundreds of bytes each) until the batches
+were cut spilled gigabytes to disk at millions of rows. The second render must give
 what the first measured (its length and a 64-bit hash of it), or nothing is sent. Python also cuts
 batches where the byte limit could bind before the count limit, reading line sizes as a stream. A run
 with any row SQL cannot build exactly (a control character DuckDB escapes its own way, an escalated
@@ -39,6 +40,9 @@ _POS = "cb_spool_positions"
 _CUT = "cb_spool_cut"
 _STREAM_ROWS = 100_000
 _WRITE_ROWS = 25_000
+# Candidates joined to the source at a time (both renders): the join's hash table holds this many
+# pending rows, well under a 1GB memory_limit, and each slice reads the source once more.
+_SLICE_ROWS = 2_000_000
 # A request line: '{"custom_id":"' || custom_id || '","params":' || params || '}', and a newline.
 _LINE_OPEN, _LINE_MID, _LINE_CLOSE = '{"custom_id":"', '","params":', "}"
 _LINE_FIXED = len(_LINE_OPEN) + len(_LINE_MID) + len(_LINE_CLOSE) + 1
@@ -118,15 +122,26 @@ def _judge(state, settings, fixed_tokens: int, rows: Callable[[str], str], base:
             select __cb_custom_id, {own} as __cb_own_reason, __cb_request_hash
             from ({rows(f"select * from {PENDING} where __cb_group_size > 1 and __cb_leader = __cb_custom_id")})"""
         )
-        _lines(state, rows, own, dedupe, cost, base)
+        for i, (low, high) in enumerate(_slices(state)):
+            pending = f"select * from {PENDING} where __cb_ordinal between {low} and {high}"
+            into = f"create or replace temp table {_LINES} as" if i == 0 else f"insert into {_LINES}"
+            _lines(state, into, rows(pending), own, dedupe, cost, base)
     state.run(f"drop table {_LEADERS}")
     return prices
 
 
-def _lines(state, rows: Callable[[str], str], own: str, dedupe: str, cost: str, base: int) -> None:
+def _slices(state) -> list[tuple[int, int]]:
+    """Ordinal ranges of at most _SLICE_ROWS pending rows each, in order (one, empty, when none)."""
+    low, high = state.run(f"select min(__cb_ordinal), max(__cb_ordinal) from {PENDING}")[0]
+    if low is None:
+        return [(0, -1)]
+    return [(start, min(start + _SLICE_ROWS - 1, high)) for start in range(low, high + 1, _SLICE_ROWS)]
+
+
+def _lines(state, into: str, rendered: str, own: str, dedupe: str, cost: str, base: int) -> None:
     state.run(
-        f"""create or replace temp table {_LINES} as
-        with own as (select *, {own} as __cb_own_reason from ({rows(f"select * from {PENDING}")})),
+        f"""{into}
+        with own as (select *, {own} as __cb_own_reason from ({rendered})),
         -- a row shares the line of its group's first row when that row sends one
         shares as (
             select o.*, coalesce({dedupe} and o.__cb_leader <> o.__cb_custom_id
@@ -237,8 +252,8 @@ def _write(state, prices: Mapping[str, tuple[float, float]], candidates: Callabl
         for index, (lane, n, n_bytes, _model) in expected.items():
             if written.get(index) != (n, n_bytes):
                 raise StateError(
-                    f"The spool file of batch {index} got {written.get(index)} (lines, bytes) where {(n, n_bytes)} were "
-                    "cut: nothing was submitted; run again, and report it if it happens again."
+                    f"The spool file of batch {index} got {written.get(index)} (lines, bytes) where {(n, n_bytes)} "
+                    "were cut: nothing was submitted; run again, and report it if it happens again."
                 )
         state.run(f"drop table {_CUT}")
         _load_rendered(state, offsets_path)
@@ -276,59 +291,67 @@ def _write_lines(state, candidates: Callable[[str], str], chunk_path: Callable[[
                  offsets_path: str) -> dict[int, tuple[int, int]]:
     """Render the lines sent again and append each to its batch's file, in the order DuckDB streams them;
     where each landed goes to `offsets_path` (ordinal, chunk, line_offset). Returns (lines, bytes) per batch."""
-    sent = (f"select p.*, c.chunk as __cb_chunk, c.line_length as __cb_size, c.line_check as __cb_check "
-            f"from {PENDING} p join {_CUT} c on c.ordinal = p.__cb_ordinal")
-    query = (f"select __cb_chunk::integer as chunk, __cb_ordinal::bigint as ordinal, __cb_key_json as key_json, "
-             f"{literal(_LINE_OPEN)} || __cb_custom_id || {literal(_LINE_MID)} || __cb_params || "
-             f"{literal(_LINE_CLOSE)} || chr(10) as line, "
-             f"{_SIZE_SQL} = __cb_size and {_CHECK_SQL} = __cb_check as same "
-             f"from ({candidates(sent)})")
+    def query(low: int, high: int) -> str:
+        sent = (f"select p.*, c.chunk as __cb_chunk, c.line_length as __cb_size, c.line_check as __cb_check "
+                f"from {PENDING} p join {_CUT} c on c.ordinal = p.__cb_ordinal "
+                f"where p.__cb_ordinal between {low} and {high}")
+        return (f"select __cb_chunk::integer as chunk, __cb_ordinal::bigint as ordinal, __cb_key_json as key_json, "
+                f"{literal(_LINE_OPEN)} || __cb_custom_id || {literal(_LINE_MID)} || __cb_params || "
+                f"{literal(_LINE_CLOSE)} || chr(10) as line, "
+                f"{_SIZE_SQL} = __cb_size and {_CHECK_SQL} = __cb_check as same "
+                f"from ({candidates(sent)})")
+
     files: dict[int, object] = {}
     written: dict[int, tuple[int, int]] = {}
     schema = pa.schema([("ordinal", pa.int64()), ("chunk", pa.int32()), ("line_offset", pa.int64())])
     pool = pa.default_memory_pool()
-    with source_probed(state):  # the reader closes before the setting is restored
-        reader = state.cursor.sql(query).to_arrow_reader(_WRITE_ROWS)
-        try:
-            with pq.ParquetWriter(offsets_path, schema) as offsets:
-                for record_batch in reader:
-                    if not pc.all(record_batch.column("same")).as_py():
-                        changed = pc.filter(record_batch.column("key_json"), pc.invert(record_batch.column("same")))
-                        raise SourceDataError(
-                            f"The source changed while this run rendered its requests (the request for key "
-                            f"{changed[0].as_py()} came out different the second time): run again once nothing "
-                            "writes to the source during the run; nothing was submitted."
-                        )
-                    # Grouped by batch: each group's lines are one contiguous buffer, written with one call.
-                    order = pc.sort_indices(record_batch.column("chunk"))
-                    chunks = record_batch.column("chunk").take(order)
-                    ordinals = record_batch.column("ordinal").take(order)
-                    lines = record_batch.column("line").take(order)
-                    if lines.type == pa.string_view():
-                        lines = lines.cast(pa.large_string())
-                    width = pa.int32() if lines.type == pa.string() else pa.int64()
-                    runs = pc.run_end_encode(chunks)
-                    start, landed = 0, []
-                    for index, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
-                        n = end - start
-                        group = lines.slice(start, n)
-                        handle = files.get(index)
-                        if handle is None:
-                            handle = files[index] = open(chunk_path(index), "wb")
-                        at = handle.tell()
-                        lengths = pc.cast(pc.binary_length(group), pa.int64())
-                        landed.append(pc.add(pc.subtract(pc.cumulative_sum(lengths), lengths), at))
-                        bounds = pa.Array.from_buffers(width, n + 1, [None, group.buffers()[1]], offset=group.offset)
-                        first, last = bounds[0].as_py(), bounds[n].as_py()
-                        handle.write(memoryview(group.buffers()[2])[first:last])
-                        lines_so_far, bytes_so_far = written.get(index, (0, 0))
-                        written[index] = (lines_so_far + n, bytes_so_far + last - first)
-                        start += n
-                    offsets.write_batch(pa.record_batch([ordinals, chunks, pa.concat_arrays(landed)], schema=schema))
-                    del record_batch, lines, chunks, ordinals, landed
-                    pool.release_unused()  # Arrow's allocator keeps freed batches otherwise: RSS beside DuckDB's limit
-        finally:
-            reader.close()  # DuckDB refuses further work on a cursor with an unfinished result
-            for handle in files.values():
-                handle.close()
+
+    def append(record_batch: pa.RecordBatch, offsets: pq.ParquetWriter) -> None:
+        if not pc.all(record_batch.column("same")).as_py():
+            changed = pc.filter(record_batch.column("key_json"), pc.invert(record_batch.column("same")))
+            raise SourceDataError(
+                f"The source changed while this run rendered its requests (the request for key "
+                f"{changed[0].as_py()} came out different the second time): run again once nothing "
+                "writes to the source during the run; nothing was submitted."
+            )
+        # Grouped by batch: each group's lines are one contiguous buffer, written with one call.
+        order = pc.sort_indices(record_batch.column("chunk"))
+        chunks, ordinals = record_batch.column("chunk").take(order), record_batch.column("ordinal").take(order)
+        lines = record_batch.column("line").take(order)
+        if lines.type == pa.string_view():
+            lines = lines.cast(pa.large_string())
+        width = pa.int32() if lines.type == pa.string() else pa.int64()
+        runs = pc.run_end_encode(chunks)
+        start, landed = 0, []
+        for index, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
+            n = end - start
+            group = lines.slice(start, n)
+            handle = files.get(index)
+            if handle is None:
+                handle = files[index] = open(chunk_path(index), "wb")
+            at = handle.tell()
+            lengths = pc.cast(pc.binary_length(group), pa.int64())
+            landed.append(pc.add(pc.subtract(pc.cumulative_sum(lengths), lengths), at))
+            bounds = pa.Array.from_buffers(width, n + 1, [None, group.buffers()[1]], offset=group.offset)
+            first, last = bounds[0].as_py(), bounds[n].as_py()
+            handle.write(memoryview(group.buffers()[2])[first:last])
+            lines_so_far, bytes_so_far = written.get(index, (0, 0))
+            written[index] = (lines_so_far + n, bytes_so_far + last - first)
+            start += n
+        offsets.write_batch(pa.record_batch([ordinals, chunks, pa.concat_arrays(landed)], schema=schema))
+
+    try:
+        with source_probed(state), pq.ParquetWriter(offsets_path, schema) as offsets:
+            for low, high in _slices(state):
+                reader = state.cursor.sql(query(low, high)).to_arrow_reader(_WRITE_ROWS)
+                try:
+                    for record_batch in reader:
+                        append(record_batch, offsets)
+                        del record_batch
+                        pool.release_unused()  # Arrow's allocator keeps freed batches: RSS beside DuckDB's limit
+                finally:
+                    reader.close()  # before anything else runs on the cursor, the setting's restore included
+    finally:
+        for handle in files.values():
+            handle.close()
     return written

@@ -238,8 +238,8 @@ def release_unneeded(api, state: State, max_tokens_cap: int, can_split: bool) ->
         return 0
     me = literal(state.model_id)
     waiting = ""
-    if len(state.run(f"select 1 from duckdb_tables() where table_name in ('{_RENDERED}', '{PENDING}') "
-                     "and temporary")) == 2:
+    if len(state.run(f"select 1 from duckdb_tables() where table_name in ('{_RENDERED}', '{PENDING}') and temporary "
+                     f"union all select 1 from duckdb_views() where view_name = '{PENDING}' and temporary")) == 2:
         # Lines this run rendered to send and did not (no room in the queue, a stop): no request of
         # theirs, at the attempt they were rendered for, was recorded.
         waiting = f""" union all select r.request_hash from {_RENDERED} r join {PENDING} p on p.__cb_ordinal = r.ordinal

@@ -29,8 +29,10 @@ def _plan(source_rows: list[tuple[str | None, str | None]], rerun: set[int]) -> 
     con.execute("create table items (id bigint, body varchar, model varchar)")
     con.executemany("insert into items values (?, ?, ?)", [(i, b, m) for i, (b, m) in enumerate(source_rows)])
     planning.stage(state, "select * from items", ["id"], ["body"], "model", "claude-haiku-4-5", "fingerprint")
-    keys = ", ".join(f"'{k}'" for k in sorted(rerun)) or "null"
-    planning.plan(state, 3, False, 4096, 64, can_split=False, rerun_filter=f"__cb_custom_id in ({keys})")
+    keys = ", ".join(f"'{k}'" for k in sorted(rerun))
+    # without re-runs, a first attempt's pending rows are planning's view of the staged rows
+    planning.plan(state, 3, False, 4096, 64, can_split=False,
+                  rerun_filter=f"__cb_custom_id in ({keys})" if rerun else None)
     found = con.execute(f"select __cb_custom_id, __cb_leader, __cb_group_size, __cb_ordinal, {', '.join(GROUP)} "
                         f"from {planning.PENDING} order by __cb_ordinal").fetchall()
     con.close()

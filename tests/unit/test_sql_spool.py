@@ -13,7 +13,7 @@ import json
 import duckdb
 import pytest
 
-from dbt_claude_batch.run import planning
+from dbt_claude_batch.run import planning, sql_spool
 from dbt_claude_batch.base.errors import SourceDataError
 from dbt_claude_batch.base.prompts import Prompt, canonical_json, request_params
 from dbt_claude_batch.base.settings import Settings
@@ -122,6 +122,18 @@ def test_the_sql_pass_gives_what_the_row_pass_gives(tmp_path, settings_kw):
         assert got["n_deduplicated"] == 2
     if "max_requests_per_batch" in settings_kw or "max_batch_bytes" in settings_kw:
         assert len([c for c in got["chunks"] if c[1] == "batch"]) > 2
+
+
+def test_the_sql_pass_in_slices_gives_what_the_row_pass_gives(tmp_path, monkeypatch):
+    """Both renders join the candidates to the source a slice of ordinals at a time; a group of identical
+    inputs split across slices (20 and 21 | 22) and batches cut across slices come out the same."""
+    monkeypatch.setattr(sql_spool, "_SLICE_ROWS", 7)
+    con, state, settings, prompt, source = _planned(tmp_path, max_requests_per_batch=4)
+    _as_if_sent_before(con, state, settings, prompt, source, tmp_path)
+    assert len(sql_spool._slices(state)) == 6
+    got = _both_passes_agree(tmp_path, con, state, settings, prompt, source)
+    assert got["n_deduplicated"] == 2
+    assert len([c for c in got["chunks"] if c[1] == "batch"]) > 2
 
 
 def test_the_sql_pass_of_a_compiled_template_gives_what_the_row_pass_gives(tmp_path):
