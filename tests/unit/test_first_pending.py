@@ -6,11 +6,10 @@ The table path is forced by a re-run filter that names no key (`false`): the sam
 
 from __future__ import annotations
 
-import duckdb
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dbt_claude_batch.run import planning
-from dbt_claude_batch.state.state import State
+from staging_builders import staged_items
 
 rows = st.lists(
     st.tuples(st.sampled_from(["a", "b", "c", None, "", "{{ x }}"]),
@@ -19,12 +18,7 @@ rows = st.lists(
 
 
 def _pending(source_rows, rerun_filter: str | None) -> tuple[bool, list, list]:
-    con = duckdb.connect()
-    state = State(con, "dbt_claude_batch", "db.main.items_batch")
-    state.ensure()
-    con.execute("create table items (id bigint, body varchar, model varchar)")
-    con.executemany("insert into items values (?, ?, ?)", [(i, b, m) for i, (b, m) in enumerate(source_rows)])
-    planning.stage(state, "select * from items", ["id"], ["body"], "model", "claude-haiku-4-5", "fingerprint")
+    con, state = staged_items(source_rows)
     n = planning.plan(state, 3, False, 4096, 64, can_split=False, rerun_filter=rerun_filter)
     view = planning.pending_is_view(state)
     described = [r[:2] for r in con.execute(f"describe {planning.PENDING}").fetchall()]
@@ -49,17 +43,13 @@ def test_the_view_of_a_first_attempt_holds_what_the_table_would(source_rows):
 
 
 def test_a_model_with_an_attempt_gets_the_table():
-    con = duckdb.connect()
-    state = State(con, "dbt_claude_batch", "db.main.items_batch")
-    state.ensure()
-    con.execute("create table items as select 1::bigint as id, 'a' as body")
-    planning.stage(state, "select * from items", ["id"], ["body"], None, "claude-haiku-4-5", "fingerprint")
+    con, state = staged_items([("a", None)])
     planning.plan(state, 3, False, 4096, 64, can_split=False)
     assert planning.pending_is_view(state)
     state.run(f"insert into {state.table('submissions')} (submission_id, model_id, status, n_requests, n_bytes, "
               "intent_at) values ('s1', 'db.main.items_batch', 'submitted', 1, 1, now())")
     state.run(f"insert into {state.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
-              "request_hash, attempt) values ('s1', 'db.main.items_batch', '1', '{\"id\": 1}', 'i', 'h', 1)")
+              "request_hash, attempt) values ('s1', 'db.main.items_batch', '0', '{\"id\": 0}', 'i', 'h', 1)")
     planning.plan(state, 3, False, 4096, 64, can_split=False)
     assert not planning.pending_is_view(state)  # the key is in flight: planning reads its history
     assert con.execute(f"select count(*) from {planning.PENDING}").fetchall()[0][0] == 0

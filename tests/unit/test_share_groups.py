@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import duckdb
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dbt_claude_batch.run import planning
-from dbt_claude_batch.state.state import State
+from staging_builders import staged_items
 
 GROUP = ("__cb_input_hash", "__cb_model", "__cb_max_tokens", "__cb_split_tokens", "__cb_split_parts", "__cb_rerun")
 
@@ -23,12 +22,7 @@ rows = st.lists(
 
 
 def _plan(source_rows: list[tuple[str | None, str | None]], rerun: set[int]) -> list[tuple]:
-    con = duckdb.connect()
-    state = State(con, "dbt_claude_batch", "db.main.items_batch")
-    state.ensure()
-    con.execute("create table items (id bigint, body varchar, model varchar)")
-    con.executemany("insert into items values (?, ?, ?)", [(i, b, m) for i, (b, m) in enumerate(source_rows)])
-    planning.stage(state, "select * from items", ["id"], ["body"], "model", "claude-haiku-4-5", "fingerprint")
+    con, state = staged_items(source_rows)
     keys = ", ".join(f"'{k}'" for k in sorted(rerun))
     # without re-runs, a first attempt's pending rows are planning's view of the staged rows
     planning.plan(state, 3, False, 4096, 64, can_split=False,
