@@ -281,21 +281,28 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
         return _first_pending(state, candidates)
     state.run(f"create temp table {PENDING} as {candidates}")
     # Identical inputs render identical requests: the first of each group (in key order) is sent, the rest
-    # share it. Few rows share one: a 64-bit hash of the group's columns finds the groups of more than one
-    # row (a collision only sends more rows down the exact path), and only their rows are sorted into groups.
-    state.run(
-        f"""update {PENDING} p set __cb_leader = g.__cb_leader, __cb_group_size = g.__cb_group_size
-        from (select __cb_custom_id,
-                     first_value(__cb_custom_id) over (partition by {_GROUP} order by __cb_custom_id) as __cb_leader,
-                     count(*) over (partition by {_GROUP}) as __cb_group_size
-              from {PENDING}
-              where hash({_GROUP}) in (select hash({_GROUP}) from {PENDING} group by all having count(*) > 1)) g
-        where g.__cb_custom_id = p.__cb_custom_id and g.__cb_group_size > 1"""
-    )
+    # share it (`_share_groups_sql`).
+    state.run(f"update {PENDING} p set __cb_leader = g.__cb_leader, __cb_group_size = g.__cb_group_size "
+              f"from ({_share_groups_sql(PENDING, _GROUP)}) g where g.__cb_custom_id = p.__cb_custom_id")
     return state.run(f"select count(*) from {PENDING}")[0][0]
 
 
 GROUPS = "cb_share_groups"
+
+
+def _share_groups_sql(table: str, group: str) -> str:
+    """The rows of `table` whose `group` columns equal another row's, each with its group's leader (first
+    in key order) and size. Few rows share one: a 64-bit hash of the group's columns finds the groups of
+    more than one row (a collision only sends more rows down the exact path), and only their rows are
+    sorted into groups."""
+    # An outer filter, not `qualify`: in the pending table `__cb_group_size` also names a column.
+    return f"""select * from (
+            select __cb_custom_id,
+                   first_value(__cb_custom_id) over (partition by {group} order by __cb_custom_id) as __cb_leader,
+                   count(*) over (partition by {group}) as __cb_group_size
+            from {table}
+            where hash({group}) in (select hash({group}) from {table} group by all having count(*) > 1))
+        where __cb_group_size > 1"""
 
 
 def _first_pending(state: State, candidates: str) -> int:
@@ -317,28 +324,34 @@ def _first_pending(state: State, candidates: str) -> int:
         for name, kind, *_ in state.run(f"describe {candidates}"))
     # The group columns of a first attempt, as `candidates` gives them: only input hash and model vary.
     group = "__cb_input_hash, __cb_model"
-    state.run(
-        f"""create or replace temp table {GROUPS} as
-        select __cb_custom_id,
-               first_value(__cb_custom_id) over (partition by {group} order by __cb_custom_id) as __cb_leader,
-               count(*) over (partition by {group}) as __cb_group_size
-        from {STAGED}
-        where hash({group}) in (select hash({group}) from {STAGED} group by all having count(*) > 1)
-        qualify __cb_group_size > 1"""
-    )
+    state.run(f"create or replace temp table {GROUPS} as {_share_groups_sql(STAGED, group)}")
     state.run(f"create temp view {PENDING} as select {columns} from {STAGED} st "
               f"left join {GROUPS} g on g.__cb_custom_id = st.__cb_custom_id")
     return state.run(f"select count(*) from {STAGED}")[0][0]
 
 
+def _pending_kind(state: State) -> str | None:
+    """'table', 'view' (`_first_pending`'s) or None: what the pending rows are in this run, if any."""
+    found = state.run("select 'view' from duckdb_views() where temporary and view_name = ? union all "
+                      "select 'table' from duckdb_tables() where temporary and table_name = ?", [PENDING, PENDING])
+    return found[0][0] if found else None
+
+
 def pending_is_view(state: State) -> bool:
     """Whether the pending rows are `_first_pending`'s view (the staged rows must then stay)."""
-    return bool(state.run("select count(*) from duckdb_views() where temporary and view_name = ?", [PENDING])[0][0])
+    return _pending_kind(state) == "view"
+
+
+def pending_exists(state: State) -> bool:
+    """Whether this run planned pending rows (a table or a view) that are still there."""
+    return _pending_kind(state) is not None
 
 
 def drop_pending(state: State) -> None:
     """Drop the pending rows, a table or `_first_pending`'s view, and that view's groups."""
-    state.run(f"drop {'view' if pending_is_view(state) else 'table'} if exists {PENDING}")
+    kind = _pending_kind(state)
+    if kind is not None:
+        state.run(f"drop {kind} {PENDING}")
     state.run(f"drop table if exists {GROUPS}")
 
 
