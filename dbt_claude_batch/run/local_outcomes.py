@@ -29,7 +29,7 @@ import uuid
 
 from dbt_claude_batch.run import answers
 from dbt_claude_batch.base.identifiers import literal
-from dbt_claude_batch.run.planning import PENDING, RENDERED, components_sql
+from dbt_claude_batch.run.planning import PENDING, RENDERED, components_sql, rendered_writable
 from dbt_claude_batch.state.answer_sources import ANSWER_COLUMNS as _COPIED, AnswerSource
 from dbt_claude_batch.state.state import State, utcnow
 
@@ -96,6 +96,7 @@ def _reuse(state: State, n: int) -> None:
         [batch_id, utcnow()],
     )
     answers.refresh(state, [batch_id])
+    rendered_writable(state)
     state.run(
         f"update {RENDERED} set include = false, reason = 'reused' "
         f"where (ordinal, custom_id) in (select (ordinal, custom_id) from {_REUSE})"
@@ -146,6 +147,7 @@ def _reuse_sourced(state: State, label: str, n: int) -> None:
         [batch_id, utcnow()],
     )
     answers.refresh(state, [batch_id])
+    rendered_writable(state)
     state.run(
         f"update {RENDERED} set include = false, reason = 'reused' "
         f"where (ordinal, custom_id) in (select (ordinal, custom_id) from {_SOURCED})"

@@ -368,10 +368,33 @@ RENDERED_COLUMNS = {
 def load_rendered(state: State, path: str) -> None:
     """Load the spool pass's verdicts (one row per request line or follower) next to the candidates."""
     columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in RENDERED_COLUMNS.items()) + "}"
+    drop_rendered(state)
     state.run(
         f"create or replace temp table {RENDERED} as "
         f"select * from read_csv({literal(path)}, header = true, columns = {columns}, nullstr = '')"
     )
+
+
+def _rendered_kind(state: State) -> str | None:
+    found = state.run("select 'view' from duckdb_views() where temporary and view_name = ? union all "
+                      "select 'table' from duckdb_tables() where temporary and table_name = ?", [RENDERED, RENDERED])
+    return found[0][0] if found else None
+
+
+def drop_rendered(state: State) -> None:
+    """Drop the verdicts: the row pass's table, or the SQL pass's view of its Parquet file."""
+    kind = _rendered_kind(state)
+    if kind is not None:
+        state.run(f"drop {kind} {RENDERED}")
+
+
+def rendered_writable(state: State) -> None:
+    """Make the verdicts a table, for the few runs that change them (answers reused from state): the SQL
+    pass leaves a view of a file."""
+    if _rendered_kind(state) == "view":
+        state.run(f"create temp table cb_rendered_copy as select * from {RENDERED}")
+        state.run(f"drop view {RENDERED}")
+        state.run(f"alter table cb_rendered_copy rename to {RENDERED}")
 
 
 def record_aliases(state: State) -> None:

@@ -124,7 +124,8 @@ def _stage_checked(state: State, source_sql: str, cfg: Settings, prompt: Prompt,
 
 def _drop_temps(state: State) -> None:
     planning.drop_pending(state)
-    for temp in (planning.STAGED, planning.OPEN, planning.RENDERED, "cb_file_stamps"):
+    planning.drop_rendered(state)
+    for temp in (planning.STAGED, planning.OPEN, "cb_file_stamps"):
         state.run(f"drop table if exists {temp}")
     state.run(f"drop macro if exists {planning.COMPONENTS_MACRO}")
 

@@ -168,21 +168,51 @@ def test_a_row_too_large_is_refused_the_same_way_by_both_passes(tmp_path):
     assert "max_batch_bytes" in messages[1] and '"id":' in messages[1]
 
 
-def test_a_source_that_renders_differently_the_second_time_sends_nothing(tmp_path):
-    """The SQL pass renders twice (hash and size first, the lines sent later): a source whose rows change
-    in between (here a sequence, read anew by each render) must stop the run, not send lines other than
-    the ones hashed and recorded."""
-    con, state, settings, prompt, _ = _planned(tmp_path)
+def test_what_a_row_records_is_the_hash_of_the_line_it_sends_even_from_a_changing_source(tmp_path):
+    """The SQL pass renders each row once, and the line written is the one hashed: a source whose rows
+    read differently each time (here a sequence) still records, for every row sent, the sha256 of the
+    exact params its line carries, and every follower the hash of its leader's line."""
+    bodies = {i: "same" if i in (20, 21, 22) else f"body {i}" for i in range(1, 41)}
+    con, state, settings, prompt, _ = _planned(tmp_path, bodies=bodies)  # staged from the stable rows
     con.execute("create sequence cb_test_seq")
     changing = "select id, body || nextval('cb_test_seq') as body from items"
+
+    spool = build_spool(state, prompt, settings, str(tmp_path), changing)
+
+    assert not (tmp_path / "verdicts.csv").exists()  # the SQL pass ran
+    paths = {c.index: c.path for c in spool.chunks}
+    rows = con.execute(f"select custom_id, request_hash, chunk, line_offset, line_length, dedup_of "
+                       f"from {planning.RENDERED} where include").fetchall()
+    sent = {}
+    for custom_id, request_hash, chunk, offset, length, dedup_of in rows:
+        if dedup_of is None:
+            with open(paths[chunk], "rb") as f:
+                f.seek(offset)
+                line = f.read(length)
+            prefix = b'{"custom_id":"' + custom_id.encode() + b'","params":'
+            assert line.startswith(prefix) and line.endswith(b"}\n"), line
+            params = line[len(prefix):-2]
+            assert hashlib.sha256(params).hexdigest() == request_hash, custom_id
+            sent[custom_id] = request_hash
+    followers = {r[0]: (r[5], r[1]) for r in rows if r[5] is not None}
+    assert set(followers) == {"21", "22"} and len(sent) == 38 == spool.n_lines
+    assert all(sent[leader] == request_hash for leader, request_hash in followers.values())
+
+
+def test_rows_sharing_a_line_the_source_no_longer_sends_stop_the_run(tmp_path):
+    """The leaders of shared lines are rendered before the rows: a source that changes in between (its
+    rows blank from the 41st read on) leaves 21 and 22 sharing a line 20 does not send. Nothing is sent."""
+    bodies = {i: "same" if i in (20, 21, 22) else f"body {i}" for i in range(1, 41)}
+    con, state, settings, prompt, _ = _planned(tmp_path, "{{ body }}", bodies)
+    con.execute("create sequence cb_test_seq")
+    changing = "select id, case when nextval('cb_test_seq') > 40 then '' else body end as body from items"
 
     with pytest.raises(SourceDataError) as caught:
         build_spool(state, prompt, settings, str(tmp_path), changing)
 
     first = str(caught.value).splitlines()[0]
-    assert first.startswith("The source changed while this run rendered its requests (the request for key {\"id\":")
-    assert "nothing was submitted" in first
-    assert not list(tmp_path.glob("requests-*.jsonl")) and not list(tmp_path.glob("*.parquet"))
+    assert first.startswith("The source changed while this run rendered its requests") and "nothing was submitted" in first
+    assert [p.name for p in tmp_path.iterdir()] == ["t.j2"]  # the template; no batch file, no verdicts
     assert con.execute("select count(*) from items").fetchall() == [(40,)]  # the cursor is usable afterwards
 
 
