@@ -5,7 +5,8 @@ sent, the line itself. Here the lines are cut into batches in the order they com
 rule (a new batch when its lane's current one is full by count, or the line would take it past the
 byte limit), each run of lines is appended to its batch's file with one write, and every verdict is
 written, with its line's batch and offset, to a Parquet file that the run's verdicts view reads.
-Memory holds one Arrow batch of rows. Rows that share another row's line (followers) are written to a
+The writes run on a thread of their own, so that DuckDB renders the next rows meanwhile; memory holds
+a few Arrow batches of rows. Rows that share another row's line (followers) are written to a
 file of their own: their leader may come later in the stream, so they are placed when it ends.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import BinaryIO, Callable
@@ -26,6 +29,8 @@ from dbt_claude_batch.base.errors import StateError
 # What the stream carries of each row and the verdicts file does not keep.
 _STREAM_ONLY = ("model", "key_json", "line", "row_pass")
 _LANES = ("batch", "sync")
+# Arrow batches whose writes may wait behind the one being written (memory: a few Arrow batches).
+_QUEUED = 2
 
 
 @dataclass
@@ -60,6 +65,8 @@ class BatchFiles:
         self._handles: dict[int, BinaryIO] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._schema: pa.Schema | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="dbt_claude_batch-spool")
+        self._queued: deque[Future] = deque()
 
     def start(self, stream_schema: pa.Schema) -> None:
         """Open the verdicts file for a stream of this schema (a stream of no rows still leaves one)."""
@@ -91,14 +98,27 @@ class BatchFiles:
         verdicts = pa.record_batch([*kept, chunk, offset], schema=self._schema)
         followers = pc.is_valid(rows.column("dedup_of"))
         n_followers = pc.sum(followers).as_py() or 0
+        tables = [(self.verdicts_path, verdicts)]
         if n_followers:
             self.n_followers += n_followers
-            if self.followers_path not in self._writers:
-                self._writers[self.followers_path] = self._writer(self.followers_path)
-            self._writers[self.followers_path].write_batch(verdicts.filter(followers))
-            verdicts = verdicts.filter(pc.invert(followers))
-        if verdicts.num_rows:
-            self._writers[self.verdicts_path].write_batch(verdicts)
+            tables = [(self.verdicts_path, verdicts.filter(pc.invert(followers))),
+                      (self.followers_path, verdicts.filter(followers))]
+        self._queue(self._writes, tables)
+
+    def _queue(self, job: Callable, *args) -> None:
+        """Run `job` on the writing thread, in order; wait while _QUEUED jobs are ahead of it (an error
+        there is raised here)."""
+        while len(self._queued) >= _QUEUED:
+            self._queued.popleft().result()
+        self._queued.append(self._thread.submit(job, *args))
+
+    def _writes(self, tables: list[tuple[str, pa.RecordBatch]]) -> None:
+        for path, verdicts in tables:
+            if not verdicts.num_rows:
+                continue
+            if path not in self._writers:
+                self._writers[path] = self._writer(path)
+            self._writers[path].write_batch(verdicts)
 
     def _place(self, rows: pa.RecordBatch, sends: pa.Array) -> tuple[pa.Array, pa.Array]:
         """Each line sent: its batch, appended to that batch's file; returns (chunk, line_offset) per row."""
@@ -117,17 +137,16 @@ class BatchFiles:
         lines = rows.column("line")
         if lines.type == pa.string_view():
             lines = lines.cast(pa.large_string())
-        chunks, offsets, positions = [], [], []
+        chunks, offsets, positions, appends = [], [], [], []
         for where, sizes, runs in per_lane:
             lane_lines = lines.take(where)
-            for start, end, batch in runs:
-                at = self._append(batch, lane_lines.slice(start, end - start), sum(sizes[start:end]))
+            for start, end, batch, at in runs:
+                appends.append((batch.index, _contiguous(lane_lines.slice(start, end - start), sum(sizes[start:end]))))
                 lengths = pa.array(sizes[start:end], pa.int64())
                 offsets.append(pc.add(pc.subtract(pc.cumulative_sum(lengths), lengths), at))
                 chunks.append(pc.fill_null(pa.nulls(end - start, pa.int32()), batch.index))
             positions.append(where)
-        for batch in self._full:
-            self._close(batch)
+        self._queue(self._append, appends, [b.index for b in self._full])
         self._full.clear()
         chunk, offset = pa.concat_arrays(chunks), pa.concat_arrays(offsets)
         if len(positions) > 1:  # back into the stream's order
@@ -138,9 +157,9 @@ class BatchFiles:
                 pc.replace_with_mask(pa.nulls(n, pa.int64()), sends, offset))
 
     def _cut(self, lane: str, sizes: list[int], where: pa.Array, models: pa.Array,
-             opened: list[tuple[int, Batch]]) -> list[tuple[int, int, Batch]]:
-        """Runs (start, end, batch) of the lane's lines `sizes`, in order; a batch opened goes to `opened`
-        with the stream position of its first line."""
+             opened: list[tuple[int, Batch]]) -> list[tuple[int, int, Batch, int]]:
+        """Runs (start, end, batch, offset in its file) of the lane's lines `sizes`, in order; a batch opened
+        goes to `opened` with the stream position of its first line."""
         total = list(accumulate(sizes))
         runs, start = [], 0
         while start < len(sizes):
@@ -156,47 +175,46 @@ class BatchFiles:
             # as many lines as fit by count and by bytes (the first always does: no line is over the limit)
             end = min(start + self.limit_requests - batch.n,
                       bisect_right(total, before + self.limit_bytes - batch.n_bytes, lo=start))
-            runs.append((start, end, batch))
+            runs.append((start, end, batch, batch.n_bytes))
             batch.n += end - start
             batch.n_bytes += total[end - 1] - before
             start = end
         return runs
 
-    def _append(self, batch: Batch, lines: pa.Array, expected: int) -> int:
-        """Append `lines` (contiguous in one buffer) to the batch's file with one write; returns where they start."""
-        handle = self._handles.get(batch.index)
-        if handle is None:
-            handle = self._handles[batch.index] = open(self.chunk_path(batch.index), "ab")
-        at = handle.tell()
-        n = len(lines)
-        width = pa.int32() if lines.type == pa.string() else pa.int64()
-        bounds = pa.Array.from_buffers(width, n + 1, [None, lines.buffers()[1]], offset=lines.offset)
-        first, last = bounds[0].as_py(), bounds[n].as_py()
-        if last - first != expected:
-            # The sizes the verdicts record are what reads the lines back (spool.lines_of): they must be exact.
-            raise StateError(
-                f"The lines of batch {batch.index} came to {last - first} bytes where their sizes add up to "
-                f"{expected}: nothing was submitted; run again, and report it if it happens again."
-            )
-        handle.write(memoryview(lines.buffers()[2])[first:last])
-        return at
-
-    def _close(self, batch: Batch) -> None:
-        handle = self._handles.pop(batch.index, None)
-        if handle is not None:
-            handle.close()
+    def _append(self, appends: list[tuple[int, memoryview]], full: list[int]) -> None:
+        """Append each run of lines to its batch's file, one write each; then close the files of `full`."""
+        for index, data in appends:
+            handle = self._handles.get(index)
+            if handle is None:
+                handle = self._handles[index] = open(self.chunk_path(index), "ab")
+            handle.write(data)
+        for index in full:
+            handle = self._handles.pop(index, None)
+            if handle is not None:
+                handle.close()
 
     def close(self) -> None:
-        """Close every file; the batch files and the verdicts are complete."""
+        """Wait for the writes, close every file: the batch files and the verdicts are complete."""
+        try:
+            while self._queued:
+                self._queued.popleft().result()
+        finally:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+            self._close_files()
+
+    def _close_files(self) -> None:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
         for writer in self._writers.values():
             writer.close()
+        self._writers.clear()
 
     def discard(self) -> None:
         """Close and remove everything written (a run that stops here sends nothing)."""
-        self.close()
+        self._thread.shutdown(wait=True, cancel_futures=True)  # a write's own error is not the one to see
+        self._queued.clear()
+        self._close_files()
         paths = [self.chunk_path(b.index) for b in self.batches] + [self.verdicts_path, self.followers_path,
                                                                    self.placed_path]
         for path in paths:
@@ -204,5 +222,20 @@ class BatchFiles:
                 os.remove(path)
 
     def verdict_files(self) -> list[str]:
-        """The verdicts file, and the followers' when any (to be placed by `placed_followers_sql`)."""
+        """The verdicts file, and the followers' when any (sql_spool places them in `placed_path`)."""
         return [self.verdicts_path] + ([self.followers_path] if self.n_followers else [])
+
+
+def _contiguous(lines: pa.Array, expected: int) -> memoryview:
+    """The bytes of `lines` (one buffer): what one write appends. Their size must be `expected`, the sum
+    of the sizes the verdicts record, which is what reads them back (spool.lines_of)."""
+    n = len(lines)
+    width = pa.int32() if lines.type == pa.string() else pa.int64()
+    bounds = pa.Array.from_buffers(width, n + 1, [None, lines.buffers()[1]], offset=lines.offset)
+    first, last = bounds[0].as_py(), bounds[n].as_py()
+    if last - first != expected:
+        raise StateError(
+            f"The lines of a batch came to {last - first} bytes where their sizes add up to {expected}: "
+            "nothing was submitted; run again, and report it if it happens again."
+        )
+    return memoryview(lines.buffers()[2])[first:last]
