@@ -76,8 +76,8 @@ class BatchFiles:
             self._writers[self.verdicts_path] = self._writer(self.verdicts_path)
 
     def _writer(self, path: str) -> pq.ParquetWriter:
-        # Read once per batch created and then removed: neither compressed nor dictionary-encoded (hashes
-        # and ids are unique), which halves the time to write it.
+        # Read a few times per batch created, and removed with the run's directory: neither compressed
+        # nor dictionary-encoded (hashes and ids are unique), which halves the time to write it.
         return pq.ParquetWriter(path, self._schema, compression="none", use_dictionary=["reason", "lane"])
 
     def add(self, rows: pa.RecordBatch) -> None:
