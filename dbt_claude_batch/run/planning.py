@@ -330,26 +330,27 @@ def _first_pending(state: State, candidates: str) -> int:
     return state.run(f"select count(*) from {STAGED}")[0][0]
 
 
-def _pending_kind(state: State) -> str | None:
-    """'table', 'view' (`_first_pending`'s) or None: what the pending rows are in this run, if any."""
+def _temp_kind(state: State, name: str) -> str | None:
+    """'table', 'view' or None: what the temp object `name` is in this run, if any (the pending rows and
+    the verdicts are either, see `_first_pending` and sql_spool.py)."""
     found = state.run("select 'view' from duckdb_views() where temporary and view_name = ? union all "
-                      "select 'table' from duckdb_tables() where temporary and table_name = ?", [PENDING, PENDING])
+                      "select 'table' from duckdb_tables() where temporary and table_name = ?", [name, name])
     return found[0][0] if found else None
 
 
 def pending_is_view(state: State) -> bool:
     """Whether the pending rows are `_first_pending`'s view (the staged rows must then stay)."""
-    return _pending_kind(state) == "view"
+    return _temp_kind(state, PENDING) == "view"
 
 
 def pending_exists(state: State) -> bool:
     """Whether this run planned pending rows (a table or a view) that are still there."""
-    return _pending_kind(state) is not None
+    return _temp_kind(state, PENDING) is not None
 
 
 def drop_pending(state: State) -> None:
     """Drop the pending rows, a table or `_first_pending`'s view, and that view's groups."""
-    kind = _pending_kind(state)
+    kind = _temp_kind(state, PENDING)
     if kind is not None:
         state.run(f"drop {kind} {PENDING}")
     state.run(f"drop table if exists {GROUPS}")
@@ -375,23 +376,23 @@ def load_rendered(state: State, path: str) -> None:
     )
 
 
-def _rendered_kind(state: State) -> str | None:
-    found = state.run("select 'view' from duckdb_views() where temporary and view_name = ? union all "
-                      "select 'table' from duckdb_tables() where temporary and table_name = ?", [RENDERED, RENDERED])
-    return found[0][0] if found else None
-
-
 def drop_rendered(state: State) -> None:
     """Drop the verdicts: the row pass's table, or the SQL pass's view of its Parquet file."""
-    kind = _rendered_kind(state)
+    kind = _temp_kind(state, RENDERED)
     if kind is not None:
         state.run(f"drop {kind} {RENDERED}")
+
+
+def rendered_is_table(state: State) -> bool:
+    """Whether the verdicts are a table (the row pass's, or made writable), not the SQL pass's view of a file
+    that goes with the run's scratch directory."""
+    return _temp_kind(state, RENDERED) == "table"
 
 
 def rendered_writable(state: State) -> None:
     """Make the verdicts a table, for the few runs that change them (answers reused from state): the SQL
     pass leaves a view of a file."""
-    if _rendered_kind(state) == "view":
+    if _temp_kind(state, RENDERED) == "view":
         state.run(f"create temp table cb_rendered_copy as select * from {RENDERED}")
         state.run(f"drop view {RENDERED}")
         state.run(f"alter table cb_rendered_copy rename to {RENDERED}")

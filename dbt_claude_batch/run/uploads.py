@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 from dbt_claude_batch.base.errors import ApiError
 from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.base.log import logger
-from dbt_claude_batch.run.planning import PENDING, RENDERED as _RENDERED, pending_exists
+from dbt_claude_batch.run.planning import PENDING, RENDERED as _RENDERED, pending_exists, rendered_is_table
 from dbt_claude_batch.state.queries import latest_outcomes_sql, retryable_sql
 from dbt_claude_batch.state.state import NEVER_SENT_STATUSES, State, utcnow
 
@@ -238,8 +238,7 @@ def release_unneeded(api, state: State, max_tokens_cap: int, can_split: bool) ->
         return 0
     me = literal(state.model_id)
     waiting = ""
-    if pending_exists(state) and state.run(
-            f"select 1 from duckdb_tables() where table_name = '{_RENDERED}' and temporary"):
+    if pending_exists(state) and rendered_is_table(state):
         # Lines this run rendered to send and did not (no room in the queue, a stop): no request of
         # theirs, at the attempt they were rendered for, was recorded.
         waiting = f""" union all select r.request_hash from {_RENDERED} r join {PENDING} p on p.__cb_ordinal = r.ordinal
