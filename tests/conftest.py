@@ -29,6 +29,18 @@ def dbt_launcher():
     server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dbt_parse_cache(tmp_path_factory):
+    """Projects configured alike share dbt's saved parse (see `DbtProject._seed_parse`), per worker.
+    CB_TEST_DBT_FULL_PARSE=1 lets every project parse on its own instead."""
+    if os.environ.get("CB_TEST_DBT_FULL_PARSE") == "1":
+        yield None
+        return
+    dbt_harness.PARSE_CACHE = tmp_path_factory.mktemp("dbt-parse")
+    yield dbt_harness.PARSE_CACHE
+    dbt_harness.PARSE_CACHE = None
+
+
 @pytest.fixture
 def emulator_factory(tmp_path_factory):
     """emulator_factory(*cli_args, state_dir=None) -> EmulatorProcess; all stopped at teardown."""

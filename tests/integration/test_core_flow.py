@@ -221,11 +221,9 @@ def test_two_batch_models_in_parallel_threads_share_the_state_schema(project, em
 
     project.load_table("items", items(20))
     project.write("models/items_batch_b.py", (project.root / "models/items_batch.py").read_text())
-    cfg = yaml.safe_load((project.root / "dbt_project.yml").read_text())
-    settings = {**cfg["models"]["test_project"]["items_batch"]["+meta"]["claude_batch"], **FAST}
-    for name in ("items_batch", "items_batch_b"):
-        cfg["models"]["test_project"][name] = {"+meta": {"claude_batch": settings}}
-    project.write("dbt_project.yml", yaml.safe_dump(cfg))
+    project.configure(replace=False, **FAST)
+    project.write("models/items_batch_b.yml", yaml.safe_dump({"version": 2, "models": [
+        {"name": "items_batch_b", "config": {"meta": {"claude_batch": project.written_settings()}}}]}))
     profiles = yaml.safe_load((project.root / "profiles.yml").read_text())
     profiles["test_project"]["outputs"]["dev"]["threads"] = 2
     project.write("profiles.yml", yaml.safe_dump(profiles))
