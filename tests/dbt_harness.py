@@ -272,6 +272,7 @@ class DbtProject:
 
     def popen(self, *args: str, vars: dict | None = None):
         """A running dbt command, its stderr merged into `stdout` (a text pipe)."""
+        self._seed_parse(vars)
         if LAUNCHER is not None:
             return LAUNCHER.popen(self.command(*args, vars=vars), self.root, self.env())
         return subprocess.Popen(self.command(*args, vars=vars), cwd=self.root, env=self.env(),

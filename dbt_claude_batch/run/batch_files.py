@@ -5,8 +5,8 @@ sent, the line itself. Here the lines are cut into batches in the order they com
 rule (a new batch when its lane's current one is full by count, or the line would take it past the
 byte limit), each run of lines is appended to its batch's file with one write, and every verdict is
 written, with its line's batch and offset, to a Parquet file that the run's verdicts view reads.
-The writes run on a thread of their own, so that DuckDB renders the next rows meanwhile; memory holds
-a few Arrow batches of rows. Rows that share another row's line (followers) are written to a
+The cutting and the writes run on a thread of their own, so that DuckDB renders the next rows
+meanwhile; memory holds a few Arrow batches of rows. Rows that share another row's line (followers) are written to a
 file of their own: their leader may come later in the stream, so they are placed when it ends.
 """
 
@@ -81,7 +81,12 @@ class BatchFiles:
         return pq.ParquetWriter(path, self._schema, compression="none", use_dictionary=["reason", "lane"])
 
     def add(self, rows: pa.RecordBatch) -> None:
-        """Cut, write and record one Arrow batch of the stream (`start` first)."""
+        """Cut, write and record one Arrow batch of the stream (`start` first), on the writing thread while
+        DuckDB renders the next; an error there (a line over the limit, a failed write) is raised by a
+        later `add` or by `close`."""
+        self._queue(self._add, rows)
+
+    def _add(self, rows: pa.RecordBatch) -> None:
         n = rows.num_rows
         length = rows.column("line_length")
         sends = pc.is_valid(length)
@@ -103,7 +108,7 @@ class BatchFiles:
             self.n_followers += n_followers
             tables = [(self.verdicts_path, verdicts.filter(pc.invert(followers))),
                       (self.followers_path, verdicts.filter(followers))]
-        self._queue(self._writes, tables)
+        self._writes(tables)
 
     def _queue(self, job: Callable, *args) -> None:
         """Run `job` on the writing thread, in order; wait while _QUEUED jobs are ahead of it (an error
@@ -146,7 +151,7 @@ class BatchFiles:
                 offsets.append(pc.add(pc.subtract(pc.cumulative_sum(lengths), lengths), at))
                 chunks.append(pc.fill_null(pa.nulls(end - start, pa.int32()), batch.index))
             positions.append(where)
-        self._queue(self._append, appends, [b.index for b in self._full])
+        self._append(appends, [b.index for b in self._full])
         self._full.clear()
         chunk, offset = pa.concat_arrays(chunks), pa.concat_arrays(offsets)
         if len(positions) > 1:  # back into the stream's order
