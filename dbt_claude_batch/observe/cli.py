@@ -59,14 +59,20 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--state-schema", default="dbt_claude_batch", help="the `state_schema` setting (default: %(default)s)")
 
 
+def _location(args: argparse.Namespace):
+    from dbt_claude_batch.state.warehouse import Location
+
+    return Location(args.project_dir, args.profiles_dir, args.profile, args.target)
+
+
 def _database_of(args: argparse.Namespace):
     """A callable that locates the DuckDB file (again on each call, so --watch follows profile edits)."""
     def locate() -> str:
-        from dbt_claude_batch.state.warehouse import Location, database_file
+        from dbt_claude_batch.state.warehouse import database_file
 
         if args.database:
             return os.path.abspath(args.database)
-        return database_file(Location(args.project_dir, args.profiles_dir, args.profile, args.target))
+        return database_file(_location(args))
     return locate
 
 
@@ -127,9 +133,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from dbt_claude_batch.observe.compare import command_for, run
 
-    command = command_for(args.model, args.sample, args.via, args.project_dir, args.profiles_dir, args.profile,
-                          args.target)
-    return run(args.model, args.sample, _database_of(args), args.state_schema, args.json, command, via=args.via)
+    command, cwd = command_for(args.model, args.sample, args.via, _location(args))
+    return run(args.model, args.sample, _database_of(args), args.state_schema, args.json, command, cwd=cwd,
+               via=args.via)
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -237,8 +243,7 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
 def _run_plan(args: argparse.Namespace) -> int:
     from dbt_claude_batch.observe.plan import run
 
-    return run(_database_of(args), args.state_schema, args.select, args.recorded, args.json,
-               args.project_dir, args.profiles_dir, args.target)
+    return run(_database_of(args), args.state_schema, args.select, args.recorded, args.json, _location(args))
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:

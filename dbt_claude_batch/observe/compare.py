@@ -19,13 +19,12 @@ from dbt_claude_batch.base.identifiers import literal, qualified
 from dbt_claude_batch.base.run_vars import VAR_COMPARE, VAR_COMPARE_VIA
 from dbt_claude_batch.observe.dbt_command import dbt_command
 from dbt_claude_batch.state import compare_table, comparisons
-from dbt_claude_batch.state.warehouse import open_read_only
+from dbt_claude_batch.state.warehouse import Location, open_read_only
 
 
-def command_for(model: str, size: int, via: str, project_dir: str | None, profiles_dir: str | None,
-                profile: str | None, target: str | None) -> list[str]:
-    """The dbt run that makes (or, via batch, sends or collects) the comparison."""
-    return dbt_command({VAR_COMPARE: size, VAR_COMPARE_VIA: via}, model, project_dir, profiles_dir, profile, target)
+def command_for(model: str, size: int, via: str, loc: Location) -> tuple[list[str], str]:
+    """The dbt run that makes (or, via batch, sends or collects) the comparison, and where to run it."""
+    return dbt_command({VAR_COMPARE: size, VAR_COMPARE_VIA: via}, model, loc)
 
 
 def run(model: str, size: int, locate: Callable[[], str], state_schema: str, as_json: bool, command: list[str],

@@ -2,7 +2,10 @@
 
 Always through `dbt-claude-batch dbt` on the Python running this command, so that the child is the
 same installation and a SIGTERM to it stops batch models as Ctrl-C does (between creates and polls,
-keeping what they hold) rather than killing dbt mid-write.
+keeping what they hold) rather than killing dbt mid-write. It runs in the project directory, with the
+project and profiles directories this command found passed as absolute paths: dbt-duckdb opens a
+relative database path from the directory dbt runs in, and the command then reads the file there
+(`state.warehouse.database_file`), so both are the same file wherever the command was started.
 """
 
 from __future__ import annotations
@@ -11,13 +14,18 @@ import json
 import sys
 from typing import Any
 
+from dbt_claude_batch.state.warehouse import Location, profiles_dir_of, project_dir_of
 
-def dbt_command(vars: dict[str, Any], select: str | None = None, project_dir: str | None = None,
-                profiles_dir: str | None = None, profile: str | None = None, target: str | None = None) -> list[str]:
-    """`dbt run --vars VARS [--select ...] [connection flags]` through `dbt-claude-batch dbt`."""
+
+def dbt_command(vars: dict[str, Any], select: str | None = None,
+                loc: Location = Location()) -> tuple[list[str], str]:
+    """`dbt run --vars VARS [--select ...] --project-dir ... --profiles-dir ... [--profile] [--target]`
+    through `dbt-claude-batch dbt`, and the directory to run it in (the project's)."""
+    project_dir = project_dir_of(loc)
     command = [sys.executable, "-m", "dbt_claude_batch.observe.cli", "dbt", "run", "--vars", json.dumps(vars)]
-    for flag, value in (("--select", select), ("--project-dir", project_dir), ("--profiles-dir", profiles_dir),
-                        ("--profile", profile), ("--target", target)):
+    for flag, value in (("--select", select), ("--project-dir", str(project_dir)),
+                        ("--profiles-dir", str(profiles_dir_of(loc))), ("--profile", loc.profile),
+                        ("--target", loc.target)):
         if value:
             command += [flag, value]
-    return command
+    return command, str(project_dir)

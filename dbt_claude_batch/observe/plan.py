@@ -19,19 +19,18 @@ from dbt_claude_batch.base.plan_document import PLAN_SCHEMA_VERSION, plan_text
 from dbt_claude_batch.base.run_vars import VAR_PLAN
 from dbt_claude_batch.observe.dbt_command import dbt_command
 from dbt_claude_batch.state.plans import latest_plans
-from dbt_claude_batch.state.warehouse import open_read_only
+from dbt_claude_batch.state.warehouse import Location, open_read_only
 
 
 def run(database_of: Callable[[], str], state_schema: str, select: str | None, recorded: bool, as_json: bool,
-        project_dir: str | None = None, profiles_dir: str | None = None, target: str | None = None,
-        out: TextIO | None = None, err: TextIO | None = None) -> int:
+        loc: Location = Location(), out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Plan (or read the recorded plans) and print them; exit 1 when dbt fails or there is no plan."""
     out, err = out or sys.stdout, err or sys.stderr
     since = None
     if not recorded:
         since = datetime.now(timezone.utc).replace(tzinfo=None)
-        command = dbt_command({VAR_PLAN: True}, select, project_dir, profiles_dir, target=target)
-        proc = subprocess.run(command, capture_output=True, text=True)
+        command, cwd = dbt_command({VAR_PLAN: True}, select, loc)
+        proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
         if proc.returncode != 0:
             err.write(f"dbt-claude-batch plan: dbt failed ({proc.returncode}); its output follows.\n"
                       f"{proc.stdout[-8000:]}{proc.stderr[-4000:]}")

@@ -5,7 +5,8 @@ directory), `--profiles-dir` (else ``DBT_PROFILES_DIR``, else the current direct
 profiles.yml, else ``~/.dbt``), the profile named in dbt_project.yml (or `--profile`), `--target`
 (else ``DBT_TARGET``, else the profile's `target`). The duckdb output's `path` may use
 ``{{ env_var('NAME') }}`` / ``{{ env_var('NAME', 'default') }}``; a relative path is taken from the
-project directory, because dbt runs from there.
+project directory. dbt-duckdb opens a relative path from the directory dbt runs in, so this is the file
+of a dbt run from the project directory, which is where `plan` and `compare` run dbt.
 """
 
 from __future__ import annotations
@@ -59,18 +60,26 @@ def _load_yaml(path: Path, what: str) -> dict:
     return data
 
 
+def project_dir_of(loc: Location) -> Path:
+    """The dbt project directory, absolute: `--project-dir`, else ``DBT_PROJECT_DIR``, else the current one."""
+    return Path(loc.project_dir or os.environ.get("DBT_PROJECT_DIR") or Path.cwd()).expanduser().resolve()
+
+
+def profiles_dir_of(loc: Location) -> Path:
+    """The directory of profiles.yml, absolute, as dbt finds it from the current directory."""
+    if loc.profiles_dir or os.environ.get("DBT_PROFILES_DIR"):
+        return Path(loc.profiles_dir or os.environ["DBT_PROFILES_DIR"]).expanduser().resolve()
+    return Path.cwd().resolve() if (Path.cwd() / "profiles.yml").exists() else Path.home() / ".dbt"
+
+
 def database_file(loc: Location) -> str:
     """The absolute path of the DuckDB file the dbt target writes to."""
-    project_dir = Path(loc.project_dir or os.environ.get("DBT_PROJECT_DIR") or Path.cwd()).resolve()
+    project_dir = project_dir_of(loc)
     project = _load_yaml(project_dir / "dbt_project.yml", "dbt_project.yml")
     profile_name = loc.profile or os.environ.get("DBT_PROFILE") or _render(project.get("profile"), "dbt_project.yml")
     if not profile_name:
         raise ConfigError(f"{project_dir / 'dbt_project.yml'} names no profile: pass --profile, or --database FILE.")
-    if loc.profiles_dir or os.environ.get("DBT_PROFILES_DIR"):
-        profiles_dir = Path(loc.profiles_dir or os.environ["DBT_PROFILES_DIR"]).expanduser()
-    else:
-        profiles_dir = Path.cwd() if (Path.cwd() / "profiles.yml").exists() else Path.home() / ".dbt"
-    profiles_file = profiles_dir / "profiles.yml"
+    profiles_file = profiles_dir_of(loc) / "profiles.yml"
     profile = _load_yaml(profiles_file, "profiles.yml").get(profile_name)
     if not isinstance(profile, dict):
         raise ConfigError(f"{profiles_file} has no profile {profile_name!r}: pass --profile, or --database FILE.")

@@ -141,7 +141,8 @@ def test_compare_reports_agreement_on_a_stratified_sample_and_changes_nothing_he
 def _compare(project, *args: str) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "dbt_claude_batch.observe.cli", "compare", "--model", project.model, "--sample", "5",
-         "--json", *args], cwd=project.root, env=project.env(), capture_output=True, text=True, timeout=300)
+         "--json", "--project-dir", str(project.root), *args],
+        cwd=project.root.parent, env=project.env(), capture_output=True, text=True, timeout=300)  # from elsewhere
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)
 

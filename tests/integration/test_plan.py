@@ -110,8 +110,13 @@ def test_plan_counts_hold_for_the_next_run_and_the_guard_stops_a_mass_rebuy(proj
 
     # 4. A one-character template edit: `dbt-claude-batch plan --json` shows the re-buy the guard will stop.
     project.write("prompts/item.j2", "Item; {{ body }}")
+    # From another directory, as a scheduler runs it: the dbt it starts must plan on the project's own
+    # database (the profile's path is relative), and no stray database may appear where it was run.
+    elsewhere = project.root.parent
+    before = set(os.listdir(elsewhere))
     proc = subprocess.run([CLI, "plan", "--json", "--select", "items_batch", "--project-dir", str(project.root)],
-                          cwd=project.root, env=project.env(), capture_output=True, text=True, timeout=600)
+                          cwd=elsewhere, env=project.env(), capture_output=True, text=True, timeout=600)
+    assert set(os.listdir(elsewhere)) == before
     assert proc.returncode == 0, proc.stderr
     document = json.loads(proc.stdout)
     assert document["schema_version"] == 1 and len(document["plans"]) == 1

@@ -21,8 +21,7 @@ COMPARED = "Item {{ id }}; {{ body }}"  # an edited template, compared on a samp
 
 
 def _cli(project, *args: str) -> subprocess.CompletedProcess:
-    # From the project directory, as dbt is run: `compare` runs dbt, which opens the profile's path from there.
-    return subprocess.run([CLI, *args, "--project-dir", str(project.root)], cwd=project.root,
+    return subprocess.run([CLI, *args, "--project-dir", str(project.root)], cwd=project.root.parent,
                           env=project.env(), capture_output=True, text=True, timeout=60)
 
 

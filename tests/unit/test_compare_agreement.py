@@ -102,18 +102,28 @@ def test_compare_via_is_sync_unless_batch_is_asked_for():
             RunVars.parse({"claude_batch_compare": 5, "claude_batch_compare_via": bad}, "m")
 
 
-def test_plan_and_compare_run_dbt_the_same_way_through_the_sigterm_wrapper():
+def test_plan_and_compare_run_dbt_the_same_way_through_the_sigterm_wrapper_in_the_project_dir(tmp_path, monkeypatch):
     import json
     import sys
 
     from dbt_claude_batch.observe.compare import command_for
     from dbt_claude_batch.observe.dbt_command import dbt_command
+    from dbt_claude_batch.state.warehouse import Location
 
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "profiles.yml").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DBT_PROJECT_DIR", raising=False)
+    monkeypatch.delenv("DBT_PROFILES_DIR", raising=False)
     wrapper = [sys.executable, "-m", "dbt_claude_batch.observe.cli", "dbt", "run", "--vars"]
-    compare = command_for("items", 5, "batch", "proj", None, "prof", "ci")
-    assert compare == [*wrapper, json.dumps({"claude_batch_compare": 5, "claude_batch_compare_via": "batch"}),
-                       "--select", "items", "--project-dir", "proj", "--profile", "prof", "--target", "ci"]
-    assert dbt_command({"claude_batch_plan": True}) == [*wrapper, '{"claude_batch_plan": true}']
+    # relative directories are made absolute: the child runs in the project directory, not here
+    compare = command_for("items", 5, "batch", Location("proj", None, "prof", "ci"))
+    assert compare == ([*wrapper, json.dumps({"claude_batch_compare": 5, "claude_batch_compare_via": "batch"}),
+                        "--select", "items", "--project-dir", str(tmp_path / "proj"), "--profiles-dir",
+                        str(tmp_path), "--profile", "prof", "--target", "ci"], str(tmp_path / "proj"))
+    assert dbt_command({"claude_batch_plan": True}) == (
+        [*wrapper, '{"claude_batch_plan": true}', "--project-dir", str(tmp_path), "--profiles-dir", str(tmp_path)],
+        str(tmp_path))
 
 
 SETTINGS = {"key": "id", "prompt_column": "body", "model": "claude-haiku-4-5", "max_tokens": 16}
