@@ -1,6 +1,6 @@
 {#-
   Erase one key of a batch model from state and from the tables next to it (results, __compare, __sample): its requests, answers,
-  failures, stored prompts and held answers (the statements of dbt_claude_batch/state/erasure.py's
+  failures, stored prompts, held answers and run notes that name it (the statements of dbt_claude_batch/state/erasure.py's
   ERASURE and SCRUB, kept identical by a unit test; outcomes keep their usage for the bill), and record the erasure in `erased` (no content).
 
       dbt run-operation dbt_claude_batch.forget --args '{model: ticket_labels, key: {ticket_id: 42}}'
@@ -21,9 +21,10 @@
     ('prompts', 't.model_id = {model} and t.key_custom_id in ({keys})'),
     ('compare_requests', 't.model_id = {model} and t.custom_id in ({keys})'),
     ('imported_answers', 't.request_hash in (select r.request_hash from {s}.requests r where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}))'),
+    ('runs', 't.model_id = {model} and exists (select 1 from {s}.requests r where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}) and contains(t.note, r.key_json))'),
     ('requests', 't.model_id = {model} and coalesce(t.key_custom_id, t.custom_id) in ({keys})')
   ] -%}
-  {%- set scrub = {'outcomes': "custom_id = 'erased-' || left(sha256(t.custom_id), 32), output_text = null, error_message = null, message = null, output_json = null, stop_reason = null, shared_from = null"} -%}
+  {%- set scrub = {'outcomes': "custom_id = 'erased-' || left(sha256(t.custom_id), 32), output_text = null, error_message = null, message = null, output_json = null, stop_reason = null, shared_from = null", 'runs': "note = '(this note named a key since erased by forget)'"} -%}
   {%- set model_id = (schema or target.schema) ~ '.' ~ model -%}
   {%- set id_literal = "'" ~ (model_id | replace("'", "''")) ~ "'" -%}
   {%- set st = adapter.quote(state_schema) -%}

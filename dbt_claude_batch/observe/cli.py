@@ -262,7 +262,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 # -- forget (erasure) --------------------------------------------------------------------------
 def _run_forget(args: argparse.Namespace) -> int:
     from dbt_claude_batch.base.errors import DbtClaudeBatchError
-    from dbt_claude_batch.state.erasure import forget_in_file, parse_key
+    from dbt_claude_batch.state.erasure import SCRUB, forget_in_file, parse_key
 
     try:
         removed = forget_in_file(_database_of(args)(), args.state_schema, args.model, parse_key(args.key))
@@ -270,15 +270,16 @@ def _run_forget(args: argparse.Namespace) -> int:
         print(f"dbt-claude-batch forget: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({"model": args.model, "removed": removed}) if args.json else
-          f"erased {args.model} key {' '.join(args.key)}: " + ", ".join(f"{n} {t}" for t, n in removed.items()))
+          f"erased {args.model} key {' '.join(args.key)}: "
+          + ", ".join(f"{n} {t}" + (" scrubbed" if t in SCRUB else "") for t, n in removed.items()))
     return 0
 
 
 def _add_forget(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("forget", help="erase one key's prompts, answers and failures from state and results",
                        description="Erase one key of a batch model everywhere dbt-claude-batch keeps it: requests, "
-                                   "answers, failures, stored prompts, held answers, the results table, the status "
-                                   "snapshot; then rewrite the DuckDB file so no erased byte is left in it. Records "
+                                   "answers, failures, stored prompts, held answers, run notes that name it, the "
+                                   "results table, the status snapshot; then rewrite the DuckDB file so no erased byte is left in it. Records "
                                    "the erasure (no content). Needs the DuckDB file unlocked (dbt not running).")
     _add_connection_options(p)
     p.add_argument("--model", required=True, help="the batch model as schema.model, e.g. main.ticket_labels")

@@ -3,7 +3,8 @@
 `ERASURE` lists every (state table, predicate) that holds something of a key, in the order they are
 deleted (a predicate may read a table deleted later); a new table that holds per-key content is one
 more entry. A table in `SCRUB` is scrubbed instead of deleted from: an outcome keeps its usage, so
-`all_spend` and the bill stay whole, and loses its text and its custom_id (a hash takes its place). Predicates name `{model}` (the model_id literal), `{keys}` (a query of the key custom_ids
+`all_spend` and the bill stay whole, and loses its text and its custom_id (a hash takes its place); a
+run keeps its counts and spend and loses a note that names the key. Predicates name `{model}` (the model_id literal), `{keys}` (a query of the key custom_ids
 to erase) and `{s}` (the quoted state schema). The package's `forget` macro (macros/forget.sql) runs
 the same statements from dbt; a unit test holds the two to the same list.
 
@@ -37,6 +38,9 @@ ERASURE: list[tuple[str, str]] = [
     # An imported answer is the answer to the key's exact request, whichever model exported it.
     ("imported_answers", "t.request_hash in (select r.request_hash from {s}.requests r where r.model_id = {model} "
                          "and coalesce(r.key_custom_id, r.custom_id) in ({keys}))"),
+    # A run's note is the first line of the error that failed it, which may name a row by its key_json.
+    ("runs", "t.model_id = {model} and exists (select 1 from {s}.requests r where r.model_id = {model} "
+             "and coalesce(r.key_custom_id, r.custom_id) in ({keys}) and contains(t.note, r.key_json))"),
     ("requests", "t.model_id = {model} and coalesce(t.key_custom_id, t.custom_id) in ({keys})"),
 ]
 
@@ -46,9 +50,12 @@ def erased_id_sql(expr: str) -> str:
     return f"'erased-' || left(sha256({expr}), 32)"
 
 
+ERASED_NOTE = "(this note named a key since erased by forget)"
+
 SCRUB: dict[str, str] = {
     "outcomes": f"custom_id = {erased_id_sql('t.custom_id')}, output_text = null, error_message = null, "
                 "message = null, output_json = null, stop_reason = null, shared_from = null",
+    "runs": f"note = {literal(ERASED_NOTE)}",
 }
 
 

@@ -80,10 +80,24 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
                   "request_changed, sent, old_output) values ('c1', ?, ?, '{}', true, true, ?)",
                   [state.model_id, key, text])
 
+    # Runs whose note (the first line of the error that failed them) names a key, as the product's
+    # messages do: with the key_json state holds. Another model's note naming the same JSON stays.
+    k1, k2 = (con.execute(f"select key_json from {state.table('requests')} where custom_id = ?", [k]).fetchone()[0]
+              for k in ("k1", "k2"))
+    for run_id, model_id, note in (("r1", "main.items", f"The request for key {k1} is 300000000 bytes, over"),
+                                   ("r2", "main.items", f"The prompt rendered empty (first: key {k2}): give"),
+                                   ("r3", "main.other", f"The request for key {k1} is 300000000 bytes, over"),
+                                   ("r4", "main.items", None)):
+        state.run(f"insert into {state.table('runs')} (run_id, model_id, started_at, outcome, note) "
+                  "values (?, ?, now(), 'error', ?)", [run_id, model_id, note])
+
     removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 1})
 
     assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "compare_requests": 1,
-                       "imported_answers": 1, "requests": 1, "results": 3}
+                       "imported_answers": 1, "runs": 1, "requests": 1, "results": 3}
+    assert con.execute(f"select run_id, note from {state.table('runs')} order by 1").fetchall() == [
+        ("r1", erasure.ERASED_NOTE), ("r2", f"The prompt rendered empty (first: key {k2}): give"),
+        ("r3", f"The request for key {k1} is 300000000 bytes, over"), ("r4", None)]
     for table in ("items", "items__compare", "items__sample"):
         assert con.execute(f"select id from main.{table}").fetchall() == [(2,)], table
     assert con.execute(f"select custom_id, old_output from {state.table('compare_requests')}").fetchall() == [
