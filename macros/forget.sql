@@ -21,7 +21,7 @@
     ('prompts', 't.model_id = {model} and t.key_custom_id in ({keys})'),
     ('compare_requests', 't.model_id = {model} and t.custom_id in ({keys})'),
     ('imported_answers', 't.request_hash in (select r.request_hash from {s}.requests r where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}))'),
-    ('runs', 't.model_id = {model} and exists (select 1 from {s}.requests r where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}) and contains(t.note, r.key_json))'),
+    ('runs', 't.model_id = {model} and (({key_note}) or exists (select 1 from {s}.requests r where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}) and contains(t.note, r.key_json)))'),
     ('requests', 't.model_id = {model} and coalesce(t.key_custom_id, t.custom_id) in ({keys})')
   ] -%}
   {%- set scrub = {'outcomes': "custom_id = 'erased-' || left(sha256(t.custom_id), 32), output_text = null, error_message = null, message = null, output_json = null, stop_reason = null, shared_from = null", 'runs': "note = '(this note named a key since erased by forget)'"} -%}
@@ -43,10 +43,20 @@
   {%- endif -%}
   {%- set conds = [] -%}
   {%- set result_conds = [] -%}
+  {%- set note_conds = [] -%}
   {%- for c, v in key.items() -%}
     {%- set text = "'" ~ (v | string | replace("'", "''")) ~ "'" -%}
     {%- do conds.append("json_extract_string(key_json, '$.\"" ~ (c | replace("'", "''")) ~ "\"') = " ~ text) -%}
     {%- do result_conds.append("cast(" ~ adapter.quote(c) ~ " as varchar) = " ~ text) -%}
+    {#- what erasure.note_names_key_sql gives: the column and its value as a key_json names them -#}
+    {%- set pair = "to_json('" ~ (c | string | replace("'", "''")) ~ "') || ':' || " -%}
+    {%- set ors = [] -%}
+    {%- for form in [pair ~ text, pair ~ "to_json(" ~ text ~ ")"] -%}
+      {%- for end in [",", "}"] -%}
+        {%- do ors.append("contains(t.note, " ~ form ~ " || '" ~ end ~ "')") -%}
+      {%- endfor -%}
+    {%- endfor -%}
+    {%- do note_conds.append("(" ~ ors | join(" or ") ~ ")") -%}
   {%- endfor -%}
   {%- set keyed = conds | join(' and ') -%}
   {%- do run_query("create or replace temp table cb_forget as select distinct coalesce(key_custom_id, custom_id) "
@@ -68,7 +78,8 @@
       ~ st ~ ".requests where model_id = " ~ id_literal ~ " and coalesce(key_custom_id, custom_id) in (" ~ keys
       ~ ") group by coalesce(key_custom_id, custom_id)") -%}
   {%- for table, pred in erasure -%}
-    {%- set where = pred | replace("{s}", st) | replace("{model}", id_literal) | replace("{keys}", keys) -%}
+    {%- set where = pred | replace("{s}", st) | replace("{model}", id_literal) | replace("{keys}", keys)
+        | replace("{key_note}", note_conds | join(" and ")) -%}
     {%- if table in scrub -%}
       {%- do run_query("update " ~ st ~ "." ~ table ~ " t set " ~ scrub[table] ~ " where " ~ where) -%}
     {%- else -%}

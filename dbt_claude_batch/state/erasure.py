@@ -5,7 +5,7 @@ deleted (a predicate may read a table deleted later); a new table that holds per
 more entry. A table in `SCRUB` is scrubbed instead of deleted from: an outcome keeps its usage, so
 `all_spend` and the bill stay whole, and loses its text and its custom_id (a hash takes its place); a
 run keeps its counts and spend and loses a note that names the key. Predicates name `{model}` (the model_id literal), `{keys}` (a query of the key custom_ids
-to erase) and `{s}` (the quoted state schema). The package's `forget` macro (macros/forget.sql) runs
+to erase), `{key_note}` (`note_names_key_sql`) and `{s}` (the quoted state schema). The package's `forget` macro (macros/forget.sql) runs
 the same statements from dbt; a unit test holds the two to the same list.
 
 What is kept: a row in `erased` per key (model, sha256 of its custom_id, the input hash it had, when):
@@ -38,9 +38,11 @@ ERASURE: list[tuple[str, str]] = [
     # An imported answer is the answer to the key's exact request, whichever model exported it.
     ("imported_answers", "t.request_hash in (select r.request_hash from {s}.requests r where r.model_id = {model} "
                          "and coalesce(r.key_custom_id, r.custom_id) in ({keys}))"),
-    # A run's note is the first line of the error that failed it, which may name a row by its key_json.
-    ("runs", "t.model_id = {model} and exists (select 1 from {s}.requests r where r.model_id = {model} "
-             "and coalesce(r.key_custom_id, r.custom_id) in ({keys}) and contains(t.note, r.key_json))"),
+    # A run's note is the first line of the error that failed it, which may name a row by its key_json,
+    # also a key that failed before any request of it was recorded (a request over the size limit).
+    ("runs", "t.model_id = {model} and (({key_note}) or exists (select 1 from {s}.requests r "
+             "where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}) "
+             "and contains(t.note, r.key_json)))"),
     ("requests", "t.model_id = {model} and coalesce(t.key_custom_id, t.custom_id) in ({keys})"),
 ]
 
@@ -59,12 +61,26 @@ SCRUB: dict[str, str] = {
 }
 
 
-def erasure_statements(schema: str, model_id: str, keys: str) -> list[tuple[str, str]]:
-    """(table, statement) for every entry of `ERASURE`, for the key custom_ids of query `keys`."""
+def note_names_key_sql(key: Mapping[str, Any], expr: str = "t.note") -> str:
+    """SQL: whether the text `expr` names `key` as the product's messages do, by its key_json
+    (`{"id":42}`, `{"tenant":"acme","n":1}`): each column with its value, bare or as a JSON string,
+    followed by `,` or `}` (so key 1 is not found in a note naming key 11)."""
+    conds = []
+    for column, value in key.items():
+        text = literal(_text(value))
+        pair = f"to_json({literal(str(column))}) || ':' || "
+        forms = [pair + text, f"{pair}to_json({text})"]
+        conds.append("(" + " or ".join(f"contains({expr}, {form} || {literal(end)})"
+                                       for form in forms for end in (",", "}")) + ")")
+    return " and ".join(conds)
+
+
+def erasure_statements(schema: str, model_id: str, keys: str, key: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(table, statement) for every entry of `ERASURE`, for `key`, whose custom_ids query `keys` gives."""
     s = qualified(schema)
     out = []
     for table, pred in ERASURE:
-        where = pred.format(s=s, model=literal(model_id), keys=keys)
+        where = pred.format(s=s, model=literal(model_id), keys=keys, key_note=note_names_key_sql(key))
         out.append((table, f"update {s}.{table} t set {SCRUB[table]} where {where}" if table in SCRUB
                     else f"delete from {s}.{table} t where {where}"))
     return out
@@ -134,7 +150,7 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[s
             from {state.table('requests')} where model_id = {literal(model_id)}
             and coalesce(key_custom_id, custom_id) in ({keys}) group by coalesce(key_custom_id, custom_id)""",
                   [utcnow()])
-        for table, sql in erasure_statements(schema, model_id, keys):
+        for table, sql in erasure_statements(schema, model_id, keys, key):
             removed[table] = int(state.run(sql)[0][0])
         removed["results"] = _erase_from_results(state, model_id, key)
         # The next run plans afresh (no quiet skip) and checks the results table against the answers again.

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
+
 from dbt_harness import TEMPLATE, created_batches, emulator_answer, expected_answer, items, row_requests
 
 CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
@@ -95,14 +97,30 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
     assert (sent["status"], sent["requests"]) == ("in_flight", 4), sent
     project.write("prompts/item.j2", TEMPLATE)
 
+    # Runs an error failed name a key in their note: keys 2 and 3, and keys 98 and 99, which failed before
+    # any request of theirs was recorded (over the size limit); key 21's note stays.
+    con = duckdb.connect(str(project.db_path))
+    try:
+        for key in (2, 3, 98, 99, 21):
+            con.execute(f"insert into {STATE}.runs (run_id, model_id, started_at, outcome, note) values "
+                        "(?, 'main.items_batch', now(), 'error', ?)",
+                        [f"n{key}", f'The request for key {{"id":{key}}} is 300000000 bytes, over the limit'])
+    finally:
+        con.close()
+
     # Key 2 erased from dbt, key 3 with the CLI after leaving the source (the CLI rewrites the file).
     project.dbt("run-operation", "dbt_claude_batch.forget", "--args", "{model: items_batch, key: {id: 2}}")
+    project.dbt("run-operation", "dbt_claude_batch.forget", "--args", "{model: items_batch, key: {id: 99}}")
     assert sorted(project.results()) == [1, 3, 4]
     kept = [r for r in rows[:4] if r["id"] != 3] + items(1, start=6)
     project.load_table("items", kept)
     forgot = _cli(project, "forget", "--model", "main.items_batch", "--key", "id=3", "--json")
     assert forgot.returncode == 0, forgot.stderr
     assert json.loads(forgot.stdout)["removed"]["answers"] == 1
+    assert _cli(project, "forget", "--model", "main.items_batch", "--key", "id=98").returncode == 0
+    notes = dict(project.query(f"select run_id, note from {STATE}.runs where run_id like 'n%'"))
+    assert notes == {**{f"n{k}": "(this note named a key since erased by forget)" for k in (2, 3, 98, 99)},
+                     "n21": notes["n21"]} and '"id":21}' in notes["n21"]
     assert [r[0] for r in project.query("select id from main.items_batch__sample order by id")] == [1, 4]
 
     # Collected once ended: the erased keys' answers are dropped, their requests still billed (below).

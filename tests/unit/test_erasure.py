@@ -87,17 +87,21 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     for run_id, model_id, note in (("r1", "main.items", f"The request for key {k1} is 300000000 bytes, over"),
                                    ("r2", "main.items", f"The prompt rendered empty (first: key {k2}): give"),
                                    ("r3", "main.other", f"The request for key {k1} is 300000000 bytes, over"),
-                                   ("r4", "main.items", None)):
+                                   ("r4", "main.items", None),
+                                   # as DuckDB packs a key (state's key_json above is spelled otherwise)
+                                   ("r5", "main.items", 'The prompt for key {"id":1} is empty'),
+                                   ("r6", "main.items", 'The prompt for key {"id":11} is empty')):
         state.run(f"insert into {state.table('runs')} (run_id, model_id, started_at, outcome, note) "
                   "values (?, ?, now(), 'error', ?)", [run_id, model_id, note])
 
     removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 1})
 
     assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "compare_requests": 1,
-                       "imported_answers": 1, "runs": 1, "requests": 1, "results": 3}
+                       "imported_answers": 1, "runs": 2, "requests": 1, "results": 3}
     assert con.execute(f"select run_id, note from {state.table('runs')} order by 1").fetchall() == [
         ("r1", erasure.ERASED_NOTE), ("r2", f"The prompt rendered empty (first: key {k2}): give"),
-        ("r3", f"The request for key {k1} is 300000000 bytes, over"), ("r4", None)]
+        ("r3", f"The request for key {k1} is 300000000 bytes, over"), ("r4", None), ("r5", erasure.ERASED_NOTE),
+        ("r6", 'The prompt for key {"id":11} is empty')]
     for table in ("items", "items__compare", "items__sample"):
         assert con.execute(f"select id from main.{table}").fetchall() == [(2,)], table
     assert con.execute(f"select custom_id, old_output from {state.table('compare_requests')}").fetchall() == [
@@ -131,3 +135,17 @@ def test_rewriting_the_file_keeps_the_data_and_drops_deleted_bytes(tmp_path):
     con = duckdb.connect(path)
     assert con.execute("select * from s.t").fetchall() == [(1, "kept")]
     assert con.execute("select nextval('s.q')").fetchone() == (2,)
+
+
+def test_a_note_names_a_key_as_its_key_json_does_and_no_other_key():
+    con = duckdb.connect()
+    tenant = 'ac"me'
+    note = con.execute("select 'The request for key ' || to_json(struct_pack(tenant := ?, n := 1)) || ' is over'",
+                       [tenant]).fetchone()[0]
+
+    def names(key: dict) -> bool:
+        return con.execute(f"select {erasure.note_names_key_sql(key)} from (select ? as note) t", [note]).fetchone()[0]
+
+    assert names({"tenant": tenant, "n": "1"}) and names({"tenant": tenant, "n": 1})
+    for other in ({"tenant": tenant, "n": "11"}, {"tenant": "acme", "n": "1"}, {"tenant": tenant, "n": ""}):
+        assert not names(other), other
