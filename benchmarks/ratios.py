@@ -433,11 +433,11 @@ def main(argv: list[str]) -> int:
     scales = [int(r.replace("_", "")) for r in args.rows.split(",")]
     # A snapshot (`git archive`, see pipeline.py) has no .git: `git archive` writes its commit into
     # benchmarks/COMMIT (export-subst in .gitattributes); CB_BENCH_COMMIT names it otherwise.
-    stamped = (HERE / "COMMIT").read_text().strip()
     commit = os.environ.get("CB_BENCH_COMMIT") or subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-    if not commit and not stamped.startswith("$Format"):
-        commit = stamped
+    if not commit:
+        stamped = (HERE / "COMMIT").read_text().strip()
+        commit = "" if stamped.startswith("$Format") else stamped
     dirty = not os.environ.get("CB_BENCH_COMMIT") and subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True, text=True).stdout.strip()
     commit = (commit or "unknown commit") + (" (with uncommitted changes)" if dirty else "")

@@ -279,8 +279,9 @@ def _add_forget(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("forget", help="erase one key's prompts, answers and failures from state and results",
                        description="Erase one key of a batch model everywhere dbt-claude-batch keeps it: requests, "
                                    "answers, failures, stored prompts, held answers, run notes that name it, the "
-                                   "results table, the status snapshot; then rewrite the DuckDB file so no erased byte is left in it. Records "
-                                   "the erasure (no content). Needs the DuckDB file unlocked (dbt not running).")
+                                   "results table, the status snapshot; then rewrite the DuckDB file so no erased "
+                                   "byte is left in it. Records the erasure (no content). Needs the DuckDB file "
+                                   "unlocked (dbt not running).")
     _add_connection_options(p)
     p.add_argument("--model", required=True, help="the batch model as schema.model, e.g. main.ticket_labels")
     p.add_argument("--key", required=True, action="append",

@@ -6,8 +6,9 @@ rule (a new batch when its lane's current one is full by count, or the line woul
 byte limit), each run of lines is appended to its batch's file with one write, and every verdict is
 written, with its line's batch and offset, to a Parquet file that the run's verdicts view reads.
 The cutting and the writes run on a thread of their own, so that DuckDB renders the next rows
-meanwhile; memory holds a few Arrow batches of rows. Rows that share another row's line (followers) are written to a
-file of their own: their leader may come later in the stream, so they are placed when it ends.
+meanwhile; memory holds a few Arrow batches of rows. Rows that share another row's line (followers)
+are written to a file of their own: their leader may come later in the stream, so they are placed
+when it ends.
 """
 
 from __future__ import annotations

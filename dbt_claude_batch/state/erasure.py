@@ -4,9 +4,10 @@
 deleted (a predicate may read a table deleted later); a new table that holds per-key content is one
 more entry. A table in `SCRUB` is scrubbed instead of deleted from: an outcome keeps its usage, so
 `all_spend` and the bill stay whole, and loses its text and its custom_id (a hash takes its place); a
-run keeps its counts and spend and loses a note that names the key. Predicates name `{model}` (the model_id literal), `{keys}` (a query of the key custom_ids
-to erase), `{key_note}` (`note_names_key_sql`) and `{s}` (the quoted state schema). The package's `forget` macro (macros/forget.sql) runs
-the same statements from dbt; a unit test holds the two to the same list.
+run keeps its counts and spend and loses a note that names the key. Predicates name `{model}` (the
+model_id literal), `{keys}` (a query of the key custom_ids to erase), `{key_note}`
+(`note_names_key_sql`) and `{s}` (the quoted state schema). The package's `forget` macro
+(macros/forget.sql) runs the same statements from dbt; a unit test holds the two to the same list.
 
 What is kept: a row in `erased` per key (model, sha256 of its custom_id, the input hash it had, when):
 no content. Planning leaves a source row alone while its key and input hash match an erased one, so
