@@ -24,7 +24,8 @@ e2e it is the script's own job run by dbt, for comparison: what dbt adds to the 
             request was already bought) computed as it is written.
   harvest   a `dbt run` of an incremental Python model that returns `read_json` of the same files,
             merged by dbt-duckdb into the model's (empty) table on its key, with no download and no
-            state: dbt's node time, as for the product.
+            state: dbt's node time, as for the product. Both use `delete+insert`, the strategy the
+            README recommends since it lands 10M rows in half the time of `merge`.
   noop      a whole `dbt run` of a Python model that reads the source's key and prompt columns once
             (count and sum of DuckDB's `hash`): knowing that nothing changed means reading the source.
   e2e       a whole `dbt run` of a Python model that runs the tutorial script's job itself
@@ -83,7 +84,7 @@ def model(dbt, session):
 # run creates it empty), with nothing else to do. Incremental, as the product must be: a table model
 # would rewrite every result in every run, the ones with nothing to do included.
 RESULTS_FLOOR_MODEL = '''def model(dbt, session):
-    dbt.config(materialized="incremental", unique_key="custom_id", incremental_strategy="merge")
+    dbt.config(materialized="incremental", unique_key="custom_id", incremental_strategy="delete+insert")
     results = session.sql("select * from read_json({files!r}, format = 'newline_delimited')")
     return results if dbt.is_incremental else results.limit(0)
 '''

@@ -41,7 +41,7 @@ MODEL_PY = '''from dbt_claude_batch import batch_model
 
 
 def model(dbt, session):
-    dbt.config(materialized="incremental", unique_key={unique_key!r}, incremental_strategy="merge")
+    dbt.config(materialized="incremental", unique_key={unique_key!r}, incremental_strategy={strategy!r})
     return batch_model(dbt, session, source=dbt.ref("stg_items"), settings=dbt.config.meta_get("claude_batch"))
 '''
 
@@ -109,8 +109,9 @@ class DbtProject:
         path.write_text(text, encoding="utf-8")
         return path
 
-    def write_model(self, unique_key: str | list[str] = "id", body: str | None = None) -> None:
-        self.write(f"models/{self.model}.py", body or MODEL_PY.format(unique_key=unique_key))
+    def write_model(self, unique_key: str | list[str] = "id", body: str | None = None,
+                    strategy: str = "delete+insert") -> None:
+        self.write(f"models/{self.model}.py", body or MODEL_PY.format(unique_key=unique_key, strategy=strategy))
 
     def configure(self, replace: bool = True, **settings: Any) -> None:
         """Set the model's `claude_batch` settings (replacing, or updating with replace=False).

@@ -26,6 +26,13 @@ def running_node(identifier: str) -> dict[str, Any] | None:
         del frame
 
 
+def config(identifier: str) -> dict[str, Any] | None:
+    """The model's resolved dbt config (`materialized`, `unique_key`, `incremental_strategy`, ...), or None
+    when the node is not found."""
+    node = running_node(identifier)
+    return None if node is None else (node.get("config") or {})
+
+
 def unique_key(identifier: str) -> tuple[str, ...] | None:
     """The model's configured `unique_key` as a tuple of column names, or None when unknown or unset."""
     node = running_node(identifier)

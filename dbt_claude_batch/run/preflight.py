@@ -15,8 +15,30 @@ from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.state.state import State
 
 
+# dbt-duckdb's strategies that replace the table's row of every key a run returns (None and "default"
+# are its default, delete+insert). `append` and `microbatch` would keep a key's old row beside the new.
+REPLACING_STRATEGIES = (None, "default", "delete+insert", "merge")
+
+
 def check_unique_key(cfg: Settings, identifier: str) -> None:
-    """dbt merges returned rows on `unique_key`: it must be the same columns as the batch `key`."""
+    """dbt merges returned rows on `unique_key`: it must be the same columns as the batch `key`, and an
+    incremental model must have one, with a strategy that replaces a key's row (one row per key)."""
+    node_config = dbt_node.config(identifier) or {}
+    if node_config.get("materialized") == "incremental":
+        key = cfg.key[0] if len(cfg.key) == 1 else list(cfg.key)
+        if node_config.get("unique_key") is None:
+            raise ConfigError(
+                f"Model {identifier} is incremental without a unique_key: set unique_key={key!r} (the claude_batch "
+                "key) in its dbt.config(...); without it dbt would add a second row for every key whose answer "
+                "changes. Nothing was submitted."
+            )
+        strategy = node_config.get("incremental_strategy")
+        if strategy not in REPLACING_STRATEGIES:
+            raise ConfigError(
+                f"Model {identifier} has incremental_strategy {strategy!r}, which keeps a key's old row beside its "
+                "new one: set incremental_strategy='delete+insert' (or 'merge') in its dbt.config(...). Nothing "
+                "was submitted."
+            )
     unique_key = dbt_node.unique_key(identifier)
     if unique_key is not None and set(unique_key) != set(cfg.key):
         raise ConfigError(

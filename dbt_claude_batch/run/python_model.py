@@ -51,6 +51,7 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     # The catalog name is left out on purpose: DuckDB takes it from the file name, and copying or
     # renaming the file must not orphan the state (and buy every answer again).
     model_id = f"{this.schema}.{this.identifier}"
+    check_unique_key(cfg, this.identifier)  # before --empty too: a CI build with --empty catches it
     if empty_requested():
         with for_model(model_id):
             _, _, _, key_types = source_shape(source, cfg)
@@ -92,8 +93,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
 
 
 def _open(dbt, session, source, cfg: Settings, model_id: str) -> tuple[State, str, list[str], Prompt, dict[str, str]]:
-    """What a run and a plan both start from: the key checked, the state, the source's shape and prompt."""
-    check_unique_key(cfg, dbt.this.identifier)
+    """What a run and a plan both start from: the state, the source's shape and prompt."""
     state = State(session.cursor(), cfg.state_schema, model_id)
     return (state, *source_shape(source, cfg))
 

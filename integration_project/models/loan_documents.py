@@ -5,7 +5,7 @@ from dbt_claude_batch import batch_model
 
 
 def model(dbt, session):
-    dbt.config(materialized="incremental", unique_key="document_id", incremental_strategy="merge")
+    dbt.config(materialized="incremental", unique_key="document_id", incremental_strategy="delete+insert")
     return batch_model(
         dbt,
         session,

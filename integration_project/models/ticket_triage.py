@@ -4,7 +4,7 @@ from dbt_claude_batch import batch_model
 
 
 def model(dbt, session):
-    dbt.config(materialized="incremental", unique_key="ticket_id", incremental_strategy="merge")
+    dbt.config(materialized="incremental", unique_key="ticket_id", incremental_strategy="delete+insert")
     return batch_model(
         dbt,
         session,

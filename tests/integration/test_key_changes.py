@@ -83,3 +83,49 @@ def test_a_key_that_failed_before_and_after_a_key_change_has_one_failures_row(pr
     assert project.query("select key_json, count(*) from dbt_claude_batch.all_failures group by all "
                          "having count(*) > 1") == []
     assert project.query("select count(*) from dbt_claude_batch.all_failures") == [(1,)]
+
+
+NO_UNIQUE_KEY_MODEL = '''from dbt_claude_batch import batch_model
+
+
+def model(dbt, session):
+    dbt.config(materialized="incremental")
+    return batch_model(dbt, session, source=dbt.ref("stg_items"), settings=dbt.config.meta_get("claude_batch"))
+'''
+
+
+def test_an_incremental_model_that_would_not_replace_a_keys_row_fails_before_any_call(project, emulator):
+    # Without unique_key, or with `append`, dbt would add a second row for a key whose answer changes.
+    project.load_table("items", [r for r in ROWS if r["tenant"] == "a"])
+    project.configure(replace=False, **FAST)
+    project.write_model(body=NO_UNIQUE_KEY_MODEL)
+
+    # Caught by the build CI makes with --empty, as well as by a run.
+    out = project.dbt("run", "--empty", "-s", "+items_batch", expect_ok=False).stdout
+
+    line = _first_line_of_error(out, "Model items_batch")
+    assert "Model items_batch is incremental without a unique_key: set unique_key='id'" in line, line
+    project.write_model(strategy="append")
+
+    out = project.run(expect_ok=False).stdout
+
+    line = _first_line_of_error(out, "Model items_batch")
+    assert "Model items_batch has incremental_strategy 'append', which keeps a key's old row" in line, line
+    assert "set incremental_strategy='delete+insert'" in line, line
+    assert emulator.ledger(requests=False)["calls"] == {}
+
+
+def test_the_merge_strategy_also_keeps_one_row_per_key_with_its_newest_answer(project, emulator):
+    rows = [{"id": i, "body": f"body {i}"} for i in range(1, 5)]
+    project.load_table("items", rows)
+    project.configure(replace=False, **FAST)
+    project.write_model(strategy="merge")
+    project.run()
+    rows[1]["body"] = "body 2, edited"
+    project.load_table("items", rows)
+
+    project.run()
+
+    got = project.query("select id, output_text from main.items_batch order by id")
+    assert got == [(r["id"], expected_answer(r["id"], r["body"])) for r in rows]
+    assert create_calls(emulator) == 2
