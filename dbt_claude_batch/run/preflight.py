@@ -18,33 +18,51 @@ from dbt_claude_batch.state.state import State
 # dbt-duckdb's strategies that replace the table's row of every key a run returns (None and "default"
 # are its default, delete+insert). `append` and `microbatch` would keep a key's old row beside the new.
 REPLACING_STRATEGIES = (None, "default", "delete+insert", "merge")
+# Options of those strategies that leave a key's old row in place (a predicate or condition that skips
+# its replacement: two rows) or replace only some of its columns (a new request_hash beside an old answer).
+ROW_KEEPING_OPTIONS = ("incremental_predicates", "predicates", "merge_update_columns", "merge_exclude_columns",
+                       "merge_update_condition", "merge_insert_condition", "merge_update_set_expressions",
+                       "merge_clauses")
 
 
 def check_unique_key(cfg: Settings, identifier: str) -> None:
     """dbt merges returned rows on `unique_key`: it must be the same columns as the batch `key`, and an
     incremental model must have one, with a strategy that replaces a key's row (one row per key)."""
-    node_config = dbt_node.config(identifier) or {}
-    if node_config.get("materialized") == "incremental":
-        key = cfg.key[0] if len(cfg.key) == 1 else list(cfg.key)
-        if node_config.get("unique_key") is None:
-            raise ConfigError(
-                f"Model {identifier} is incremental without a unique_key: set unique_key={key!r} (the claude_batch "
-                "key) in its dbt.config(...); without it dbt would add a second row for every key whose answer "
-                "changes. Nothing was submitted."
-            )
-        strategy = node_config.get("incremental_strategy")
-        if strategy not in REPLACING_STRATEGIES:
-            raise ConfigError(
-                f"Model {identifier} has incremental_strategy {strategy!r}, which keeps a key's old row beside its "
-                "new one: set incremental_strategy='delete+insert' (or 'merge') in its dbt.config(...). Nothing "
-                "was submitted."
-            )
+    problem = merge_problem(identifier, dbt_node.config(identifier) or {}, cfg.key)
+    if problem:
+        raise ConfigError(problem)
     unique_key = dbt_node.unique_key(identifier)
     if unique_key is not None and set(unique_key) != set(cfg.key):
         raise ConfigError(
             f"Model {identifier} has unique_key {list(unique_key)} but claude_batch key {list(cfg.key)}: set both to "
             "the same column(s) (dbt merges results on unique_key, answers are kept per key); nothing was submitted."
         )
+
+
+def merge_problem(identifier: str, node_config: dict, key: list[str]) -> str | None:
+    """Why dbt's incremental merge of the model (its resolved config) could leave a key with an old row
+    or old columns beside its new answer, as an error message; None when it replaces each returned
+    key's row whole (or the model is not incremental)."""
+    if node_config.get("materialized") != "incremental":
+        return None
+    if node_config.get("unique_key") is None:
+        shown = key[0] if len(key) == 1 else list(key)
+        return (f"Model {identifier} is incremental without a unique_key: set unique_key={shown!r} (the claude_batch "
+                "key) in its dbt.config(...); without it dbt would add a second row for every key whose answer "
+                "changes. Nothing was submitted.")
+    strategy = node_config.get("incremental_strategy")
+    if strategy not in REPLACING_STRATEGIES:
+        return (f"Model {identifier} has incremental_strategy {strategy!r}, which keeps a key's old row beside its "
+                "new one: set incremental_strategy='delete+insert' (or 'merge') in its dbt.config(...). Nothing "
+                "was submitted.")
+    option = next((name for name in ROW_KEEPING_OPTIONS if node_config.get(name)), None)
+    using = node_config.get("merge_on_using_columns")
+    if option is None and using and set([using] if isinstance(using, str) else using) != set(key):
+        option = "merge_on_using_columns"
+    if option:
+        return (f"Model {identifier} sets {option}, with which dbt may keep a key's old row, or some of its old "
+                f"columns, beside its new answer: remove {option} from the model's config. Nothing was submitted.")
+    return None
 
 
 def check_key_change(state: State, cfg: Settings, identifier: str, is_incremental: bool,

@@ -3,7 +3,7 @@ exactly one row per key of the current source."""
 
 from __future__ import annotations
 
-from dbt_harness import create_calls, expected_answer
+from dbt_harness import MODEL_PY, create_calls, expected_answer
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 ROWS = [{"id": i, "tenant": t, "body": f"body {i} {t}"} for i in range(1, 7) for t in ("a", "b")][:9]
@@ -112,6 +112,14 @@ def test_an_incremental_model_that_would_not_replace_a_keys_row_fails_before_any
     line = _first_line_of_error(out, "Model items_batch")
     assert "Model items_batch has incremental_strategy 'append', which keeps a key's old row" in line, line
     assert "set incremental_strategy='delete+insert'" in line, line
+    # A merge that would update only some columns: a new request_hash beside the old answer.
+    merge = MODEL_PY.format(unique_key="id", strategy="merge")
+    project.write_model(body=merge.replace("strategy='merge'", "strategy='merge', merge_exclude_columns=['output_text']"))
+
+    out = project.run(expect_ok=False).stdout
+
+    line = _first_line_of_error(out, "Model items_batch")
+    assert "Model items_batch sets merge_exclude_columns, with which dbt may keep a key's old row" in line, line
     assert emulator.ledger(requests=False)["calls"] == {}
 
 
