@@ -12,6 +12,7 @@ from dbt_claude_batch.base.errors import ConfigError
 from dbt_claude_batch.base.identifiers import quote
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.base.settings import Settings
+from dbt_claude_batch.run.results import results_sql
 from dbt_claude_batch.state.state import State
 
 
@@ -63,6 +64,29 @@ def merge_problem(identifier: str, node_config: dict, key: list[str]) -> str | N
         return (f"Model {identifier} sets {option}, with which dbt may keep a key's old row, or some of its old "
                 f"columns, beside its new answer: remove {option} from the model's config. Nothing was submitted.")
     return None
+
+
+def check_output_columns(session, state: State, cfg: Settings, key_types: dict[str, str], this) -> None:
+    """An incremental run's results must fit the existing table: dbt silently drops a column the table
+    lacks (a name added to `output_columns`) and leaves one the results lack (a name removed) with old
+    values. Either stops the run before any API call; a full refresh rebuilds the table from state."""
+    table = [r[0] for r in state.run(
+        "select column_name from information_schema.columns where table_catalog = ? and table_schema = ? "
+        "and table_name = ? order by ordinal_position", [this.database, this.schema, this.identifier])]
+    if not table:
+        return
+    have = {c.lower() for c in table}
+    produced = {c.lower() for c in session.sql(results_sql(state, cfg, key_types, None)).columns}
+    missing = [c for c in (cfg.output_columns or {}) if c.lower() not in have]
+    stale = [c for c in table if c.lower() not in produced]
+    if not missing and not stale:
+        return
+    what = (f"has no column {', '.join(missing)}, which output_columns names" if missing
+            else f"has column {', '.join(stale)}, which output_columns no longer names")
+    raise ConfigError(
+        f"Results table {this.schema}.{this.identifier} {what}: rebuild it with `dbt run --full-refresh -s "
+        f"{this.identifier}` (no API call: it is rebuilt from the answers held in state). Nothing was submitted."
+    )
 
 
 def check_key_change(state: State, cfg: Settings, identifier: str, is_incremental: bool,

@@ -26,7 +26,7 @@ from dbt_claude_batch.base.identifiers import qualified
 from dbt_claude_batch.run.interruption import StopFlag, stop_on_cancel
 from dbt_claude_batch.base.keys import check_custom_ids_unique, check_keys, custom_id_sql
 from dbt_claude_batch.base.log import for_model, logger
-from dbt_claude_batch.run.preflight import check_key_change, check_unique_key
+from dbt_claude_batch.run.preflight import check_key_change, check_output_columns, check_unique_key
 from dbt_claude_batch.base.prompts import REQUEST_FORMAT_VERSION, Prompt
 from dbt_claude_batch.run import retention
 from dbt_claude_batch.run.results import results_sql, write_views
@@ -77,6 +77,8 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
     with planning.SourceDigest(session.cursor(), source_sql, cfg.key, prompt.input_columns, cfg.model_column,
                                _planning_seed(cfg) + prompt.fingerprint()) as source_digest:
         _ready(state, cfg, dbt, key_types)
+        if dbt.is_incremental and not (run_vars.sample_size or run_vars.compare_size):  # those try settings out
+            check_output_columns(session, state, cfg, key_types, dbt.this)
         unfinished = bool(state.unharvested_batches() or state.unsettled_submissions()
                           or state.unfinished_sync_batches())
         if unfinished:  # batches to poll or creates to settle: certain to call the API

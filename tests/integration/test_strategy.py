@@ -176,6 +176,35 @@ def test_structured_output_is_parsed_flattened_and_invalid_json_retried(project,
     assert not project.failures()[2]["retried_automatically"]
 
 
+def test_changed_output_columns_stop_an_incremental_run_until_a_free_full_refresh(project, emulator):
+    # dbt would drop a new output column's values, and keep a removed one's old values, without a word.
+    project.load_table("items", items(3))
+    project.write("prompts/item.j2", "Labels: alpha, beta\nItem {{ id }}: {{ body }}")
+    project.configure(replace=False, output_schema=SCHEMA, output_columns={"label": "VARCHAR"}, **FAST)
+    project.run()
+    project.configure(replace=False, output_columns={"label": "VARCHAR", "score": "DOUBLE"})
+    project.load_table("items", items(4))
+
+    out = project.run(expect_ok=False).stdout
+
+    line = next(line for line in out.splitlines() if "Results table" in line and "Error" not in line[:8])
+    assert "Results table " in line and "has no column score, which output_columns names: rebuild it with " \
+        "`dbt run --full-refresh -s items_batch`" in line, line
+    assert create_calls(emulator) == 1  # the new row waits: nothing was submitted
+
+    project.dbt("run", "--full-refresh", "-s", "+items_batch")
+
+    got = project.query("select id, label, score from main.items_batch order by id")
+    assert [g[0] for g in got] == [1, 2, 3, 4] and all(g[1] in ("alpha", "beta") and g[2] == 0.0 for g in got)
+    assert create_calls(emulator) == 2  # the rebuild bought only the new row
+    project.configure(replace=False, output_columns={"score": "DOUBLE"})
+
+    out = project.run(expect_ok=False).stdout
+
+    assert "has column label, which output_columns no longer names: rebuild it with `dbt run --full-refresh" in out
+    assert create_calls(emulator) == 2
+
+
 def test_truncated_answers_are_retried_with_a_larger_max_tokens(project, emulator):
     rows = items(3)
     rows[0]["body"] = "[[emulator:words=40]] please write a lot"
