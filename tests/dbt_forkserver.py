@@ -78,6 +78,8 @@ def serve(path: str) -> dict | None:
                 if pid == 0:
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    # A user's dbt takes Ctrl-C; a suite started in the background inherits SIGINT ignored.
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
                     for fd in (wake_r, wake_w):
                         os.close(fd)
                     for other in (listener, conn, *waiting.values()):

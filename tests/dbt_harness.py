@@ -50,6 +50,12 @@ TEMPLATE = "Item {{ id }}: {{ body }}"
 SETTINGS_YML = "models/_claude_batch_settings.yml"
 
 
+def _take_ctrl_c() -> None:
+    """In a dbt child before exec: SIGINT as a terminal user's dbt has it. A suite started in the background
+    (`cmd &` in a script, nohup) inherits SIGINT ignored, and its Ctrl-C tests would signal a deaf dbt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class DbtRunFailed(AssertionError):
     pass
 
@@ -277,7 +283,8 @@ class DbtProject:
         if LAUNCHER is not None:
             return LAUNCHER.popen(self.command(*args, vars=vars), self.root, self.env())
         return subprocess.Popen(self.command(*args, vars=vars), cwd=self.root, env=self.env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=_take_ctrl_c)
 
     def run_and_kill(self, line: str | None = None, when=None, timeout: float = 120) -> re.Match | None:
         """`dbt run`, then kill -9 it the moment its output matches `line` or `when()` turns true.
