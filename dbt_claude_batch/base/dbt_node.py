@@ -33,12 +33,9 @@ def config(identifier: str) -> dict[str, Any] | None:
     return None if node is None else (node.get("config") or {})
 
 
-def unique_key(identifier: str) -> tuple[str, ...] | None:
-    """The model's configured `unique_key` as a tuple of column names, or None when unknown or unset."""
-    node = running_node(identifier)
-    if node is None:
-        return None
-    value = (node.get("config") or {}).get("unique_key")
+def columns(value: Any) -> tuple[str, ...] | None:
+    """A config's column list (`unique_key`, `merge_on_using_columns`) as a tuple of names: a name, a
+    comma-separated string or a list; None when unset."""
     if value is None:
         return None
     if isinstance(value, str):

@@ -29,10 +29,11 @@ ROW_KEEPING_OPTIONS = ("incremental_predicates", "predicates", "merge_update_col
 def check_unique_key(cfg: Settings, identifier: str) -> None:
     """dbt merges returned rows on `unique_key`: it must be the same columns as the batch `key`, and an
     incremental model must have one, with a strategy that replaces a key's row (one row per key)."""
-    problem = merge_problem(identifier, dbt_node.config(identifier) or {}, cfg.key)
+    node_config = dbt_node.config(identifier) or {}
+    problem = merge_problem(identifier, node_config, cfg.key)
     if problem:
         raise ConfigError(problem)
-    unique_key = dbt_node.unique_key(identifier)
+    unique_key = dbt_node.columns(node_config.get("unique_key"))
     if unique_key is not None and set(unique_key) != set(cfg.key):
         raise ConfigError(
             f"Model {identifier} has unique_key {list(unique_key)} but claude_batch key {list(cfg.key)}: set both to "
@@ -57,8 +58,8 @@ def merge_problem(identifier: str, node_config: dict, key: list[str]) -> str | N
                 "new one: set incremental_strategy='delete+insert' (or 'merge') in its dbt.config(...). Nothing "
                 "was submitted.")
     option = next((name for name in ROW_KEEPING_OPTIONS if node_config.get(name)), None)
-    using = node_config.get("merge_on_using_columns")
-    if option is None and using and set([using] if isinstance(using, str) else using) != set(key):
+    using = dbt_node.columns(node_config.get("merge_on_using_columns"))
+    if option is None and using and set(using) != set(key):
         option = "merge_on_using_columns"
     if option:
         return (f"Model {identifier} sets {option}, with which dbt may keep a key's old row, or some of its old "
@@ -66,13 +67,18 @@ def merge_problem(identifier: str, node_config: dict, key: list[str]) -> str | N
     return None
 
 
+def table_columns(state: State, this) -> list[str]:
+    """The columns of the model's existing results table `this`, in order (none: no such table)."""
+    return [r[0] for r in state.run(
+        "select column_name from information_schema.columns where table_catalog = ? and table_schema = ? "
+        "and table_name = ? order by ordinal_position", [this.database, this.schema, this.identifier])]
+
+
 def check_output_columns(session, state: State, cfg: Settings, key_types: dict[str, str], this) -> None:
     """An incremental run's results must fit the existing table: dbt silently drops a column the table
     lacks (a name added to `output_columns`) and leaves one the results lack (a name removed) with old
     values. Either stops the run before any API call; a full refresh rebuilds the table from state."""
-    table = [r[0] for r in state.run(
-        "select column_name from information_schema.columns where table_catalog = ? and table_schema = ? "
-        "and table_name = ? order by ordinal_position", [this.database, this.schema, this.identifier])]
+    table = table_columns(state, this)
     if not table:
         return
     have = {c.lower() for c in table}

@@ -26,7 +26,7 @@ from dbt_claude_batch.base.identifiers import qualified
 from dbt_claude_batch.run.interruption import StopFlag, stop_on_cancel
 from dbt_claude_batch.base.keys import check_custom_ids_unique, check_keys, custom_id_sql
 from dbt_claude_batch.base.log import for_model, logger
-from dbt_claude_batch.run.preflight import check_key_change, check_output_columns, check_unique_key
+from dbt_claude_batch.run.preflight import check_key_change, check_output_columns, check_unique_key, table_columns
 from dbt_claude_batch.base.prompts import REQUEST_FORMAT_VERSION, Prompt
 from dbt_claude_batch.run import retention
 from dbt_claude_batch.run.results import results_sql, write_views
@@ -340,11 +340,7 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
 
 def _has_column(state: State, this, column: str) -> bool:
     """Results tables built by an older version lack newer columns until a (free) --full-refresh."""
-    return bool(state.run(
-        "select 1 from information_schema.columns where table_catalog = ? and table_schema = ? "
-        "and table_name = ? and column_name = ?",
-        [this.database, this.schema, this.identifier, column],
-    ))
+    return column in table_columns(state, this)
 
 
 def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:
