@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --only-binary=:all: -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# First the layers contract (pyproject.toml [tool.importlinter]) and the docs build, then the tests: two workers,
+# First pyflakes' rules (ruff, pyproject.toml [tool.ruff]), the layers contract (pyproject.toml
+# [tool.importlinter]) and the docs build, then the tests: two workers,
 # as most of a test's time is a dbt subprocess, and every test has its own files and emulator.
 test: $(STAMP)
+	$(BIN)/ruff check --quiet .
 	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

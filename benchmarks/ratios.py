@@ -410,7 +410,7 @@ def bench_e2e(rows: int, reps: int, limit: str | None, work: Path) -> Stage:
 
 def summary(commit: str, by_rows: dict[int, list[Stage]]) -> str:
     """One table of every figure issue 21 names: ratio to the bound, peak RSS and spill, per scale."""
-    lines = [f"| rows | stage | product / bound | goal | peak RSS of dbt | spill to disk | commit |",
+    lines = ["| rows | stage | product / bound | goal | peak RSS of dbt | spill to disk | commit |",
              "|---:|---|---:|---:|---:|---:|---|"]
     for rows, stages in by_rows.items():
         for s in stages:

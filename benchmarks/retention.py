@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import duckdb  # noqa: E402
 
 from dbt_claude_batch.run import answers  # noqa: E402
-from dbt_claude_batch.state import compaction, inspect  # noqa: E402
+from dbt_claude_batch.state import compaction, spend  # noqa: E402
 from dbt_claude_batch.state.state import State  # noqa: E402
 
 MODEL = "main.tickets_labelled"
@@ -99,7 +99,7 @@ def simulate(path: str, rows: int, runs: int, change: float, keep_days: float | 
             held = {t: con.execute(f"select count(*) from {state.table(t)}").fetchone()[0]
                     for t in ("requests", "outcomes", "answers", "runs")}
             figures.append((run, os.path.getsize(path), held))
-    billed = con.execute(f"select sum(billed_usd) from ({inspect.spend_view_sql('dbt_claude_batch')})").fetchone()[0]
+    billed = con.execute(f"select sum(billed_usd) from ({spend.spend_view_sql('dbt_claude_batch')})").fetchone()[0]
     con.close()
     if compactions:
         print(f"keep_history_days={keep_days:g}: {len(compactions)} compactions, {sum(compactions):.1f} s in all, "

@@ -18,7 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from dbt_claude_batch.base.errors import ConfigError, NothingToCompareError, RowTemplateError
-from dbt_claude_batch.base.identifiers import literal, qualified, quote
+from dbt_claude_batch.base.identifiers import literal, qualified
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, cost_sql, model_family_sql, prices_cte
 from dbt_claude_batch.base.prompts import Prompt, hash_request, is_blank, request_params
@@ -43,7 +43,6 @@ def run_compare(client, state: State, prompt: Prompt, settings: Settings, size: 
     `via` batch sends them as one small batch instead (run/compare_batch.py): a comparison batch of the
     model still in flight is collected (or said to be waiting) first, and nothing new is sent then.
     """
-    model_id = state.model_id
     for name in ("attachments", "split_column"):
         if getattr(settings, name):
             raise ConfigError(f"`{VAR_COMPARE}` does not take models with `{name}` yet: run without the var; "

@@ -29,7 +29,8 @@ import uuid
 
 from dbt_claude_batch.run import answers
 from dbt_claude_batch.base.identifiers import literal
-from dbt_claude_batch.run.planning import PENDING, RENDERED, components_sql, rendered_writable
+from dbt_claude_batch.run.components import components_sql
+from dbt_claude_batch.run.planning import PENDING, RENDERED, rendered_writable
 from dbt_claude_batch.state.answer_sources import ANSWER_COLUMNS as _COPIED, AnswerSource
 from dbt_claude_batch.state.state import State, utcnow
 

@@ -23,7 +23,8 @@ from dbt_claude_batch.base.plan_document import PLAN_SCHEMA_VERSION
 from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, list_price
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.plan_levers import levers
-from dbt_claude_batch.run.planning import COMPONENTS, PENDING, RENDERED, STAGED, components_sql
+from dbt_claude_batch.run.components import COMPONENTS, components_sql
+from dbt_claude_batch.run.planning import PENDING, RENDERED, STAGED
 from dbt_claude_batch.state.queries import turnaround_hours, usage_history
 from dbt_claude_batch.state.state import State, utcnow
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Mapping, Sequence
 
 from dbt_claude_batch.base.identifiers import literal, quote
 from dbt_claude_batch.base.keys import custom_id_sql, key_json_sql
+from dbt_claude_batch.run.components import components_sql, define_components
 from dbt_claude_batch.state.queries import latest_outcomes_sql, retryable_sql, too_long_sql
 from dbt_claude_batch.state.state import LIVE_STATUSES, State
 
@@ -56,7 +56,7 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
         else literal(default_model or "")
     )
     text_digest, attach_digest = _row_digests_sql(prompt_columns, attachment_columns, stamped, blobs)
-    _define_components(state, components or {})
+    define_components(state, components or {})
     state.run(
         f"""create or replace temp table {STAGED} as
         select {custom_id_sql(key)} as __cb_custom_id,
@@ -68,42 +68,6 @@ def stage(state: State, source_sql: str, key: Sequence[str], prompt_columns: Seq
         from ({source_sql}){joins}"""
     )
     return state.run(f"select count(*) from {STAGED}")[0][0]
-
-
-COMPONENTS = {"template": "template", "system": "system prompt", "params": "params", "model": "model",
-              "text": "prompt text", "attachments": "attachment content"}
-
-
-def shared_components(source_text: str | None, payload: Mapping, version: int) -> dict[str, str]:
-    """Digests of a request's parts outside the row: the template's text, the system prompt and few-shot
-    examples, and every other setting that shapes a request (`payload`: Settings.fingerprint_payload())."""
-    def digest(value) -> str:
-        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    params = {k: v for k, v in payload.items() if k not in ("model", "system", "few_shot")}
-    return {"template": digest(source_text), "system": digest([payload.get("system"), payload.get("few_shot")]),
-            "params": digest([version, params])}
-
-
-COMPONENTS_MACRO = "cb_components"
-
-
-def components_sql(alias: str) -> str:
-    """The JSON object of a staged row's component digests (keys of COMPONENTS), for the requests table.
-
-    Staged rows carry only their own digests (text, attachments; the model is a column): the parts
-    shared by every row live once, in a temp macro, instead of in each of millions of staged rows.
-    """
-    return f"{COMPONENTS_MACRO}({alias}.__cb_model, {alias}.__cb_text_digest, {alias}.__cb_attach_digest)"
-
-
-def _define_components(state: State, shared: Mapping[str, str]) -> None:
-    state.run(
-        f"create or replace temp macro {COMPONENTS_MACRO}(model, text_digest, attach_digest) as "
-        f"json_object('template', {literal(shared.get('template', ''))}, 'system', {literal(shared.get('system', ''))}, "
-        f"'params', {literal(shared.get('params', ''))}, 'model', model, 'text', text_digest, "
-        "'attachments', attach_digest)"
-    )
 
 
 def _row_digests_sql(prompt_columns: Sequence[str], attachment_columns: Sequence[str], stamped: Sequence[str],

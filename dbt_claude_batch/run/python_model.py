@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from dbt_claude_batch.run import answers, planning
+from dbt_claude_batch.run.components import COMPONENTS_MACRO, shared_components
 from dbt_claude_batch.api.client import LazyClient, is_sdk_error, require_api_key
 from dbt_claude_batch.base.duckdb_memory import bounded
 from dbt_claude_batch.run.empty_build import empty_requested, empty_results
@@ -117,7 +118,7 @@ def _ready(state: State, cfg: Settings, dbt, record_key_types: dict[str, str] | 
 
 def _stage_checked(state: State, source_sql: str, cfg: Settings, prompt: Prompt, stamped, blobs) -> int:
     """Stage the source (the pending rows with their hashes) and check its custom_ids; return rows staged."""
-    components = planning.shared_components(prompt.source_text, cfg.fingerprint_payload(), REQUEST_FORMAT_VERSION)
+    components = shared_components(prompt.source_text, cfg.fingerprint_payload(), REQUEST_FORMAT_VERSION)
     n_staged = planning.stage(state, source_sql, cfg.key, prompt.input_columns, cfg.model_column, cfg.model,
                               prompt.fingerprint(), stamped, blobs, components, [a["column"] for a in cfg.attachments])
     check_custom_ids_unique(state.cursor, planning.STAGED)
@@ -129,7 +130,7 @@ def _drop_temps(state: State) -> None:
     planning.drop_rendered(state)
     for temp in (planning.STAGED, planning.OPEN, "cb_file_stamps"):
         state.run(f"drop table if exists {temp}")
-    state.run(f"drop macro if exists {planning.COMPONENTS_MACRO}")
+    state.run(f"drop macro if exists {COMPONENTS_MACRO}")
 
 
 def _plan(dbt, session, source, cfg: Settings, model_id: str, run_vars: RunVars):

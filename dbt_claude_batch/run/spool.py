@@ -25,7 +25,7 @@ from dbt_claude_batch.base.errors import RowTemplateError
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run import media, uploads
 from dbt_claude_batch.run.parts import check_part_ids, pages_note, part_custom_id, split_count, split_text
-from dbt_claude_batch.run.planning import (PENDING, RENDERED, RENDERED_COLUMNS, STAGED, candidate_rows_sql,
+from dbt_claude_batch.run.planning import (PENDING, RENDERED, RENDERED_COLUMNS, candidate_rows_sql,
                                            load_rendered)
 from dbt_claude_batch.base.pricing import estimate_input_tokens, list_price, text_tokens
 from dbt_claude_batch.base.prompts import (Prompt, empty_prompt_message, hash_request, is_blank, params_sql,

@@ -20,8 +20,7 @@ from typing import Any
 
 from dbt_claude_batch.base.identifiers import qualified
 from dbt_claude_batch.state.queries import latest_outcomes_sql
-from dbt_claude_batch.state.spend import (SPEND_COLUMNS, billed_cost_sql, compacted_spend,  # noqa: F401 (re-exported)
-                                          costed_outcomes_sql, spend_rows_sql, spend_view_sql)
+from dbt_claude_batch.state.spend import compacted_spend, costed_outcomes_sql
 from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE_1H, CACHE_WRITE_5M
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.state.state import State, as_utc, marker_sql, row_counts, utcnow

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from types import SimpleNamespace
 
 import duckdb
 from dbt_harness import create_calls

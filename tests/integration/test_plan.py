@@ -66,7 +66,7 @@ def test_plan_counts_hold_for_the_next_run_and_the_guard_stops_a_mass_rebuy(proj
     assert project.results() == {}
     plan = last_plan(project)
     jsonschema.validate(plan, PLAN_SCHEMA)
-    assert f"plan for main.items_batch: 10 source rows: 10 new, 0 changed" in out
+    assert "plan for main.items_batch: 10 source rows: 10 new, 0 changed" in out
     assert plan["rows"]["unchanged"] == 0 and plan["rows"]["reusable"] == 0
     assert plan["requests"] == {**plan["requests"], "to_send": 10, "batches": 1, "route": "batch"}
     assert plan["rebuy"]["rows"] == 0 and not plan["rebuy"]["stops"]

@@ -8,7 +8,7 @@ import datetime as dt
 import duckdb
 
 from dbt_claude_batch.run import answers
-from dbt_claude_batch.state import compaction, inspect
+from dbt_claude_batch.state import compaction, inspect, spend
 from dbt_claude_batch.state.queries import latest_outcomes_sql
 from dbt_claude_batch.state.state import State
 
@@ -71,7 +71,7 @@ def _table(con, state, name, order="all"):
 
 def _bill(con, state):
     return con.execute(f"select day, dbt_model, answered_model, requests_billed, input_tokens, output_tokens, "
-                       f"round(billed_usd, 12) from ({inspect.spend_view_sql(state.schema)}) order by all").fetchall()
+                       f"round(billed_usd, 12) from ({spend.spend_view_sql(state.schema)}) order by all").fetchall()
 
 
 def test_compaction_keeps_each_keys_latest_answer_and_what_planning_reads():
