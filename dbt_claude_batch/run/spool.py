@@ -194,6 +194,10 @@ class _Writer:
         self.files: dict[str, Any] = {}
         self.offsets: dict[str, int] = {}
         self.groups: dict[str, tuple[list[str], Chunk, str]] = {}  # leader custom_id -> (sent ids, chunk, hash)
+        # Rows with attachments sent this run, by what makes their lines equal: (request hash, max_tokens,
+        # lane, split). Equal inputs are grouped before rendering (`groups`); equal files under other
+        # names or paths are only known equal once read, here. Document rows are few, so this stays small.
+        self.sent_documents: dict[tuple, tuple[list[str], Chunk, str, list]] = {}
         self.prices: dict[str, tuple[float, float] | None] = {}
         # Input tokens of everything but the prompt (system, examples, per-message overhead).
         self.fixed_tokens = estimate_input_tokens(request_params(settings, "", settings.model))
@@ -290,6 +294,13 @@ class _Writer:
                 self.verdict(ordinal, key_id, request_hash, "unchanged", False)
                 return
         max_tokens = row["__cb_max_tokens"] or self.settings.max_tokens
+        same_request = (request_hash, max_tokens, row["__cb_rerun"], row["__cb_split_tokens"],
+                        row.get("__cb_split_parts"))
+        if shared is None and attached is not None and self.settings.dedupe:
+            # The identical rendered request (proved by its sha256) is already a line of this run: share it.
+            shared = self.sent_documents.get(same_request)
+            if shared is not None:
+                ids, chunk, _, shared_cut = shared
         if shared is not None:
             for part, sent_id in enumerate(ids, start=1):
                 follower = key_id if len(ids) == 1 else part_custom_id(key_id, part)
@@ -328,6 +339,8 @@ class _Writer:
                              chunk, cost, offset, size, cut=meta)
         if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
             self.groups[key_id] = (ids, chunk, request_hash, metas)
+        if self.settings.dedupe and attached is not None:
+            self.sent_documents[same_request] = (ids, chunk, request_hash, metas)
 
     def empty(self, ordinal: int, key_id: str, row: dict[str, Any]) -> None:
         """A blank prompt is not sent (the API refuses it): the row becomes a failure of kind empty_prompt,

@@ -93,6 +93,33 @@ def test_files_under_the_root_and_blobs_are_sent_checked_and_identified_by_conte
     assert len(row_requests(emulator)) == 4  # nothing bought
 
 
+def test_one_content_under_two_paths_in_one_run_is_sent_once(project, emulator):
+    """Two rows whose files differ only in name make one request (the same rendered params): one line is
+    bought, and the other row gets its answer at $0, as rows with identical inputs do."""
+    files = project.root / "files"
+    files.mkdir()
+    loan, scan = pdf_bytes(2, "one loan file"), png_bytes(20, 10, (9, 8, 7))
+    for name in ("loan.pdf", "loan-copy.pdf"):
+        (files / name).write_bytes(loan)
+    (files / "other.pdf").write_bytes(pdf_bytes(1, "another file"))
+    project.write("prompts/item.j2", "Review this {{ body }} file.")
+    project.configure(replace=False, attachments=ATTACH, attachments_root="files", **FAST)
+    project.load_table("items", [
+        {"id": 1, "body": "loan", "doc": "loan.pdf", "scan": scan},
+        {"id": 2, "body": "loan", "doc": "loan-copy.pdf", "scan": scan},   # the same request as row 1
+        {"id": 3, "body": "deed", "doc": "loan-copy.pdf", "scan": scan},   # another question of the same file
+        {"id": 4, "body": "loan", "doc": "other.pdf", "scan": scan},
+    ], types=TYPES)
+    project.run()
+    assert sorted(r["custom_id"] for r in row_requests(emulator)) == ["1", "3", "4"]
+    results = project.results()
+    assert results[2]["shared_from"] == "1" and results[2]["cost_usd"] == 0.0
+    assert results[2]["output_text"] == results[1]["output_text"]
+    assert named(results[2]["output_text"]) == f"pdf:2p:{sha12(loan)} image:20x10:{sha12(scan)}"
+    assert results[3]["shared_from"] is None and results[3]["output_text"] != results[1]["output_text"]
+    assert project.query("select sum(n_deduplicated) from main.items_batch__batches") == [(1,)]
+
+
 def test_the_budget_guard_counts_pdf_pages_and_images(project, emulator):
     # 40 pages at 3,000 tokens (the upper bound): 120k input tokens, about $0.06 at
     # batch prices for claude-haiku-4-5; the text alone would be ~$0.0002.
