@@ -20,6 +20,7 @@ import base64
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -249,6 +250,10 @@ def _block(item: Mapping[str, Any], value: Any, settings: Settings, root: str | 
     else:
         raise _problem(key_json, column, f"holds a {type(value).__name__}: an attachment column holds bytes (BLOB), "
                        "a path, an https:// URL or a Files API id")
+    if not data:
+        # An empty file would go as an empty text document (or a wrong kind): nothing to read, so not sent.
+        raise _problem(key_json, column, "is an empty file (0 bytes): fix or replace the file, or make the value "
+                       "NULL for a row without one")
     media = mt.detect(data)
     if media is None:
         raise _problem(key_json, column, "is not a supported type (from its bytes): send PDF or plain text "
@@ -335,6 +340,8 @@ def _pdf_pages(data: bytes, key_json: str, column: str) -> int:
                        "replace the file") from None
     if encrypted:
         raise _problem(key_json, column, "is an encrypted PDF: the API cannot read it; send a decrypted copy")
+    if not pages:
+        raise _problem(key_json, column, "is a PDF with no pages: the API refuses it; fix or replace the file")
     return pages
 
 
@@ -345,6 +352,12 @@ def _image_size(data: bytes, key_json: str, column: str) -> tuple[int, int]:
         with Image.open(io.BytesIO(data)) as image:
             size = image.size
             image.verify()
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses to open it (a guard against images built to exhaust memory): not corrupt, too big.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f" of {int(found.group(1)):,} pixels" if found else ""
+        raise _problem(key_json, column, f"is an image{pixels}, over the {Image.MAX_IMAGE_PIXELS * 2:,} Pillow "
+                       "opens safely: make it smaller") from None
     except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, the image cannot be sent as it is
         raise _problem(key_json, column, f"is a corrupt image ({type(exc).__name__}): fix or replace the file") from None
     return size

@@ -194,7 +194,31 @@ def test_null_is_no_attachment_unless_required():
     assert first_line(info).startswith('Required attachment in column `doc` is NULL for key {"id":7}: ')
 
 
+def _no_page_pdf() -> bytes:
+    import io
+
+    import pypdf
+
+    out = io.BytesIO()
+    pypdf.PdfWriter().write(out)
+    return out.getvalue()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: enough for Pillow to read the size."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
 @pytest.mark.parametrize("value, kw, says", [
+    (b"", {}, "is an empty file (0 bytes): fix or replace the file"),
+    (_no_page_pdf(), {}, "is a PDF with no pages: the API refuses it; fix or replace the file"),
     (pdf_bytes(3)[:200], {}, "is a corrupt PDF"),
     (pdf_bytes(2, encrypted=True), {}, "is an encrypted PDF: the API cannot read it"),
     (png_bytes(10, 10), {}, "holds image/png, but the column is declared kind document"),
@@ -213,6 +237,17 @@ def test_each_problem_is_an_attachment_error_naming_key_column_and_limit(value, 
     assert first_line(info).startswith(f'Attachment in column `doc` for key {{"id":7}} {says}')
     assert first_line(info).endswith("the row is recorded as a failure of kind attachment_error, not sent, and "
                                      "rendered again when the row or its file changes.")
+
+
+def test_an_empty_image_and_one_of_too_many_pixels_say_so():
+    image = [{"column": "scan", "kind": "image"}]
+    with pytest.raises(media.AttachmentProblem) as info:
+        media.row_media({"scan": b""}, settings(image), None, KEY)
+    assert first_line(info).startswith('Attachment in column `scan` for key {"id":7} is an empty file (0 bytes)')
+    with pytest.raises(media.AttachmentProblem) as info:
+        media.row_media({"scan": _png_header(15000, 13000)}, settings(image), None, KEY)
+    assert first_line(info).startswith('Attachment in column `scan` for key {"id":7} is an image of 195,000,000 '
+                                       "pixels, over the 178,956,970 Pillow opens safely: make it smaller")
 
 
 def test_oversized_images_are_refused_only_when_asked():
