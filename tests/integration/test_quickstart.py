@@ -131,6 +131,8 @@ def test_the_documents_page_runs_in_a_fresh_project(tmp_path, emulator):
         failures = dict(con.execute("select file_name, error_message from main.document_fields__failures "
                                     "where error_type = 'attachment_error'").fetchall())
         n_failures = con.execute("select count(*) from main.document_fields__failures").fetchone()[0]
+        leaked = con.execute("select table_name from information_schema.tables "
+                             "where table_name like 'document_fields__dbt_tmp%'").fetchall()
     finally:
         con.close()
     expected = {"application-001.pdf": ("loan_application", "pdf:2p:", 1),
@@ -150,6 +152,7 @@ def test_the_documents_page_runs_in_a_fresh_project(tmp_path, emulator):
     assert failures["broken-004.pdf"].startswith(
         'Attachment in column `pdf` for key {"file_name":"broken-004.pdf"} is a corrupt PDF')
     assert n_failures == len(failures) == 1
+    assert leaked == []  # the page's post-hook drops dbt-duckdb's leaked temp tables
 
     # The first build sent each good file once; the edit sent the edited file alone, once more.
     sent = {name: results[name][0] for name in ("application-001.pdf", "statement-002.pdf", "id-card-005.png")}
