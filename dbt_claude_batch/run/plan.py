@@ -71,7 +71,7 @@ def _changed_why(state: State, where: str) -> dict[str, int]:
     rows = f"""(select x.ordinal, x.components as new, r.components as old
         from {_VERDICTS} x left join {state.table('requests')} r
           on r.model_id = {literal(state.model_id)} and coalesce(r.key_custom_id, r.custom_id) = x.key_id
-         and r.attempt = x.attempt - 1 and coalesce(r.part, 1) = 1 and r.dedup_of is null
+         and r.attempt = x.attempt - 1 and coalesce(r.part, 1) = 1
         where {where})"""
     labels = ", ".join(f"({literal(k)}, {literal(v)}, {i})" for i, (k, v) in enumerate(COMPONENTS.items()))
     found = state.run(

@@ -1,4 +1,4 @@
-"""Plan before you pay: `claude_batch_plan` and the re-buy guard, through real dbt runs (7 dbt invocations).
+"""Plan before you pay: `claude_batch_plan` and the re-buy guard, through real dbt runs (8 dbt invocations).
 
 The plan's counts are held to what the very next run does (its log line of reasons, its reuse count,
 its batch on the emulator) and its cost range to what that run cost.
@@ -137,3 +137,10 @@ def test_plan_counts_hold_for_the_next_run_and_the_guard_stops_a_mass_rebuy(proj
     out = project.run(vars={"claude_batch_allow_rebuy": True}).stdout
     assert submitted_reasons(out) == {"changed": 12}
     assert [b["request_count"] for b in created_batches(emulator)] == [10, 3, 11]
+
+    # 5. Another edit: row 12's last request shared row 1's line (de-duplicated), and is still known as
+    # its last request: the plan says what changed for it too, not "unknown".
+    project.write("prompts/item.j2", "Item - {{ body }}")
+    project.run(vars=PLAN)
+    plan = last_plan(project)
+    assert plan["changed_why"] == {"template": 12} and plan["rebuy"]["why"] == {"template": 12}
