@@ -20,7 +20,7 @@ ANSWER_COLUMNS = (
     "stop_reason",
     "answered_model", "input_tokens", "output_tokens", "cache_creation_input_tokens",
     "cache_creation_1h_input_tokens", "cache_read_input_tokens", "service_tier", "batch_id", "completed_at",
-    "harvest_seq", "seq", "parts", "shared_from", "part_pages",
+    "harvest_seq", "seq", "parts", "shared_from", "part_pages", "paid",
 )
 _TOUCHED = "cb_touched"
 
@@ -65,15 +65,28 @@ def answers_sql(state: State, only_keys: str | None, scope: tuple[list[str], lis
            sum(cache_creation_input_tokens) as cache_creation_input_tokens,
            sum(cache_creation_1h_input_tokens) as cache_creation_1h_input_tokens,
            sum(cache_read_input_tokens) as cache_read_input_tokens,
-           any_value(service_tier) as service_tier, min_by(batch_id, part) as batch_id,
+           any_value(service_tier) as service_tier,
+           -- the batch that completed the answer: its newest part's
+           arg_max(batch_id, coalesce(harvest_seq, 0)) as batch_id,
            max(ended_at) as completed_at, max(coalesce(harvest_seq, 0)) as harvest_seq,
            greatest(max(coalesce(harvest_seq, 0)), any_value(q.seq)) as seq, count(*) as parts,
-           any_value(shared_from) as shared_from,
+           case when count(shared_from) = count(*) then min_by(shared_from, part) end as shared_from,
            case when count(*) > 1 and count(first_page) > 0 then to_json(list(struct_pack(
                part := part, custom_id := part_id, first_page := first_page, last_page := last_page,
-               stop_reason := stop_reason) order by part)) end as part_pages
+               stop_reason := stop_reason) order by part)) end as part_pages,
+           -- some parts bought, the others' answers held: what results price
+           case when count(shared_from) between 1 and count(*) - 1 then struct_pack(
+               shared_from := null::varchar,
+               service_tier := any_value(service_tier) filter (where shared_from is null),
+               {_paid_usage()}) end as paid
     from cb_parts p join cb_seq q on q.custom_id = p.key_custom_id
     group by key_custom_id, attempt"""
+
+
+def _paid_usage() -> str:
+    return ", ".join(f"{c} := (sum({c}) filter (where shared_from is null))::bigint" for c in (
+        "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_creation_1h_input_tokens",
+        "cache_read_input_tokens"))
 
 
 def refresh(state: State, batch_ids: list[str]) -> None:
@@ -140,7 +153,7 @@ def _single_answers_sql(state: State, batch_list: str, scope: tuple[list[str], l
            r.request_hash, r.input_hash, r.attempt, o.output_text, null, o.output_json, o.stop_reason,
            o.answered_model, o.input_tokens, o.output_tokens, o.cache_creation_input_tokens,
            o.cache_creation_1h_input_tokens, o.cache_read_input_tokens, o.service_tier, o.batch_id, b.ended_at,
-           coalesce(o.harvest_seq, 0), coalesce(o.harvest_seq, 0), 1, o.shared_from, null
+           coalesce(o.harvest_seq, 0), coalesce(o.harvest_seq, 0), 1, o.shared_from, null, null
     from {state.table('outcomes')} o
     join {state.table('submissions')} s on s.batch_id = o.batch_id
     join {state.table('requests')} r on r.submission_id = s.submission_id and r.custom_id = o.custom_id

@@ -98,7 +98,8 @@ def results_sql(state: State, settings: Settings, key_types: dict[str, str], exi
            {"w.output_json" if settings.output_schema else "null::json as output_json"}
            {flattened_columns_sql(settings.output_columns, 'w.output_json')},
            w.stop_reason, w.answered_model, w.input_tokens, w.output_tokens, w.cache_creation_input_tokens,
-           w.cache_read_input_tokens, cast({cost_sql('w', 'p')} as double) as cost_usd, w.service_tier, w.batch_id,
+           w.cache_read_input_tokens, cast(case when w.paid is not null then {cost_sql('w.paid', 'p')}
+                     else {cost_sql('w', 'p')} end as double) as cost_usd, w.service_tier, w.batch_id,
            w.attempt, w.request_hash, w.completed_at, w.seq as harvest_seq, w.parts, w.part_pages, w.shared_from,
            {flag} as newer_request_in_flight
     from {state.table('answers')} w

@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
+
+# The usage of the parts a key bought itself, shaped as an outcome row for `pricing.cost_sql`.
+PAID_TYPE = ("struct(shared_from varchar, service_tier varchar, input_tokens bigint, output_tokens bigint, "
+             "cache_creation_input_tokens bigint, cache_creation_1h_input_tokens bigint, "
+             "cache_read_input_tokens bigint)")
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -318,6 +323,14 @@ MIGRATIONS: dict[int, list[str]] = {
             local_result json,              -- a row not sent (template error, empty prompt)
             primary key (compare_id, custom_id))""",
     ],
+    # v14: what a key in parts paid when only some of its parts were bought (the others' answers held):
+    # results price that, not every part's usage (answers.py). Models holding keys in parts rebuild their
+    # answers on their next run; the others' answers are unchanged.
+    14: [
+        f"alter table {{s}}.answers add column if not exists paid {PAID_TYPE}",
+        "update {s}.models set answers_ready = false where model_id in "
+        "(select model_id from {s}.answers where parts > 1)",
+    ],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -338,7 +351,7 @@ EXPECTED_COLUMNS = {
     "foreign_batches": ("submission_id", "batch_id", "checked_at"),
     "runs": ("run_id", "model_id", "started_at"),
     "answers": ("model_id", "custom_id", "attempt", "key_json", "output_text", "output_parts", "harvest_seq", "seq",
-                "part_pages"),
+                "part_pages", "paid"),
     "imported_answers": ("request_hash", "model", "answer", "usage", "source", "imported_at"),
     "uploaded_files": ("upload_id", "sha256", "filename", "status", "file_id", "n_bytes", "deleted_at"),
     "upload_uses": ("sha256", "model_id", "request_hash"),

@@ -9,7 +9,9 @@ import re
 
 from media_builders import pdf_bytes
 
-from dbt_harness import row_requests
+from dbt_harness import created_batches, row_requests
+
+from dbt_claude_batch.base.pricing import cost_sql, model_family_sql, prices_cte
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 TYPES = {"id": "BIGINT", "body": "VARCHAR", "doc": "BLOB"}
@@ -17,6 +19,14 @@ TYPES = {"id": "BIGINT", "body": "VARCHAR", "doc": "BLOB"}
 # holding page 85 answers p85. After ` | ` it names the PDF it read: its page count and sha.
 TEMPLATE = "Which page is first? {{ body }}\nLabels: p1 (page 1/250), p85 (page 85/250), p168 (page 168/250), none"
 PART = re.compile(r"(p1|p85|p168) \| pdf:(\d+)p:([0-9a-f]{12})")
+
+
+def bought(project, batch_id: str, custom_ids: list[str]) -> float:
+    """What these outcomes of one batch cost, priced from state as the bill prices them."""
+    return project.query(
+        f"with {prices_cte()} select sum({cost_sql('o', 'p')}) from dbt_claude_batch.outcomes o "
+        f"left join cb_prices p on p.model_family = {model_family_sql('o.answered_model')} "
+        f"where o.batch_id = ? and list_contains(?, o.custom_id)", [batch_id, custom_ids])[0][0]
 
 
 def parts_of(answer: str) -> list[tuple[str, str, str]]:
@@ -52,6 +62,11 @@ def test_a_pdf_over_the_limit_is_cut_sent_in_parts_retried_part_by_part_and_reas
     assert sorted(r["custom_id"] for r in row_requests(emulator)[len(sent):]) == ["1-p2"]
     row = project.results()[1]
     assert row["attempt"] == 2 and row["parts"] == 3
+    # The row cost what was bought for it in this run: the second part, in the second batch (its other
+    # parts' answers were held, $0), and that batch is the one that completed it.
+    retry = created_batches(emulator)[1]["id"]
+    assert row["batch_id"] == retry and row["shared_from"] is None
+    assert abs(row["cost_usd"] - bought(project, retry, ["1-p2"])) < 1e-12 and row["cost_usd"] > 0
     assert json.loads(row["part_pages"]) == [
         {"part": n, "custom_id": f"1-p{n}", "first_page": a, "last_page": b, "stop_reason": "end_turn"}
         for n, (a, b) in enumerate([(1, 84), (85, 167), (168, 250)], start=1)]
@@ -70,6 +85,8 @@ def test_a_pdf_over_the_limit_is_cut_sent_in_parts_retried_part_by_part_and_reas
     before = len(row_requests(emulator))
     project.run()
     assert sorted(r["custom_id"] for r in row_requests(emulator)[before:]) == ["1-p1", "1-p2", "1-p3"]
-    again = parts_of(project.results()[1]["output_text"])
+    row = project.results()[1]
+    assert abs(row["cost_usd"] - bought(project, row["batch_id"], ["1-p1", "1-p2", "1-p3"])) < 1e-12
+    again = parts_of(row["output_text"])
     assert [(label, n) for label, n, _ in again] == [("p1", "84"), ("p85", "83"), ("p168", "83")]
     assert not {sha for _, _, sha in again} & {sha for _, _, sha in first}

@@ -33,7 +33,7 @@ def _v1_database():
 def test_v1_state_is_migrated_in_place_and_keeps_its_rows():
     con = _v1_database()
     State(con, "dbt_claude_batch", "m").ensure()
-    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 13
+    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 14
     assert con.execute('select custom_id, key_custom_id, part, parts, part_hash, first_page, last_page '
                        'from "dbt_claude_batch".requests').fetchall() == [("k1", "k1", 1, 1, None, None, None)]
     State(con, "dbt_claude_batch", "m").ensure()  # idempotent
@@ -115,3 +115,19 @@ def test_v13_marks_every_earlier_submission_as_the_rows_own_and_adds_the_compari
     assert con.execute(f"select count(*) from {s}.comparisons").fetchone()[0] == 0
     assert con.execute(f"select count(*) from {s}.compare_requests").fetchone()[0] == 0
     State(con, "dbt_claude_batch", "main.items").ensure()  # idempotent
+
+
+def test_v14_has_models_with_keys_in_parts_rebuild_their_answers_and_leaves_the_others():
+    con = _database_at(13)
+    s = '"dbt_claude_batch"'
+    for model in ("main.docs", "main.tickets"):
+        con.execute(f"insert into {s}.models (model_id, key_columns, key_types, updated_at, answers_ready) "
+                    "values (?, '[\"id\"]', '{}', ?, true)", [model, dt.datetime(2026, 1, 1)])
+    con.execute(f"""insert into {s}.answers (model_id, custom_id, attempt, key_json, parts) values
+                   ('main.docs', '1', 2, '{{"id":1}}', 3), ('main.docs', '2', 1, '{{"id":2}}', 1),
+                   ('main.tickets', '1', 1, '{{"id":1}}', 1)""")
+    State(con, "dbt_claude_batch", "main.docs").ensure()
+    assert con.execute(f"select model_id, answers_ready from {s}.models order by 1").fetchall() == [
+        ("main.docs", False), ("main.tickets", True)]
+    assert con.execute(f"select count(*) from {s}.answers where paid is null").fetchone()[0] == 3
+    State(con, "dbt_claude_batch", "main.docs").ensure()  # idempotent
