@@ -48,7 +48,9 @@ def build_verdicts(state: State, reusable_sql: str | None) -> None:
         f"""create or replace temp table {_VERDICTS} as
         with v as (select v.*, u.ordinal is not null as reused from {RENDERED} v {reused})
         select v.ordinal, any_value(p.__cb_custom_id) as key_id,
-               any_value(case when v.reused then 'reused' else v.reason end) as reason,
+               -- a key in parts is reused only when every part is; else it is what its sent parts are
+               coalesce(any_value(v.reason) filter (where v.include and not v.reused),
+                        any_value(case when v.reused then 'reused' else v.reason end)) as reason,
                bool_or(v.include and not v.reused) as include,
                count(*) filter (where v.include and not v.reused and v.dedup_of is null) as lines,
                count(*) filter (where v.include and not v.reused and v.dedup_of is not null) as shared,

@@ -1,4 +1,4 @@
-"""A PDF over the page limit, cut into parts and reassembled, through real dbt runs (3 invocations):
+"""A PDF over the page limit, cut into parts and reassembled, through real dbt runs (4 invocations):
 each part is its own request, a failed part is sent again alone, an edited PDF buys every part again."""
 
 from __future__ import annotations
@@ -57,7 +57,11 @@ def test_a_pdf_over_the_limit_is_cut_sent_in_parts_retried_part_by_part_and_reas
                           "where key_custom_id = '1' order by part")
     assert pages == [("1-p1", 1, 3, 1, 84), ("1-p2", 2, 3, 85, 167), ("1-p3", 3, 3, 168, 250)]
 
-    # The next run sends the failed part alone; the others' answers are kept, not bought again.
+    # The next run sends the failed part alone; the others' answers are kept, not bought again. Its plan
+    # says so first: one key to retry, one request.
+    project.run(vars={"claude_batch_plan": True})
+    plan = json.loads(project.query("select plan from dbt_claude_batch.plans order by planned_at desc limit 1")[0][0])
+    assert (plan["rows"]["retry"], plan["rows"]["reusable"], plan["requests"]["to_send"]) == (1, 0, 1)
     project.run()
     assert sorted(r["custom_id"] for r in row_requests(emulator)[len(sent):]) == ["1-p2"]
     row = project.results()[1]
