@@ -73,8 +73,9 @@
     {{ exceptions.raise_compiler_error("Key " ~ tojson(key) ~ " of " ~ model_id ~ " has a request in flight: wait "
         ~ "for its batch to end, run dbt once to harvest it, then run forget again; nothing was erased.") }}
   {%- endif -%}
-  {%- do run_query("insert into " ~ st ~ ".erased (model_id, key_hash, input_hash, erased_at) select " ~ id_literal
-      ~ ", sha256(coalesce(key_custom_id, custom_id)), arg_max(input_hash, attempt), now()::timestamp from "
+  {%- do run_query("insert into " ~ st ~ ".erased (model_id, key_hash, input_hash, row_digest, erased_at) select "
+      ~ id_literal ~ ", sha256(coalesce(key_custom_id, custom_id)), arg_max(input_hash, attempt), "
+      ~ "arg_max((components->>'text') || '|' || coalesce(components->>'attachments', ''), attempt), now()::timestamp from "
       ~ st ~ ".requests where model_id = " ~ id_literal ~ " and coalesce(key_custom_id, custom_id) in (" ~ keys
       ~ ") group by coalesce(key_custom_id, custom_id)") -%}
   {%- for table, pred in erasure -%}

@@ -19,6 +19,7 @@ from typing import Iterator, Mapping, Sequence
 from dbt_claude_batch.base.identifiers import literal, quote
 from dbt_claude_batch.base.keys import custom_id_sql, key_json_sql
 from dbt_claude_batch.run.components import components_sql, define_components
+from dbt_claude_batch.state.erasure import staged_row_digest_sql
 from dbt_claude_batch.state.queries import latest_outcomes_sql, retryable_sql, too_long_sql
 from dbt_claude_batch.state.state import LIVE_STATUSES, State
 
@@ -198,10 +199,12 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
     narrow = None if rows == STAGED else f"select __cb_custom_id from {rows}"
     erased = ""
     if state.run(f"select exists (select 1 from {state.table('erased')} where model_id = ?)", [state.model_id])[0][0]:
-        # A key erased by `forget` is not sent again while its inputs are the ones it had.
-        erased = (f" and (__cb_rerun or not exists (select 1 from {state.table('erased')} e "
-                  f"where e.model_id = {literal(state.model_id)} and e.key_hash = sha256(j.__cb_custom_id) "
-                  "and e.input_hash = j.__cb_input_hash))")
+        # A key erased by `forget` is not sent again while it has sent nothing since and its row is the
+        # one it had (state from before v14 knows only its input hash). Once sent again it is any key.
+        erased = (f" and (__cb_rerun or __cb_prev_custom_id is not null or not exists (select 1 from "
+                  f"{state.table('erased')} e where e.model_id = {literal(state.model_id)} "
+                  f"and e.key_hash = sha256(j.__cb_custom_id) and (e.row_digest = {staged_row_digest_sql('j')} "
+                  "or (e.row_digest is null and e.input_hash = j.__cb_input_hash))))")
     candidates = f"""with cb_lo as ({latest_outcomes_sql(state, narrow)}),
         cb_judged as (
             select st.rowid + 1 as __cb_ordinal, st.*, lo.custom_id as __cb_prev_custom_id, lo.result_type as __cb_prev_result,

@@ -9,9 +9,12 @@ model_id literal), `{keys}` (a query of the key custom_ids to erase), `{key_note
 (`note_names_key_sql`) and `{s}` (the quoted state schema). The package's `forget` macro
 (macros/forget.sql) runs the same statements from dbt; a unit test holds the two to the same list.
 
-What is kept: a row in `erased` per key (model, sha256 of its custom_id, the input hash it had, when):
-no content. Planning leaves a source row alone while its key and input hash match an erased one, so
-an unchanged row is not bought again; a key that comes back with other inputs is new data and is sent.
+What is kept: a row in `erased` per key (model, sha256 of its custom_id, its row digest and input
+hash, when): no content. The row digest is what its last request's components say of the row itself
+(the values its prompt read, its attachments), whatever the template and settings. Planning leaves a
+source row alone while its key has sent nothing since and its row digest is the erased one's, so an
+unchanged row is not sent again, a template edit included; a key that comes back with other values is
+new data and is sent, and from then on is planned as any other key (`erased` no longer holds it back).
 """
 
 from __future__ import annotations
@@ -54,6 +57,15 @@ def erased_id_sql(expr: str) -> str:
 
 
 ERASED_NOTE = "(this note named a key since erased by forget)"
+
+# An erased key's row digest, from its request's components (run/components.py); `staged_row_digest_sql`
+# is the same digest of a staged row. The forget macro records it with the same expression.
+ROW_DIGEST_OF_REQUEST = "(components->>'text') || '|' || coalesce(components->>'attachments', '')"
+
+
+def staged_row_digest_sql(alias: str) -> str:
+    """SQL: a staged row's row digest, as `ROW_DIGEST_OF_REQUEST` gives it for its request."""
+    return f"({alias}.__cb_text_digest || '|' || coalesce({alias}.__cb_attach_digest, ''))"
 
 SCRUB: dict[str, str] = {
     "outcomes": f"custom_id = {erased_id_sql('t.custom_id')}, output_text = null, error_message = null, "
@@ -146,8 +158,9 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[s
                          "it, then run forget again; nothing was erased.")
     removed: dict[str, int] = {}
     with state.transaction():
-        state.run(f"""insert into {state.table('erased')} (model_id, key_hash, input_hash, erased_at)
-            select {literal(model_id)}, sha256(coalesce(key_custom_id, custom_id)), arg_max(input_hash, attempt), ?
+        state.run(f"""insert into {state.table('erased')} (model_id, key_hash, input_hash, row_digest, erased_at)
+            select {literal(model_id)}, sha256(coalesce(key_custom_id, custom_id)), arg_max(input_hash, attempt),
+                   arg_max({ROW_DIGEST_OF_REQUEST}, attempt), ?
             from {state.table('requests')} where model_id = {literal(model_id)}
             and coalesce(key_custom_id, custom_id) in ({keys}) group by coalesce(key_custom_id, custom_id)""",
                   [utcnow()])

@@ -325,8 +325,10 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # v14: what a key in parts paid when only some of its parts were bought (the others' answers held):
     # results price that, not every part's usage (answers.py). Models holding keys in parts rebuild their
-    # answers on their next run; the others' answers are unchanged.
+    # answers on their next run; the others' answers are unchanged. An erased key's row digest (the
+    # digests of the values its prompt read and of its attachments, whatever the template: erasure.py).
     14: [
+        "alter table {s}.erased add column if not exists row_digest varchar",
         f"alter table {{s}}.answers add column if not exists paid {PAID_TYPE}",
         "update {s}.models set answers_ready = false where model_id in "
         "(select model_id from {s}.answers where parts > 1)",
@@ -357,7 +359,7 @@ EXPECTED_COLUMNS = {
     "upload_uses": ("sha256", "model_id", "request_hash"),
     "plans": ("plan_id", "model_id", "planned_at", "plan"),
     "daily_spend": ("day", "model_id", "answered_model", "billed_usd", "saved_usd"),
-    "erased": ("model_id", "key_hash", "input_hash", "erased_at"),
+    "erased": ("model_id", "key_hash", "input_hash", "erased_at", "row_digest"),
     "prompts": ("model_id", "custom_id", "key_custom_id", "request_hash", "params"),
     "comparisons": ("compare_id", "model_id", "submission_id", "held_keys", "sampled_keys", "collected_at"),
     "compare_requests": ("compare_id", "model_id", "custom_id", "key_json", "request_changed", "sent",

@@ -96,7 +96,7 @@ def batches_view_sql(state: State, every_model: bool = False) -> str:
         using (submission_id){mine.replace('model_id', 'b.model_id')}"""
 
 
-KEY_STATUSES = ("result", "failure", "in_flight", "none")
+KEY_STATUSES = ("result", "failure", "in_flight", "erased", "none")
 
 
 def keys_view_sql(state: State, settings: Settings, source_sql: str, key: Sequence[str]) -> str:
@@ -104,14 +104,16 @@ def keys_view_sql(state: State, settings: Settings, source_sql: str, key: Sequen
 
     `status` is one of `KEY_STATUSES`: `result` (it succeeded), `failure` (it failed: `kind`, `error_type`
     and `retried_automatically` as in `<model>__failures`), `in_flight` (no outcome yet, its create
-    possibly still in doubt) or `none` (never submitted). `has_result` says whether any attempt of the
+    possibly still in doubt), `erased` (forgotten by `forget`, and nothing sent since) or `none` (never
+    submitted). `has_result` says whether any attempt of the
     key succeeded, so whether the results table holds an answer for it, perhaps an older one.
     """
     columns = ", ".join(f"s.{quote(c)}" for c in key)
     return f"""with cb_lo as ({latest_outcomes_sql(state)}),
         cb_answered as (select distinct custom_id from ({key_attempts_sql(state)}) where result_type = 'succeeded')
     select {columns}, s.__cb_custom_id as custom_id,
-        case when lo.custom_id is null then 'none' when lo.result_type is null then 'in_flight'
+        case when lo.custom_id is null and e.key_hash is not null then 'erased'
+             when lo.custom_id is null then 'none' when lo.result_type is null then 'in_flight'
              when lo.result_type = 'succeeded' then 'result' else 'failure' end as status,
         lo.attempt, lo.batch_id,
         case when lo.result_type <> 'succeeded' then lo.result_type end as kind,
@@ -121,7 +123,9 @@ def keys_view_sql(state: State, settings: Settings, source_sql: str, key: Sequen
         a.custom_id is not null as has_result
     from (select {custom_id_sql(key)} as __cb_custom_id, * from ({source_sql})) s
     left join cb_lo lo on lo.custom_id = s.__cb_custom_id
-    left join cb_answered a on a.custom_id = s.__cb_custom_id"""
+    left join cb_answered a on a.custom_id = s.__cb_custom_id
+    left join (select distinct key_hash from {state.table('erased')} where model_id = {literal(state.model_id)}) e
+        on e.key_hash = sha256(s.__cb_custom_id)"""
 
 
 # Failures no resubmission fixes until a person changes something, as `run_record` counts them per run.

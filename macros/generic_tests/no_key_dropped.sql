@@ -3,7 +3,8 @@
   request in flight: none was silently left out. Fails with one row per key that has none of them:
   never submitted (status `none` in the model's `__keys` view: new in the source since the model last
   ran, or dropped), or answered but missing from the results table (a row deleted by hand; the next
-  run restores it from state at no cost). `in_results_table` says which.
+  run restores it from state at no cost). `in_results_table` says which. A key erased by `forget` and
+  not sent since (status `erased`) is not dropped: it is left out on purpose.
 
       data_tests:
         - dbt_claude_batch.no_key_dropped
@@ -17,6 +18,6 @@
   {%- set results = model if model is not string else dbt_claude_batch._tested_model() -%}
   select k.*, false as in_results_table
   from (select * from {{ dbt_claude_batch._batch_model_view(model, 'keys', 'no_key_dropped') }}) k
-  where k.status not in ('failure', 'in_flight')
+  where k.status not in ('failure', 'in_flight', 'erased')
     and not exists (select 1 from {{ results }} r where r.custom_id = k.custom_id)
 {% endmacro %}

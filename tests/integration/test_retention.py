@@ -156,3 +156,35 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
     doc = json.loads(_cli(project, "status", "--json").stdout)
     assert doc["disk_bytes"] == project.db_path.stat().st_size
     assert "disk used:" in _cli(project, "status").stdout
+
+
+def test_a_forgotten_key_is_not_sent_while_its_row_is_unchanged_and_answers_its_own_row_when_it_changes(
+        project, emulator):
+    """A key forgotten while its row stays in the source: a template edit does not send it again (its row
+    is unchanged; the keys view says `erased` and no_key_dropped holds); an edited row is sent, and so
+    is the row put back as it was, which gets its own answer, not the edited row's (5 dbt invocations)."""
+    rows = items(3)
+    project.load_table("items", rows)
+    project.configure(replace=False, wait_seconds=60, poll_interval_seconds=0.05)
+    project.run()
+    assert _cli(project, "forget", "--model", "main.items_batch", "--key", "id=2").returncode == 0
+
+    project.write("prompts/item.j2", COMPARED)
+    project.write(f"models/{project.model}.yml", "version: 2\nmodels:\n  - name: items_batch\n"
+                  "    data_tests: [dbt_claude_batch.no_key_dropped]\n")
+    before = len(row_requests(emulator))
+    project.dbt("build", "-s", f"+{project.model}")
+    assert sorted(r["custom_id"] for r in row_requests(emulator)[before:]) == ["1", "3"]
+    assert sorted(project.results()) == [1, 3]
+    assert project.query("select id, status from main.items_batch__keys order by id") == [
+        (1, "result"), (2, "erased"), (3, "result")]
+
+    def own_answer(body: str) -> str:
+        return emulator_answer(f"Item 2; {body}")
+
+    for body in ("an edited row 2", rows[1]["body"]):  # edited, then put back as it was
+        project.load_table("items", [rows[0], {"id": 2, "body": body}, rows[2]])
+        before = len(row_requests(emulator))
+        project.run()
+        assert [r["custom_id"] for r in row_requests(emulator)[before:]] == ["2"], body
+        assert project.results()[2]["output_text"] == own_answer(body)

@@ -24,6 +24,8 @@ def test_the_macro_erases_with_the_same_statements_as_the_cli():
     assert ast.literal_eval(scrub) == erasure.SCRUB
     # The same requests count as in flight, and the same tables next to the model are erased from.
     assert f"s.status in {LIVE_STATUSES}" in MACRO.read_text()
+    # The erasure is recorded with the same row digest planning compares.
+    assert f"arg_max({erasure.ROW_DIGEST_OF_REQUEST}, attempt)" in MACRO.read_text()
     for suffix in ("__compare", erasure.SAMPLE_SUFFIX, "__dbt_tmp"):
         assert f"""'{{{{ model | replace("'", "''") }}}}{suffix}'""" in MACRO.read_text(), suffix
 
@@ -43,8 +45,9 @@ def _held(con, state, key, text, harvested=True):
     state.run(f"insert into {state.table('batches')} (batch_id, model_id, submission_id, n_submitted, harvested_at) "
               "values (?, ?, ?, 1, ?)", [batch, state.model_id, sub, "2026-01-01" if harvested else None])
     state.run(f"insert into {state.table('requests')} (submission_id, model_id, custom_id, key_custom_id, key_json, "
-              "input_hash, request_hash, attempt) values (?, ?, ?, ?, ?, 'in', 'rq', 1)",
-              [sub, state.model_id, key, key, f'{{"id": {key[1:]}}}'])
+              "input_hash, request_hash, attempt, components) values (?, ?, ?, ?, ?, 'in', 'rq', 1, ?)",
+              [sub, state.model_id, key, key, f'{{"id": {key[1:]}}}',
+               f'{{"template": "t", "text": "text-of-{key}", "attachments": null}}'])
     if harvested:
         state.run(f"insert into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, output_text, "
                   "harvested_at) values (?, ?, ?, 'succeeded', ?, '2026-01-01')", [batch, key, state.model_id, text])
@@ -114,7 +117,8 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     assert con.execute(f"select custom_id like 'erased-%', output_text from {state.table('outcomes')} "
                        "order by 1").fetchall() == [(False, "kept two"), (True, None)]
     erased = con.execute(f"select * exclude (erased_at) from {state.table('erased')}").fetchall()
-    assert erased == [("main.items", con.execute("select sha256('k1')").fetchone()[0], "in")]
+    # No content: a hash of the key, its input hash and its row digest (the row's text digest, no attachments).
+    assert erased == [("main.items", con.execute("select sha256('k1')").fetchone()[0], "in", "text-of-k1|")]
     with pytest.raises(StateError, match="has a request in flight"):
         erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 3})
     with pytest.raises(StateError, match=r"is not the key of main.items \(id\)"):
