@@ -136,7 +136,8 @@ def _send(api: LazyClient, state: State, spool, cfg: Settings, route: str, disco
             break
         if chunk.lane == "sync" or route == "sync":
             retention.record_prompts(state, cfg, chunk.path, chunk.index)
-            sent += run_sync(api.get(), state, spool, chunk, cfg, stop)
+            answered, not_sent = run_sync(api.get(), state, spool, chunk, cfg, stop)
+            sent, stopped = sent + answered, stopped + not_sent
             continue
         if not goes_to_batch(chunk, room):
             waiting += chunk.n

@@ -89,11 +89,16 @@ def _for_the_account(exc) -> bool:
             or (exc.status_code == 400 and "credit balance" in _api_message(exc).lower()))
 
 
-def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Settings, stop=None) -> int:
+NOT_SENT = "not_sent"
+
+
+def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Settings, stop=None) -> tuple[int, int]:
     """Send one chunk's requests synchronously and record them as a pseudo-batch of kind `sync`.
 
-    Returns how many were sent: once `stop` (an `interruption.StopFlag`) is set, requests not yet
-    started are not sent; they end as `missing`, which the next run sends.
+    Returns (answered, not sent): once `stop` (an `interruption.StopFlag`) is set, or the account
+    refuses a call, requests not yet started are not sent. They end as `missing` of error type
+    `not_sent`, which is no attempt (`queries.latest_outcomes_sql` does not count it): the next run
+    sends them, whatever `max_attempts`.
     """
     concurrency, schema, keep = settings.sync_concurrency, settings.output_schema, settings.keep_message
     batch_id = "sync_" + uuid.uuid4().hex[:24]
@@ -114,17 +119,21 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
         everything = os.path.join(tmp, "all.jsonl")
         group, group_no, flushed_at, recorded, sent = [], 0, time.monotonic(), 0, 0
         refused: AccountRefused | None = None
+        unsent: list[str] = []
         with ThreadPoolExecutor(max_workers=concurrency) as pool, open(everything, "wb") as out:
-            pending = {pool.submit(one, line) for line in lines}
+            ids = {pool.submit(one, line): json.loads(line)["custom_id"] for line in lines}
+            pending = set(ids)
             while pending or group:
                 if refused is not None or (stop is not None and stop.requested):
-                    pending = {f for f in pending if not f.cancel()}
+                    unsent += [ids[f] for f in pending if f.cancel()]
+                    pending = {f for f in pending if not f.cancelled()}
                 done, pending = wait(pending, timeout=_FLUSH_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
                     try:
                         answer = future.result()
-                    except AccountRefused as exc:  # not billed: the request stays unanswered (missing)
+                    except AccountRefused as exc:  # refused, so not billed: never sent, as far as money goes
                         refused = refused or exc
+                        unsent.append(ids[future])
                         continue
                     sent += 1
                     out.write(answer + b"\n")
@@ -137,6 +146,11 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
                     group, group_no, flushed_at = [], group_no + 1, time.monotonic()
         with state.transaction():
             load_lines(state, batch_id, everything, schema, keep)
+            if unsent:
+                why = (f"the account refused the run's calls (HTTP {refused.status_code}: {refused.message})"
+                       if refused is not None else "the run was stopped (Ctrl-C) before its call began")
+                _not_sent(state, batch_id, submission_id, unsent,
+                          f"not sent: {why}; the next run sends it, and it counts as no attempt")
             _end(state, batch_id)
             notes = finish_batch(state, batch_id)
             answers.refresh(state, [batch_id])
@@ -148,7 +162,19 @@ def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Setting
             "again.")
     if notes and sent == len(lines):
         logger.warning(f"synchronous run {batch_id} did not reconcile: {'; '.join(notes)}")
-    return sent
+    return sent, len(unsent)
+
+
+def _not_sent(state: State, batch_id: str, submission_id: str, custom_ids: list[str], message: str) -> None:
+    """Requests of a synchronous pass whose call never began (or was refused for the account): `missing`
+    of error type NOT_SENT, nothing bought. Rows sharing them get a copy in `finish_batch`."""
+    state.run(
+        f"""insert or ignore into {state.table('outcomes')} (batch_id, custom_id, model_id, result_type, error_type,
+            error_message, harvested_at, harvest_seq)
+        select ?, q.custom_id, q.model_id, 'missing', ?, ?, ?, {state.next_seq_sql()}
+        from {state.table('requests')} q
+        where q.submission_id = ? and q.dedup_of is null and list_contains(?, q.custom_id)""",
+        [batch_id, NOT_SENT, message, utcnow(), submission_id, custom_ids])
 
 
 def finish_interrupted(state: State, batch_id: str) -> None:

@@ -60,12 +60,19 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
 
 
 def latest_outcomes_sql(state: State, only_keys: str | None = None) -> str:
-    """Per key: its latest attempt, that attempt's outcome (null while in flight), and tries of its request."""
+    """Per key: its latest attempt, that attempt's outcome (null while in flight), and tries of its request.
+
+    A try is an attempt of the same request at the same `max_tokens` (a truncated answer's retry at a
+    higher one starts afresh, so `max_tokens_cap` can be reached), never sent (`not_sent`) not counted.
+    """
     return f"""with cb_attempts as ({key_attempts_sql(state, only_keys)}),
-        cb_tries as (select custom_id, request_hash, count(*) as tries from cb_attempts group by all)
+        cb_tries as (select custom_id, request_hash, max_tokens,
+                            count(*) filter (where error_type is distinct from 'not_sent') as tries
+                     from cb_attempts group by all)
         select l.*, t.tries
         from (select * from cb_attempts qualify row_number() over (partition by custom_id order by attempt desc) = 1) l
-        join cb_tries t using (custom_id, request_hash)"""
+        join cb_tries t on t.custom_id = l.custom_id and t.request_hash is not distinct from l.request_hash
+            and t.max_tokens is not distinct from l.max_tokens"""
 
 
 def too_long_sql(alias: str) -> str:

@@ -206,8 +206,10 @@ def test_changed_output_columns_stop_an_incremental_run_until_a_free_full_refres
 
 
 def test_truncated_answers_are_retried_with_a_larger_max_tokens(project, emulator):
+    """Doubled up to max_tokens_cap (8x max_tokens by default): each max_tokens is a request of its own for
+    max_attempts, so four sizes are tried though max_attempts is 3."""
     rows = items(3)
-    rows[0]["body"] = "[[emulator:words=40]] please write a lot"
+    rows[0]["body"] = "[[emulator:words=50]] please write a lot"
     project.load_table("items", rows)
     project.configure(replace=False, max_tokens=16, **FAST)
     project.run()
@@ -215,10 +217,11 @@ def test_truncated_answers_are_retried_with_a_larger_max_tokens(project, emulato
     assert f["kind"] == "truncated" and "max_tokens 32" in f["next_action"]
     project.run()
     project.run()
+    project.run()
     assert project.failures() == {}
     assert project.results()[1]["stop_reason"] == "end_turn"
     assert project.query("select attempt, max_tokens from dbt_claude_batch.requests where custom_id = '1' order by 1") == [
-        (1, 16), (2, 32), (3, 64)]
+        (1, 16), (2, 32), (3, 64), (4, 128)]
 
 
 def test_refusal_is_kept_as_a_failure_and_not_retried(project, emulator):

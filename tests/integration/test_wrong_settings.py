@@ -110,14 +110,17 @@ def test_a_create_refused_for_a_low_credit_balance_passes_the_api_message_throug
     project.run()  # credits added: the next run sends the rows
     assert len(project.results()) == 3
 
-    # The same refusal on the synchronous route stops the pass; no row is marked as a bad request.
+    # The same refusal on the synchronous route stops the pass; no row is marked as a bad request, and
+    # a request never sent is no attempt: with max_attempts 1 each is still sent by the next run.
     emulator.add_scenario({"name": "credit_balance_too_low", "route": "messages", "times": 1})
     project.load_table("items", items(6))
-    project.configure(replace=False, mode="sync", sync_concurrency=1, **FAST)
+    project.configure(replace=False, mode="sync", sync_concurrency=1, max_attempts=1, **FAST)
     out = project.run(expect_ok=False).stdout
     line = _error_line(out, "Synchronous calls refused")
     assert "Your credit balance is too low" in line and "add credits" in line and "stay pending" in line
     failures = project.failures()  # nothing a person has to fix in the rows: each goes again as it is
     assert failures and {(f["kind"], f["retried_automatically"]) for f in failures.values()} == {("missing", True)}
+    assert {f["error_type"] for f in failures.values()} == {"not_sent"}
+    assert all(f["error_message"].startswith("not sent: the account refused") for f in failures.values())
     project.run()
     assert len(project.results()) == 6
