@@ -9,11 +9,11 @@
   request in flight. DuckDB keeps deleted bytes in the file's free blocks until it reuses them: to leave
   no byte of the key in the file, run `dbt-claude-batch forget` instead (it also rewrites the file).
 -#}
-{% macro forget(model, key, schema=none, state_schema='dbt_claude_batch') -%}
-  {{ return(adapter.dispatch('forget', 'dbt_claude_batch')(model, key, schema, state_schema)) }}
+{% macro forget(model, key, schema=none, state_schema='dbt_claude_batch', missing_ok=false) -%}
+  {{ return(adapter.dispatch('forget', 'dbt_claude_batch')(model, key, schema, state_schema, missing_ok)) }}
 {%- endmacro %}
 
-{% macro default__forget(model, key, schema, state_schema) -%}
+{% macro default__forget(model, key, schema, state_schema, missing_ok=false) -%}
   {%- set erasure = [
     ('outcomes', 'exists (select 1 from {s}.requests r join {s}.submissions x using (submission_id) where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) in ({keys}) and x.batch_id = t.batch_id and r.custom_id = t.custom_id)'),
     ('answers', 't.model_id = {model} and t.custom_id in ({keys})'),
@@ -29,9 +29,10 @@
   {%- set id_literal = "'" ~ (model_id | replace("'", "''")) ~ "'" -%}
   {%- set st = adapter.quote(state_schema) -%}
   {%- set cols_sql -%}
-    select key_columns from {{ st }}.models where model_id = {{ id_literal }}
+    select key_columns, coalesce(key_types, '{}') from {{ st }}.models where model_id = {{ id_literal }}
   {%- endset -%}
-  {%- set found = run_query(cols_sql).columns[0].values() -%}
+  {%- set model_row = run_query(cols_sql) -%}
+  {%- set found = model_row.columns[0].values() -%}
   {%- if found | length == 0 -%}
     {{ exceptions.raise_compiler_error("No batch model " ~ model_id ~ " in state schema " ~ state_schema
         ~ ": check the model name (and `schema` or `state_schema`); nothing was erased.") }}
@@ -44,8 +45,19 @@
   {%- set conds = [] -%}
   {%- set result_conds = [] -%}
   {%- set note_conds = [] -%}
+  {%- set types = fromjson(model_row.columns[1].values()[0]) -%}
   {%- for c, v in key.items() -%}
     {%- set text = "'" ~ (v | string | replace("'", "''")) ~ "'" -%}
+    {#- the value as its column's type writes it (07 is the BIGINT 7), as erasure._as_typed gives it -#}
+    {%- set kind = types.get(c) -%}
+    {%- if kind and (kind | upper) not in ['VARCHAR', 'TEXT', 'STRING'] -%}
+      {%- set written = run_query("select try_cast(" ~ text ~ " as " ~ kind ~ ")::varchar").columns[0].values()[0] -%}
+      {%- if written is none -%}
+        {{ exceptions.raise_compiler_error("key " ~ c ~ "=" ~ (v | string) ~ " is not a " ~ kind ~ ", the type of key column "
+            ~ c ~ ": give its value as the source holds it; nothing was erased.") }}
+      {%- endif -%}
+      {%- set text = "'" ~ (written | replace("'", "''")) ~ "'" -%}
+    {%- endif -%}
     {%- do conds.append("json_extract_string(key_json, '$.\"" ~ (c | replace("'", "''")) ~ "\"') = " ~ text) -%}
     {%- do result_conds.append("cast(" ~ adapter.quote(c) ~ " as varchar) = " ~ text) -%}
     {#- what erasure.note_names_key_sql gives: the column and its value as a key_json names them -#}
@@ -63,6 +75,27 @@
       ~ "as custom_id from " ~ st ~ ".requests where model_id = " ~ id_literal ~ " and " ~ keyed
       ~ " union select custom_id from " ~ st ~ ".answers where model_id = " ~ id_literal ~ " and " ~ keyed) -%}
   {%- set keys = "select custom_id from cb_forget" -%}
+  {%- set results_sql -%}
+    select table_name from information_schema.tables where table_catalog = current_database()
+      and table_schema = '{{ (schema or target.schema) | replace("'", "''") }}' and table_type = 'BASE TABLE'
+      and (table_name in ('{{ model | replace("'", "''") }}', '{{ model | replace("'", "''") }}__compare', '{{ model | replace("'", "''") }}__sample')
+           or starts_with(table_name, '{{ model | replace("'", "''") }}__dbt_tmp'))
+  {%- endset -%}
+  {%- set results_tables = run_query(results_sql).columns[0].values() -%}
+  {%- if not missing_ok and run_query("select count(*) from cb_forget").columns[0].values()[0] == 0 -%}
+    {%- set held = [run_query("select count(*) from " ~ st ~ ".runs t where t.model_id = " ~ id_literal ~ " and "
+        ~ note_conds | join(" and ")).columns[0].values()[0]] -%}
+    {%- for table in results_tables -%}
+      {%- do held.append(run_query("select count(*) from " ~ adapter.quote(schema or target.schema) ~ "."
+          ~ adapter.quote(table) ~ " where " ~ result_conds | join(' and ')).columns[0].values()[0]) -%}
+    {%- endfor -%}
+    {%- if held | sum == 0 -%}
+      {%- do run_query("drop table if exists cb_forget") -%}
+      {{ exceptions.raise_compiler_error("Nothing is held for key " ~ tojson(key) ~ " of " ~ model_id ~ ": no request, "
+          ~ "answer, results row or run note has it. Check the value (key columns: " ~ columns | join(', ') ~ "); a key never "
+          ~ "sent has nothing to erase. Pass missing_ok: true when that is expected; nothing was erased.") }}
+    {%- endif -%}
+  {%- endif -%}
   {%- set flying_sql -%}
     select count(*) from {{ st }}.requests r join {{ st }}.submissions s using (submission_id)
     left join {{ st }}.batches b on b.batch_id = s.batch_id
@@ -87,13 +120,7 @@
       {%- do run_query("delete from " ~ st ~ "." ~ table ~ " t where " ~ where) -%}
     {%- endif -%}
   {%- endfor -%}
-  {%- set results_sql -%}
-    select table_name from information_schema.tables where table_catalog = current_database()
-      and table_schema = '{{ (schema or target.schema) | replace("'", "''") }}' and table_type = 'BASE TABLE'
-      and (table_name in ('{{ model | replace("'", "''") }}', '{{ model | replace("'", "''") }}__compare', '{{ model | replace("'", "''") }}__sample')
-           or starts_with(table_name, '{{ model | replace("'", "''") }}__dbt_tmp'))
-  {%- endset -%}
-  {%- for table in run_query(results_sql).columns[0].values() -%}
+  {%- for table in results_tables -%}
     {%- do run_query("delete from " ~ adapter.quote(schema or target.schema) ~ "." ~ adapter.quote(table)
         ~ " where " ~ result_conds | join(' and ')) -%}
   {%- endfor -%}

@@ -265,7 +265,8 @@ def _run_forget(args: argparse.Namespace) -> int:
     from dbt_claude_batch.state.erasure import SCRUB, forget_in_file, parse_key
 
     try:
-        removed = forget_in_file(_database_of(args)(), args.state_schema, args.model, parse_key(args.key))
+        removed = forget_in_file(_database_of(args)(), args.state_schema, args.model, parse_key(args.key),
+                                 args.missing_ok)
     except DbtClaudeBatchError as exc:
         print(f"dbt-claude-batch forget: {exc}", file=sys.stderr)
         return 1
@@ -286,6 +287,9 @@ def _add_forget(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="the batch model as schema.model, e.g. main.ticket_labels")
     p.add_argument("--key", required=True, action="append",
                    help="the key: column=value (repeat for each column of a composite key) or a JSON object")
+    p.add_argument("--missing-ok", action="store_true",
+                   help="succeed when nothing holds the key (else that is an error: a value written wrong matches "
+                        "nothing)")
     p.add_argument("--json", action="store_true", help="print what was removed as JSON")
     p.set_defaults(func=_run_forget)
 

@@ -132,11 +132,13 @@ def _text(value: Any) -> str:
         else str(value)
 
 
-def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[str, int]:
+def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any], missing_ok: bool = False) -> dict[str, int]:
     """Erase one key of `model_id` from state and from the tables next to the model (results, compare,
-    sample); return rows removed per table. Refused (nothing erased) while the key has a request in flight."""
+    sample); return rows removed per table. Refused (nothing erased) while the key has a request in flight,
+    and when nothing holds the key (a value written otherwise than its type writes it matches nothing),
+    unless `missing_ok`. Values are compared as the key column's type writes them (`07` is the BIGINT 7)."""
     state = State(cursor, schema, model_id)
-    rows = state.run(f"select key_columns from {state.table('models')} where model_id = ?", [model_id])
+    rows = state.run(f"select key_columns, key_types from {state.table('models')} where model_id = ?", [model_id])
     if not rows:
         known = [r[0] for r in state.run(f"select model_id from {state.table('models')} order by 1")]
         raise StateError(f"No batch model {model_id!r} in state schema {schema}: name it as schema.model, one of: "
@@ -145,12 +147,22 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[s
     if sorted(key) != sorted(columns):
         raise StateError(f"The key given ({', '.join(sorted(key)) or 'none'}) is not the key of {model_id} "
                          f"({', '.join(columns)}): give a value for each key column; nothing was erased.")
+    given, key = key, _as_typed(state, key, json.loads(rows[0][1] or "{}"))
     state.run(f"""create or replace temp table {FORGET} as
         select distinct coalesce(key_custom_id, custom_id) as custom_id from {state.table('requests')}
         where model_id = {literal(model_id)} and {key_filter_sql(key)}
         union select custom_id from {state.table('answers')} where model_id = {literal(model_id)}
         and {key_filter_sql(key)}""")
     keys = f"select custom_id from {FORGET}"
+    if not missing_ok and not state.run(f"select count(*) from {FORGET}")[0][0] and not _results_rows(state, key) \
+            and not state.run(f"select count(*) from {state.table('runs')} t where t.model_id = ? "
+                              f"and {note_names_key_sql(key)}", [model_id])[0][0]:
+        state.run(f"drop table if exists {FORGET}")
+        raise StateError(
+            f"Nothing is held for key {json.dumps(dict(given), default=str)} of {model_id}: no request, answer, "
+            f"results row or run note has it. Check the value (key columns: {_typed_columns(rows[0][1], columns)}); a key never "
+            "sent has nothing to erase. Pass --missing-ok (the macro: missing_ok: true) when that is expected; "
+            "nothing was erased.")
     flying = state.run(f"select count(*) from ({state.flying_requests_sql()}) where custom_id in ({keys})")[0][0]
     if flying:
         raise StateError(f"Key {json.dumps(dict(key), default=str)} of {model_id} has a request in flight: wait for "
@@ -174,19 +186,51 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[s
     return removed
 
 
-def _erase_from_results(state: State, model_id: str, key: Mapping[str, Any]) -> int:
-    """Rows of the key, by its key columns, in the tables next to the model that hold its text: the results
-    table (and leftover dbt temp tables), `<model>__compare` and `<model>__sample`."""
-    schema, identifier = model_id.rsplit(".", 1)
-    tables = [r[0] for r in state.run(
+def _as_typed(state: State, key: Mapping[str, Any], types: Mapping[str, str]) -> dict[str, Any]:
+    """The key's values as their columns' types write them (what key_json and a cast to text give)."""
+    out = dict(key)
+    for column, value in key.items():
+        kind = types.get(column)
+        if not kind or kind.upper() in ("VARCHAR", "TEXT", "STRING") or isinstance(value, (dict, list)):
+            continue
+        written = state.run(f"select try_cast({literal(_text(value))} as {kind})::varchar")[0][0]
+        if written is None:
+            raise StateError(f"--key {column}={_text(value)!r} is not a {kind}, the type of key column {column}: give "
+                             "its value as the source holds it; nothing was erased.")
+        out[column] = written
+    return out
+
+
+def _typed_columns(types_json: str | None, columns: Sequence[str]) -> str:
+    types = json.loads(types_json or "{}")
+    return ", ".join(f"{c} {types[c]}" if c in types else c for c in columns)
+
+
+def _results_tables(state: State) -> tuple[str, list[str]]:
+    """The tables next to the model that hold a key's text: the results table (and leftover dbt temp
+    tables), `<model>__compare` and `<model>__sample`."""
+    schema, identifier = state.model_id.rsplit(".", 1)
+    return schema, [r[0] for r in state.run(
         "select table_name from information_schema.tables where table_catalog = current_database() "
         "and table_schema = ? and table_type = 'BASE TABLE' and (table_name in (?, ?, ?) or starts_with(table_name, ?))",
         [schema, identifier, identifier + COMPARE_SUFFIX, identifier + SAMPLE_SUFFIX, identifier + "__dbt_tmp"])]
-    where = " and ".join(f"cast({quote(c)} as varchar) = {literal(_text(v))}" for c, v in key.items())
-    removed = 0
-    for table in tables:
-        removed += int(state.run(f"delete from {qualified(schema, table)} where {where}")[0][0])
-    return removed
+
+
+def _results_where(key: Mapping[str, Any]) -> str:
+    return " and ".join(f"cast({quote(c)} as varchar) = {literal(_text(v))}" for c, v in key.items())
+
+
+def _results_rows(state: State, key: Mapping[str, Any]) -> int:
+    schema, tables = _results_tables(state)
+    return sum(state.run(f"select count(*) from {qualified(schema, t)} where {_results_where(key)}")[0][0]
+               for t in tables)
+
+
+def _erase_from_results(state: State, model_id: str, key: Mapping[str, Any]) -> int:
+    """Rows of the key, by its key columns, in the tables next to the model (`_results_tables`)."""
+    schema, tables = _results_tables(state)
+    return sum(int(state.run(f"delete from {qualified(schema, t)} where {_results_where(key)}")[0][0])
+               for t in tables)
 
 
 def rewrite_file(path: str) -> None:
@@ -209,7 +253,8 @@ def rewrite_file(path: str) -> None:
     os.replace(fresh, path)
 
 
-def forget_in_file(path: str, schema: str, model_id: str, key: Mapping[str, Any]) -> dict[str, int]:
+def forget_in_file(path: str, schema: str, model_id: str, key: Mapping[str, Any],
+                   missing_ok: bool = False) -> dict[str, int]:
     """`forget` on the DuckDB file at `path`, then the status snapshot rewritten and the file itself
     rewritten so no erased byte is left in it, and stale scratch directories (spool files) removed."""
     from dbt_claude_batch.state.snapshot import write_snapshot
@@ -220,7 +265,7 @@ def forget_in_file(path: str, schema: str, model_id: str, key: Mapping[str, Any]
         raise StateError(f"No DuckDB file at {path}: point --database at the file dbt writes; nothing was erased.")
     con = connect(path, "run forget when it has finished; nothing was erased.")
     try:
-        removed = forget(con.cursor(), schema, model_id, key)
+        removed = forget(con.cursor(), schema, model_id, key, missing_ok)
         write_snapshot(con.cursor(), schema)
         con.execute("checkpoint")
     finally:

@@ -153,3 +153,23 @@ def test_a_note_names_a_key_as_its_key_json_does_and_no_other_key():
     assert names({"tenant": tenant, "n": "1"}) and names({"tenant": tenant, "n": 1})
     for other in ({"tenant": tenant, "n": "11"}, {"tenant": "acme", "n": "1"}, {"tenant": tenant, "n": ""}):
         assert not names(other), other
+
+
+def test_a_key_is_matched_as_its_type_writes_it_and_nothing_held_is_refused_unless_missing_ok():
+    con = duckdb.connect()
+    state = State(con, "dbt_claude_batch", "main.items")
+    state.ensure()
+    state.record_model(["id"], {"id": "BIGINT"})
+    con.execute("create table main.items as select 7 as id, 'k7' as custom_id, 'SECRET seven' as output_text")
+    _held(con, state, "k7", "SECRET seven")
+    # Written as the source might not write it: a leading zero, as a BIGINT it is 7.
+    removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": "07"})
+    assert removed["requests"] == 1 and removed["answers"] == 1 and removed["results"] == 1
+    with pytest.raises(StateError) as info:  # gone now: nothing held for it
+        erasure.forget(con, "dbt_claude_batch", "main.items", {"id": "7"})
+    assert str(info.value).splitlines()[0].startswith(
+        'Nothing is held for key {"id": "7"} of main.items: no request, answer, results row or run note has it.')
+    assert "--missing-ok" in str(info.value) and "nothing was erased" in str(info.value)
+    assert erasure.forget(con, "dbt_claude_batch", "main.items", {"id": "7"}, missing_ok=True)["requests"] == 0
+    with pytest.raises(StateError, match=r"--key id='abc' is not a BIGINT, the type of key column id"):
+        erasure.forget(con, "dbt_claude_batch", "main.items", {"id": "abc"})
