@@ -311,6 +311,8 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     source_keys = f"select {custom_id_sql(cfg.key)} from ({source_sql})"
     if not source_unchanged and not only_new:
         retention.drop_rows_gone_from_source(session, cfg, existing, source_keys, record.n_source_rows)
+    # Counted before compaction, which may remove this very run's outcomes (keep_history_days: 0).
+    finish_run(state, record, outcome, note, prices=cfg.prices)
     retention.compact_if_due(state, cfg)
     # With on_source_delete: delete, only source keys come back (a deleted row may have held the watermark).
     current = None if is_incremental and cfg.on_source_delete != "delete" else source_keys
@@ -327,12 +329,11 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
     flag = existing is None or _has_column(state, this, "newer_request_in_flight")
     results = session.sql(results_sql(state, cfg, key_types, existing, watermark, current_keys=current,
                                       flag_column=flag, source_keys=source_keys))
-    finish_run(state, record, outcome, note, prices=cfg.prices)
     logger.info(f"{record.summary()}; took {time.perf_counter() - started:.2f}s")
     try:
         check_health(record, cfg.max_failure_ratio)
     except RunHealthError as exc:
-        finish_run(state, record, "error", str(exc).splitlines()[0], cfg.prices)
+        finish_run(state, record, "error", str(exc).splitlines()[0], cfg.prices, recount=False)
         raise
     finally:
         write_snapshot(state.cursor, cfg.state_schema)

@@ -58,8 +58,22 @@ def start_run(state: State) -> RunRecord:
 
 
 def finish_run(state: State, record: RunRecord, outcome: str, note: str | None = None,
-               prices: dict | None = None) -> RunRecord:
-    """Count what this run recorded, complete its `runs` row, and return the record (for the summary)."""
+               prices: dict | None = None, recount: bool = True) -> RunRecord:
+    """Count what this run recorded, complete its `runs` row, and return the record (for the summary).
+    `recount=False` keeps the counts already taken (only the outcome and note change)."""
+    if recount:
+        _count(state, record, prices)
+    state.run(
+        f"update {state.table('runs')} set finished_at = ?, n_source_rows = ?, n_submitted = ?, n_harvested = ?, "
+        "n_failed = ?, n_reused = ?, cost_usd = ?, outcome = ?, note = ? where run_id = ?",
+        [utcnow(), record.n_source_rows, record.n_submitted, record.n_harvested, record.n_failed, record.n_reused,
+         record.cost_usd, outcome, note, record.run_id],
+    )
+    record.finished = True
+    return record
+
+
+def _count(state: State, record: RunRecord, prices: dict | None) -> None:
     new = (f"from {state.table('outcomes')} o left join cb_prices p on p.model_family = "
            f"{model_family_sql('o.answered_model')} left join {state.table('batches')} b on b.batch_id = o.batch_id "
            f"where o.model_id = {literal(state.model_id)} and o.harvest_seq > {int(record.start_seq)}")
@@ -77,14 +91,6 @@ def finish_run(state: State, record: RunRecord, outcome: str, note: str | None =
     record.cost_usd = sum(float(r[2]) for r in rows)
     record.n_reused = sum(r[1] for r in rows if r[0] == "reused")
     record.by_kind = {r[0]: r[1] for r in rows if r[0] not in ("reused", "marker", "sample")}
-    state.run(
-        f"update {state.table('runs')} set finished_at = ?, n_source_rows = ?, n_submitted = ?, n_harvested = ?, "
-        "n_failed = ?, n_reused = ?, cost_usd = ?, outcome = ?, note = ? where run_id = ?",
-        [utcnow(), record.n_source_rows, record.n_submitted, record.n_harvested, record.n_failed, record.n_reused,
-         record.cost_usd, outcome, note, record.run_id],
-    )
-    record.finished = True
-    return record
 
 
 def check_health(record: RunRecord, max_failure_ratio: float) -> None:

@@ -89,7 +89,11 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
 
     # Next to the model, a sample preview and a prompt comparison sent as a batch also hold keys 2 and 3's
     # text; the comparison is still in flight when they are forgotten.
+    billed = emulator.ledger(requests=False)["bill"]["total_usd"]
     project.run(vars={"claude_batch_sample": 4})
+    # The run's cost counts the sample's calls, though keep_history_days 0 compacts them away as it ends.
+    cost = project.query(f"select cost_usd from {STATE}.runs order by started_at desc limit 1")[0][0]
+    assert cost > 0 and abs(cost - (emulator.ledger(requests=False)["bill"]["total_usd"] - billed)) < 1e-9
     assert [r[0] for r in project.query("select id from main.items_batch__sample order by id")] == [1, 2, 3, 4]
     project.write("prompts/item.j2", COMPARED)
     emulator.configure(processing_delay=3600)
