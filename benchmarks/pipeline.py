@@ -352,7 +352,7 @@ def _launch_dbt(args: list[str]) -> int:
     wrap("run.harvest", "finish_batch", "harvest.finish_batch (in harvest_ended)", reset=False)
     wrap("run.answers", "refresh_pending")
     wrap("run.answers", "refresh", "answers.refresh (in answers.refresh_pending)", reset=False)
-    wrap("run.retention", "drop_answered_prompts")
+    wrap("run.retention", "prune_prompts", "retention.prune_prompts (in _finish)", reset=False)
     wrap("run.retention", "drop_rows_gone_from_source", "retention.drop_rows_gone_from_source (in _finish)", reset=False)
     wrap("run.retention", "compact_if_due", "retention.compact_if_due (in _finish)", reset=False)
     wrap("run.python_model", "_poll_and_harvest")

@@ -313,6 +313,7 @@ def _finish(session, state: State, cfg: Settings, this, key_types, is_incrementa
         retention.drop_rows_gone_from_source(session, cfg, existing, source_keys, record.n_source_rows)
     # Counted before compaction, which may remove this very run's outcomes (keep_history_days: 0).
     finish_run(state, record, outcome, note, prices=cfg.prices)
+    retention.prune_prompts(state, cfg)
     retention.compact_if_due(state, cfg)
     # With on_source_delete: delete, only source keys come back (a deleted row may have held the watermark).
     current = None if is_incremental and cfg.on_source_delete != "delete" else source_keys
@@ -353,7 +354,6 @@ def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:
 
     harvest_ended(api.get(), state, refresh(api.get(), state), cfg.output_schema, cfg.keep_message)
     answers.refresh_pending(state)
-    retention.drop_answered_prompts(state, cfg)
 
 
 def _drop_leaked_tmp_tables(state: State, this) -> None:

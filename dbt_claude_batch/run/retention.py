@@ -30,13 +30,20 @@ def record_prompts(state: State, settings: Settings, spool_path: str, chunk: int
     )
 
 
-def drop_answered_prompts(state: State, settings: Settings) -> None:
-    """With `store_prompts: failed_only`, a key's stored requests go once its latest attempt is answered."""
-    if settings.store_prompts != "failed_only":
+def prune_prompts(state: State, settings: Settings) -> None:
+    """Stored requests the setting no longer keeps, on every run (a quiet one too): with `store_prompts:
+    failed_only` a key's go once its latest attempt is answered; with `false` (switched off since they
+    were stored) every one of the model's. A read of state when there are none."""
+    if settings.store_prompts is True or not state.run(
+            f"select exists (select 1 from {state.table('prompts')} where model_id = ?)", [state.model_id])[0][0]:
         return
-    state.run(f"""delete from {state.table('prompts')} p where p.model_id = ? and exists (
-        select 1 from {state.table('answers')} a where a.model_id = p.model_id and a.custom_id = p.key_custom_id
-        and a.attempt = a.latest_attempt)""", [state.model_id])
+    if settings.store_prompts == "failed_only":
+        state.run(f"""delete from {state.table('prompts')} p where p.model_id = ? and exists (
+            select 1 from {state.table('answers')} a where a.model_id = p.model_id and a.custom_id = p.key_custom_id
+            and a.attempt = a.latest_attempt)""", [state.model_id])
+        return
+    removed = state.run(f"delete from {state.table('prompts')} where model_id = ?", [state.model_id])[0][0]
+    logger.info(f"removed {removed} stored prompt(s): store_prompts is false")
 
 
 def delete_harvested_batches(client_of, state: State, settings: Settings) -> int:

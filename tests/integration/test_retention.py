@@ -1,7 +1,7 @@
 """Bounded state and erasure, end to end: compaction buys nothing again and keeps the bill, harvested
 batches are deleted from the API and never retrieved again, rows gone from the source leave the results
 table, and a forgotten key leaves no trace in any table or file, its sample preview and its prompt
-comparison included, even one in flight when it is forgotten (5 dbt invocations, 2 more by `compare`)."""
+comparison included, even one in flight when it is forgotten (6 dbt invocations, 2 more by `compare`)."""
 
 from __future__ import annotations
 
@@ -160,6 +160,14 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
     doc = json.loads(_cli(project, "status", "--json").stdout)
     assert doc["disk_bytes"] == project.db_path.stat().st_size
     assert "disk used:" in _cli(project, "status").stdout
+
+    # store_prompts switched off: the prompts stored so far go, on the next run though it has nothing to do.
+    assert project.query(f"select count(*) from {STATE}.prompts")[0][0] > 0
+    project.configure(replace=False, store_prompts=False)
+    before = len(row_requests(emulator))
+    project.run()
+    assert len(row_requests(emulator)) == before
+    assert project.query(f"select count(*) from {STATE}.prompts") == [(0,)]
 
 
 def test_a_forgotten_key_is_not_sent_while_its_row_is_unchanged_and_answers_its_own_row_when_it_changes(

@@ -171,20 +171,22 @@ def test_the_snapshots_spend_from_runs_survives_the_runs_compaction_removes():
     assert inspect.runs_spend(con, state.schema) == before
 
 
-def test_failed_only_prompts_go_once_their_key_is_answered():
+def test_failed_only_prompts_go_once_their_key_is_answered_and_all_go_once_switched_off():
     from dbt_claude_batch.base.settings import Settings
-    from dbt_claude_batch.run.retention import drop_answered_prompts
+    from dbt_claude_batch.run.retention import prune_prompts
 
     con, state = _state()
     _history(state)
     for key in ("replaced", "never", "newer_fail"):
         state.run(f"insert into {state.table('prompts')} values (?, ?, ?, 'rq', '{{}}', now())", [MODEL, key, key])
     base = {"key": "id", "prompt_column": "p", "model": "claude-haiku-4-5"}
-    drop_answered_prompts(state, Settings.build(base, {"store_prompts": True}))
+    prune_prompts(state, Settings.build(base, {"store_prompts": True}))
     assert len(_table(con, state, "prompts")) == 3
-    drop_answered_prompts(state, Settings.build(base, {"store_prompts": "failed_only"}))
+    prune_prompts(state, Settings.build(base, {"store_prompts": "failed_only"}))
     # "replaced" is answered at its latest attempt; "never" has no answer; "newer_fail" failed after its answer
     assert [r[1] for r in _table(con, state, "prompts", "custom_id")] == ["never", "newer_fail"]
+    prune_prompts(state, Settings.build(base, {"store_prompts": False}))
+    assert _table(con, state, "prompts") == []
 
 
 def test_a_state_with_nothing_older_than_the_window_is_only_stamped():
