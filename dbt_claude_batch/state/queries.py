@@ -37,7 +37,7 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
     return f"""with cb_req as (
             select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.key_json, r.input_hash,
                    r.request_hash, r.attempt, coalesce(r.part, 1) as part, coalesce(r.parts, 1) as parts,
-                   r.max_tokens, s.batch_id,
+                   r.max_tokens, s.batch_id, r.first_page, r.last_page,
                    o.result_type, o.error_type, o.error_message, o.canceled_by_user, o.harvested_at, o.harvest_seq
             from {state.table('requests')} r
             join {state.table('submissions')} s using (submission_id)
@@ -53,6 +53,10 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
                     else min_by(result_type, part) filter (where result_type <> 'succeeded') end as result_type,
                min_by(error_type, part) filter (where result_type <> 'succeeded') as error_type,
                min_by(error_message, part) filter (where result_type <> 'succeeded') as error_message,
+               -- for an attempt in parts, the first failed part and its pages (a cut PDF's)
+               min(part) filter (where result_type <> 'succeeded') as failed_part,
+               min_by(first_page, part) filter (where result_type <> 'succeeded') as failed_first_page,
+               min_by(last_page, part) filter (where result_type <> 'succeeded') as failed_last_page,
                coalesce(min_by(canceled_by_user, part) filter (where result_type <> 'succeeded'), false) as canceled_by_user,
                coalesce(min_by(batch_id, part) filter (where result_type <> 'succeeded'), any_value(batch_id)) as batch_id,
                max(harvested_at) as harvested_at, max(harvest_seq) as harvest_seq

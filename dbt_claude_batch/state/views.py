@@ -43,7 +43,12 @@ def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str
     cap, can_split = settings.effective_max_tokens_cap, settings.split_column is not None
     retry = _retried_sql(settings)
     return f"""select {_unpack_keys(key_types, 'lo.key_json')}, lo.custom_id, lo.batch_id, lo.attempt,
-        lo.result_type as kind, lo.error_type, lo.error_message, lo.canceled_by_user,
+        lo.result_type as kind, lo.error_type,
+        case when lo.cut_into > 1 and lo.failed_part is not null then
+            'part ' || lo.failed_part || ' of ' || lo.cut_into
+            || coalesce(' (pages ' || lo.failed_first_page || '-' || lo.failed_last_page || ')', '')
+            || ': ' || coalesce(lo.error_message, '') else lo.error_message end as error_message,
+        lo.canceled_by_user,
         {retry} as retried_automatically,
         case
             when {retry} and lo.result_type = 'truncated' then

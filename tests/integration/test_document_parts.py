@@ -52,7 +52,9 @@ def test_a_pdf_over_the_limit_is_cut_sent_in_parts_retried_part_by_part_and_reas
     results = project.results()
     assert sorted(results) == [2]  # key 1 is not complete while one of its parts failed
     assert results[2]["output_text"].startswith("none | pdf:3p:")
-    assert project.failures()[1]["error_type"] == "api_error"
+    failure = project.failures()[1]
+    assert failure["error_type"] == "api_error"
+    assert failure["error_message"].startswith("part 2 of 3 (pages 85-167): "), failure["error_message"]
     pages = project.query("select custom_id, part, parts, first_page, last_page from dbt_claude_batch.requests "
                           "where key_custom_id = '1' order by part")
     assert pages == [("1-p1", 1, 3, 1, 84), ("1-p2", 2, 3, 85, 167), ("1-p3", 3, 3, 168, 250)]
