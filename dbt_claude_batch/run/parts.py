@@ -102,12 +102,14 @@ def check_part_ids(state: State) -> None:
     if not state.run(f"select exists (select 1 from {RENDERED} where parts > 1)")[0][0]:
         return  # no part ids (and a run that cuts nothing may have dropped the staged rows)
     clash = state.run(
-        f"select r.custom_id from {RENDERED} r join {STAGED} s on s.__cb_custom_id = r.custom_id "
+        f"select r.custom_id, c.__cb_key_json, s.__cb_key_json from {RENDERED} r "
+        f"join {STAGED} s on s.__cb_custom_id = r.custom_id join {STAGED} c on c.rowid + 1 = r.ordinal "
         "where r.parts > 1 limit 1"
     )
     if clash:
+        part_id, cut, other = clash[0]
         raise SourceDataError(
-            f"A part of a split prompt or cut document would get the id {clash[0][0]!r}, which is already the "
-            "custom_id of another key: rename that key, or turn `split_column` off (or raise "
-            "`max_pages_per_request`) for this run; nothing was submitted."
+            f"Key {cut} is sent in parts (a split prompt or a cut document), and its part would get the id "
+            f"{part_id!r}, which is already the custom_id of another key, {other}: rename one of the two keys, "
+            "or turn `split_column` off (or raise `max_pages_per_request`) for this run; nothing was submitted."
         )

@@ -350,5 +350,6 @@ def test_a_part_id_that_equals_another_key_is_refused(project, emulator):
     project.load_table("items", rows, types={"id": "VARCHAR", "body": "VARCHAR"})
     project.configure(replace=False, split_column="body", **FAST)
     out = project.run(expect_ok=False).stdout
-    assert "would get the id 'doc-p1', which is already the custom_id of another key" in out
+    assert ('Key {"id":"doc"} is sent in parts (a split prompt or a cut document), and its part would get the id '
+            """'doc-p1', which is already the custom_id of another key, {"id":"doc-p1"}: rename one""") in out
     assert emulator.ledger(requests=False)["calls"] == {}
