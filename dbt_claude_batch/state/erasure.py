@@ -160,8 +160,8 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any], missing_o
         state.run(f"drop table if exists {FORGET}")
         raise StateError(
             f"Nothing is held for key {json.dumps(dict(given), default=str)} of {model_id}: no request, answer, "
-            f"results row or run note has it. Check the value (key columns: {_typed_columns(rows[0][1], columns)}); a key never "
-            "sent has nothing to erase. Pass --missing-ok (the macro: missing_ok: true) when that is expected; "
+            f"results row or run note has it. Check the value (key columns: {_typed_columns(rows[0][1], columns)}); "
+            "a key never sent has nothing to erase. Pass --missing-ok (the macro: missing_ok: true) when that is expected; "
             "nothing was erased.")
     flying = state.run(f"select count(*) from ({state.flying_requests_sql()}) where custom_id in ({keys})")[0][0]
     if flying:
