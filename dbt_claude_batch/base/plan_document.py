@@ -118,5 +118,9 @@ def plan_text(plan: dict[str, Any]) -> str:
         + (f" (limit {rebuy['limit']}: the run would stop; --vars '{{claude_batch_allow_rebuy: true}}' lets it "
            "through once)" if rebuy["stops"] else ""),
     ]
+    if rows["in_flight"]:
+        lines.append(f"  in flight: {rows['in_flight']} row(s) in batches not yet harvested: the next run harvests "
+                     "them first, and buys then those that failed or were edited since they were sent, beyond this "
+                     "plan")
     lines += [f"  {name}: {text}" for name, text in plan["levers"].items()]
     return "\n".join(lines)

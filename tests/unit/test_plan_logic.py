@@ -83,5 +83,10 @@ def test_a_plan_document_is_valid_and_reads_as_text():
     assert text.splitlines()[0] == ("plan for main.m: 12 source rows: 1 new, 1 changed (1 prompt text), 1 to retry "
                                     "(1 errored), 8 unchanged, 0 in flight, 1 reusable from held answers")
     assert "no past batch of this model; the API's window is 24 h" in text
+    assert "in flight:" not in text
+    # A plan calls no API, so it cannot know whether the batches in flight have ended: it says what then.
+    flying = plan_text({**document, "rows": {**document["rows"], "in_flight": 4, "unchanged": 4}})
+    assert ("  in flight: 4 row(s) in batches not yet harvested: the next run harvests them first, and buys then "
+            "those that failed or were edited since they were sent, beyond this plan") in flying.splitlines()
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**document, "schema_version": 2}, PLAN_SCHEMA)
