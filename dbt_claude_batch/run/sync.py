@@ -26,6 +26,7 @@ from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run.planning import pending_requests_sql
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.spool import Chunk, Spool
+from dbt_claude_batch.state.queries import NOT_SENT
 from dbt_claude_batch.state.state import State, utcnow
 from dbt_claude_batch.state.workdir import scratch
 
@@ -87,9 +88,6 @@ def _for_the_account(exc) -> bool:
 
     return (exc.status_code in (401, 402, 403) or is_spend_limit(exc)
             or (exc.status_code == 400 and "credit balance" in _api_message(exc).lower()))
-
-
-NOT_SENT = "not_sent"
 
 
 def run_sync(client, state: State, spool: Spool, chunk: Chunk, settings: Settings, stop=None) -> tuple[int, int]:

@@ -11,6 +11,8 @@ from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.state.state import LIVE_STATUSES, State, marker_sql
 
 TOO_LONG_PATTERN = "prompt is too long"
+# The error type of a request a synchronous pass never sent (run/sync.py): no try of it.
+NOT_SENT = "not_sent"
 
 
 def scope_sql(scope: tuple[list[str], list[str]] | None) -> str:
@@ -71,7 +73,7 @@ def latest_outcomes_sql(state: State, only_keys: str | None = None) -> str:
     """
     return f"""with cb_attempts as ({key_attempts_sql(state, only_keys)}),
         cb_tries as (select custom_id, request_hash, max_tokens,
-                            count(*) filter (where error_type is distinct from 'not_sent') as tries
+                            count(*) filter (where error_type is distinct from {literal(NOT_SENT)}) as tries
                      from cb_attempts group by all)
         select l.*, t.tries
         from (select * from cb_attempts qualify row_number() over (partition by custom_id order by attempt desc) = 1) l
