@@ -2,7 +2,9 @@
 
 The media type is read from the bytes (magic numbers, with the `filetype` package), never from a file
 name: a scan saved as `.pdf` that is really a PNG is sent as the PNG it is. A document may also be plain
-text: bytes that decode as UTF-8 and hold no NUL.
+text: bytes that decode as UTF-8 and hold no NUL. Because text is what is left when no magic number
+matches, a file whose name claims a binary type but whose bytes are text (`claimed_binary_type`) is
+refused rather than sent: it is an error page or a placeholder saved under a document's name.
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ def detect(data: bytes) -> str | None:
     if kind is None and is_text(data):
         return "text/plain"
     return None
+
+
+# File name extensions that promise bytes with a magic number, and what they promise.
+_BINARY_EXTENSIONS = {".pdf": "a PDF", ".png": "a PNG image", ".jpg": "a JPEG image", ".jpeg": "a JPEG image",
+                      ".gif": "a GIF image", ".webp": "a WebP image"}
+
+
+def claimed_binary_type(name: str) -> str | None:
+    """What a file's name promises ("a PDF", ...) when its extension is a binary media type; else None."""
+    dot = name.rfind(".")
+    return _BINARY_EXTENSIONS.get(name[dot:].lower()) if dot > name.rfind("/") else None
 
 
 def is_text(data: bytes) -> bool:

@@ -258,6 +258,10 @@ def _block(item: Mapping[str, Any], value: Any, settings: Settings, root: str | 
     if media is None:
         raise _problem(key_json, column, "is not a supported type (from its bytes): send PDF or plain text "
                        "documents, or JPEG, PNG, GIF or WebP images")
+    claimed = mt.claimed_binary_type(value) if isinstance(value, str) and media == "text/plain" else None
+    if claimed:
+        raise _problem(key_json, column, f"is named {os.path.basename(value)}, but its bytes are plain text, not "
+                       f"{claimed}: replace the file with the real document (or name it .txt to send it as text)")
     if mt.kind_of(media) != kind:
         raise _problem(key_json, column, f"holds {media}, but the column is declared kind {kind}: fix the file or "
                        "the attachment's `kind`")

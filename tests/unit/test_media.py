@@ -239,6 +239,30 @@ def test_each_problem_is_an_attachment_error_naming_key_column_and_limit(value, 
                                      "rendered again when the row or its file changes.")
 
 
+def test_a_path_named_as_a_binary_type_whose_bytes_are_text_is_not_sent(root):
+    # A downloader that saved an error page as invoice.pdf: sent, it would be billed as a text document.
+    with open(os.path.join(root, "invoice.pdf"), "w") as handle:
+        handle.write("<html><body>404 Not Found</body></html>")
+    with open(os.path.join(root, "scan.PNG"), "w") as handle:
+        handle.write("Access denied")
+    s = settings([{"column": "doc", "kind": "document"}, {"column": "scan", "kind": "image"}])
+    with pytest.raises(media.AttachmentProblem) as info:
+        media.row_media({"doc": "invoice.pdf", "scan": None}, s, root, KEY)
+    assert info.value.kind == "attachment_error"
+    assert first_line(info).startswith(
+        'Attachment in column `doc` for key {"id":7} is named invoice.pdf, but its bytes are plain text, not a '
+        "PDF: replace the file with the real document (or name it .txt to send it as text)")
+    with pytest.raises(media.AttachmentProblem) as info:
+        media.row_media({"doc": None, "scan": "scan.PNG"}, s, root, KEY)
+    assert "is named scan.PNG, but its bytes are plain text, not a PNG image" in first_line(info)
+    # Text under a text name, or under no extension, is a text document as before.
+    for name in ("note.txt", "note"):
+        with open(os.path.join(root, name), "w") as handle:
+            handle.write("hello")
+        out = media.row_media({"doc": name, "scan": None}, s, root, KEY)
+        assert out.blocks[0]["source"]["media_type"] == "text/plain"
+
+
 def test_an_empty_image_and_one_of_too_many_pixels_say_so():
     image = [{"column": "scan", "kind": "image"}]
     with pytest.raises(media.AttachmentProblem) as info:
