@@ -215,7 +215,10 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
                    coalesce(({retryable_sql('lo', max_tokens_cap, can_split)} and lo.tries < {int(max_attempts)})
                             or (lo.result_type = 'canceled' and lo.canceled_by_user and {resubmit}), false)
                        as __cb_would_retry,
-                   case when lo.result_type = 'truncated' then least({int(max_tokens_cap)}, greatest(lo.max_tokens, 1) * 2)
+                   -- An escalation belongs to the request it retries: with other inputs (max_tokens is
+                   -- one of them) the request is new and starts from the setting.
+                   case when not (lo.input_hash = st.__cb_input_hash or a.input_hash is not null) then null
+                        when lo.result_type = 'truncated' then least({int(max_tokens_cap)}, greatest(lo.max_tokens, 1) * 2)
                         when lo.max_tokens > {int(base_max_tokens)} then lo.max_tokens end as __cb_max_tokens,
                    case when {too_long_sql('lo')} then
                         cast(regexp_extract(lo.error_message, '([0-9]+) tokens', 1) as bigint) end as __cb_split_tokens,

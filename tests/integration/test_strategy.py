@@ -222,6 +222,13 @@ def test_truncated_answers_are_retried_with_a_larger_max_tokens(project, emulato
     assert project.results()[1]["stop_reason"] == "end_turn"
     assert project.query("select attempt, max_tokens from dbt_claude_batch.requests where custom_id = '1' order by 1") == [
         (1, 16), (2, 32), (3, 64), (4, 128)]
+    # A lower max_tokens is the setting from now on: an escalation is not carried to a new request, and
+    # a request identical to the one held (its 128) is not bought again.
+    project.configure(replace=False, max_tokens=8)
+    project.run(vars={"claude_batch_allow_rebuy": True})
+    assert project.query("select custom_id, max_tokens from dbt_claude_batch.requests where attempt = "
+                         "(select max(attempt) from dbt_claude_batch.requests r where r.custom_id = requests.custom_id) "
+                         "order by 1") == [("1", 8), ("2", 8), ("3", 8)]
 
 
 def test_refusal_is_kept_as_a_failure_and_not_retried(project, emulator):
