@@ -96,27 +96,59 @@ def check_output_columns(session, state: State, cfg: Settings, key_types: dict[s
 
 
 def check_key_change(state: State, cfg: Settings, identifier: str, is_incremental: bool,
-                     results_table: str | None = None) -> None:
-    """A new `key` means new custom_ids: allowed only while the results table is rebuilt from scratch.
+                     results_table: str | None = None, key_types: dict[str, str] | None = None) -> bool:
+    """A new `key` (its columns, or their types) means new custom_ids or new key values: allowed only
+    while the results table is rebuilt from scratch, and never with batches in flight. Return whether
+    this run rebuilds on a changed key (then `relabel_keys` once the source is staged).
 
     `results_table` is the existing results table (an incremental run), to tell a re-buy from a table
-    that only `dbt run --empty` built.
+    that only `dbt run --empty` built; `key_types` the key's types in the source now.
     """
     recorded = state.recorded_key()
     if recorded is None:
         held = bool(results_table) and bool(state.run(f"select exists (select 1 from {results_table})")[0][0])
         warn_if_state_elsewhere(state, held)
-        return
-    if recorded == list(cfg.key) or not state.has_state():
-        return
+        return False
+    if not state.has_state():
+        return False
+    if recorded != list(cfg.key):
+        change = f" from {recorded} to {list(cfg.key)}"
+    else:
+        was = state.recorded_key_types() or {}
+        retyped = [f"column {c} from {was[c]} to {t}" for c, t in (key_types or {}).items()
+                   if c in was and was[c] != t]
+        if not retyped:
+            return False
+        change = ": " + ", ".join(retyped)
+    flying = len(state.unharvested_batches()) + len(state.unsettled_submissions())
+    if flying:
+        raise ConfigError(
+            f"Setting `key` of {state.model_id} changed while {flying} batch(es) are in flight: their answers would "
+            "come back under the old key while their rows were bought again under the new one. Set `key` back and "
+            "run `dbt run` until `dbt-claude-batch status` shows nothing in flight, then change it; nothing was "
+            "submitted."
+        )
     if is_incremental:
         raise ConfigError(
-            f"Setting `key` of {state.model_id} changed from {recorded} to {list(cfg.key)}: rebuild the table on the "
+            f"Setting `key` of {state.model_id} changed{change}: rebuild the table on the "
             f"new key with `dbt run --full-refresh -s {identifier}` (answers to unchanged requests are reused, not "
             "bought again), or set `key` back; nothing was submitted."
         )
-    logger.warning(f"key changed from {recorded} to {list(cfg.key)}; the table is rebuilt on "
-                   "the new key")
+    logger.warning(f"key changed{change}; the table is rebuilt on the new key")
+    return True
+
+
+def relabel_keys(state: State, staged: str) -> None:
+    """After a key change, the state of each staged row's custom_id is labelled with the row's key as it
+    is now: a renamed or retyped key keeps its custom_ids (the same values), and its answers must come
+    back under the new column, not as NULL. Whether an answer still fits its row is decided as for any
+    row, by its inputs."""
+    for table, key in (("requests", "coalesce(t.key_custom_id, t.custom_id)"), ("answers", "t.custom_id")):
+        state.run(
+            f"""update {state.table(table)} t set key_json = st.__cb_key_json::json from {staged} st
+            where t.model_id = ? and {key} = st.__cb_custom_id
+              and t.key_json::varchar is distinct from st.__cb_key_json::varchar""",
+            [state.model_id])
 
 
 def warn_if_state_elsewhere(state: State, table_has_rows: bool) -> None:

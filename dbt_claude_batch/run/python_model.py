@@ -27,7 +27,8 @@ from dbt_claude_batch.base.identifiers import qualified
 from dbt_claude_batch.run.interruption import StopFlag, stop_on_cancel
 from dbt_claude_batch.base.keys import check_custom_ids_unique, check_keys, custom_id_sql
 from dbt_claude_batch.base.log import for_model, logger
-from dbt_claude_batch.run.preflight import check_key_change, check_output_columns, check_unique_key, table_columns
+from dbt_claude_batch.run.preflight import (check_key_change, check_output_columns, check_unique_key, relabel_keys,
+                                            table_columns)
 from dbt_claude_batch.base.prompts import REQUEST_FORMAT_VERSION, Prompt
 from dbt_claude_batch.run import retention
 from dbt_claude_batch.run.results import results_sql, write_views
@@ -77,7 +78,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
     # The one read of the whole source goes on beside the fixed state work, up to the quiet decision.
     with planning.SourceDigest(session.cursor(), source_sql, cfg.key, prompt.input_columns, cfg.model_column,
                                _planning_seed(cfg) + prompt.fingerprint()) as source_digest:
-        _ready(state, cfg, dbt, key_types)
+        rekey = _ready(state, cfg, dbt, key_types)
         if dbt.is_incremental and not (run_vars.sample_size or run_vars.compare_size):  # those try settings out
             check_output_columns(session, state, cfg, key_types, dbt.this)
         unfinished = bool(state.unharvested_batches() or state.unsettled_submissions()
@@ -87,7 +88,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
         record = start_run(state)
         try:
             return _recorded_run(dbt, session, source_sql, cfg, state, api, run_vars, prompt, columns, key_types,
-                                 source_digest, unfinished, started, record, stop)
+                                 source_digest, unfinished, started, record, stop, rekey)
         except BaseException as exc:
             if not record.finished:
                 finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
@@ -101,19 +102,24 @@ def _open(dbt, session, source, cfg: Settings, model_id: str) -> tuple[State, st
     return (state, *source_shape(source, cfg))
 
 
-def _ready(state: State, cfg: Settings, dbt, record_key_types: dict[str, str] | None = None) -> None:
-    """The state schema up to date, the key unchanged (then recorded, for a run), and the answers table current."""
+def _ready(state: State, cfg: Settings, dbt, record_key_types: dict[str, str] | None = None) -> bool:
+    """The state schema up to date, the key unchanged (then recorded, for a run), and the answers table
+    current; return whether the run rebuilds on a changed key."""
     this = dbt.this
     state.ensure()
-    check_key_change(state, cfg, this.identifier, dbt.is_incremental,
-                     qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None)
+    rekey = check_key_change(state, cfg, this.identifier, dbt.is_incremental,
+                             qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None,
+                             record_key_types)
     if record_key_types is not None:  # a plan records nothing but itself
         state.record_model(list(cfg.key), record_key_types)
+        if rekey:
+            state.set_quiet_digest(None)  # the source is staged, so that its rows' state is relabelled
     if not state.answers_ready():  # state written by a version before the answers table
         with state.transaction():
             answers.rebuild(state)
             state.set_answers_ready()
     answers.refresh_pending(state)  # harvested by a run that stopped before its answers were brought up to date
+    return rekey
 
 
 def _stage_checked(state: State, source_sql: str, cfg: Settings, prompt: Prompt, stamped, blobs) -> int:
@@ -158,7 +164,7 @@ def _plan(dbt, session, source, cfg: Settings, model_id: str, run_vars: RunVars)
 def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, api: LazyClient, run_vars: RunVars,
                   prompt: Prompt, columns: list[str], key_types: dict[str, str],
                   source_digest: planning.SourceDigest, unfinished: bool, started: float, record: RunRecord,
-                  stop: StopFlag):
+                  stop: StopFlag, rekey: bool = False):
     """The run once its `runs` row exists: the rest of the fixed work, then the digest decides."""
     this = dbt.this
     _drop_leaked_tmp_tables(state, this)
@@ -181,6 +187,9 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     check_keys(state.cursor, source_sql, cfg.key, columns)  # an unchanged source was checked already
     n_staged = record.n_source_rows = _stage_checked(state, source_sql, cfg, prompt, stamped, blobs)
     state.set_quiet_digest(None)
+    if rekey:
+        with state.transaction():
+            relabel_keys(state, planning.STAGED)
 
     try:
         done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types, stop)

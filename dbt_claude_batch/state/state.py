@@ -171,6 +171,10 @@ class State:
         rows = self.run(f"select key_columns from {self.table('models')} where model_id = ?", [self.model_id])
         return json.loads(rows[0][0]) if rows else None
 
+    def recorded_key_types(self) -> dict[str, str] | None:
+        rows = self.run(f"select key_types from {self.table('models')} where model_id = ?", [self.model_id])
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
     def record_model(self, key_columns: list[str], key_types: dict[str, str]) -> None:
         self.run(
             f"insert into {self.table('models')} (model_id, key_columns, key_types, updated_at) values (?, ?, ?, ?) "

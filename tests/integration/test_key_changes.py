@@ -3,7 +3,7 @@ exactly one row per key of the current source."""
 
 from __future__ import annotations
 
-from dbt_harness import MODEL_PY, create_calls, expected_answer
+from dbt_harness import MODEL_PY, create_calls, emulator_answer, expected_answer
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 ROWS = [{"id": i, "tenant": t, "body": f"body {i} {t}"} for i in range(1, 7) for t in ("a", "b")][:9]
@@ -136,4 +136,47 @@ def test_the_merge_strategy_also_keeps_one_row_per_key_with_its_newest_answer(pr
 
     got = project.query("select id, output_text from main.items_batch order by id")
     assert got == [(r["id"], expected_answer(r["id"], r["body"])) for r in rows]
+    assert create_calls(emulator) == 2
+
+
+def test_a_renamed_or_retyped_key_is_rebuilt_with_its_values_and_never_while_batches_are_in_flight(project, emulator):
+    # The custom_ids stay the same ('1', '2', ...): answers are reused, but must come back under the
+    # key's new name and type, not as NULL; and a key changed with a batch in flight would see that
+    # batch's answers come back under the old key while its rows were bought again under the new one.
+    rows = [{"id": i, "body": f"body {i}"} for i in range(1, 4)]
+    project.load_table("items", rows)
+    project.write("prompts/item.j2", "Item: {{ body }}")
+    project.configure(replace=False, max_failure_ratio=1, **FAST)
+    emulator.set_scenarios([{"name": "result_outcome", "custom_ids": ["3"], "outcome": "invalid_request_error"}])
+    project.run()
+    emulator.clear_scenarios()
+    project.write("models/stg_items.sql", "select id as item_id, body from raw.items\n")
+    project.write_model(unique_key="item_id")
+    project.configure(replace=False, key="item_id")
+
+    project.dbt("run", "--full-refresh", "-s", "+items_batch")
+
+    assert create_calls(emulator) == 1  # the same requests: nothing bought again
+    assert project.query("select item_id, output_text from main.items_batch order by 1") == [
+        (1, emulator_answer("Item: body 1")), (2, emulator_answer("Item: body 2"))]
+    assert project.query("select item_id, kind from main.items_batch__failures") == [(3, "errored")]
+
+    project.write("models/stg_items.sql", "select item_id::varchar as item_id, body from "
+                  "(select id as item_id, body from raw.items)\n")
+    out = project.run(expect_ok=False).stdout
+    assert ("Setting `key` of main.items_batch changed: column item_id from BIGINT to VARCHAR: rebuild the table"
+            in out), out
+    project.dbt("run", "--full-refresh", "-s", "+items_batch")
+    assert project.query("select item_id, output_text from main.items_batch order by 1") == [
+        ("1", emulator_answer("Item: body 1")), ("2", emulator_answer("Item: body 2"))]
+    assert create_calls(emulator) == 1
+
+    emulator.configure(processing_delay=3600)
+    project.load_table("items", rows + [{"id": 4, "body": "body 4"}])
+    project.run()  # row 4 in flight
+    project.write("models/stg_items.sql", "select id, body from raw.items\n")
+    project.write_model(unique_key="id")
+    project.configure(replace=False, key="id")
+    out = project.dbt("run", "--full-refresh", "-s", "+items_batch", expect_ok=False).stdout
+    assert "Setting `key` of main.items_batch changed while 1 batch(es) are in flight" in out, out
     assert create_calls(emulator) == 2
