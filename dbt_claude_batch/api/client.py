@@ -23,14 +23,28 @@ BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 
 
 def require_api_key() -> None:
-    """Fail before any work when the key is missing."""
+    """Fail before any work when the key is missing, or could not go in a header as it is."""
     check_base_url()
-    if not os.environ.get(API_KEY_ENV):
+    key = os.environ.get(API_KEY_ENV)
+    if not key:
         raise MissingApiKeyError(
             f"{API_KEY_ENV} is not set: export your Anthropic API key in the environment that runs dbt "
             f"(for the local emulator any value works, with {BASE_URL_ENV}=http://127.0.0.1:PORT). "
             "Never put the key in dbt config: dbt writes config into target/."
         )
+    if not key.isascii() or any(c.isspace() or not c.isprintable() for c in key):
+        # httpx would refuse the header with a message that quotes the key, and that message would be logged.
+        raise MissingApiKeyError(
+            f"{API_KEY_ENV} has whitespace or a control character in it: remove it where the secret is made "
+            "(a secret read from a file keeps its trailing newline: write the file with `printf %s`). The key "
+            "is not shown here."
+        )
+
+
+def redact(text: str) -> str:
+    """`text` with the API key, wherever it appears, masked: for messages that quote what a library saw."""
+    key = (os.environ.get(API_KEY_ENV) or "").strip()
+    return text.replace(key, "***") if len(key) >= 8 else text
 
 
 def base_url_hint() -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from dbt_claude_batch.run import answers, planning
 from dbt_claude_batch.run.components import COMPONENTS_MACRO, shared_components
-from dbt_claude_batch.api.client import LazyClient, is_sdk_error, require_api_key
+from dbt_claude_batch.api.client import LazyClient, is_sdk_error, redact, require_api_key
 from dbt_claude_batch.base.duckdb_memory import bounded
 from dbt_claude_batch.run.empty_build import empty_requested, empty_results
 from dbt_claude_batch.base.errors import ConfigError, RunHealthError
@@ -91,7 +91,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
                                  source_digest, unfinished, started, record, stop, rekey)
         except BaseException as exc:
             if not record.finished:
-                finish_run(state, record, "error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                finish_run(state, record, "error", redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__,
                            cfg.prices)
             raise
 

@@ -28,7 +28,7 @@ from typing import Callable
 import anthropic
 from anthropic.types.messages import MessageBatch
 
-from dbt_claude_batch.api.client import base_url_hint
+from dbt_claude_batch.api.client import base_url_hint, redact
 from dbt_claude_batch.base.errors import ApiError, ApiUnreachableError, SpendLimitError
 from dbt_claude_batch.run.harvest import DownloadIncomplete, download_results
 from dbt_claude_batch.base.identifiers import literal
@@ -329,7 +329,7 @@ def settle_unsettled(client: anthropic.Anthropic, state: State, grace_seconds: f
 
 def _cause(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
-    return f"{type(cause).__name__}: {cause}" if cause else type(exc).__name__
+    return redact(f"{type(cause).__name__}: {cause}") if cause else type(exc).__name__
 
 
 def _message(exc: anthropic.APIStatusError) -> str:

@@ -49,6 +49,13 @@ def test_missing_api_key_fails_before_any_work(project, emulator):
     out = project.run(expect_ok=False).stdout
     assert "ANTHROPIC_API_KEY is not set" in out and "ANTHROPIC_BASE_URL" in out
     _no_api_calls(emulator)
+    # A key read from a file with its newline: refused before any call, and written nowhere.
+    project.env_overrides["ANTHROPIC_API_KEY"] = "sk-ant-filekey0123\n"
+    out = project.run(expect_ok=False).stdout
+    assert "ANTHROPIC_API_KEY has whitespace or a control character in it" in out
+    _no_api_calls(emulator)
+    written = [p for p in project.root.rglob("*") if p.is_file() and b"filekey0123" in p.read_bytes()]
+    assert written == []
 
 
 def test_request_too_large_fails_naming_the_row(project, emulator):

@@ -10,6 +10,9 @@ import sys
 
 import pytest
 
+from dbt_claude_batch.api import client
+from dbt_claude_batch.base.errors import MissingApiKeyError
+
 
 def _fresh(code: str) -> list[str]:
     env = {"ANTHROPIC_API_KEY": "test-key", "PATH": ""}
@@ -87,3 +90,25 @@ def test_an_error_is_checked_against_an_sdk_class_without_touching_a_half_import
         "print(is_sdk_error(exc, 'APIConnectionError'), is_sdk_error(ValueError(), 'APIConnectionError'))\n"
     )
     assert _fresh(code) == ["False", "True", "False"]
+
+
+@pytest.mark.parametrize("key", ["sk-ant-abc\n", "sk-ant-abc\r", "sk-ant-abc ", " sk-ant-abc", "sk-ant-\tabc"])
+def test_a_key_with_whitespace_or_a_control_character_is_refused_without_showing_it(monkeypatch, key):
+    # A secret made from a file keeps its trailing newline: httpx refuses the header, and its message
+    # quotes the key, which then reached dbt.log, run_results.json and the runs table.
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    with pytest.raises(MissingApiKeyError) as info:
+        client.require_api_key()
+    message = str(info.value)
+    assert message.startswith("ANTHROPIC_API_KEY has whitespace or a control character in it: remove it where "
+                              "the secret is made")
+    assert "abc" not in message
+
+
+def test_the_key_is_masked_in_any_text_that_quotes_it(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret123")
+    assert client.redact("Illegal header value b'Bearer sk-ant-secret123'") == "Illegal header value b'Bearer ***'"
+    assert client.redact("nothing here") == "nothing here"
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    assert client.redact("x") == "x"
