@@ -184,8 +184,9 @@ def load_lines(state: State, batch_id: str, path: str | None, output_schema=None
             where o.batch_id = ? and o.custom_id = m.custom_id and m.result.message is not null""",
             [batch_id],
         )
-    if output_schema:
-        validate_outputs(state, batch_id, output_schema)
+    asked = state.submission_schema(submission_id, output_schema)
+    if asked:
+        validate_outputs(state, batch_id, asked)
     _share_with_duplicates(state, batch_id, submission_id)
 
 

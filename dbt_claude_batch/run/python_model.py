@@ -98,7 +98,7 @@ def _run(dbt, session, source, cfg: Settings, model_id: str, started: float, api
 
 def _open(dbt, session, source, cfg: Settings, model_id: str) -> tuple[State, str, list[str], Prompt, dict[str, str]]:
     """What a run and a plan both start from: the state, the source's shape and prompt."""
-    state = State(session.cursor(), cfg.state_schema, model_id)
+    state = State(session.cursor(), cfg.state_schema, model_id, cfg.output_schema)
     return (state, *source_shape(source, cfg))
 
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 # The usage of the parts a key bought itself, shaped as an outcome row for `pricing.cost_sql`.
 PAID_TYPE = ("struct(shared_from varchar, service_tier varchar, input_tokens bigint, output_tokens bigint, "
@@ -333,6 +333,10 @@ MIGRATIONS: dict[int, list[str]] = {
         "update {s}.models set answers_ready = false where model_id in "
         "(select model_id from {s}.answers where parts > 1)",
     ],
+    # v15: the output_schema a submission's requests asked for (its JSON text, or 'none'): answers are
+    # checked against it when harvested, not against the settings of the run that harvests them. NULL
+    # for submissions recorded before (checked against the run's settings, as then).
+    15: ["alter table {s}.submissions add column if not exists output_schema varchar"],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -341,7 +345,7 @@ EXPECTED_COLUMNS = {
     "models": ("model_id", "key_columns", "key_types", "updated_at", "quiet_digest", "answers_ready",
                "results_gap", "compacted_at", "compacted_runs_usd"),
     "submissions": ("submission_id", "model_id", "status", "batch_id", "n_requests", "intent_at", "marker_id",
-                    "est_cost_usd", "purpose"),
+                    "est_cost_usd", "purpose", "output_schema"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
                  "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "part_hash", "first_page", "last_page",
                  "components"),

@@ -15,7 +15,7 @@ import json
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from dbt_claude_batch.base.errors import StateError
 from dbt_claude_batch.base.identifiers import literal, qualified
@@ -72,10 +72,12 @@ def as_utc(value: datetime | None) -> datetime | None:
 class State:
     """Reads and writes the state tables through one DuckDB cursor of our own."""
 
-    def __init__(self, cursor, schema: str, model_id: str):
+    def __init__(self, cursor, schema: str, model_id: str, output_schema: Mapping[str, Any] | None = None):
         self.cursor = cursor
         self.schema = schema
         self.model_id = model_id
+        # What this run's requests ask for, recorded with each submission (`submission_schema`).
+        self.output_schema = json.dumps(dict(output_schema), sort_keys=True) if output_schema else "none"
 
     def table(self, name: str) -> str:
         return qualified(self.schema, name)
@@ -230,9 +232,18 @@ class State:
         `rows` for the model's own requests, `compare` for a prompt comparison's batch."""
         self.run(
             f"insert into {self.table('submissions')} (submission_id, model_id, status, n_requests, n_bytes, "
-            "intent_at, marker_id, est_cost_usd, purpose) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [submission_id, self.model_id, status, n_requests, n_bytes, utcnow(), marker_id, est_cost_usd, purpose],
+            "intent_at, marker_id, est_cost_usd, purpose, output_schema) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [submission_id, self.model_id, status, n_requests, n_bytes, utcnow(), marker_id, est_cost_usd, purpose,
+             self.output_schema],
         )
+
+    def submission_schema(self, submission_id: str, current: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """The output_schema the submission's requests asked for (`current` for one recorded before v15)."""
+        recorded = self.run(f"select output_schema from {self.table('submissions')} where submission_id = ?",
+                            [submission_id])[0][0]
+        if recorded is None:
+            return current
+        return None if recorded == "none" else json.loads(recorded)
 
     def begin_create(self, submission_id: str) -> None:
         """Make a prepared submission `creating`, committed before its create is sent (the intent's time

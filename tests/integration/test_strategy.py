@@ -176,6 +176,29 @@ def test_structured_output_is_parsed_flattened_and_invalid_json_retried(project,
     assert not project.failures()[2]["retried_automatically"]
 
 
+def test_an_answer_is_checked_against_the_output_schema_it_was_asked_with(project, emulator):
+    # The schema changed while the batch was in flight: its answers are valid for the requests that
+    # were sent, are kept (not invalid_output), and are reused when the schema is set back.
+    project.load_table("items", items(3))
+    project.write("prompts/item.j2", "Labels: alpha, beta\nItem {{ id }}: {{ body }}")
+    project.configure(replace=False, output_schema=SCHEMA, **{**FAST, "wait_seconds": 0})
+    emulator.configure(processing_delay=3600)
+    project.run()
+    stricter = {**SCHEMA, "properties": {**SCHEMA["properties"], "note": {"type": "string"}},
+                "required": ["label", "score", "note"]}
+    project.configure(replace=False, output_schema=stricter)
+    first = created_batches(emulator)[0]["id"]
+    emulator.client().messages.batches.retrieve(first)  # a fresh batch's first view is in progress
+    emulator.advance_clock(3601)
+    project.run(vars={"claude_batch_allow_rebuy": True})
+    assert project.query("select result_type, count(*) from dbt_claude_batch.outcomes where batch_id = ? "
+                         "and custom_id not like 'dbt_claude_batch-proof-%' group by all", [first]) == [("succeeded", 3)]
+    project.configure(replace=False, output_schema=SCHEMA)
+    emulator.configure(processing_delay=0)
+    project.run(vars={"claude_batch_allow_rebuy": True})
+    assert create_calls(emulator) == 2  # the first answers are held again: nothing bought for them
+
+
 def test_changed_output_columns_stop_an_incremental_run_until_a_free_full_refresh(project, emulator):
     # dbt would drop a new output column's values, and keep a removed one's old values, without a word.
     project.load_table("items", items(3))
