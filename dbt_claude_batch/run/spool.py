@@ -189,7 +189,9 @@ class _Writer:
         self.prompt = prompt
         self.settings = settings
         self.limit_bytes = settings.max_batch_bytes - _ENVELOPE - _MARKER_RESERVE_BYTES
-        self.limit_requests = settings.max_requests_per_batch - 1  # the marker takes one
+        # A batch never holds more than the queue may: with nothing in flight the first one always fits.
+        most = min(settings.max_requests_per_batch, settings.max_requests_in_flight or settings.max_requests_per_batch)
+        self.limit_requests = most - 1  # the marker takes one
         self.current: dict[str, Chunk] = {}
         self.files: dict[str, Any] = {}
         self.offsets: dict[str, int] = {}

@@ -27,6 +27,12 @@ def test_max_requests_in_flight_submits_what_fits_and_leaves_the_rest_pending(pr
     project.run()
     assert sorted(b["request_count"] for b in created_batches(emulator)) == [3, 9, 9, 9]
     assert len(project.results()) == 30
+    # A queue limit under the batch size cuts batches to fit it: rows never wait for room that cannot come.
+    project.load_table("items", items(42))
+    project.configure(replace=False, max_requests_per_batch=100_000, max_requests_in_flight=6, wait_seconds=0)
+    out = project.run().stdout
+    assert [b["request_count"] for b in created_batches(emulator)][4:] == [5]
+    assert "7 requests wait for room in the queue (max_requests_in_flight 6)" in out
 
 
 def test_a_create_refused_because_the_queue_is_full_leaves_the_rows_pending(project, emulator):
