@@ -18,6 +18,8 @@ from dbt_claude_batch.state.state import State, marker_sql, utcnow
 # Failures no resubmission fixes until a person changes something (counted by `max_failure_ratio`).
 UNFIXABLE_KINDS = ("invalid_request", "template_error", "empty_prompt", "attachment_error", "attachment_missing",
                    "refused")
+# Failures decided before a request is sent: recorded by the run that renders the row, never sent.
+LOCAL_KINDS = ("template_error", "empty_prompt", "attachment_error", "attachment_missing")
 
 
 @dataclass
@@ -94,16 +96,37 @@ def _count(state: State, record: RunRecord, prices: dict | None) -> None:
 
 
 def check_health(record: RunRecord, max_failure_ratio: float) -> None:
-    """Fail the model (red) when too much of what this run harvested failed for a reason no retry fixes.
+    """Fail the model (red) when too much of what this run dealt with failed for a reason no retry fixes.
 
-    Everything is recorded first: the next run continues, and its merge catches up this run's results.
+    Rows that failed before they were sent (a template error, an unreadable file) are measured against
+    the rows this run rendered (sent or failed so); what came back from the API against what this run
+    harvested. Everything is recorded first: the next run continues, and its merge catches up this
+    run's results.
     """
-    unfixable = sum(record.by_kind.get(k, 0) for k in UNFIXABLE_KINDS)
-    if not record.n_harvested or unfixable / record.n_harvested <= max_failure_ratio:
-        return
-    raise RunHealthError(
-        f"{unfixable} of the {record.n_harvested} requests this run harvested failed for a reason no retry fixes "
-        f"({', '.join(f'{record.by_kind[k]} {k}' for k in UNFIXABLE_KINDS if record.by_kind.get(k))}), over "
-        f"max_failure_ratio {max_failure_ratio:g}: see the model's __failures table (error_message, "
-        "next_action), fix the requests, and run again. Everything was recorded; the results merge on the next run."
-    )
+    def over(kinds: tuple[str, ...], of: int) -> tuple[int, str] | None:
+        failed = sum(record.by_kind.get(k, 0) for k in kinds)
+        if not of or failed / of <= max_failure_ratio:
+            return None
+        return failed, ", ".join(f"{record.by_kind[k]} {k}" for k in kinds if record.by_kind.get(k))
+
+    before = tuple(k for k in UNFIXABLE_KINDS if k in LOCAL_KINDS)
+    n_local = sum(record.by_kind.get(k, 0) for k in LOCAL_KINDS)
+    local = over(before, record.n_submitted + n_local)
+    if local:
+        failed, kinds = local
+        raise RunHealthError(
+            f"{failed} of the {record.n_submitted + n_local} rows this run rendered failed before they were sent "
+            f"({kinds}), over max_failure_ratio {max_failure_ratio:g}: see the model's __failures table "
+            "(error_message, next_action), fix the rows, files or template, and run again. The rows sent were "
+            "recorded; the results merge on the next run."
+        )
+    after = tuple(k for k in UNFIXABLE_KINDS if k not in LOCAL_KINDS)
+    harvested = over(after, record.n_harvested - n_local)
+    if harvested:
+        failed, kinds = harvested
+        raise RunHealthError(
+            f"{failed} of the {record.n_harvested - n_local} requests this run harvested failed for a reason no "
+            f"retry fixes ({kinds}), over max_failure_ratio {max_failure_ratio:g}: see the model's __failures "
+            "table (error_message, next_action), fix the requests, and run again. Everything was recorded; the "
+            "results merge on the next run."
+        )
