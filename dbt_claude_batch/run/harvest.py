@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run.outputs import validate_outputs
+from dbt_claude_batch.run.polling import is_passing
 from dbt_claude_batch.state.state import State, utcnow
 from dbt_claude_batch.state.workdir import scratch
 
@@ -120,6 +121,12 @@ def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
                 continue
             except DownloadIncomplete as exc:
                 logger.warning(f"{exc}; it will be downloaded again")
+                continue
+            except anthropic.APIStatusError as exc:
+                if not is_passing(exc):
+                    raise
+                logger.warning(f"batch {batch_id}: results download answered HTTP {exc.status_code}; the next run "
+                               "downloads it again")
                 continue
             _harvest_file(state, batch_id, path if size else None, output_schema, keep_message)
             os.remove(path)

@@ -12,6 +12,11 @@ from dbt_claude_batch.run.interruption import StopFlag
 from dbt_claude_batch.state.state import State, utcnow
 
 
+def is_passing(exc: anthropic.APIStatusError) -> bool:
+    """A server error or an overload (5xx, 429) that outlasted the SDK's retries: worth trying next run."""
+    return exc.status_code >= 500 or exc.status_code == 429
+
+
 def refresh(client: anthropic.Anthropic, state: State) -> list[tuple[str, bool]]:
     """Retrieve every unharvested batch of the model; return (batch_id, archived) of those that ended."""
     ended = []
@@ -22,6 +27,12 @@ def refresh(client: anthropic.Anthropic, state: State) -> list[tuple[str, bool]]
             # Deleted or gone past retention: nothing more will come from it.
             logger.warning(f"batch {batch_id} no longer exists; its requests become failures to resubmit")
             ended.append((batch_id, True))
+            continue
+        except anthropic.APIStatusError as exc:
+            if not is_passing(exc):
+                raise
+            # The SDK retried already; the batch is not lost, and the run goes on to submit.
+            logger.warning(f"batch {batch_id}: retrieve answered HTTP {exc.status_code}; the next run polls it again")
             continue
         counts = state.update_batch(batch)
         logger.info(

@@ -120,6 +120,28 @@ def test_sdk_retries_survive_transient_faults_on_poll_and_download(project, emul
     assert calls["GET /v1/messages/batches/{message_batch_id}/results"]["529"] == 1
     _assert_all_answered(project, rows)
 
+    # Past the SDK's retries: the run stays green, says what it will do, and still submits new rows.
+    emulator.configure(processing_delay=3600)
+    project.load_table("items", items(7))
+    project.configure(replace=False, wait_seconds=0)
+    project.run()  # rows 6 and 7 in flight
+    emulator.client().messages.batches.retrieve(created_batches(emulator)[-1]["id"])  # a fresh batch's first view
+    emulator.advance_clock(3601)
+    emulator.set_scenarios([{"name": "http_error", "status": 500, "route": "retrieve", "times": 30, "retry_after": 0}])
+    project.load_table("items", items(8))
+    out = project.run().stdout
+    assert "retrieve answered HTTP 500; the next run polls it again" in out, out
+    assert create_calls(emulator) == 3  # row 8 went out all the same
+    emulator.set_scenarios([{"name": "http_error", "status": 500, "route": "results", "times": 30, "retry_after": 0}])
+    out = project.run().stdout
+    assert "results download answered HTTP 500; the next run downloads it again" in out, out
+    emulator.clear_scenarios()
+    emulator.advance_clock(3601)  # row 8's batch
+    project.configure(replace=False, **FAST)
+    project.run()
+    _assert_all_answered(project, items(8))
+    assert create_calls(emulator) == 3
+
 
 def test_cut_download_is_fetched_again(project, emulator):
     emulator.add_scenario({"name": "cut_download", "after_bytes": 700, "times": 1})
