@@ -136,6 +136,12 @@ class Settings:
         return settings
 
     def _validate(self) -> None:
+        for name in ("prompt_caching", "dedupe", "keep_message", "delete_batches_after_harvest"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                hint = (" (a string: write it unquoted, or `{{ env_var(...) | as_bool }}`)"
+                        if isinstance(value, str) else "")
+                raise ConfigError(f"Setting `{name}` must be true or false; got {value!r}{hint}.")
         if (self.prompt_template is None) == (self.prompt_column is None):
             raise ConfigError(
                 "Set exactly one of `prompt_template` (a Jinja file) or `prompt_column` (a column holding "
@@ -208,9 +214,6 @@ class Settings:
                               f"got {runs!r}.")
         if self.store_prompts not in (False, True, "failed_only"):
             raise ConfigError(f"Setting `store_prompts` must be false, true or 'failed_only'; got {self.store_prompts!r}.")
-        if not isinstance(self.delete_batches_after_harvest, bool):
-            raise ConfigError(f"Setting `delete_batches_after_harvest` must be true or false; "
-                              f"got {self.delete_batches_after_harvest!r}.")
         if self.on_source_delete not in ("keep", "delete"):
             raise ConfigError(f"Setting `on_source_delete` must be 'keep' or 'delete'; got {self.on_source_delete!r}.")
 

@@ -168,3 +168,12 @@ def test_several_unknown_settings_are_named_each_with_its_suggestion():
     assert first.startswith("Unknown settings `frobnicate`, `metadata` (a Messages API parameter: put it inside "
                             "`params`), `wait_second` (did you mean `wait_seconds`?)")
 
+
+
+@pytest.mark.parametrize("name", ["prompt_caching", "dedupe", "keep_message", "delete_batches_after_harvest"])
+def test_a_switch_given_as_a_string_is_refused(name):
+    # `{{ env_var('DEDUPE') }}` renders to the string 'false', which Python would read as true.
+    with pytest.raises(ConfigError) as info:
+        settings(**{name: "false"})
+    assert str(info.value).splitlines()[0] == (f"Setting `{name}` must be true or false; got 'false' (a string: "
+                                               "write it unquoted, or `{{ env_var(...) | as_bool }}`).")
