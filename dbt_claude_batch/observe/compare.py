@@ -31,6 +31,7 @@ def run(model: str, size: int, locate: Callable[[], str], state_schema: str, as_
         cwd: str | None = None, via: str = "sync") -> int:
     """Run the comparison with dbt, then print its summary (or, via batch, that its batch is still in
     flight and how to collect it); dbt's exit code when it fails."""
+    before = _pending_id(locate, model, state_schema) if via == "batch" else None
     proc = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sys.stderr.write(proc.stdout)
     if proc.returncode != 0:
@@ -46,6 +47,7 @@ def run(model: str, size: int, locate: Callable[[], str], state_schema: str, as_
     finally:
         con.close()
     if waiting is not None:
+        waiting["sent_now"] = waiting["compare_id"] != before
         print(json.dumps(waiting, default=str, indent=2) if as_json else _in_flight_text(waiting, model))
         return 0
     print(json.dumps(doc, default=str, indent=2) if as_json else compare_table.summary_text(doc))
@@ -65,10 +67,26 @@ def _in_flight(con, model: str, state_schema: str) -> dict | None:
     return None
 
 
+def _pending_id(locate: Callable[[], str], model: str, state_schema: str) -> str | None:
+    """The comparison in flight before this command's dbt run, to tell one it sends from one it finds."""
+    try:
+        con = open_read_only(locate())
+    except Exception:  # noqa: BLE001 - no database yet, or none to read: nothing was in flight
+        return None
+    try:
+        found = _in_flight(con, model, state_schema)
+    except Exception:  # noqa: BLE001 - no state schema yet
+        found = None
+    finally:
+        con.close()
+    return found["compare_id"] if found else None
+
+
 def _in_flight_text(doc: dict, model: str) -> str:
     batch = f"batch {doc['batch_id']}" if doc["batch_id"] else "a batch whose create is not settled yet"
+    news = "sent now" if doc["sent_now"] else "sent by an earlier call; nothing new was sent"
     return (f"comparison {doc['compare_id']} of {model}: {doc['requests']} requests in {batch}, "
-            f"{doc['processing_status']}; nothing new was sent. Collect it with `{doc['collect']}` "
+            f"{doc['processing_status']}, {news}. Collect it with `{doc['collect']}` "
             "(batches end within 24 h).")
 
 

@@ -85,6 +85,7 @@ def test_compare_reports_agreement_on_a_stratified_sample_and_changes_nothing_he
     emulator.configure(processing_delay=3600)
     sent = _compare(project, "--via", "batch")
     assert sent["status"] == "in_flight" and sent["requests"] == 5 and sent["sampled_keys"] == 5, sent
+    assert sent["sent_now"] is True
     compare_batch = emulator.ledger()["batches"][-1]["id"]
     assert sent["batch_id"] == compare_batch and create_calls(emulator) == creates + 1
     assert sorted(r["custom_id"] for r in row_requests(emulator) if r["batch_id"] == compare_batch) == sorted(
@@ -93,6 +94,7 @@ def test_compare_reports_agreement_on_a_stratified_sample_and_changes_nothing_he
                          [compare_batch]) == [("compare", 5)]
     again = _compare(project, "--via", "batch")
     assert (again["status"], again["batch_id"], create_calls(emulator)) == ("in_flight", compare_batch, creates + 1)
+    assert again["sent_now"] is False
 
     emulator.advance_clock(3601)
     emulator.configure(processing_delay=0)
