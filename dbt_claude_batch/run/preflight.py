@@ -69,29 +69,44 @@ def merge_problem(identifier: str, node_config: dict, key: list[str]) -> str | N
 
 def table_columns(state: State, this) -> list[str]:
     """The columns of the model's existing results table `this`, in order (none: no such table)."""
-    return [r[0] for r in state.run(
-        "select column_name from information_schema.columns where table_catalog = ? and table_schema = ? "
-        "and table_name = ? order by ordinal_position", [this.database, this.schema, this.identifier])]
+    return list(table_types(state, this))
+
+
+def table_types(state: State, this) -> dict[str, str]:
+    """The columns of the model's existing results table `this` and their types, in order."""
+    return dict(state.run(
+        "select column_name, data_type from information_schema.columns where table_catalog = ? and "
+        "table_schema = ? and table_name = ? order by ordinal_position", [this.database, this.schema, this.identifier]))
 
 
 def check_output_columns(session, state: State, cfg: Settings, key_types: dict[str, str], this) -> None:
     """An incremental run's results must fit the existing table: dbt silently drops a column the table
     lacks (a name added to `output_columns`) and leaves one the results lack (a name removed) with old
     values. Either stops the run before any API call; a full refresh rebuilds the table from state."""
-    table = table_columns(state, this)
-    if not table:
+    types = table_types(state, this)
+    if not types:
         return
-    have = {c.lower() for c in table}
+    table = list(types)
+    have = {c.lower(): t for c, t in types.items()}
     produced = {c.lower() for c in session.sql(results_sql(state, cfg, key_types, None)).columns}
     missing = [c for c in (cfg.output_columns or {}) if c.lower() not in have]
     stale = [c for c in table if c.lower() not in produced]
-    if not missing and not stale:
+    # Declared types as DuckDB names them (`integer` is INTEGER, `text` VARCHAR).
+    retyped = [(c, have[c.lower()], declared) for c, t in (cfg.output_columns or {}).items() if c.lower() in have
+               and (declared := state.run(f"select typeof(null::{t})")[0][0]) != have[c.lower()]]
+    if not missing and not stale and not retyped:
         return
-    what = (f"has no column {', '.join(missing)}, which output_columns names" if missing
-            else f"has column {', '.join(stale)}, which output_columns no longer names")
+    if missing:
+        what = f"has no column {', '.join(missing)}, which output_columns names"
+    elif stale:
+        what = f"has column {', '.join(stale)}, which output_columns no longer names"
+    else:
+        what = "has " + ", ".join(f"column {c} of type {was}, which output_columns now declares {now}"
+                                  for c, was, now in retyped)
     raise ConfigError(
         f"Results table {this.schema}.{this.identifier} {what}: rebuild it with `dbt run --full-refresh -s "
-        f"{this.identifier}` (no API call: it is rebuilt from the answers held in state). Nothing was submitted."
+        f"{this.identifier}` (answers held in state are reused: only requests that changed are bought). Nothing "
+        "was submitted."
     )
 
 

@@ -226,6 +226,14 @@ def test_changed_output_columns_stop_an_incremental_run_until_a_free_full_refres
 
     assert "has column label, which output_columns no longer names: rebuild it with `dbt run --full-refresh" in out
     assert create_calls(emulator) == 2
+    # A column whose type changed: dbt would keep the old type and cast (or NULL) new values silently.
+    project.configure(replace=False, output_columns={"label": "VARCHAR", "score": "integer"})
+
+    out = project.run(expect_ok=False).stdout
+
+    assert "has column score of type DOUBLE, which output_columns now declares INTEGER: rebuild it with " \
+        "`dbt run --full-refresh -s items_batch`" in out, out
+    assert create_calls(emulator) == 2
 
 
 def test_truncated_answers_are_retried_with_a_larger_max_tokens(project, emulator):
