@@ -206,7 +206,7 @@ def _answers(args: argparse.Namespace) -> int:
         print(f"exported {n} answers of {args.model} (one per request hash) to {os.path.abspath(args.to)}")
         return 0
     from dbt_claude_batch.base.errors import ConfigError
-    from dbt_claude_batch.state.answer_files import import_answers
+    from dbt_claude_batch.state.answer_files import import_answers, schemas_with_models
     from dbt_claude_batch.state.warehouse import connect
 
     source = getattr(args, "from")
@@ -215,11 +215,17 @@ def _answers(args: argparse.Namespace) -> int:
                           "answers export` wrote.")
     con = connect(path, "import again when it has finished.")
     try:
+        elsewhere = [s for s in schemas_with_models(con) if s != args.state_schema]
         added, held = import_answers(con, args.state_schema, source)
     finally:
         con.close()
     print(f"imported {added} answers into {args.state_schema}.imported_answers of {path}"
           + (f" ({held} already held)" if held else "") + "; runs reuse them by exact request hash")
+    if elsewhere:
+        sys.stderr.write(f"warning: the batch models of this database keep their state in "
+                         f"{', '.join(elsewhere)}, not only in {args.state_schema}: a model reuses the answers "
+                         f"imported into its own state_schema; import again with --state-schema {elsewhere[0]} "
+                         "for those\n")
     return 0
 
 

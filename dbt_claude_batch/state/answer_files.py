@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import duckdb
+
 from dbt_claude_batch.base.errors import ConfigError, NothingToShowError
 from dbt_claude_batch.base.identifiers import literal, qualified
 from dbt_claude_batch.state.answer_sources import ANSWER_COLUMNS, USAGE_COLUMNS, AnswerSource, held_answers_sql
@@ -47,7 +49,11 @@ def import_answers(cursor, schema: str, from_path: str) -> tuple[int, int]:
     path = os.path.abspath(from_path)
     if not os.path.isfile(path):
         raise ConfigError(f"No file at {path}: pass --from the Parquet file `dbt-claude-batch answers export` wrote.")
-    names = {r[0] for r in cursor.execute(f"describe select * from read_parquet({literal(path)})").fetchall()}
+    try:
+        names = {r[0] for r in cursor.execute(f"describe select * from read_parquet({literal(path)})").fetchall()}
+    except duckdb.Error:
+        raise ConfigError(f"{path} is not an answers export (not a Parquet file): import a file that "
+                          "`dbt-claude-batch answers export` wrote.") from None
     missing = [c for c in EXPORT_COLUMNS if c not in names]
     if missing:
         raise ConfigError(f"{path} is not an answers export (no column {', '.join(missing)}): import a file that "
@@ -85,3 +91,17 @@ def _model_id(cursor, schema: str, model: str) -> str:
         what = "matches several models" if matches else "is no batch model of this state"
         raise ConfigError(f"--model {model!r} {what}: pass one of {', '.join(known) or '(none yet)'} as schema.identifier.")
     return matches[0]
+
+
+def schemas_with_models(cursor) -> list[str]:
+    """The schemas of this database whose `models` table names at least one batch model: its state schemas."""
+    found = []
+    for (schema,) in cursor.execute(
+            "select table_schema from information_schema.tables where table_name = 'models' "
+            "and table_catalog = current_database() order by 1").fetchall():
+        try:
+            if cursor.execute(f"select exists (select 1 from {qualified(schema, 'models')})").fetchall()[0][0]:
+                found.append(schema)
+        except duckdb.Error:
+            continue
+    return found
