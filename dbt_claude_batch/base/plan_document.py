@@ -68,7 +68,9 @@ PLAN_SCHEMA: dict[str, Any] = {
         "cost_usd": {
             "type": "object",
             "required": ["low", "expected", "high", "basis"],
-            "properties": {**_RANGE["properties"], "basis": {"type": "string"}},
+            "properties": {**_RANGE["properties"], "basis": {"type": "string"},
+                           "unpriced": {**_COUNTS, "description": "requests per model with no known price: "
+                                                                  "not in low/expected/high"}},
         },
         "turnaround_hours": {
             "type": "object",
@@ -109,7 +111,10 @@ def plan_text(plan: dict[str, Any]) -> str:
         f"  tokens: input {_n(tokens['input']['low'])}-{_n(tokens['input']['high'])} "
         f"(expected {_n(tokens['input']['expected'])}), output {_n(tokens['output']['low'])}-"
         f"{_n(tokens['output']['high'])} (expected {_n(tokens['output']['expected'])}); basis: {tokens['basis']}",
-        f"  cost: ${cost['low']:.4f}-${cost['high']:.4f} (expected ${cost['expected']:.4f}); {cost['basis']}",
+        "  cost: " + "".join(f"unknown for {n} request(s) to {m} (no price known: add it to `prices`); "
+                             for m, n in sorted((cost.get("unpriced") or {}).items()))
+        + ("the others " if cost.get("unpriced") else "")
+        + f"${cost['low']:.4f}-${cost['high']:.4f} (expected ${cost['expected']:.4f}); {cost['basis']}",
         "  time to results: " + (f"median {turn['median']:.2f} h, p90 {turn['p90']:.2f} h over "
                                  f"{turn['batches_seen']} past batch(es)" if turn["median"] is not None
                                  else "no past batch of this model")

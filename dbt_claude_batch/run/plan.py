@@ -284,14 +284,14 @@ def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: 
     """Token and USD ranges for the lines to send: the byte heuristic, widened by this model's history."""
     per_model = state.run(f"select model, sum(cost), sum(out_tokens), sum(lines) from {_VERDICTS} "
                           "where lines > 0 group by all")
-    unpriced = []
+    unpriced: dict[str, int] = {}
     heuristic_in = out_high = 0.0
     totals = {"low": 0.0, "expected": 0.0, "high": 0.0}
     spans = []
     for model, list_usd, max_out, n in per_model:
         price = list_price(model, cfg.prices)
         if price is None:
-            unpriced.append(model)
+            unpriced[model] = int(n)
             continue
         # The spool priced each line as (input estimate * input price + max_tokens * output price): the
         # input estimate is recovered from it exactly.
@@ -313,11 +313,13 @@ def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: 
                                            f"{counted[1]} sampled request(s) (range +/-{COUNTED_SPREAD:.0%})"
                                            if counted else ""),
     }
+    if unpriced:
+        tokens["basis"] += f"; requests to {', '.join(sorted(unpriced))} not counted (no price known)"
     note = "batch price (50% of list)" if discount < 1 else "synchronous list price"
     basis = f"{note}; the tokens' basis applies; cache writes and reads not counted"
     if unpriced:
         basis += f"; no price known for {', '.join(sorted(unpriced))} (not counted: add it to `prices`)"
-    return tokens, {**{k: round(v, 6) for k, v in totals.items()}, "basis": basis}
+    return tokens, {**{k: round(v, 6) for k, v in totals.items()}, "basis": basis, "unpriced": unpriced}
 
 
 def _widen(band: tuple[float, float, float], history: dict, side: str, n: int) -> tuple[float, float, float]:

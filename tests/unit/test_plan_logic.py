@@ -90,3 +90,32 @@ def test_a_plan_document_is_valid_and_reads_as_text():
             "those that failed or were edited since they were sent, beyond this plan") in flying.splitlines()
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**document, "schema_version": 2}, PLAN_SCHEMA)
+
+
+def test_requests_to_a_model_without_a_price_are_named_not_estimated_at_zero():
+    import duckdb
+
+    from dbt_claude_batch.state.state import State
+
+    con = duckdb.connect()
+    con.execute(f"create temp table {plan._VERDICTS} (model varchar, cost double, out_tokens bigint, lines bigint)")
+    con.execute(f"insert into {plan._VERDICTS} values ('claude-haiku-4-5', 0.001, 640, 10), "
+                "('claude-next-preview', 0.0, 320, 5)")
+    tokens, cost = plan._estimate(State(con, "s", "main.m"), cfg(), 15, NO_HISTORY, 0.5)
+    assert cost["unpriced"] == {"claude-next-preview": 5}
+    assert cost["high"] > 0
+    document = {
+        "schema_version": 1, "model": "main.m", "planned_at": "2026-12-05T06:00:00Z",
+        "rows": {"source": 15, "new": 15, "changed": 0, "retry": 0, "rerun": 0, "resubmit_canceled": 0,
+                 "unchanged": 0, "in_flight": 0, "reusable": 0, "reusable_other_state": None, "not_sent": {}},
+        "changed_why": {}, "retry_by_kind": {},
+        "requests": {"to_send": 15, "deduplicated": 0, "batches": 1, "route": "batch", "route_why": "mode: batch"},
+        "rebuy": {"rows": 0, "held": 0, "limit": 1, "stops": False, "why": {}, "usd": 0.0},
+        "tokens": tokens, "cost_usd": cost,
+        "turnaround_hours": {"median": None, "p90": None, "batches_seen": 0, "window_hours": 24},
+        "levers": {"route": "r", "max_tokens": "m", "caching": "c", "dedup": "d"},
+    }
+    jsonschema.validate(document, PLAN_SCHEMA)
+    cost_line = next(line for line in plan_text(document).splitlines() if line.startswith("  cost:"))
+    assert cost_line.startswith("  cost: unknown for 5 request(s) to claude-next-preview (no price known: add it to "
+                                "`prices`); the others $")
