@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 
+from dbt_claude_batch.base.errors import ConfigError
 from dbt_claude_batch.base.identifiers import quote
 from dbt_claude_batch.run.results import results_sql
 from dbt_claude_batch.base.settings import Settings
@@ -45,3 +46,18 @@ def empty_results(session, cfg: Settings, key_types: dict[str, str], model_id: s
         cursor.close()
     return session.sql("select " + ", ".join(f"null::{type_} as {quote(name)}" for name, type_ in columns)
                        + " limit 0")
+
+
+def check_empty_fits(session, columns: list[str], this) -> None:
+    """An incremental `--empty` build merges into the existing table: a column it returns that the
+    table lacks (a changed key, a new output column) would fail in dbt's merge with a binder error."""
+    have = {r[0].lower() for r in session.sql(
+        "select column_name from information_schema.columns where table_catalog = ? and table_schema = ? "
+        "and table_name = ?", params=[this.database, this.schema, this.identifier]).fetchall()}
+    missing = [c for c in columns if have and c.lower() not in have]
+    if missing:
+        raise ConfigError(
+            f"Results table {this.schema}.{this.identifier} has no column {', '.join(missing)}, which this model now "
+            f"returns (its key or output_columns changed): rebuild it with `dbt run --full-refresh -s "
+            f"{this.identifier}`; --empty made no API call."
+        )

@@ -20,7 +20,7 @@ from dbt_claude_batch.run import answers, planning
 from dbt_claude_batch.run.components import COMPONENTS_MACRO, shared_components
 from dbt_claude_batch.api.client import LazyClient, is_sdk_error, redact, require_api_key
 from dbt_claude_batch.base.duckdb_memory import bounded
-from dbt_claude_batch.run.empty_build import empty_requested, empty_results
+from dbt_claude_batch.run.empty_build import check_empty_fits, empty_requested, empty_results
 from dbt_claude_batch.base.errors import ConfigError, RunHealthError
 from dbt_claude_batch.run.model_source import source_shape, stamp_files
 from dbt_claude_batch.base.identifiers import qualified
@@ -59,7 +59,10 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
             _, _, _, key_types = source_shape(source, cfg)
             logger.info("--empty: the results table is built with its columns and no rows; "
                         "no API call was made and the state is untouched")
-            return empty_results(session, cfg, key_types, model_id)
+            empty = empty_results(session, cfg, key_types, model_id)
+            if dbt.is_incremental:
+                check_empty_fits(session, empty.columns, this)
+            return empty
     run_vars = RunVars.from_dbt(this.identifier)
     if run_vars.plan:  # builds nothing, calls no API: see run/plan.py
         with for_model(model_id), bounded(session.cursor(), cfg.memory_limit):

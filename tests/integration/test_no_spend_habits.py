@@ -60,6 +60,15 @@ def test_empty_build_makes_no_call_and_leaves_state_as_it_was(project, emulator)
     assert _api_calls(emulator) == calls and _state_fingerprint(project) == state
     assert len(project.results()) == 5
 
+    # A key whose columns the table lacks fails CI's --empty build with the fix, not a binder error.
+    project.write("models/stg_items.sql", "select id, 'a' as tenant, body from raw.items\n")
+    project.write_model(unique_key=["id", "tenant"])
+    project.configure(replace=False, key=["id", "tenant"])
+    out = project.dbt("run", "--empty", expect_ok=False).stdout
+    assert ("Results table main.items_batch has no column tenant, which this model now returns (its key or "
+            "output_columns changed): rebuild it with `dbt run --full-refresh -s items_batch`") in out, out
+    assert _api_calls(emulator) == calls and _state_fingerprint(project) == state
+
 
 def test_full_refresh_over_a_source_built_empty_keeps_held_answers(project, emulator):
     project.load_table("items", items(4))
