@@ -79,7 +79,8 @@ def download_results(client, batch_id: str, path: str) -> int:
                         size += len(chunk)
                         last = chunk[-1:]
     except (httpx2.HTTPError, anthropic.APIConnectionError) as exc:
-        raise DownloadIncomplete(f"results download of {batch_id} broke off after {size} bytes: {exc}") from exc
+        raise DownloadIncomplete(f"results download of {batch_id} broke off ({size} bytes saved before the break; "
+                                 f"{exc})") from exc
     if size and last != b"\n":
         # Every line of a complete results file ends with "\n": anything else was cut short.
         raise DownloadIncomplete(f"results download of {batch_id} ended mid-line after {size} bytes")
