@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dbt_claude_batch.base import dbt_node
 from dbt_claude_batch.base.errors import ConfigError
-from dbt_claude_batch.base.identifiers import quote
+from dbt_claude_batch.base.identifiers import literal, quote
+from dbt_claude_batch.base.keys import custom_id_sql
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.results import results_sql
@@ -111,10 +112,11 @@ def check_output_columns(session, state: State, cfg: Settings, key_types: dict[s
 
 
 def check_key_change(state: State, cfg: Settings, identifier: str, is_incremental: bool,
-                     results_table: str | None = None, key_types: dict[str, str] | None = None) -> bool:
+                     results_table: str | None = None, key_types: dict[str, str] | None = None) -> list[str] | None:
     """A new `key` (its columns, or their types) means new custom_ids or new key values: allowed only
-    while the results table is rebuilt from scratch, and never with batches in flight. Return whether
-    this run rebuilds on a changed key (then `relabel_keys` once the source is staged).
+    while the results table is rebuilt from scratch, and never with batches in flight. Return the old
+    key's columns when this run rebuilds on a changed key (then `relabel_keys` once the source is
+    staged), else None.
 
     `results_table` is the existing results table (an incremental run), to tell a re-buy from a table
     that only `dbt run --empty` built; `key_types` the key's types in the source now.
@@ -123,9 +125,9 @@ def check_key_change(state: State, cfg: Settings, identifier: str, is_incrementa
     if recorded is None:
         held = bool(results_table) and bool(state.run(f"select exists (select 1 from {results_table})")[0][0])
         warn_if_state_elsewhere(state, held)
-        return False
+        return None
     if not state.has_state():
-        return False
+        return None
     if recorded != list(cfg.key):
         change = f" from {recorded} to {list(cfg.key)}"
     else:
@@ -133,7 +135,7 @@ def check_key_change(state: State, cfg: Settings, identifier: str, is_incrementa
         retyped = [f"column {c} from {was[c]} to {t}" for c, t in (key_types or {}).items()
                    if c in was and was[c] != t]
         if not retyped:
-            return False
+            return None
         change = ": " + ", ".join(retyped)
     flying = len(state.unharvested_batches()) + len(state.unsettled_submissions())
     if flying:
@@ -150,14 +152,43 @@ def check_key_change(state: State, cfg: Settings, identifier: str, is_incrementa
             "bought again), or set `key` back; nothing was submitted."
         )
     logger.warning(f"key changed{change}; the table is rebuilt on the new key")
-    return True
+    return recorded
 
 
-def relabel_keys(state: State, staged: str) -> None:
+def relabel_keys(state: State, staged: str, source_sql: str, source_columns: list[str], old_key: list[str],
+                 new_key: list[str], identifier: str) -> None:
     """After a key change, the state of each staged row's custom_id is labelled with the row's key as it
     is now: a renamed or retyped key keeps its custom_ids (the same values), and its answers must come
-    back under the new column, not as NULL. Whether an answer still fits its row is decided as for any
-    row, by its inputs."""
+    back under the new column, not as NULL.
+
+    Only where that history is provably this row's: when the old key's columns are still in the source,
+    a custom_id whose history was written for another row (the old key's values differ: `order_id` 7
+    became `customer_id` 7) refuses the rebuild before anything is written, as its answers would be
+    taken for the wrong row. When they are not (a renamed column), the same values are the same row.
+    """
+    if all(c in source_columns for c in old_key):
+        same = " and ".join(f"json_extract_string(r.key_json, {literal('$.' + c)}) is not distinct from "
+                            f"s.{quote(c)}::varchar" for c in old_key)
+        clash = state.run(
+            f"""select coalesce(r.key_custom_id, r.custom_id), any_value(r.key_json)::varchar
+            from {state.table('requests')} r join (select {custom_id_sql(new_key)} as cb_cid, *
+                                                   from ({source_sql})) s
+              on s.cb_cid = coalesce(r.key_custom_id, r.custom_id)
+            join {staged} st on st.__cb_custom_id = s.cb_cid
+            where r.model_id = ? and r.key_json::varchar is distinct from st.__cb_key_json::varchar
+              and not ({same})
+            group by all limit 3""", [state.model_id])
+        if clash:
+            cid, was = clash[0]
+            raise ConfigError(
+                f"Setting `key` of {state.model_id} changed from {old_key}, and rows of the new key take custom_ids "
+                f"that other rows had under the old one (custom_id {cid} was {was}): their answers would be taken "
+                "for the wrong rows. Move the answers by request instead: `dbt-claude-batch answers export --model "
+                f"{identifier} --to answers.parquet`, `dbt run-operation dbt_claude_batch.reset_batch_state --args "
+                f"'{{model: {identifier}}}'`, `dbt-claude-batch answers import --from answers.parquet`, then `dbt run "
+                f"--full-refresh -s {identifier}` (unchanged requests are answered from the import, never by key); "
+                "nothing was submitted."
+            )
     for table, key in (("requests", "coalesce(t.key_custom_id, t.custom_id)"), ("answers", "t.custom_id")):
         state.run(
             f"""update {state.table(table)} t set key_json = st.__cb_key_json::json from {staged} st
@@ -189,3 +220,4 @@ def warn_if_state_elsewhere(state: State, table_has_rows: bool) -> None:
             f"the results table has rows but state_schema {state.schema!r} holds no state for it "
             "(state reset, or state_schema changed): every row is submitted (and paid for) again."
         )
+

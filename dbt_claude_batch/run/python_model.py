@@ -105,18 +105,20 @@ def _open(dbt, session, source, cfg: Settings, model_id: str) -> tuple[State, st
     return (state, *source_shape(source, cfg))
 
 
-def _ready(state: State, cfg: Settings, dbt, record_key_types: dict[str, str] | None = None) -> bool:
+def _ready(state: State, cfg: Settings, dbt, record_key_types: dict[str, str] | None = None) -> list[str] | None:
     """The state schema up to date, the key unchanged (then recorded, for a run), and the answers table
-    current; return whether the run rebuilds on a changed key."""
+    current; return the old key's columns when the run rebuilds on a changed key."""
     this = dbt.this
     state.ensure()
     rekey = check_key_change(state, cfg, this.identifier, dbt.is_incremental,
                              qualified(this.database, this.schema, this.identifier) if dbt.is_incremental else None,
                              record_key_types)
-    if record_key_types is not None:  # a plan records nothing but itself
+    if record_key_types is not None and rekey:
+        # Recorded once the rows' state is relabelled (`_recorded_run`): a run stopped before then
+        # meets the key change again. The source is staged, so that the relabelling can happen.
+        state.set_quiet_digest(None)
+    elif record_key_types is not None:  # a plan records nothing but itself
         state.record_model(list(cfg.key), record_key_types)
-        if rekey:
-            state.set_quiet_digest(None)  # the source is staged, so that its rows' state is relabelled
     if not state.answers_ready():  # state written by a version before the answers table
         with state.transaction():
             answers.rebuild(state)
@@ -167,7 +169,7 @@ def _plan(dbt, session, source, cfg: Settings, model_id: str, run_vars: RunVars)
 def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, api: LazyClient, run_vars: RunVars,
                   prompt: Prompt, columns: list[str], key_types: dict[str, str],
                   source_digest: planning.SourceDigest, unfinished: bool, started: float, record: RunRecord,
-                  stop: StopFlag, rekey: bool = False):
+                  stop: StopFlag, rekey: list[str] | None = None):
     """The run once its `runs` row exists: the rest of the fixed work, then the digest decides."""
     this = dbt.this
     _drop_leaked_tmp_tables(state, this)
@@ -192,7 +194,8 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     state.set_quiet_digest(None)
     if rekey:
         with state.transaction():
-            relabel_keys(state, planning.STAGED)
+            relabel_keys(state, planning.STAGED, source_sql, columns, rekey, list(cfg.key), this.identifier)
+            state.record_model(list(cfg.key), key_types)
 
     try:
         done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types, stop)

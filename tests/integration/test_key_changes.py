@@ -171,6 +171,18 @@ def test_a_renamed_or_retyped_key_is_rebuilt_with_its_values_and_never_while_bat
         ("1", emulator_answer("Item: body 1")), ("2", emulator_answer("Item: body 2"))]
     assert create_calls(emulator) == 1
 
+    # Another column whose values are the old key's values for other rows: refused before anything is
+    # written, as the old answers would be taken for the wrong rows.
+    retyped = "select item_id::varchar as item_id, (4 - item_id) as other, body from (select id as item_id, body from raw.items)\n"
+    project.write("models/stg_items.sql", retyped)
+    project.write_model(unique_key="other")
+    project.configure(replace=False, key="other")
+    out = project.dbt("run", "--full-refresh", "-s", "+items_batch", expect_ok=False).stdout
+    assert "rows of the new key take custom_ids that other rows had under the old one (custom_id " in out, out
+    assert "dbt-claude-batch answers export --model items_batch" in out and create_calls(emulator) == 1
+    project.write_model(unique_key="item_id")
+    project.configure(replace=False, key="item_id")
+
     emulator.configure(processing_delay=3600)
     project.load_table("items", rows + [{"id": 4, "body": "body 4"}])
     project.run()  # row 4 in flight
