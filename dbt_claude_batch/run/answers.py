@@ -197,6 +197,9 @@ def rebuild(state: State) -> None:
     """Recompute every answer of this model from its outcomes (when the state schema is upgraded)."""
     answers = state.table("answers")
     state.run(f"delete from {answers} where model_id = ?", [state.model_id])
-    state.run(f"insert into {answers} ({', '.join(ANSWER_COLUMNS)}) {answers_sql(state, None)}")
+    key = state.recorded_key()
+    # Only answers of the key as recorded: those of an earlier key left the answers when it changed.
+    shape = f" where json_keys(key_json) = [{', '.join(literal(c) for c in key)}]" if key else ""
+    state.run(f"insert into {answers} ({', '.join(ANSWER_COLUMNS)}) select * from ({answers_sql(state, None)}){shape}")
     state.run(f"update {state.table('batches')} set answers_at = ? where model_id = ? and harvested_at is not null",
               [utcnow(), state.model_id])

@@ -48,16 +48,23 @@ def empty_results(session, cfg: Settings, key_types: dict[str, str], model_id: s
                        + " limit 0")
 
 
-def check_empty_fits(session, columns: list[str], this) -> None:
+def check_empty_fits(session, relation, this) -> None:
     """An incremental `--empty` build merges into the existing table: a column it returns that the
-    table lacks (a changed key, a new output column) would fail in dbt's merge with a binder error."""
-    have = {r[0].lower() for r in session.sql(
-        "select column_name from information_schema.columns where table_catalog = ? and table_schema = ? "
+    table lacks, or has with another type, or one the table has that it no longer returns (a changed
+    key, changed output columns) would fail in dbt's merge with a binder error, or pass and fail the
+    next real run."""
+    have = {r[0].lower(): r[1] for r in session.sql(
+        "select column_name, data_type from information_schema.columns where table_catalog = ? and table_schema = ? "
         "and table_name = ?", params=[this.database, this.schema, this.identifier]).fetchall()}
-    missing = [c for c in columns if have and c.lower() not in have]
-    if missing:
+    if not have:
+        return
+    returned = {c.lower(): str(t) for c, t in zip(relation.columns, relation.types)}
+    problems = [f"no column {c}" for c in returned if c not in have]
+    problems += [f"column {c} of type {have[c]}, where the model now returns {t}" for c, t in returned.items()
+                 if c in have and have[c] != t]
+    problems += [f"column {c}, which the model no longer returns" for c in have if c not in returned]
+    if problems:
         raise ConfigError(
-            f"Results table {this.schema}.{this.identifier} has no column {', '.join(missing)}, which this model now "
-            f"returns (its key or output_columns changed): rebuild it with `dbt run --full-refresh -s "
-            f"{this.identifier}`; --empty made no API call."
+            f"Results table {this.schema}.{this.identifier} has {'; '.join(problems)} (its key or output_columns "
+            f"changed): rebuild it with `dbt run --full-refresh -s {this.identifier}`; --empty made no API call."
         )

@@ -14,6 +14,7 @@ from dbt_claude_batch.base.keys import custom_id_sql
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.results import results_sql
+from dbt_claude_batch.state import comparisons
 from dbt_claude_batch.state.state import State
 
 
@@ -137,7 +138,9 @@ def check_key_change(state: State, cfg: Settings, identifier: str, is_incrementa
         if not retyped:
             return None
         change = ": " + ", ".join(retyped)
-    flying = len(state.unharvested_batches()) + len(state.unsettled_submissions())
+    # A prompt comparison's batch too: collected under the new key, its keys would not bind.
+    flying = (len(state.unharvested_batches()) + len(state.unsettled_submissions())
+              + (comparisons.pending(state.cursor, state.schema, state.model_id) is not None))
     if flying:
         raise ConfigError(
             f"Setting `key` of {state.model_id} changed while {flying} batch(es) are in flight: their answers would "
@@ -189,6 +192,12 @@ def relabel_keys(state: State, staged: str, source_sql: str, source_columns: lis
                 f"--full-refresh -s {identifier}` (unchanged requests are answered from the import, never by key); "
                 "nothing was submitted."
             )
+    # Answers of keys the source no longer has under the new key (the old key's other custom_ids) would
+    # come back with the new key's columns NULL: they leave the answers (their outcomes stay, reusable
+    # by exact request).
+    shape = "[" + ", ".join(literal(c) for c in new_key) + "]"
+    state.run(f"delete from {state.table('answers')} where model_id = ? and json_keys(key_json) <> {shape} "
+              f"and custom_id not in (select __cb_custom_id from {staged})", [state.model_id])
     for table, key in (("requests", "coalesce(t.key_custom_id, t.custom_id)"), ("answers", "t.custom_id")):
         state.run(
             f"""update {state.table(table)} t set key_json = st.__cb_key_json::json from {staged} st

@@ -57,11 +57,11 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
     if empty_requested():
         with for_model(model_id):
             _, _, _, key_types = source_shape(source, cfg)
-            logger.info("--empty: the results table is built with its columns and no rows; "
-                        "no API call was made and the state is untouched")
             empty = empty_results(session, cfg, key_types, model_id)
             if dbt.is_incremental:
-                check_empty_fits(session, empty.columns, this)
+                check_empty_fits(session, empty, this)
+            logger.info("--empty: the results table is built with its columns and no rows; "
+                        "no API call was made and the state is untouched")
             return empty
     run_vars = RunVars.from_dbt(this.identifier)
     if run_vars.plan:  # builds nothing, calls no API: see run/plan.py

@@ -3,7 +3,7 @@ exactly one row per key of the current source."""
 
 from __future__ import annotations
 
-from dbt_harness import MODEL_PY, create_calls, emulator_answer, expected_answer
+from dbt_harness import MODEL_PY, create_calls, created_batches, emulator_answer, expected_answer
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 ROWS = [{"id": i, "tenant": t, "body": f"body {i} {t}"} for i in range(1, 7) for t in ("a", "b")][:9]
@@ -192,3 +192,24 @@ def test_a_renamed_or_retyped_key_is_rebuilt_with_its_values_and_never_while_bat
     out = project.dbt("run", "--full-refresh", "-s", "+items_batch", expect_ok=False).stdout
     assert "Setting `key` of main.items_batch changed while 1 batch(es) are in flight" in out, out
     assert create_calls(emulator) == 2
+
+
+def test_answers_of_the_old_key_never_come_back_after_a_rebuild_that_bought_everything(project, emulator):
+    # The rebuild on the new key left the table empty (its requests in flight): the next run's merge must
+    # bring the new key's answers only, not every answer held under the old key (their new key NULL).
+    rows = [{"id": i, "code": f"c{i}", "body": f"body {i}"} for i in range(1, 4)]
+    project.load_table("items", rows)
+    project.write("prompts/item.j2", "Item: {{ body }}")
+    project.configure(replace=False, **FAST)
+    project.run()
+    project.write("prompts/item.j2", "Item, again: {{ body }}")
+    project.write_model(unique_key="code")
+    project.configure(replace=False, key="code", wait_seconds=0)
+    emulator.configure(processing_delay=3600)
+    project.dbt("run", "--full-refresh", "-s", "+items_batch", vars={"claude_batch_allow_rebuy": True})
+    assert project.query("select count(*) from main.items_batch") == [(0,)]
+    emulator.client().messages.batches.retrieve(created_batches(emulator)[-1]["id"])  # its first view
+    emulator.advance_clock(3601)
+    project.run()
+    assert project.query("select code, output_text from main.items_batch order by 1") == [
+        (f"c{i}", emulator_answer(f"Item, again: body {i}")) for i in range(1, 4)]

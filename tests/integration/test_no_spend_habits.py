@@ -65,8 +65,14 @@ def test_empty_build_makes_no_call_and_leaves_state_as_it_was(project, emulator)
     project.write_model(unique_key=["id", "tenant"])
     project.configure(replace=False, key=["id", "tenant"])
     out = project.dbt("run", "--empty", expect_ok=False).stdout
-    assert ("Results table main.items_batch has no column tenant, which this model now returns (its key or "
-            "output_columns changed): rebuild it with `dbt run --full-refresh -s items_batch`") in out, out
+    assert ("Results table main.items_batch has no column tenant (its key or output_columns changed): rebuild it "
+            "with `dbt run --full-refresh -s items_batch`") in out, out
+    # ... and one whose key column changed type, or that the model no longer returns.
+    project.write("models/stg_items.sql", "select id::double as id, body from raw.items\n")
+    project.write_model(unique_key="id")
+    project.configure(replace=False, key="id")
+    out = project.dbt("run", "--empty", expect_ok=False).stdout
+    assert "has column id of type BIGINT, where the model now returns DOUBLE" in out, out
     assert _api_calls(emulator) == calls and _state_fingerprint(project) == state
 
 
