@@ -1,7 +1,7 @@
 {#-
   The share of the source's keys whose latest attempt failed is at most `max_ratio` (default 0.1),
   counted over the keys whose latest attempt finished (result or failure; in flight and never
-  submitted ones are left out). `kinds` narrows the failures counted to these failure kinds
+  submitted ones are left out, and so are keys cancelled on purpose with `claude_batch_cancel`). `kinds` narrows the failures counted to these failure kinds
   (`errored`, `expired`, `canceled`, `missing`, `truncated`, `invalid_output`, `refused`) or error
   types (`api_error`, `overloaded_error`, `invalid_request_error`, `template_error`, `empty_prompt`, `attachment_error`,
   `attachment_missing`, ...).
@@ -28,7 +28,8 @@
   {%- endfor -%}
   with cb_finished as (
       select * from {{ dbt_claude_batch._batch_model_view(model, 'keys', 'failure_ratio') }}
-      where status in ('result', 'failure')),
+      {#- keys cancelled on purpose (claude_batch_cancel) wait for the user, like no_failure_needs_you says #}
+      where status in ('result', 'failure') and not coalesce(canceled_by_user, false)),
   cb_failed as (
       select * from cb_finished where status = 'failure'
       {%- if listed %} and (kind in ({{ listed | join(', ') }}) or error_type in ({{ listed | join(', ') }})){% endif %}),

@@ -327,6 +327,10 @@ def test_cancel_var_keeps_finished_results_and_holds_the_rest(project, emulator)
                for f in failures.values())
     assert all("claude_batch_resubmit_canceled" in f["next_action"] for f in failures.values())
     assert len(project.results()) == batch[2]
+    # Keys cancelled on purpose are not failures to the health tests (no_failure_needs_you agrees).
+    project.write(f"models/{project.model}.yml", "version: 2\nmodels:\n- name: items_batch\n  data_tests:\n"
+                  "  - dbt_claude_batch.failure_ratio\n  - dbt_claude_batch.no_failure_needs_you\n")
+    project.dbt("test", "-s", "items_batch")
 
     project.run()
     assert create_calls(emulator) == 1
