@@ -91,11 +91,22 @@ def _changed_why(state: State, where: str) -> dict[str, int]:
 def rebuy_figures(state: State) -> tuple[int, int, dict[str, int], float]:
     """Keys a run would buy again though they hold an answer: (how many, answers held, why, list price)."""
     answers = state.table("answers")
-    where = (f"x.include and x.reason = 'changed' and exists (select 1 from {answers} a where a.model_id = "
-             f"{literal(state.model_id)} and a.custom_id = x.key_id)")
+    where = _rebuy_where(state)
     n, cost = state.run(f"select count(*), coalesce(sum(cost), 0) from {_VERDICTS} x where {where}")[0]
     held = state.run(f"select count(distinct custom_id) from {answers} where model_id = ?", [state.model_id])[0][0]
     return n, held, (_changed_why(state, where) if n else {}), float(cost)
+
+
+def _rebuy_where(state: State) -> str:
+    return (f"x.include and x.reason = 'changed' and exists (select 1 from {state.table('answers')} a where "
+            f"a.model_id = {literal(state.model_id)} and a.custom_id = x.key_id)")
+
+
+def _unpriced_rebuys(state: State, cfg: Settings) -> int:
+    """Of the keys bought again, those whose model has no known price (their estimate is not in the sum)."""
+    return sum(int(n) for model, n in state.run(
+        f"select model, count(*) from {_VERDICTS} x where {_rebuy_where(state)} group by all")
+        if list_price(model, cfg.prices) is None)
 
 
 def rebuy_limit(cfg: Settings, held: int) -> int | None:
@@ -114,6 +125,7 @@ def check_rebuy(state: State, cfg: Settings, allowed: bool, discount: float) -> 
     build_verdicts(state, None)
     try:
         n, held, why, cost = rebuy_figures(state)
+        unpriced = _unpriced_rebuys(state, cfg) if n else 0
     finally:
         state.run(f"drop table if exists {_VERDICTS}")
     limit = rebuy_limit(cfg, held)
@@ -124,16 +136,17 @@ def check_rebuy(state: State, cfg: Settings, allowed: bool, discount: float) -> 
 
         logger.warning(f"buying again {n} of the {held} held answer(s) (claude_batch_allow_rebuy)")
         return
-    raise RebuyGuardError(rebuy_message(state.model_id, n, held, why, cost * discount, limit, cfg))
+    raise RebuyGuardError(rebuy_message(state.model_id, n, held, why, cost * discount, limit, cfg, unpriced))
 
 
 def rebuy_message(model_id: str, n: int, held: int, why: dict[str, int], cost: float, limit: int,
-                  cfg: Settings) -> str:
+                  cfg: Settings, unpriced: int = 0) -> str:
     setting = ("max_rebuy_rows" if cfg.max_rebuy_rows is not None and limit == cfg.max_rebuy_rows
                else "max_rebuy_fraction")
     reasons = ", ".join(f"{k} changed for {v}" for k, v in why.items()) or "their requests changed"
+    unknown = f", plus {unpriced} to a model with no known price" if unpriced else ""
     return (f"This run would buy again {n} of the {held} answers held for {model_id} ({reasons}; estimated at most "
-            f"${cost:.4f}), over {setting} (limit {limit} rows): nothing was submitted. If the change is meant, let "
+            f"${cost:.4f}{unknown}), over {setting} (limit {limit} rows): nothing was submitted. If the change is meant, let "
             "it through once with --vars '{claude_batch_allow_rebuy: true}'; otherwise revert it.\n"
             "`dbt run --vars '{claude_batch_plan: true}'` (or `dbt-claude-batch plan`) shows the full plan; raise "
             "`max_rebuy_fraction` / `max_rebuy_rows`, or set them to null, to change the guard.")

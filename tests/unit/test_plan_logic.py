@@ -119,3 +119,23 @@ def test_requests_to_a_model_without_a_price_are_named_not_estimated_at_zero():
     cost_line = next(line for line in plan_text(document).splitlines() if line.startswith("  cost:"))
     assert cost_line.startswith("  cost: unknown for 5 request(s) to claude-next-preview (no price known: add it to "
                                 "`prices`); the others $")
+
+
+def test_the_guard_names_keys_bought_again_from_a_model_without_a_price():
+    import duckdb
+
+    from dbt_claude_batch.state.state import State
+
+    con = duckdb.connect()
+    state = State(con, "dbt_claude_batch", "main.m")
+    state.ensure()
+    con.execute("insert into dbt_claude_batch.answers (model_id, custom_id, attempt, key_json, harvest_seq, seq) "
+                "select 'main.m', k, 1, '{}', 1, 1 from (values ('a'), ('b'), ('c')) t(k)")
+    con.execute(f"create temp table {plan._VERDICTS} (key_id varchar, include boolean, reason varchar, "
+                "cost double, model varchar)")
+    con.execute(f"insert into {plan._VERDICTS} values ('a', true, 'changed', 0.001, 'claude-haiku-4-5'), "
+                "('b', true, 'changed', 0.0, 'claude-next-preview'), ('c', true, 'changed', 0.0, 'claude-next-preview')")
+    settings = cfg()
+    assert plan._unpriced_rebuys(state, settings) == 2
+    message = plan.rebuy_message("main.m", 3, 3, {"model": 3}, 0.0005, 1, settings, 2)
+    assert "(model changed for 3; estimated at most $0.0005, plus 2 to a model with no known price)" in message
