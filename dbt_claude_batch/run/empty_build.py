@@ -13,6 +13,7 @@ import uuid
 
 from dbt_claude_batch.base.errors import ConfigError
 from dbt_claude_batch.base.identifiers import quote
+from dbt_claude_batch.run.preflight import table_types
 from dbt_claude_batch.run.results import results_sql
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.state.state import State
@@ -53,9 +54,11 @@ def check_empty_fits(session, relation, this) -> None:
     table lacks, or has with another type, or one the table has that it no longer returns (a changed
     key, changed output columns) would fail in dbt's merge with a binder error, or pass and fail the
     next real run."""
-    have = {r[0].lower(): r[1] for r in session.sql(
-        "select column_name, data_type from information_schema.columns where table_catalog = ? and table_schema = ? "
-        "and table_name = ?", params=[this.database, this.schema, this.identifier]).fetchall()}
+    cursor = session.cursor()
+    try:
+        have = {c.lower(): t for c, t in table_types(cursor, this).items()}
+    finally:
+        cursor.close()
     if not have:
         return
     returned = {c.lower(): str(t) for c, t in zip(relation.columns, relation.types)}

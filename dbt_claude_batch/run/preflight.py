@@ -15,6 +15,7 @@ from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.results import results_sql
 from dbt_claude_batch.state import comparisons
+from dbt_claude_batch.state.answer_files import schemas_with_models
 from dbt_claude_batch.state.state import State
 
 
@@ -71,21 +72,22 @@ def merge_problem(identifier: str, node_config: dict, key: list[str]) -> str | N
 
 def table_columns(state: State, this) -> list[str]:
     """The columns of the model's existing results table `this`, in order (none: no such table)."""
-    return list(table_types(state, this))
+    return list(table_types(state.cursor, this))
 
 
-def table_types(state: State, this) -> dict[str, str]:
+def table_types(cursor, this) -> dict[str, str]:
     """The columns of the model's existing results table `this` and their types, in order."""
-    return dict(state.run(
+    return dict(cursor.execute(
         "select column_name, data_type from information_schema.columns where table_catalog = ? and "
-        "table_schema = ? and table_name = ? order by ordinal_position", [this.database, this.schema, this.identifier]))
+        "table_schema = ? and table_name = ? order by ordinal_position",
+        [this.database, this.schema, this.identifier]).fetchall())
 
 
 def check_output_columns(session, state: State, cfg: Settings, key_types: dict[str, str], this) -> None:
     """An incremental run's results must fit the existing table: dbt silently drops a column the table
     lacks (a name added to `output_columns`) and leaves one the results lack (a name removed) with old
     values. Either stops the run before any API call; a full refresh rebuilds the table from state."""
-    types = table_types(state, this)
+    types = table_types(state.cursor, this)
     if not types:
         return
     table = list(types)
@@ -93,9 +95,10 @@ def check_output_columns(session, state: State, cfg: Settings, key_types: dict[s
     produced = {c.lower() for c in session.sql(results_sql(state, cfg, key_types, None)).columns}
     missing = [c for c in (cfg.output_columns or {}) if c.lower() not in have]
     stale = [c for c in table if c.lower() not in produced]
-    # Declared types as DuckDB names them (`integer` is INTEGER, `text` VARCHAR).
-    retyped = [(c, have[c.lower()], declared) for c, t in (cfg.output_columns or {}).items() if c.lower() in have
-               and (declared := state.run(f"select typeof(null::{t})")[0][0]) != have[c.lower()]]
+    # Declared types as DuckDB names them (`integer` is INTEGER, `text` VARCHAR), in one query.
+    kept = {c: t for c, t in (cfg.output_columns or {}).items() if c.lower() in have}
+    declared = state.run("select " + ", ".join(f"typeof(null::{t})" for t in kept.values()))[0] if kept else ()
+    retyped = [(c, have[c.lower()], now) for c, now in zip(kept, declared) if now != have[c.lower()]]
     if not missing and not stale and not retyped:
         return
     if missing:
@@ -208,16 +211,7 @@ def relabel_keys(state: State, staged: str, source_sql: str, source_columns: lis
 
 def warn_if_state_elsewhere(state: State, table_has_rows: bool) -> None:
     """A model without state here, but with state in another schema or rows in its table: say it re-buys."""
-    others = []
-    for (schema,) in state.run(
-        "select table_schema from information_schema.tables where table_name = 'models' and table_schema <> ? "
-        "and table_catalog = current_database()", [state.schema]
-    ):
-        try:
-            if state.run(f"select 1 from {quote(schema)}.models where model_id = ? limit 1", [state.model_id]):
-                others.append(schema)
-        except Exception:  # noqa: BLE001 - a table of that name that is not ours
-            continue
+    others = [s for s in schemas_with_models(state.cursor, state.model_id) if s != state.schema]
     if others:
         logger.warning(
             f"state_schema is {state.schema!r}, which has no state for this model, but "

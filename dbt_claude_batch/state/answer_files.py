@@ -93,15 +93,17 @@ def _model_id(cursor, schema: str, model: str) -> str:
     return matches[0]
 
 
-def schemas_with_models(cursor) -> list[str]:
-    """The schemas of this database whose `models` table names at least one batch model: its state schemas."""
+def schemas_with_models(cursor, model_id: str | None = None) -> list[str]:
+    """The schemas of this database whose `models` table names a batch model (`model_id`, or any): its
+    state schemas, in order."""
     found = []
     for (schema,) in cursor.execute(
             "select table_schema from information_schema.tables where table_name = 'models' "
             "and table_catalog = current_database() order by 1").fetchall():
+        narrow = "" if model_id is None else f" where model_id = {literal(model_id)}"
         try:
-            if cursor.execute(f"select exists (select 1 from {qualified(schema, 'models')})").fetchall()[0][0]:
+            if cursor.execute(f"select exists (select 1 from {qualified(schema, 'models')}{narrow})").fetchall()[0][0]:
                 found.append(schema)
-        except duckdb.Error:
+        except duckdb.Error:  # a table of that name that is not ours
             continue
     return found
