@@ -203,10 +203,10 @@ def _record_pseudo_batch(state: State, kind: str, rows: str, n: int, note: str) 
     state.run(
         f"""insert into {state.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash,
             request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of, part_hash, first_page,
-            last_page, components)
+            last_page, components, sent_hash)
         select ?, ?, r.custom_id, p.__cb_key_json, p.__cb_input_hash, r.request_hash, p.__cb_attempt,
             p.__cb_model, p.__cb_custom_id, r.part, r.parts, r.max_tokens, null, r.part_hash, r.first_page,
-            r.last_page, {components_sql('p')}
+            r.last_page, {components_sql('p')}, r.sent_hash
         from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal
         where (r.ordinal, r.custom_id) in (select (ordinal, custom_id) from {rows})""",
         [submission_id, state.model_id],

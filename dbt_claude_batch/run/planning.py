@@ -208,7 +208,7 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
     candidates = f"""with cb_lo as ({latest_outcomes_sql(state, narrow)}),
         cb_judged as (
             select st.rowid + 1 as __cb_ordinal, st.*, lo.custom_id as __cb_prev_custom_id, lo.result_type as __cb_prev_result,
-                   lo.request_hash as __cb_prev_request_hash,
+                   lo.request_hash as __cb_prev_request_hash, lo.sent_hash as __cb_prev_sent_hash,
                    coalesce(lo.attempt, 0) + 1 as __cb_attempt,
                    (lo.input_hash = st.__cb_input_hash or a.input_hash is not null) as __cb_same_input,
                    coalesce(lo.result_type = 'canceled' and lo.canceled_by_user, false) as __cb_user_canceled,
@@ -333,6 +333,8 @@ RENDERED_COLUMNS = {
     "line_length": "BIGINT", "error": "VARCHAR",
     # a cut document's part (parts.py): its own request hash, and its pages
     "part_hash": "VARCHAR", "first_page": "INTEGER", "last_page": "INTEGER",
+    # the sha256 of the request as sent, where its max_tokens is not the setting's (an escalation)
+    "sent_hash": "VARCHAR",
 }
 
 
@@ -395,7 +397,7 @@ def pending_requests_sql(state: State, chunk: int) -> str:
         f"select r.custom_id, p.__cb_key_json as key_json, p.__cb_input_hash as input_hash, "
         f"r.request_hash, p.__cb_attempt as attempt, p.__cb_model as request_model, "
         f"p.__cb_custom_id as key_custom_id, r.part, r.parts, r.max_tokens, r.dedup_of, "
-        f"r.part_hash, r.first_page, r.last_page, "
+        f"r.part_hash, r.first_page, r.last_page, r.sent_hash, "
         f"{components_sql('p')} as components "
         f"from {PENDING} p join {RENDERED} r on r.ordinal = p.__cb_ordinal "
         f"where r.include and r.chunk = {int(chunk)} and r.ordinal {span} and p.__cb_ordinal {span}"

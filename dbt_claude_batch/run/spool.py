@@ -183,6 +183,12 @@ def _sql_rendered_columns(prompt: Prompt, settings: Settings) -> str:
             "sha256(__cb_params) as __cb_request_hash")
 
 
+def held_as_sent(request_hash: str, row: dict[str, Any]) -> bool:
+    """Whether a changed request is the one the key's last attempt sent and had answered: a retry at an
+    escalated max_tokens, that max_tokens now being the setting. Its answer is kept, not bought again."""
+    return request_hash == row.get("__cb_prev_sent_hash") and row.get("__cb_prev_result") == "succeeded"
+
+
 class _Writer:
     def __init__(self, spool: Spool, prompt: Prompt, settings: Settings):
         self.spool = spool
@@ -201,6 +207,7 @@ class _Writer:
         # names or paths are only known equal once read, here. Document rows are few, so this stays small.
         self.sent_documents: dict[tuple, tuple[list[str], Chunk, str, list]] = {}
         self.prices: dict[str, tuple[float, float] | None] = {}
+        self.sent_hashes: dict[str, str] = {}  # custom_id -> sha256 of its line as sent, when escalated
         # Input tokens of everything but the prompt (system, examples, per-message overhead).
         self.fixed_tokens = estimate_input_tokens(request_params(settings, "", settings.model))
         self.root = media.resolve_root(settings, prompt.project_dir) if settings.attachments else None
@@ -226,11 +233,12 @@ class _Writer:
     def verdict(self, ordinal: int, custom_id: str, request_hash: str, reason: str, include: bool,
                 part: int = 1, parts: int = 1, max_tokens: Any = "", dedup_of: str = "", chunk: Chunk | None = None,
                 cost: float = 0.0, offset: Any = "", length: Any = "", error: str = "",
-                cut: tuple[str, int, int] | None = None) -> None:
-        """One verdict row; `cut`: a cut document's part (its own request hash, first and last page)."""
+                cut: tuple[str, int, int] | None = None, sent_hash: str = "") -> None:
+        """One verdict row; `cut`: a cut document's part (its own request hash, first and last page);
+        `sent_hash`: the sha256 of the line as sent, where its max_tokens is not the setting's."""
         self.pending.append((ordinal, custom_id, part, parts, request_hash, max_tokens, dedup_of, reason,
                              "" if chunk is None else chunk.index, include, "" if chunk is None else chunk.lane,
-                             cost, offset, length, error, *(cut or ("", "", ""))))
+                             cost, offset, length, error, *(cut or ("", "", "")), sent_hash))
 
     def row(self, row: dict[str, Any]) -> None:
         ordinal, key_id, reason = row["__cb_ordinal"], row["__cb_custom_id"], row["__cb_reason"]
@@ -289,6 +297,9 @@ class _Writer:
                 request_hash = hashlib.sha256("".join(c[1][0] for c in cut).encode()).hexdigest()
         if reason == "maybe_changed":
             if request_hash != row["__cb_prev_request_hash"]:
+                if held_as_sent(request_hash, row):
+                    self.verdict(ordinal, key_id, row["__cb_prev_request_hash"], "unchanged", False)
+                    return
                 reason = "changed"
             elif row["__cb_would_retry"]:
                 reason = "retry"
@@ -307,7 +318,8 @@ class _Writer:
             for part, sent_id in enumerate(ids, start=1):
                 follower = key_id if len(ids) == 1 else part_custom_id(key_id, part)
                 self.verdict(ordinal, follower, request_hash, reason, True, part, len(ids), max_tokens, sent_id,
-                             chunk, cut=shared_cut[part - 1] if shared_cut else None)
+                             chunk, cut=shared_cut[part - 1] if shared_cut else None,
+                             sent_hash=self.sent_hashes.get(sent_id, ""))
             self.spool.n_deduplicated += 1
             return
         lane = "sync" if row["__cb_rerun"] else "batch"
@@ -337,8 +349,11 @@ class _Writer:
                 custom_id = key_id if len(requests) == 1 else part_custom_id(key_id, part)
                 chunk, offset, size, cost = self.emit(lane, custom_id, params, row["__cb_key_json"], media_tokens)
                 ids.append(custom_id)
+                sent_hash = ""
+                if len(requests) == 1 and not cut and max_tokens != self.settings.max_tokens:
+                    sent_hash = self.sent_hashes[custom_id] = hash_request(params)
                 self.verdict(ordinal, custom_id, request_hash, reason, True, part, len(requests), max_tokens, "",
-                             chunk, cost, offset, size, cut=meta)
+                             chunk, cost, offset, size, cut=meta, sent_hash=sent_hash)
         if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
             self.groups[key_id] = (ids, chunk, request_hash, metas)
         if self.settings.dedupe and attached is not None:

@@ -64,7 +64,7 @@ def build_in_sql(state, settings, candidates: Callable[[str], str], chunk_path: 
 
     def rows(pending: str) -> str:  # what judging needs of each row of `pending`, rendered
         return f"""select __cb_ordinal, __cb_custom_id, __cb_key_json, __cb_reason, __cb_leader, __cb_group_size,
-               __cb_rerun, __cb_prev_request_hash, __cb_would_retry, __cb_model, __cb_request_hash, __cb_input_hash,
+               __cb_rerun, __cb_prev_request_hash, __cb_prev_sent_hash, __cb_prev_result, __cb_would_retry, __cb_model, __cb_request_hash, __cb_input_hash,
                {blank_sql('__cb_prompt')} as __cb_blank,
                coalesce(nullif(__cb_max_tokens, 0), {base}) as __cb_max_tokens,
                (strlen(__cb_prompt) + 3) // 4 as __cb_prompt_tokens,
@@ -108,8 +108,10 @@ def build_in_sql(state, settings, candidates: Callable[[str], str], chunk_path: 
 def _reason_sql(request_hash: str) -> str:
     """A candidate's reason once its request is rendered: `maybe_changed` becomes `changed` when the
     request differs from the last attempt's, else `retry` when that attempt's failure is worth
-    another try, else `unchanged` (not sent)."""
+    another try, else `unchanged` (not sent). A request equal to what the last attempt sent and had
+    answered (at an escalated max_tokens that is now the setting) is `unchanged` too (spool.held_as_sent)."""
     return (f"case when __cb_reason <> 'maybe_changed' then __cb_reason "
+            f"when {request_hash} = __cb_prev_sent_hash and __cb_prev_result = 'succeeded' then 'unchanged' "
             f"when {request_hash} is distinct from __cb_prev_request_hash then 'changed' "
             "when __cb_would_retry then 'retry' else 'unchanged' end")
 
@@ -171,6 +173,8 @@ def _judged_sql(rendered: str, own: str, dedupe: str, cost: str, base: int) -> s
             from judged)
         select __cb_ordinal::bigint as ordinal, __cb_custom_id as custom_id,
                case when __cb_final = 'empty_prompt' then 'empty_prompt:' || __cb_input_hash
+                    -- the request held: an alias names it (`record_aliases`)
+                    when __cb_final = 'unchanged' then __cb_prev_request_hash
                     when __cb_shared then __cb_leader_hash else __cb_request_hash end as request_hash,
                (case when include then __cb_max_tokens end)::integer as max_tokens,
                case when include and __cb_shared then __cb_leader end as dedup_of,
@@ -220,6 +224,7 @@ def _view_verdicts(state, files: BatchFiles) -> None:
         f"""create temp view {RENDERED} as
         select ordinal, custom_id, 1::integer as part, 1::integer as parts, request_hash, max_tokens, dedup_of,
                reason, chunk, include, lane, cost, line_offset, line_length, error,
-               null::varchar as part_hash, null::integer as first_page, null::integer as last_page
+               null::varchar as part_hash, null::integer as first_page, null::integer as last_page,
+               null::varchar as sent_hash
         from read_parquet([{', '.join(literal(p) for p in paths)}])"""
     )

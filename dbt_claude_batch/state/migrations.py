@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 # The usage of the parts a key bought itself, shaped as an outcome row for `pricing.cost_sql`.
 PAID_TYPE = ("struct(shared_from varchar, service_tier varchar, input_tokens bigint, output_tokens bigint, "
@@ -337,6 +337,10 @@ MIGRATIONS: dict[int, list[str]] = {
     # checked against it when harvested, not against the settings of the run that harvests them. NULL
     # for submissions recorded before (checked against the run's settings, as then).
     15: ["alter table {s}.submissions add column if not exists output_schema varchar"],
+    # v16: the sha256 of a request as it was sent, where that differs from its request hash (a retry at
+    # an escalated max_tokens): once max_tokens is raised to that value, the new request is the one sent
+    # and its held answer is kept, not bought again. NULL where the request went as rendered.
+    16: ["alter table {s}.requests add column if not exists sent_hash varchar"],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -348,7 +352,7 @@ EXPECTED_COLUMNS = {
                     "est_cost_usd", "purpose", "output_schema"),
     "requests": ("submission_id", "model_id", "custom_id", "key_json", "input_hash", "request_hash", "attempt",
                  "key_custom_id", "part", "parts", "max_tokens", "dedup_of", "part_hash", "first_page", "last_page",
-                 "components"),
+                 "components", "sent_hash"),
     "batches": ("batch_id", "model_id", "submission_id", "processing_status", "n_submitted", "kind",
                 "harvested_at", "api_deleted_at"),
     "outcomes": ("batch_id", "custom_id", "model_id", "result_type", "harvest_seq", "shared_from", "reused_from",

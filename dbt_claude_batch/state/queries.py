@@ -38,7 +38,7 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
     narrow += scope_sql(scope)
     return f"""with cb_req as (
             select coalesce(r.key_custom_id, r.custom_id) as key_custom_id, r.key_json, r.input_hash,
-                   r.request_hash, r.attempt, coalesce(r.part, 1) as part, coalesce(r.parts, 1) as parts,
+                   r.request_hash, r.sent_hash, r.attempt, coalesce(r.part, 1) as part, coalesce(r.parts, 1) as parts,
                    r.max_tokens, s.batch_id, r.first_page, r.last_page,
                    o.result_type, o.error_type, o.error_message, o.canceled_by_user, o.harvested_at, o.harvest_seq
             from {state.table('requests')} r
@@ -48,6 +48,7 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
         select key_custom_id as custom_id, attempt,
                any_value(key_json) as key_json, any_value(input_hash) as input_hash,
                any_value(request_hash) as request_hash, max(max_tokens) as max_tokens,
+               case when count(*) = 1 then any_value(sent_hash) end as sent_hash,
                count(*) as n_parts, max(parts) as cut_into,
                case when count(result_type) < count(*) then null
                     when count(distinct part) < max(parts) then 'missing'

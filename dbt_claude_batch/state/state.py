@@ -220,9 +220,10 @@ class State:
             self.run(
                 f"insert into {self.table('requests')} (submission_id, model_id, custom_id, key_json, input_hash, "
                 "request_hash, attempt, model, key_custom_id, part, parts, max_tokens, dedup_of, part_hash, "
-                "first_page, last_page, components) "
+                "first_page, last_page, components, sent_hash) "
                 "select ?, ?, custom_id, key_json, input_hash, request_hash, attempt, request_model, key_custom_id, "
-                f"part, parts, max_tokens, dedup_of, part_hash, first_page, last_page, components from ({requests_sql})",
+                "part, parts, max_tokens, dedup_of, part_hash, first_page, last_page, components, sent_hash "
+                f"from ({requests_sql})",
                 [submission_id, self.model_id],
             )
 

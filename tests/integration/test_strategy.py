@@ -253,9 +253,20 @@ def test_truncated_answers_are_retried_with_a_larger_max_tokens(project, emulato
     assert project.results()[1]["stop_reason"] == "end_turn"
     assert project.query("select attempt, max_tokens from dbt_claude_batch.requests where custom_id = '1' order by 1") == [
         (1, 16), (2, 32), (3, 64), (4, 128)]
-    # A lower max_tokens is the setting from now on: an escalation is not carried to a new request, and
-    # a request identical to the one held (its 128) is not bought again.
-    project.configure(replace=False, max_tokens=8)
+    # Raised to what key 1 was answered with: its request is the one sent last, held, and not bought
+    # again; the others' requests change (16 to 128) and are.
+    sent = len(row_requests(emulator))
+    project.configure(replace=False, max_tokens=128, max_rebuy_fraction=0.5)
+    out = project.run(expect_ok=False).stdout
+    assert "would buy again 2 of the 3 answers held" in out, out
+    project.run(vars={"claude_batch_allow_rebuy": True})
+    assert sorted(r["custom_id"] for r in row_requests(emulator)[sent:]) == ["2", "3"]
+    assert project.results()[1]["attempt"] == 4 and project.results()[1]["stop_reason"] == "end_turn"
+    batches = create_calls(emulator)
+    project.run()
+    assert create_calls(emulator) == batches
+    # A lower max_tokens is the setting from now on: an escalation is not carried to a new request.
+    project.configure(replace=False, max_tokens=8, max_rebuy_fraction=None)
     project.run(vars={"claude_batch_allow_rebuy": True})
     assert project.query("select custom_id, max_tokens from dbt_claude_batch.requests where attempt = "
                          "(select max(attempt) from dbt_claude_batch.requests r where r.custom_id = requests.custom_id) "
