@@ -58,7 +58,10 @@ PLAN_SCHEMA: dict[str, Any] = {
             "properties": {"rows": _COUNT, "held": _COUNT, "limit": {"type": ["integer", "null"]},
                            "stops": {"type": "boolean"}, "why": _COUNTS,
                            "usd": {"type": "number", "minimum": 0,
-                                   "description": "at most (worst-case output), at this run's route"}},
+                                   "description": "at most (worst-case output), at this run's route"},
+                           "held_elsewhere": {**_COUNTS, "description": "for a model holding no answer yet: per "
+                                              "other model of this state, the keys it would buy whose exact "
+                                              "request that model holds an answer for (renamed or copied?)"}},
         },
         "tokens": {
             "type": "object",
@@ -120,8 +123,10 @@ def plan_text(plan: dict[str, Any]) -> str:
                                  else "no past batch of this model")
         + f"; the API's window is {turn['window_hours']} h",
         f"  re-buy: {rebuy['rows']} of {rebuy['held']} held answer(s) would be bought again"
-        + (f" (limit {rebuy['limit']}: the run would stop; --vars '{{claude_batch_allow_rebuy: true}}' lets it "
-           "through once)" if rebuy["stops"] else ""),
+        + "".join(f"; {n} request(s) whose answers {m} holds" for m, n in (rebuy.get("held_elsewhere") or {}).items())
+        + ((f" (limit {rebuy['limit']}: " if rebuy.get("limit") is not None and rebuy["rows"] > rebuy["limit"]
+            else " (") + "the run would stop; --vars '{claude_batch_allow_rebuy: true}' lets it through once)"
+           if rebuy["stops"] else ""),
     ]
     if rows["in_flight"]:
         lines.append(f"  in flight: {rows['in_flight']} row(s) in batches not yet harvested: the next run harvests "

@@ -118,6 +118,20 @@ def rebuy_limit(cfg: Settings, held: int) -> int | None:
     return min(limits) if limits else None
 
 
+def held_elsewhere(state: State) -> dict[str, int]:
+    """For a model that holds no answer yet: per other model of this state, the keys this run would buy
+    whose exact request (sha256) that model holds an answer for. A renamed or copied model starts with
+    no state of its own, so the guard's count of held answers cannot see what it would buy again."""
+    answers = state.table("answers")
+    if not state.run(f"select exists (select 1 from {answers} where model_id <> ?) and not exists "
+                     f"(select 1 from {answers} where model_id = ?)", [state.model_id, state.model_id])[0][0]:
+        return {}
+    return dict(state.run(
+        f"""select a.model_id, count(distinct v.ordinal) from {RENDERED} v
+        join {answers} a on a.request_hash = v.request_hash and a.model_id <> ? and coalesce(a.parts, 1) = 1
+        where v.include and v.parts = 1 group by all order by 2 desc, 1""", [state.model_id]))
+
+
 def check_rebuy(state: State, cfg: Settings, allowed: bool, discount: float) -> None:
     """The guard: stop before any create when a run would buy again more held answers than allowed."""
     if cfg.max_rebuy_fraction is None and cfg.max_rebuy_rows is None:
@@ -126,8 +140,17 @@ def check_rebuy(state: State, cfg: Settings, allowed: bool, discount: float) -> 
     try:
         n, held, why, cost = rebuy_figures(state)
         unpriced = _unpriced_rebuys(state, cfg) if n else 0
+        elsewhere = held_elsewhere(state) if not held else {}
     finally:
         state.run(f"drop table if exists {_VERDICTS}")
+    if elsewhere and sum(elsewhere.values()) > rebuy_limit(cfg, sum(elsewhere.values())):
+        if allowed:
+            from dbt_claude_batch.base.log import logger
+
+            logger.warning(f"buying {sum(elsewhere.values())} requests whose answers other models of this state "
+                           "hold (claude_batch_allow_rebuy)")
+            return
+        raise RebuyGuardError(held_elsewhere_message(state.model_id, elsewhere))
     limit = rebuy_limit(cfg, held)
     if not n or limit is None or n <= limit:
         return
@@ -150,6 +173,17 @@ def rebuy_message(model_id: str, n: int, held: int, why: dict[str, int], cost: f
             "it through once with --vars '{claude_batch_allow_rebuy: true}'; otherwise revert it.\n"
             "`dbt run --vars '{claude_batch_plan: true}'` (or `dbt-claude-batch plan`) shows the full plan; raise "
             "`max_rebuy_fraction` / `max_rebuy_rows`, or set them to null, to change the guard.")
+
+
+def held_elsewhere_message(model_id: str, elsewhere: dict[str, int]) -> str:
+    owner = next(iter(elsewhere))
+    holders = (f"{owner} already holds" if len(elsewhere) == 1
+               else ", ".join(f"{m} ({n})" for m, n in elsewhere.items()) + " already hold")
+    return (f"This run would buy {sum(elsewhere.values())} requests whose answers {holders} in this state (the same "
+            "requests, by sha256: was the model renamed or copied?): nothing was submitted. A model's state is its "
+            f"name's, and {model_id} holds none yet. To reuse them at $0: `dbt-claude-batch answers export --model "
+            f"{owner} --to answers.parquet`, `dbt-claude-batch answers import --from answers.parquet`, then run "
+            "again. To buy them anyway, let it through once with --vars '{claude_batch_allow_rebuy: true}'.")
 
 
 # Fields of a Messages body that count_tokens takes (max_tokens and the like it refuses).
@@ -262,6 +296,8 @@ def _document(state: State, cfg: Settings, n_staged: int, choose_route,
     discount = BATCH_DISCOUNT if route == "batch" else 1.0
     n_rebuy, held, rebuy_why, rebuy_cost = rebuy_figures(state)
     limit = rebuy_limit(cfg, held)
+    elsewhere = held_elsewhere(state) if not held else {}
+    limit_elsewhere = rebuy_limit(cfg, sum(elsewhere.values()))
     history = usage_history(state)
     tokens, cost = _estimate(state, cfg, int(lines), history, discount, counted)
     median, p90, n_turned = turnaround_hours(state)
@@ -283,8 +319,10 @@ def _document(state: State, cfg: Settings, n_staged: int, choose_route,
         "requests": {"to_send": int(lines), "deduplicated": int(shared),
                      "batches": int(n_batches) if route == "batch" else 0, "route": route, "route_why": route_why},
         "rebuy": {"rows": int(n_rebuy), "held": int(held), "limit": limit,
-                  "stops": bool(n_rebuy and limit is not None and n_rebuy > limit), "why": rebuy_why,
-                  "usd": round(rebuy_cost * discount, 6)},
+                  "stops": bool(n_rebuy and limit is not None and n_rebuy > limit) or bool(
+                      elsewhere and limit_elsewhere is not None and sum(elsewhere.values()) > limit_elsewhere),
+                  "why": rebuy_why, "usd": round(rebuy_cost * discount, 6),
+                  "held_elsewhere": {k: int(v) for k, v in elsewhere.items()}},
         "tokens": tokens,
         "cost_usd": cost,
         "turnaround_hours": {"median": median, "p90": p90, "batches_seen": int(n_turned), "window_hours": 24},

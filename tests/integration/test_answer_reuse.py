@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
 
 from dbt_harness import DbtProject, create_calls, created_batches, expected_answer, items, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
+CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
 
 
 def test_a_reverted_template_edit_reuses_the_answer_instead_of_buying_it_again(project, emulator):
@@ -126,3 +130,36 @@ def test_changing_state_schema_warns_before_buying_again(project, emulator):
 
     assert "state_schema is 'other_state', which has no state for this model, but 'dbt_claude_batch' has" in out
     assert create_calls(emulator) == 2
+
+
+def test_a_renamed_model_is_stopped_before_buying_what_its_old_name_holds(project, emulator, tmp_path):
+    """A model's state is its name's: a renamed model holds nothing, and would buy every row again. Its
+    first run is stopped by the re-buy guard, which names the model holding the answers and the way to
+    reuse them (export, import), before any create."""
+    rows = items(5)
+    project.load_table("items", rows)
+    project.configure(replace=False, **FAST)
+    project.run()
+    answers = {k: v["output_text"] for k, v in project.results().items()}
+    (project.root / f"models/{project.model}.py").unlink()
+    project.model = "tickets_batch"
+    project.rebuy_guard = True
+    project.configure(replace=False)
+    project.write_model()
+
+    out = project.run(expect_ok=False).stdout
+
+    assert ("This run would buy 5 requests whose answers main.items_batch already holds in this state (the same "
+            "requests, by sha256: was the model renamed or copied?): nothing was submitted.") in out, out
+    assert "dbt-claude-batch answers export --model main.items_batch --to answers.parquet" in out
+    assert create_calls(emulator) == 1
+    exported = tmp_path / "answers.parquet"
+    for args in (("export", "--database", str(project.db_path), "--model", "main.items_batch", "--to", str(exported)),
+                 ("import", "--database", str(project.db_path), "--from", str(exported))):
+        done = subprocess.run([CLI, "answers", *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+
+    project.run()
+
+    assert create_calls(emulator) == 1
+    assert {k: v["output_text"] for k, v in project.results().items()} == answers

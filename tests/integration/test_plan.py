@@ -123,7 +123,7 @@ def test_plan_counts_hold_for_the_next_run_and_the_guard_stops_a_mass_rebuy(proj
     plan = document["plans"][0]
     jsonschema.validate(plan, PLAN_SCHEMA)
     assert plan["rebuy"] == {"rows": 12, "held": 12, "limit": 2, "stops": True, "why": {"template": 12},
-                             "usd": plan["rebuy"]["usd"]}
+                             "usd": plan["rebuy"]["usd"], "held_elsewhere": {}}
     assert planned_reasons(plan) == {"changed": 12} and plan["changed_why"] == {"template": 12}
     assert plan["requests"]["to_send"] == 11 and plan["requests"]["deduplicated"] == 1  # rows 1 and 12 ask alike
 

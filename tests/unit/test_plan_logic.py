@@ -64,8 +64,8 @@ def test_levers_say_why_with_the_numbers():
     assert f"saves up to ${2000 * 1.0 / 1e6 * 0.5 * (99 * 0.9 - 1.0):.4f}" in caching
 
 
-def test_a_plan_document_is_valid_and_reads_as_text():
-    document = {
+def _document() -> dict:
+    return {
         "schema_version": 1, "model": "main.m", "planned_at": "2026-12-05T06:00:00Z",
         "rows": {"source": 12, "new": 1, "changed": 1, "retry": 1, "rerun": 0, "resubmit_canceled": 0,
                  "unchanged": 8, "in_flight": 0, "reusable": 1, "reusable_other_state": None, "not_sent": {}},
@@ -78,6 +78,10 @@ def test_a_plan_document_is_valid_and_reads_as_text():
         "turnaround_hours": {"median": None, "p90": None, "batches_seen": 0, "window_hours": 24},
         "levers": {"route": "r", "max_tokens": "m", "caching": "c", "dedup": "d"},
     }
+
+
+def test_a_plan_document_is_valid_and_reads_as_text():
+    document = _document()
     jsonschema.validate(document, PLAN_SCHEMA)
     text = plan_text(document)
     assert text.splitlines()[0] == ("plan for main.m: 12 source rows: 1 new, 1 changed (1 prompt text), 1 to retry "
@@ -139,3 +143,12 @@ def test_the_guard_names_keys_bought_again_from_a_model_without_a_price():
     assert plan._unpriced_rebuys(state, settings) == 2
     message = plan.rebuy_message("main.m", 3, 3, {"model": 3}, 0.0005, 1, settings, 2)
     assert "(model changed for 3; estimated at most $0.0005, plus 2 to a model with no known price)" in message
+
+
+def test_the_plan_names_the_models_that_hold_what_a_new_model_would_buy():
+    document = _document()
+    document["rebuy"] = {"rows": 0, "held": 0, "limit": 1, "stops": True, "why": {}, "usd": 0.0,
+                         "held_elsewhere": {"main.items_batch": 5}}
+    jsonschema.validate(document, PLAN_SCHEMA)
+    assert ("re-buy: 0 of 0 held answer(s) would be bought again; 5 request(s) whose answers main.items_batch "
+            "holds (the run would stop;") in plan_text(document)
