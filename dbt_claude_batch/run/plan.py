@@ -123,8 +123,7 @@ def held_elsewhere(state: State) -> dict[str, int]:
     whose exact request (sha256) that model holds an answer for. A renamed or copied model starts with
     no state of its own, so the guard's count of held answers cannot see what it would buy again."""
     answers = state.table("answers")
-    if not state.run(f"select exists (select 1 from {answers} where model_id <> ?) and not exists "
-                     f"(select 1 from {answers} where model_id = ?)", [state.model_id, state.model_id])[0][0]:
+    if not state.run(f"select exists (select 1 from {answers} where model_id <> ?)", [state.model_id])[0][0]:
         return {}
     return dict(state.run(
         f"""select a.model_id, count(distinct v.ordinal) from {RENDERED} v
