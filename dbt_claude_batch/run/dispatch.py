@@ -85,7 +85,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
             + (f", {spool.n_deduplicated} sharing an identical request" if spool.n_deduplicated else "")
             + f"; route: {route} ({why}); {_estimate_note(cfg, spool, estimate)}"
         )
-        from dbt_claude_batch.run.plan import check_rebuy
+        from dbt_claude_batch.run.rebuy import check_rebuy
 
         check_rebuy(state, cfg, allow_rebuy, discount)  # before the budget: it says why, not only how much
         if spool.unpriced_models:  # a misspelt model is what is wrong then, not its missing price

@@ -6,7 +6,7 @@ changed (and which component of the request changed, from the components recorde
 request), retried (by the previous failure's kind), unchanged, in flight, and reusable from answers
 held in state (the very query the run's reuse uses). Nothing is recorded but the plan itself: no
 template error, alias or reuse is written, no API is called. The re-buy guard reads the same
-verdicts in a real run, after reuse and before any create.
+verdicts in a real run, after reuse and before any create (run/rebuy.py).
 """
 
 from __future__ import annotations
@@ -14,175 +14,22 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import json
-import math
 from typing import Any
 
-from dbt_claude_batch.base.errors import RebuyGuardError
-from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.base.plan_document import PLAN_SCHEMA_VERSION
 from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, list_price
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.plan_levers import levers
-from dbt_claude_batch.run.components import COMPONENTS, components_sql
 from dbt_claude_batch.run.planning import PENDING, RENDERED, STAGED
+from dbt_claude_batch.run.rebuy import VERDICTS, build_verdicts, changed_why, held_elsewhere, rebuy_figures, rebuy_limit
 from dbt_claude_batch.state.queries import turnaround_hours, usage_history
 from dbt_claude_batch.state.state import State, utcnow
 
-_VERDICTS = "cb_plan_verdicts"
 # The byte heuristic (UTF-8 bytes / 4) is exact for the emulator and within about this share of real
 # tokenizers on prose; the plan's input range is the estimate times (1 -/+ this).
 HEURISTIC_SPREAD = 0.3
 # With count_tokens on a sample, the rest of the rows still vary around the sample's ratio.
 COUNTED_SPREAD = 0.1
-
-
-def build_verdicts(state: State, reusable_sql: str | None) -> None:
-    """One row per candidate key: its verdict after reuse, the lines it would send and their estimate.
-
-    `reusable_sql` (local_outcomes.held_answer_matches_sql) marks the keys a run would answer from
-    state; None when the run has already recorded that reuse in the verdicts table (the guard).
-    """
-    reused = (f"left join ({reusable_sql}) u on u.ordinal = v.ordinal and u.custom_id = v.custom_id"
-              if reusable_sql else "left join (select null::bigint as ordinal, null as custom_id) u on false")
-    state.run(
-        f"""create or replace temp table {_VERDICTS} as
-        with v as (select v.*, u.ordinal is not null as reused from {RENDERED} v {reused})
-        select v.ordinal, any_value(p.__cb_custom_id) as key_id,
-               -- a key in parts is reused only when every part is; else it is what its sent parts are
-               coalesce(any_value(v.reason) filter (where v.include and not v.reused),
-                        any_value(case when v.reused then 'reused' else v.reason end)) as reason,
-               bool_or(v.include and not v.reused) as include,
-               count(*) filter (where v.include and not v.reused and v.dedup_of is null) as lines,
-               count(*) filter (where v.include and not v.reused and v.dedup_of is not null) as shared,
-               coalesce(sum(v.cost) filter (where v.include and not v.reused and v.dedup_of is null), 0) as cost,
-               coalesce(sum(v.max_tokens) filter (where v.include and not v.reused and v.dedup_of is null), 0)
-                   as out_tokens,
-               count(distinct v.chunk) filter (where v.include and not v.reused and v.dedup_of is null
-                                               and v.lane = 'batch') as batch_chunks,
-               list(distinct v.chunk) filter (where v.include and not v.reused and v.dedup_of is null
-                                              and v.lane = 'batch') as chunk_list,
-               any_value(p.__cb_model) as model, any_value({components_sql('p')}) as components,
-               any_value(p.__cb_attempt) as attempt, any_value(p.__cb_prev_result) as prev_result
-        from v join {PENDING} p on p.__cb_ordinal = v.ordinal
-        group by v.ordinal"""
-    )
-
-
-def _changed_why(state: State, where: str) -> dict[str, int]:
-    """Per component (COMPONENTS' labels): how many of the keys `where` selects differ from their last request."""
-    rows = f"""(select x.ordinal, x.components as new, r.components as old
-        from {_VERDICTS} x left join {state.table('requests')} r
-          on r.model_id = {literal(state.model_id)} and coalesce(r.key_custom_id, r.custom_id) = x.key_id
-         and r.attempt = x.attempt - 1 and coalesce(r.part, 1) = 1
-        where {where})"""
-    labels = ", ".join(f"({literal(k)}, {literal(v)}, {i})" for i, (k, v) in enumerate(COMPONENTS.items()))
-    found = state.run(
-        f"""select c.label, count(distinct x.ordinal) from {rows} x, (values {labels}) c(k, label, i)
-        where x.old is not null and json_extract_string(x.new, '$.' || c.k)
-              is distinct from json_extract_string(x.old, '$.' || c.k)
-        group by c.label, c.i order by c.i""")
-    why = {label: n for label, n in found}
-    unknown = state.run(f"select count(distinct ordinal) from {rows} x where x.old is null")[0][0]
-    if unknown:
-        why["unknown (recorded before components were)"] = unknown
-    return why
-
-
-def rebuy_figures(state: State) -> tuple[int, int, dict[str, int], float]:
-    """Keys a run would buy again though they hold an answer: (how many, answers held, why, list price)."""
-    answers = state.table("answers")
-    where = _rebuy_where(state)
-    n, cost = state.run(f"select count(*), coalesce(sum(cost), 0) from {_VERDICTS} x where {where}")[0]
-    held = state.run(f"select count(distinct custom_id) from {answers} where model_id = ?", [state.model_id])[0][0]
-    return n, held, (_changed_why(state, where) if n else {}), float(cost)
-
-
-def _rebuy_where(state: State) -> str:
-    return (f"x.include and x.reason = 'changed' and exists (select 1 from {state.table('answers')} a where "
-            f"a.model_id = {literal(state.model_id)} and a.custom_id = x.key_id)")
-
-
-def _unpriced_rebuys(state: State, cfg: Settings) -> int:
-    """Of the keys bought again, those whose model has no known price (their estimate is not in the sum)."""
-    return sum(int(n) for model, n in state.run(
-        f"select model, count(*) from {_VERDICTS} x where {_rebuy_where(state)} group by all")
-        if list_price(model, cfg.prices) is None)
-
-
-def rebuy_limit(cfg: Settings, held: int) -> int | None:
-    """The most held answers a run may buy again without the var (None: no limit)."""
-    limits = [cfg.max_rebuy_rows] if cfg.max_rebuy_rows is not None else []
-    if cfg.max_rebuy_fraction is not None:
-        # One edited row of a small model is not a mass re-buy: the share never stops a single row.
-        limits.append(max(1, math.floor(cfg.max_rebuy_fraction * held)))
-    return min(limits) if limits else None
-
-
-def held_elsewhere(state: State) -> dict[str, int]:
-    """For a model that holds no answer yet: per other model of this state, the keys this run would buy
-    whose exact request (sha256) that model holds an answer for. A renamed or copied model starts with
-    no state of its own, so the guard's count of held answers cannot see what it would buy again."""
-    answers = state.table("answers")
-    if not state.run(f"select exists (select 1 from {answers} where model_id <> ?)", [state.model_id])[0][0]:
-        return {}
-    return dict(state.run(
-        f"""select a.model_id, count(distinct v.ordinal) from {RENDERED} v
-        join {answers} a on a.request_hash = v.request_hash and a.model_id <> ? and coalesce(a.parts, 1) = 1
-        where v.include and v.parts = 1 group by all order by 2 desc, 1""", [state.model_id]))
-
-
-def check_rebuy(state: State, cfg: Settings, allowed: bool, discount: float) -> None:
-    """The guard: stop before any create when a run would buy again more held answers than allowed."""
-    if cfg.max_rebuy_fraction is None and cfg.max_rebuy_rows is None:
-        return
-    build_verdicts(state, None)
-    try:
-        n, held, why, cost = rebuy_figures(state)
-        unpriced = _unpriced_rebuys(state, cfg) if n else 0
-        elsewhere = held_elsewhere(state) if not held else {}
-    finally:
-        state.run(f"drop table if exists {_VERDICTS}")
-    if elsewhere and sum(elsewhere.values()) > rebuy_limit(cfg, sum(elsewhere.values())):
-        if allowed:
-            from dbt_claude_batch.base.log import logger
-
-            logger.warning(f"buying {sum(elsewhere.values())} requests whose answers other models of this state "
-                           "hold (claude_batch_allow_rebuy)")
-            return
-        raise RebuyGuardError(held_elsewhere_message(state.model_id, elsewhere))
-    limit = rebuy_limit(cfg, held)
-    if not n or limit is None or n <= limit:
-        return
-    if allowed:
-        from dbt_claude_batch.base.log import logger
-
-        logger.warning(f"buying again {n} of the {held} held answer(s) (claude_batch_allow_rebuy)")
-        return
-    raise RebuyGuardError(rebuy_message(state.model_id, n, held, why, cost * discount, limit, cfg, unpriced))
-
-
-def rebuy_message(model_id: str, n: int, held: int, why: dict[str, int], cost: float, limit: int,
-                  cfg: Settings, unpriced: int = 0) -> str:
-    setting = ("max_rebuy_rows" if cfg.max_rebuy_rows is not None and limit == cfg.max_rebuy_rows
-               else "max_rebuy_fraction")
-    reasons = ", ".join(f"{k} changed for {v}" for k, v in why.items()) or "their requests changed"
-    unknown = f", plus {unpriced} to a model with no known price" if unpriced else ""
-    return (f"This run would buy again {n} of the {held} answers held for {model_id} ({reasons}; estimated at most "
-            f"${cost:.4f}{unknown}), over {setting} (limit {limit} rows): nothing was submitted. If the change is meant, let "
-            "it through once with --vars '{claude_batch_allow_rebuy: true}'; otherwise revert it.\n"
-            "`dbt run --vars '{claude_batch_plan: true}'` (or `dbt-claude-batch plan`) shows the full plan; raise "
-            "`max_rebuy_fraction` / `max_rebuy_rows`, or set them to null, to change the guard.")
-
-
-def held_elsewhere_message(model_id: str, elsewhere: dict[str, int]) -> str:
-    owner = next(iter(elsewhere))
-    holders = (f"{owner} already holds" if len(elsewhere) == 1
-               else ", ".join(f"{m} ({n})" for m, n in elsewhere.items()) + " already hold")
-    return (f"This run would buy {sum(elsewhere.values())} requests whose answers {holders} in this state (the same "
-            "requests, by sha256: was the model renamed or copied?): nothing was submitted. A model's state is its "
-            f"name's, and {model_id} holds none yet. To reuse them at $0: `dbt-claude-batch answers export --model "
-            f"{owner} --to answers.parquet`, `dbt-claude-batch answers import --from answers.parquet`, then run "
-            "again. To buy them anyway, let it through once with --vars '{claude_batch_allow_rebuy: true}'.")
 
 
 # Fields of a Messages body that count_tokens takes (max_tokens and the like it refuses).
@@ -271,12 +118,12 @@ def compute(state: State, cfg: Settings, n_staged: int, reusable_sql: str,
         document["rows"]["reusable_other_state"] = reusable_other
         return document
     finally:
-        state.run(f"drop table if exists {_VERDICTS}")
+        state.run(f"drop table if exists {VERDICTS}")
 
 
 def _document(state: State, cfg: Settings, n_staged: int, choose_route,
               counted: tuple[float, int] | None = None) -> dict[str, Any]:
-    by_reason = dict(state.run(f"select reason, count(*) from {_VERDICTS} group by all"))
+    by_reason = dict(state.run(f"select reason, count(*) from {VERDICTS} group by all"))
     sent = {r: by_reason.get(r, 0) for r in ("new", "changed", "retry", "rerun", "resubmit_canceled")}
     not_sent = {r: n for r, n in by_reason.items()
                 if r not in sent and r not in ("reused", "unchanged") and n}
@@ -285,12 +132,12 @@ def _document(state: State, cfg: Settings, n_staged: int, choose_route,
     )[0][0]
     candidates = sum(by_reason.values())
     retry_by_kind = dict(state.run(
-        f"select coalesce(prev_result, 'unknown'), count(*) from {_VERDICTS} where reason in ('retry', "
+        f"select coalesce(prev_result, 'unknown'), count(*) from {VERDICTS} where reason in ('retry', "
         "'resubmit_canceled') group by all order by all"))
     lines, shared, batch_lines = state.run(
         f"select coalesce(sum(lines), 0), coalesce(sum(shared), 0), "
-        f"coalesce(sum(lines) filter (where batch_chunks > 0), 0) from {_VERDICTS}")[0]
-    n_batches = state.run(f"select count(distinct c) from (select unnest(chunk_list) as c from {_VERDICTS})")[0][0]
+        f"coalesce(sum(lines) filter (where batch_chunks > 0), 0) from {VERDICTS}")[0]
+    n_batches = state.run(f"select count(distinct c) from (select unnest(chunk_list) as c from {VERDICTS})")[0][0]
     route, route_why = choose_route(cfg, int(batch_lines))
     discount = BATCH_DISCOUNT if route == "batch" else 1.0
     n_rebuy, held, rebuy_why, rebuy_cost = rebuy_figures(state)
@@ -313,7 +160,7 @@ def _document(state: State, cfg: Settings, n_staged: int, choose_route,
             "reusable_other_state": None,
             "not_sent": {k: int(v) for k, v in sorted(not_sent.items())},
         },
-        "changed_why": _changed_why(state, "x.include and x.reason = 'changed'") if sent["changed"] else {},
+        "changed_why": changed_why(state, "x.include and x.reason = 'changed'") if sent["changed"] else {},
         "retry_by_kind": {k: int(v) for k, v in retry_by_kind.items()},
         "requests": {"to_send": int(lines), "deduplicated": int(shared),
                      "batches": int(n_batches) if route == "batch" else 0, "route": route, "route_why": route_why},
@@ -332,7 +179,7 @@ def _document(state: State, cfg: Settings, n_staged: int, choose_route,
 def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: float,
               counted: tuple[float, int] | None = None) -> tuple[dict, dict]:
     """Token and USD ranges for the lines to send: the byte heuristic, widened by this model's history."""
-    per_model = state.run(f"select model, sum(cost), sum(out_tokens), sum(lines) from {_VERDICTS} "
+    per_model = state.run(f"select model, sum(cost), sum(out_tokens), sum(lines) from {VERDICTS} "
                           "where lines > 0 group by all")
     unpriced: dict[str, int] = {}
     heuristic_in = out_high = 0.0

@@ -9,7 +9,7 @@ from dbt_claude_batch.base.errors import ConfigError
 from dbt_claude_batch.base.plan_document import PLAN_SCHEMA, plan_text
 from dbt_claude_batch.base.run_vars import RunVars
 from dbt_claude_batch.base.settings import Settings
-from dbt_claude_batch.run import plan, plan_levers
+from dbt_claude_batch.run import plan, plan_levers, rebuy
 
 NO_HISTORY = {"n": 0}
 HISTORY = {"n": 40, "input_mean": 120.0, "input_p10": 100.0, "input_p90": 150.0, "output_mean": 6.0,
@@ -26,7 +26,7 @@ def cfg(**kw) -> Settings:
     ({"max_rebuy_fraction": None}, 100, None), ({"max_rebuy_fraction": None, "max_rebuy_rows": 7}, 100, 7),
 ])
 def test_the_guard_limit_is_the_lower_of_the_share_and_the_rows(settings, held, limit):
-    assert plan.rebuy_limit(cfg(**settings), held) == limit
+    assert rebuy.rebuy_limit(cfg(**settings), held) == limit
 
 
 @pytest.mark.parametrize("bad", [{"max_rebuy_fraction": 1.5}, {"max_rebuy_fraction": True},
@@ -102,8 +102,8 @@ def test_requests_to_a_model_without_a_price_are_named_not_estimated_at_zero():
     from dbt_claude_batch.state.state import State
 
     con = duckdb.connect()
-    con.execute(f"create temp table {plan._VERDICTS} (model varchar, cost double, out_tokens bigint, lines bigint)")
-    con.execute(f"insert into {plan._VERDICTS} values ('claude-haiku-4-5', 0.001, 640, 10), "
+    con.execute(f"create temp table {rebuy.VERDICTS} (model varchar, cost double, out_tokens bigint, lines bigint)")
+    con.execute(f"insert into {rebuy.VERDICTS} values ('claude-haiku-4-5', 0.001, 640, 10), "
                 "('claude-next-preview', 0.0, 320, 5)")
     tokens, cost = plan._estimate(State(con, "s", "main.m"), cfg(), 15, NO_HISTORY, 0.5)
     assert cost["unpriced"] == {"claude-next-preview": 5}
@@ -135,13 +135,13 @@ def test_the_guard_names_keys_bought_again_from_a_model_without_a_price():
     state.ensure()
     con.execute("insert into dbt_claude_batch.answers (model_id, custom_id, attempt, key_json, harvest_seq, seq) "
                 "select 'main.m', k, 1, '{}', 1, 1 from (values ('a'), ('b'), ('c')) t(k)")
-    con.execute(f"create temp table {plan._VERDICTS} (key_id varchar, include boolean, reason varchar, "
+    con.execute(f"create temp table {rebuy.VERDICTS} (key_id varchar, include boolean, reason varchar, "
                 "cost double, model varchar)")
-    con.execute(f"insert into {plan._VERDICTS} values ('a', true, 'changed', 0.001, 'claude-haiku-4-5'), "
+    con.execute(f"insert into {rebuy.VERDICTS} values ('a', true, 'changed', 0.001, 'claude-haiku-4-5'), "
                 "('b', true, 'changed', 0.0, 'claude-next-preview'), ('c', true, 'changed', 0.0, 'claude-next-preview')")
     settings = cfg()
-    assert plan._unpriced_rebuys(state, settings) == 2
-    message = plan.rebuy_message("main.m", 3, 3, {"model": 3}, 0.0005, 1, settings, 2)
+    assert rebuy._unpriced_rebuys(state, settings) == 2
+    message = rebuy.rebuy_message("main.m", 3, 3, {"model": 3}, 0.0005, 1, settings, 2)
     assert "(model changed for 3; estimated at most $0.0005, plus 2 to a model with no known price)" in message
 
 
