@@ -16,7 +16,7 @@ from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.results import results_sql
 from dbt_claude_batch.state import comparisons
 from dbt_claude_batch.state.answer_files import schemas_with_models
-from dbt_claude_batch.state.state import State
+from dbt_claude_batch.state.state import State, utcnow
 
 
 # dbt-duckdb's strategies that replace the table's row of every key a run returns (None and "default"
@@ -195,18 +195,47 @@ def relabel_keys(state: State, staged: str, source_sql: str, source_columns: lis
                 f"--full-refresh -s {identifier}` (unchanged requests are answered from the import, never by key); "
                 "nothing was submitted."
             )
-    # Answers of keys the source no longer has under the new key (the old key's other custom_ids) would
-    # come back with the new key's columns NULL: they leave the answers (their outcomes stay, reusable
-    # by exact request).
-    shape = "[" + ", ".join(literal(c) for c in new_key) + "]"
-    state.run(f"delete from {state.table('answers')} where model_id = ? and json_keys(key_json) <> {shape} "
-              f"and custom_id not in (select __cb_custom_id from {staged})", [state.model_id])
+    retire_orphans(state, staged)
     for table, key in (("requests", "coalesce(t.key_custom_id, t.custom_id)"), ("answers", "t.custom_id")):
         state.run(
             f"""update {state.table(table)} t set key_json = st.__cb_key_json::json from {staged} st
             where t.model_id = ? and {key} = st.__cb_custom_id
               and t.key_json::varchar is distinct from st.__cb_key_json::varchar""",
             [state.model_id])
+
+
+RETIRED = "retired~"
+
+
+def retire_orphans(state: State, staged: str) -> int:
+    """At a key change, the history of custom_ids no staged row takes is another key's: it is renamed out
+    of every key's way (`retired~<when>~<custom_id>`; `~` is never in a custom_id), so a later row whose
+    new key takes one of those custom_ids starts afresh, and never inherits that history's answer (or is
+    taken as answered by it). The requests and outcomes stay, for the bill and for reuse by exact request.
+    """
+    orphan = (f"r.model_id = {literal(state.model_id)} and coalesce(r.key_custom_id, r.custom_id) not like "
+              f"'{RETIRED}%' and coalesce(r.key_custom_id, r.custom_id) not in (select __cb_custom_id from {staged})")
+    prefix = literal(f"{RETIRED}{utcnow():%Y%m%dT%H%M%S}~")
+    n = state.run(f"select count(distinct coalesce(r.key_custom_id, r.custom_id)) from {state.table('requests')} r "
+                  f"where {orphan}")[0][0]
+    if not n:
+        return 0
+    state.run(
+        f"""update {state.table('outcomes')} o set custom_id = {prefix} || o.custom_id
+        from {state.table('requests')} r join {state.table('submissions')} s using (submission_id)
+        where {orphan} and s.batch_id = o.batch_id and r.custom_id = o.custom_id""")
+    # Their answers would come back with the new key's columns NULL; their aliases name requests now retired.
+    for table in ("answers", "input_aliases"):
+        state.run(f"delete from {state.table(table)} t where t.model_id = ? and t.custom_id not like "
+                  f"'{RETIRED}%' and t.custom_id not in (select __cb_custom_id from {staged})", [state.model_id])
+    state.run(f"update {state.table('prompts')} t set custom_id = {prefix} || t.custom_id, key_custom_id = "
+              f"{prefix} || t.key_custom_id where t.model_id = ? and t.key_custom_id not like '{RETIRED}%' "
+              f"and t.key_custom_id not in (select __cb_custom_id from {staged})", [state.model_id])
+    state.run(f"update {state.table('requests')} r set custom_id = {prefix} || r.custom_id, key_custom_id = "
+              f"{prefix} || coalesce(r.key_custom_id, r.custom_id) where {orphan}")
+    logger.info(f"{n} custom_id(s) of the old key that no row of the new key takes: their history is kept for "
+                "the bill and for reuse by exact request, under retired~ ids")
+    return n
 
 
 def warn_if_state_elsewhere(state: State, table_has_rows: bool) -> None:

@@ -3,7 +3,7 @@ exactly one row per key of the current source."""
 
 from __future__ import annotations
 
-from dbt_harness import MODEL_PY, create_calls, created_batches, emulator_answer, expected_answer
+from dbt_harness import MODEL_PY, create_calls, created_batches, emulator_answer, expected_answer, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 ROWS = [{"id": i, "tenant": t, "body": f"body {i} {t}"} for i in range(1, 7) for t in ("a", "b")][:9]
@@ -213,3 +213,30 @@ def test_answers_of_the_old_key_never_come_back_after_a_rebuild_that_bought_ever
     project.run()
     assert project.query("select code, output_text from main.items_batch order by 1") == [
         (f"c{i}", emulator_answer(f"Item, again: body {i}")) for i in range(1, 4)]
+
+
+def test_a_new_key_value_equal_to_a_custom_id_the_old_key_left_starts_afresh(project, emulator):
+    """After a key change, the old key's custom_ids that no row took over keep their history for the bill
+    and for reuse by exact request, never as a key's: a later row whose new key takes one of those
+    custom_ids is a new key. It never shows the old row's answer, and is never taken as answered."""
+    rows = [{"id": i, "ticket": 100 + i, "body": f"body {i}"} for i in range(1, 5)]
+    project.load_table("items", rows)
+    project.write("prompts/item.j2", "Ticket: {{ body }}")
+    project.configure(replace=False, max_failure_ratio=1, **FAST)
+    project.run()
+    project.write_model(unique_key="ticket")
+    project.configure(replace=False, key="ticket")
+    project.dbt("run", "--full-refresh", "-s", "+items_batch")
+    assert create_calls(emulator) == 1  # the same requests under new custom_ids: answered from state
+    # Ticket 2 takes custom_id 2 (id 2's) and its request fails; ticket 3 takes id 3's, with its very text.
+    rows += [{"id": 9, "ticket": 2, "body": "another ticket"}, {"id": 10, "ticket": 3, "body": "body 3"}]
+    project.load_table("items", rows)
+    emulator.set_scenarios([{"name": "result_outcome", "custom_ids": ["2"], "outcome": "invalid_request_error"}])
+
+    project.run()
+
+    results = {r[0]: r[1] for r in project.query("select ticket, output_text from main.items_batch")}
+    assert sorted(results, key=str) == sorted([101, 102, 103, 104, 3], key=str), results
+    assert results[3] == results[103]  # the same request: answered by it, under its own key
+    assert [(r["ticket"], r["kind"]) for r in project.failures().values()] == [(2, "errored")]
+    assert create_calls(emulator) == 2 and [r["custom_id"] for r in row_requests(emulator)][4:] == ["2"]
