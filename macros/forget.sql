@@ -38,9 +38,17 @@
         ~ ": check the model name (and `schema` or `state_schema`); nothing was erased.") }}
   {%- endif -%}
   {%- set columns = fromjson(found[0]) -%}
-  {%- if key is not mapping or (key.keys() | list | sort) != (columns | sort) -%}
+  {#- an earlier key (before a key change): what the model still holds under it, as erasure.forget finds it -#}
+  {%- set earlier = key is mapping and (key.keys() | list | sort) != (columns | sort) -%}
+  {%- set shape_items = [] -%}
+  {%- for c in (key.keys() | list if key is mapping else []) -%}
+    {%- do shape_items.append("'" ~ (c | string | replace("'", "''")) ~ "'") -%}
+  {%- endfor -%}
+  {%- set shape = "list_sort(json_keys(key_json)) = list_sort([" ~ (shape_items | join(', ') or 'null') ~ "])" -%}
+  {%- if key is not mapping or (earlier and run_query("select count(*) from " ~ st ~ ".requests where model_id = "
+      ~ id_literal ~ " and " ~ shape).columns[0].values()[0] == 0) -%}
     {{ exceptions.raise_compiler_error("The key given is not the key of " ~ model_id ~ " (" ~ columns | join(', ')
-        ~ "): pass key: {column: value, ...} with every key column; nothing was erased.") }}
+        ~ "), nor one it had before: pass key: {column: value, ...} with every key column; nothing was erased.") }}
   {%- endif -%}
   {%- set conds = [] -%}
   {%- set result_conds = [] -%}
@@ -49,7 +57,7 @@
   {%- for c, v in key.items() -%}
     {%- set text = "'" ~ (v | string | replace("'", "''")) ~ "'" -%}
     {#- the value as its column's type writes it (07 is the BIGINT 7), as erasure._as_typed gives it -#}
-    {%- set kind = types.get(c) -%}
+    {%- set kind = none if earlier else types.get(c) -%}
     {%- if kind and (kind | upper) not in ['VARCHAR', 'TEXT', 'STRING'] -%}
       {%- set written = run_query("select try_cast(" ~ text ~ " as " ~ kind ~ ")::varchar").columns[0].values()[0] -%}
       {%- if written is none -%}
@@ -70,6 +78,9 @@
     {%- endfor -%}
     {%- do note_conds.append("(" ~ ors | join(" or ") ~ ")") -%}
   {%- endfor -%}
+  {%- if earlier -%}
+    {%- do conds.append(shape) -%}
+  {%- endif -%}
   {%- set keyed = conds | join(' and ') -%}
   {%- do run_query("create or replace temp table cb_forget as select distinct coalesce(key_custom_id, custom_id) "
       ~ "as custom_id from " ~ st ~ ".requests where model_id = " ~ id_literal ~ " and " ~ keyed
@@ -81,7 +92,8 @@
       and (table_name in ('{{ model | replace("'", "''") }}', '{{ model | replace("'", "''") }}__compare', '{{ model | replace("'", "''") }}__sample')
            or starts_with(table_name, '{{ model | replace("'", "''") }}__dbt_tmp'))
   {%- endset -%}
-  {%- set results_tables = run_query(results_sql).columns[0].values() -%}
+  {#- the results tables hold the current key's rows only -#}
+  {%- set results_tables = [] if earlier else run_query(results_sql).columns[0].values() -%}
   {%- if not missing_ok and run_query("select count(*) from cb_forget").columns[0].values()[0] == 0 -%}
     {%- set held = [run_query("select count(*) from " ~ st ~ ".runs t where t.model_id = " ~ id_literal ~ " and "
         ~ note_conds | join(" and ")).columns[0].values()[0]] -%}

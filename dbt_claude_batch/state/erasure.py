@@ -144,17 +144,26 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any], missing_o
         raise StateError(f"No batch model {model_id!r} in state schema {schema}: name it as schema.model, one of: "
                          f"{', '.join(known) or '(none)'}; nothing was erased.")
     columns = json.loads(rows[0][0])
-    if sorted(key) != sorted(columns):
+    # An earlier key (before a `key` change) finds what the model still holds under it: the history the
+    # rebuild retired. Its values are compared as given (its types are not kept), and only state rows
+    # of exactly its columns match: the results tables hold the current key's rows only.
+    earlier = sorted(key) != sorted(columns)
+    shape = f"list_sort(json_keys(key_json)) = list_sort([{', '.join(literal(str(c)) for c in key) or 'null'}])"
+    if earlier and not state.run(f"select exists (select 1 from {state.table('requests')} where model_id = ? "
+                                 f"and {shape})", [model_id])[0][0]:
         raise StateError(f"The key given ({', '.join(sorted(key)) or 'none'}) is not the key of {model_id} "
-                         f"({', '.join(columns)}): give a value for each key column; nothing was erased.")
-    given, key = key, _as_typed(state, key, json.loads(rows[0][1] or "{}"))
+                         f"({', '.join(columns)}), nor one it had before: give a value for each key column; "
+                         "nothing was erased.")
+    given, key = key, (dict(key) if earlier else _as_typed(state, key, json.loads(rows[0][1] or "{}")))
+    only = f" and {shape}" if earlier else ""
     state.run(f"""create or replace temp table {FORGET} as
         select distinct coalesce(key_custom_id, custom_id) as custom_id from {state.table('requests')}
-        where model_id = {literal(model_id)} and {key_filter_sql(key)}
+        where model_id = {literal(model_id)} and {key_filter_sql(key)}{only}
         union select custom_id from {state.table('answers')} where model_id = {literal(model_id)}
-        and {key_filter_sql(key)}""")
+        and {key_filter_sql(key)}{only}""")
     keys = f"select custom_id from {FORGET}"
-    if not missing_ok and not state.run(f"select count(*) from {FORGET}")[0][0] and not _results_rows(state, key) \
+    if not missing_ok and not state.run(f"select count(*) from {FORGET}")[0][0] \
+            and not (not earlier and _results_rows(state, key)) \
             and not state.run(f"select count(*) from {state.table('runs')} t where t.model_id = ? "
                               f"and {note_names_key_sql(key)}", [model_id])[0][0]:
         state.run(f"drop table if exists {FORGET}")
@@ -178,7 +187,7 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any], missing_o
                   [utcnow()])
         for table, sql in erasure_statements(schema, model_id, keys, key):
             removed[table] = int(state.run(sql)[0][0])
-        removed["results"] = _erase_from_results(state, model_id, key)
+        removed["results"] = 0 if earlier else _erase_from_results(state, model_id, key)
         # The next run plans afresh (no quiet skip) and checks the results table against the answers again.
         state.run(f"update {state.table('models')} set quiet_digest = null, results_gap = null where model_id = ?",
                   [model_id])

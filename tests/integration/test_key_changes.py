@@ -3,9 +3,14 @@ exactly one row per key of the current source."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from dbt_harness import MODEL_PY, create_calls, created_batches, emulator_answer, expected_answer, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
+CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
 ROWS = [{"id": i, "tenant": t, "body": f"body {i} {t}"} for i in range(1, 7) for t in ("a", "b")][:9]
 
 
@@ -240,3 +245,13 @@ def test_a_new_key_value_equal_to_a_custom_id_the_old_key_left_starts_afresh(pro
     assert results[3] == results[103]  # the same request: answered by it, under its own key
     assert [(r["ticket"], r["kind"]) for r in project.failures().values()] == [(2, "errored")]
     assert create_calls(emulator) == 2 and [r["custom_id"] for r in row_requests(emulator)][4:] == ["2"]
+    # The old key is an earlier key: `forget` (the CLI and the macro) finds what is held under it, which is
+    # the retired history only: ticket 101 (id 1) and ticket 104 (id 4) keep their own.
+    done = subprocess.run([CLI, "forget", "--model", "main.items_batch", "--key", "id=1", "--project-dir",
+                           str(project.root)], env=project.env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    project.dbt("run-operation", "dbt_claude_batch.forget", "--args", "{model: items_batch, key: {id: 4}}")
+    assert project.query("select key_json::varchar from dbt_claude_batch.requests where json_keys(key_json) = "
+                         "['id'] order by 1") == [('{"id":2}',), ('{"id":3}',)]
+    assert project.query("select count(*) from dbt_claude_batch.outcomes where custom_id like 'erased-%'") == [(2,)]
+    assert sorted(project.results(), key=str) == sorted([101, 102, 103, 104, 3], key=str)

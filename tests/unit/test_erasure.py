@@ -121,8 +121,36 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     assert erased == [("main.items", con.execute("select sha256('k1')").fetchone()[0], "in", "text-of-k1|")]
     with pytest.raises(StateError, match="has a request in flight"):
         erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 3})
-    with pytest.raises(StateError, match=r"is not the key of main.items \(id\)"):
+    with pytest.raises(StateError, match=r"is not the key of main.items \(id\), nor one it had before"):
         erasure.forget(con, "dbt_claude_batch", "main.items", {"ticket": 3})
+
+
+def test_forget_takes_an_earlier_key_and_finds_only_what_is_held_under_it():
+    """After a key change from id to (id, tenant), `id` is an earlier key: it finds the history the rebuild
+    retired under it, never the rows of the current key that share its column."""
+    con = duckdb.connect()
+    state = State(con, "dbt_claude_batch", "main.items")
+    state.ensure()
+    state.record_model(["id", "tenant"], {"id": "BIGINT", "tenant": "VARCHAR"})
+    _held(con, state, "k1", "SECRET old one")  # key_json {"id": 1}, retired at the key change:
+    for table in ("requests", "outcomes"):
+        state.run(f"update {state.table(table)} set custom_id = 'retired~20261207T000000~k1' where custom_id = 'k1'")
+    state.run(f"update {state.table('requests')} set key_custom_id = custom_id")
+    state.run(f"delete from {state.table('answers')}")
+    _held(con, state, "k2", "kept new one")  # the current key's (1, 'a')
+    state.run(f"update {state.table('requests')} set key_json = '{{\"id\": 1, \"tenant\": \"a\"}}' "
+              "where custom_id = 'k2'")
+    con.execute("create table main.items as select 1 as id, 'a' as tenant, 'kept new one' as output_text")
+
+    removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": "1"})
+
+    assert removed["requests"] == 1 and removed["outcomes"] == 1 and removed["results"] == 0
+    assert [r[0] for r in con.execute(f"select custom_id from {state.table('requests')}").fetchall()] == ["k2"]
+    assert con.execute(f"select count(*) from {state.table('outcomes')} where output_text like 'SECRET%'"
+                       ).fetchone()[0] == 0
+    assert con.execute("select count(*) from main.items").fetchone()[0] == 1
+    with pytest.raises(StateError, match=r"is not the key of main.items \(id, tenant\), nor one it had before"):
+        erasure.forget(con, "dbt_claude_batch", "main.items", {"ticket": "1"})
 
 
 def test_rewriting_the_file_keeps_the_data_and_drops_deleted_bytes(tmp_path):
