@@ -146,7 +146,7 @@ def write_views(state: State, settings: Settings, database: str, schema: str, id
     the current source with its status, which the package's generic tests read) when `source_sql`, the
     query of the model's source, is given. The key columns are those of `key_types`, in its order.
     """
-    views = {"failures": failures_view_sql(state, settings, key_types), "batches": batches_view_sql(state),
+    views = {"failures": failures_view_sql(state, settings, key_types, source_sql), "batches": batches_view_sql(state),
              "health": health_view_sql(state, settings)}
     if source_sql is not None:
         views["keys"] = keys_view_sql(state, settings, source_sql, list(key_types))

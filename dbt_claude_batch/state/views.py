@@ -37,9 +37,19 @@ def _retried_sql(settings: Settings, alias: str = "lo") -> str:
     return f"({retryable_sql(alias, cap, can_split)} and {alias}.tries < {int(settings.max_attempts)})"
 
 
-def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str]) -> str:
+def failures_view_sql(state: State, settings: Settings, key_types: dict[str, str],
+                      source_sql: str | None = None) -> str:
     """`<model>__failures`: one row per key (of the current `key` columns) whose latest attempt failed,
-    with its next action in words."""
+    with its next action in words. With `on_source_delete: delete`, only keys of the current source
+    (`source_sql`): a key gone from it left the results table, and no run will send it again."""
+    sql = _failures_sql(state, settings, key_types)
+    if settings.on_source_delete != "delete" or source_sql is None:
+        return sql
+    same = " and ".join(f"s.{quote(c)} = f.{quote(c)}" for c in key_types)
+    return f"select * from ({sql}) f where exists (select 1 from ({source_sql}) s where {same})"
+
+
+def _failures_sql(state: State, settings: Settings, key_types: dict[str, str]) -> str:
     cap, can_split = settings.effective_max_tokens_cap, settings.split_column is not None
     retry = _retried_sql(settings)
     return f"""select {_unpack_keys(key_types, 'lo.key_json')}, lo.custom_id, lo.batch_id, lo.attempt,

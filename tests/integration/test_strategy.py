@@ -283,6 +283,13 @@ def test_refusal_is_kept_as_a_failure_and_not_retried(project, emulator):
     assert f["kind"] == "refused" and not f["retried_automatically"] and f["error_message"]
     project.run()
     assert create_calls(emulator) == 1
+    # The row leaves the source under on_source_delete: delete: its failure goes with its result row, from
+    # every reader of failures (the view, all_failures, status).
+    project.load_table("items", rows[:2])
+    project.configure(replace=False, on_source_delete="delete")
+    project.run()
+    assert project.failures() == {} and sorted(project.results()) == [1, 2]
+    assert project.query("select count(*) from dbt_claude_batch.all_failures") == [(0,)]
 
 
 def test_oversized_document_is_split_processed_retried_part_by_part_and_reassembled(project, emulator):
