@@ -21,7 +21,7 @@ from typing import Sequence
 from dbt_claude_batch.base.errors import SourceDataError
 from dbt_claude_batch.base.identifiers import literal, quote
 
-# custom_ids of the marker requests every batch carries (see run/spool.py): the prefix and a uuid4's
+# custom_ids of the marker requests every batch carries (see run/spool_files.py): the prefix and a uuid4's
 # hex digits. No key's custom_id matches MARKER_PATTERN (custom_id_sql), so the two are disjoint.
 MARKER_PREFIX = "dbt_claude_batch-proof-"
 MARKER_PATTERN = MARKER_PREFIX + "[0-9a-f]{32}"

@@ -33,7 +33,7 @@ from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run import compare
 from dbt_claude_batch.run.harvest import DownloadIncomplete, download_results
 from dbt_claude_batch.run.sample import billed_outcomes_sql
-from dbt_claude_batch.run.spool import marker_line
+from dbt_claude_batch.run.spool_files import marker_line
 from dbt_claude_batch.run.submission import create_batch, settle
 from dbt_claude_batch.state import comparisons
 from dbt_claude_batch.state.erasure import erased_id_sql

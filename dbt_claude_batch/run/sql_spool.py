@@ -109,7 +109,7 @@ def _reason_sql(request_hash: str) -> str:
     """A candidate's reason once its request is rendered: `maybe_changed` becomes `changed` when the
     request differs from the last attempt's, else `retry` when that attempt's failure is worth
     another try, else `unchanged` (not sent). A request equal to what the last attempt sent and had
-    answered (at an escalated max_tokens that is now the setting) is `unchanged` too (spool.held_as_sent)."""
+    answered (at an escalated max_tokens that is now the setting) is `unchanged` too (row_pass.held_as_sent)."""
     return (f"case when __cb_reason <> 'maybe_changed' then __cb_reason "
             f"when {request_hash} = __cb_prev_sent_hash and __cb_prev_result = 'succeeded' then 'unchanged' "
             f"when {request_hash} is distinct from __cb_prev_request_hash then 'changed' "

@@ -34,7 +34,7 @@ from dbt_claude_batch.run.harvest import DownloadIncomplete, download_results
 from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run.planning import pending_requests_sql
-from dbt_claude_batch.run.spool import Chunk, Spool, marker_id, marker_line
+from dbt_claude_batch.run.spool_files import Chunk, Spool, marker_id, marker_line
 from dbt_claude_batch.state.state import State, as_utc, utcnow
 from dbt_claude_batch.state.workdir import scratch
 

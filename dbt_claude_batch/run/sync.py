@@ -25,7 +25,7 @@ from dbt_claude_batch.run.harvest import finish_batch, load_lines
 from dbt_claude_batch.base.log import logger
 from dbt_claude_batch.run.planning import pending_requests_sql
 from dbt_claude_batch.base.settings import Settings
-from dbt_claude_batch.run.spool import Chunk, Spool
+from dbt_claude_batch.run.spool_files import Chunk, Spool
 from dbt_claude_batch.state.queries import NOT_SENT
 from dbt_claude_batch.state.state import State, utcnow
 from dbt_claude_batch.state.workdir import scratch

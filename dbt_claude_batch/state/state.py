@@ -21,7 +21,7 @@ from dbt_claude_batch.base.errors import StateError
 from dbt_claude_batch.base.identifiers import literal, qualified
 from dbt_claude_batch.state.migrations import EXPECTED_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
-# The marker requests every batch carries (see spool.py and keys.MARKER_PREFIX): their outcomes are
+# The marker requests every batch carries (see spool_files.py and keys.MARKER_PREFIX): their outcomes are
 # kept for the bill, and left out of every count, table and chart of rows. A marker is recognised only
 # as the exact `marker_id` recorded for its batch's submission (`marker_sql`), never by its prefix: a
 # user key may start with it.

@@ -18,7 +18,7 @@ from dbt_claude_batch.base.prompts import canonical_json, request_params
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run import compare_batch
 from dbt_claude_batch.run.interruption import StopFlag
-from dbt_claude_batch.run.spool import marker_id, marker_line
+from dbt_claude_batch.run.spool_files import marker_id, marker_line
 from dbt_claude_batch.state import compare_table, comparisons
 from dbt_claude_batch.state.state import State
 

@@ -11,7 +11,7 @@ from dbt_claude_batch.run.batch_files import BatchFiles
 
 
 def _reference(rows, limit_requests, limit_bytes):
-    """The row pass's rule (spool._Writer.append), line by line: (chunk, offset) per row, and the batches."""
+    """The row pass's rule (row_pass.RowPass.append), line by line: (chunk, offset) per row, and the batches."""
     current, chunks, placed, offsets = {}, [], [], {}
     for lane, size in rows:
         if lane is None:

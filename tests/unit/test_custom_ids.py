@@ -11,7 +11,7 @@ import pytest
 
 from dbt_claude_batch.base.errors import SourceDataError
 from dbt_claude_batch.base.keys import check_keys, custom_id_sql
-from dbt_claude_batch.run.spool import marker_id
+from dbt_claude_batch.run.spool_files import marker_id
 from dbt_claude_batch.base.keys import MARKER_PATTERN
 
 VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
