@@ -101,3 +101,14 @@ def cost_sql(alias: str = "o", prices: str = "p") -> str:
         f" + coalesce({alias}.cache_read_input_tokens, 0) * {prices}.input_price * {CACHE_READ}"
         f") / 1e6 end)"
     )
+
+
+def usd(value: float | None) -> str:
+    """Dollars as messages, status and the report show them: six decimals under a cent (one batch request
+    costs a fraction of one, and a limit of $0.00001 must not read as $0.0000), else four, and two from
+    $100. None is "unknown"."""
+    if value is None:
+        return "unknown"
+    if 0 < abs(value) < 0.01:
+        return f"${value:.6f}"
+    return f"${value:,.4f}" if abs(value) < 100 else f"${value:,.2f}"

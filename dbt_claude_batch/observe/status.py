@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
+from dbt_claude_batch.base.pricing import usd
 from dbt_claude_batch.base.errors import DatabaseLockedError, DbtClaudeBatchError, NothingToShowError
 from dbt_claude_batch.state.inspect import status_document
 from dbt_claude_batch.observe.live_counts import LIVE_INTERVAL, LiveCounts
@@ -87,12 +88,6 @@ def _parse(ts: str | None) -> datetime | None:
 def _ago(ts: str | None, now: datetime) -> str:
     at = _parse(ts)
     return "never" if at is None else f"{duration((now - at).total_seconds())} ago ({ts.replace('T', ' ').rstrip('Z')} UTC)"
-
-
-def _usd(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    return f"${value:.6f}" if 0 < abs(value) < 0.01 else f"${value:,.4f}"
 
 
 def render_text(doc: dict[str, Any], now: datetime | None = None) -> str:
@@ -185,11 +180,11 @@ def _counts_from(b: dict[str, Any], now: datetime) -> str:
 
 def _spend_text(s: dict[str, Any]) -> str:
     if s["billed_from"] == "runs":
-        billed = f"{_usd(s['billed_usd'])} billed (sum of the run summaries)"
+        billed = f"{usd(s['billed_usd'])} billed (sum of the run summaries)"
     elif s["billed_from"] is None:
         return "not in the snapshot" + (f" ({s['requests_in_flight']} requests in flight)" if s["requests_in_flight"] else "")
     else:
-        billed = f"{_usd(s['billed_usd'])} billed ({s['billed_requests']} requests, every attempt)"
+        billed = f"{usd(s['billed_usd'])} billed ({s['billed_requests']} requests, every attempt)"
         if s["unpriced_outcomes"]:
             billed += f", {s['unpriced_outcomes']} answers of models without a known price left out"
     n = s["requests_in_flight"]
@@ -198,7 +193,7 @@ def _spend_text(s: dict[str, Any]) -> str:
     if s["committed_usd"] is None:
         why = "no harvested batch to estimate from" if s["billed_from"] == "outcomes" else "unknown in the snapshot"
         return billed + f"; committed unknown for {n} requests in flight ({why})"
-    return billed + f"; committed {_usd(s['committed_usd'])} ({n} requests in flight x {_usd(s['avg_request_usd'])})"
+    return billed + f"; committed {usd(s['committed_usd'])} ({n} requests in flight x {usd(s['avg_request_usd'])})"
 
 
 def _failure_lines(f: dict[str, Any] | None) -> list[str]:

@@ -17,7 +17,7 @@ from dbt_claude_batch.api.client import LazyClient
 from dbt_claude_batch.base.errors import BudgetExceededError, ConfigError, SourceDataError, TemplateError
 from dbt_claude_batch.run.interruption import StopFlag
 from dbt_claude_batch.base.log import logger
-from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, estimate_input_tokens, list_price, unpriced
+from dbt_claude_batch.base.pricing import BATCH_DISCOUNT, estimate_input_tokens, list_price, unpriced, usd
 from dbt_claude_batch.base.prompts import Prompt
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.state.answer_sources import open_sources
@@ -249,8 +249,8 @@ def check_budget(cfg: Settings, state: State, estimate: float, n_requests: int, 
         if estimate + committed > limit:
             scope = "every batch model of this state" if every_model else "this model"
             raise BudgetExceededError(
-                f"Estimated cost ${estimate:.4f} of {n_requests} {what}, plus ${committed:.4f} committed "
-                f"in flight for {scope}, is over the limit {setting} = ${limit:.4f}: nothing was submitted. Raise "
+                f"Estimated cost {usd(estimate)} of {n_requests} {what}, plus {usd(committed)} committed "
+                f"in flight for {scope}, is over the limit {setting} = {usd(limit)}: nothing was submitted. Raise "
                 f"`{setting}` in the model's claude_batch settings, wait for the batches in flight to end, or "
                 f"{fewer}.\n"
                 "The estimate counts input as UTF-8 bytes / 4 tokens and output as max_tokens (the worst case)."

@@ -42,14 +42,14 @@ def test_budget_guard_refuses_before_anything_is_submitted(project, emulator):
     project.load_table("items", items(40))
     project.configure(replace=False, max_cost_usd=0.0001, **FAST)
     out = project.run(expect_ok=False).stdout
-    assert "over the limit max_cost_usd = $0.0001: nothing was submitted" in out
+    assert "over the limit max_cost_usd = $0.000100: nothing was submitted" in out
     assert "Raise `max_cost_usd`" in out
     assert emulator.ledger(requests=False)["calls"] == {}
     assert project.query("select count(*) from dbt_claude_batch.submissions") == [(0,)]
     # A sample preview's calls are bought too (at full price): the same guard refuses them.
     out = project.run(vars={"claude_batch_sample": 30}, expect_ok=False).stdout
     assert "of 30 sample requests at full price, plus $0.0000 committed in flight for this model, is over the " \
-           "limit max_cost_usd = $0.0001" in out and "ask for a smaller sample (`claude_batch_sample`)" in out
+           "limit max_cost_usd = $0.000100" in out and "ask for a smaller sample (`claude_batch_sample`)" in out
     assert emulator.ledger(requests=False)["calls"] == {}
 
     project.configure(replace=False, max_cost_usd=1.0)

@@ -21,3 +21,11 @@ def test_input_estimate_counts_bytes_over_four_per_block_plus_four_per_message()
     }
     # 40/4 = 10; é is 2 bytes: 20/4 = 5; ceil(7/4) = 2; ceil(5/4) = 2; + 3 messages x 4
     assert estimate_input_tokens(params) == 10 + 5 + 2 + 2 + 12
+
+
+def test_dollars_under_a_cent_keep_their_digits():
+    from dbt_claude_batch.base.pricing import usd
+
+    # A budget of $0.00001 read "$0.0000" in the guard's message, beside an estimate of "$0.0000".
+    assert usd(0.00001) == "$0.000010" and usd(0.0000349) == "$0.000035"
+    assert usd(0) == "$0.0000" and usd(0.25) == "$0.2500" and usd(1234.5) == "$1,234.50" and usd(None) == "unknown"

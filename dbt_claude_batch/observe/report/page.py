@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any, Sequence
 
-from dbt_claude_batch.observe.report.panels import usd
+from dbt_claude_batch.base.pricing import usd
 
 CSS = """
 :root { color-scheme: light; --ink: #1d2330; --muted: #5b6472; --line: #d9dde4; --panel: #ffffff; --bg: #f3f5f8; }

@@ -7,6 +7,7 @@ from datetime import datetime
 from html import escape
 from typing import Any, Sequence
 
+from dbt_claude_batch.base.pricing import usd
 from dbt_claude_batch.observe.report.charts import bar_chart, hbar_chart
 
 OUTCOME_COLORS = {
@@ -18,10 +19,6 @@ OUTCOME_COLORS = {
 TOKEN_COLORS = {"input": "#0072B2", "cache writes": "#E69F00", "cache reads": "#56B4E9", "output": "#009E73"}
 SAVING_COLORS = {"billed": "#D55E00", "saved: de-duplication": "#0072B2", "saved: reuse of held answers": "#56B4E9",
                  "saved: prompt caching": "#009E73"}
-
-
-def usd(value: float) -> str:
-    return f"${value:,.4f}" if abs(value) < 100 else f"${value:,.2f}"
 
 
 def hours(value: float) -> str:
