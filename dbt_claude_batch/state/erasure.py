@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from dbt_claude_batch.base.errors import StateError
 from dbt_claude_batch.base.identifiers import literal, qualified, quote
+from dbt_claude_batch.base.keys import custom_id_sql
 from dbt_claude_batch.state.compare_table import SUFFIX as COMPARE_SUFFIX
 from dbt_claude_batch.state.state import State, utcnow
 
@@ -167,6 +168,12 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any], missing_o
             and not state.run(f"select count(*) from {state.table('runs')} t where t.model_id = ? "
                               f"and {note_names_key_sql(key)}", [model_id])[0][0]:
         state.run(f"drop table if exists {FORGET}")
+        erased_at = None if earlier else _erased_at(state, key, json.loads(rows[0][1] or "{}"), columns)
+        if erased_at is not None:
+            raise StateError(
+                f"Key {json.dumps(dict(given), default=str)} of {model_id} was erased by forget already (at "
+                f"{erased_at:%Y-%m-%d %H:%M:%S} UTC), and nothing of it is held since: there is nothing more to "
+                "erase. Pass --missing-ok (the macro: missing_ok: true) to make a repeated erasure succeed.")
         raise StateError(
             f"Nothing is held for key {json.dumps(dict(given), default=str)} of {model_id}: no request, answer, "
             f"results row or run note has it. Check the value (key columns: {_typed_columns(rows[0][1], columns)}); "
@@ -193,6 +200,14 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any], missing_o
                   [model_id])
     state.run(f"drop table if exists {FORGET}")
     return removed
+
+
+def _erased_at(state: State, key: Mapping[str, Any], types: Mapping[str, str], columns: Sequence[str]):
+    """When `key` (its values as their types write them) was last erased from the model, or None."""
+    values = ", ".join(f"try_cast({literal(_text(key[c]))} as {types.get(c) or 'varchar'}) as {quote(c)}"
+                       for c in columns)
+    return state.run(f"select max(erased_at) from {state.table('erased')} where model_id = ? and key_hash = "
+                     f"(select sha256({custom_id_sql(columns)}) from (select {values}))", [state.model_id])[0][0]
 
 
 def _as_typed(state: State, key: Mapping[str, Any], types: Mapping[str, str]) -> dict[str, Any]:

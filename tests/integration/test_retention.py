@@ -121,6 +121,8 @@ def test_compaction_batch_deletion_source_deletes_and_forget(project, emulator, 
     forgot = _cli(project, "forget", "--model", "main.items_batch", "--key", "id=3", "--json")
     assert forgot.returncode == 0, forgot.stderr
     assert json.loads(forgot.stdout)["removed"]["answers"] == 1
+    again = _cli(project, "forget", "--model", "main.items_batch", "--key", "id=3")
+    assert again.returncode == 1 and "was erased by forget already (at 20" in again.stderr, again.stderr
     assert _cli(project, "forget", "--model", "main.items_batch", "--key", "id=98").returncode == 0
     notes = dict(project.query(f"select run_id, note from {STATE}.runs where run_id like 'n%'"))
     assert notes == {**{f"n{k}": "(this note named a key since erased by forget)" for k in (2, 3, 98, 99)},
