@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Callable, TextIO
 
-from dbt_claude_batch.base.errors import DbtClaudeBatchError, NothingToShowError
+from dbt_claude_batch.base.errors import DbtClaudeBatchError
 from dbt_claude_batch.base.plan_document import PLAN_SCHEMA_VERSION, plan_text
 from dbt_claude_batch.base.run_vars import VAR_PLAN
 from dbt_claude_batch.observe.dbt_command import dbt_command
@@ -51,7 +51,7 @@ def run(database_of: Callable[[], str], state_schema: str, select: str | None, r
     if since is not None:
         plans = [p for p in plans if p["planned_at"].rstrip("Z") >= since.isoformat(timespec="seconds")]
     if not plans:
-        err.write(f"dbt-claude-batch plan: {NothingToShowError.__name__}: no plan "
+        err.write("dbt-claude-batch plan: No plan "
                   + ("was recorded by this dbt run: does the selection hold a batch model?\n" if since
                      else "is recorded: run `dbt-claude-batch plan` without --recorded first.\n"))
         return 1

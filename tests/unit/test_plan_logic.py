@@ -152,3 +152,18 @@ def test_the_plan_names_the_models_that_hold_what_a_new_model_would_buy():
     jsonschema.validate(document, PLAN_SCHEMA)
     assert ("re-buy: 0 of 0 held answer(s) would be bought again; 5 request(s) whose answers main.items_batch "
             "holds (the run would stop;") in plan_text(document)
+
+
+def test_reading_recorded_plans_when_none_is_recorded_says_what_to_do(tmp_path):
+    import io
+
+    import duckdb
+
+    from dbt_claude_batch.observe import plan as plan_cli
+
+    path = str(tmp_path / "w.duckdb")
+    duckdb.connect(path).close()
+    err = io.StringIO()
+    assert plan_cli.run(lambda: path, "dbt_claude_batch", None, recorded=True, as_json=False, err=err) == 1
+    assert err.getvalue() == ("dbt-claude-batch plan: No plan is recorded: run `dbt-claude-batch plan` without "
+                              "--recorded first.\n")
