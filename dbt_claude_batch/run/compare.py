@@ -50,8 +50,12 @@ def run_compare(client, state: State, prompt: Prompt, settings: Settings, size: 
     target = qualified(this.database, this.schema, f"{this.identifier}{compare_table.SUFFIX}")
     if via == "batch":
         from dbt_claude_batch.run import compare_batch
+        from dbt_claude_batch.state import comparisons
 
+        waiting = comparisons.pending(state.cursor, state.schema, state.model_id)
         if compare_batch.collect_pending(client, state, settings, target, key_types, this.identifier):
+            if waiting is not None:
+                _warn_if_stale(state, prompt, settings, source_sql, waiting["compare_id"])
             return target
     n_held, calls = _sample(state, prompt, settings, size, source_sql)
     estimate = check_calls_budget(
@@ -112,6 +116,29 @@ def _sample(state: State, prompt: Prompt, settings: Settings, size: int, source_
             f"each of the {len(calls)} sampled keys; edit the template or settings first, or run without "
             f"`{VAR_COMPARE}`.")
     return n_held, calls
+
+
+def _warn_if_stale(state: State, prompt: Prompt, settings: Settings, source_sql: str, compare_id: str) -> None:
+    """A comparison batch compares the edit it was sent for: say so when the template or settings have
+    changed since (a sampled key's request, rendered now, is not the one it sent, or its row is gone)."""
+    sent = (f"select r.custom_id as __cb_custom_id, row_number() over () as __cb_ordinal, r.new_request_hash, "
+            f"r.key_json, st.__cb_model from {state.table('compare_requests')} r join {STAGED} st "
+            f"on st.__cb_custom_id = r.custom_id where r.compare_id = {literal(compare_id)} and r.sent")
+    n_sent = state.run(f"select count(*) from {state.table('compare_requests')} where compare_id = ? and sent",
+                       [compare_id])[0][0]
+    cursor = state.cursor.execute(candidate_rows_sql(source_sql, settings.key, prompt.columns, sent))
+    names = [d[0] for d in cursor.description]
+    same = 0
+    for values in cursor.fetchall():
+        row = dict(zip(names, values))
+        params = _request(prompt, settings, {**row, "request_hash": None})[2]
+        same += params is not None and hash_request(params) == row["new_request_hash"]
+    if same < n_sent:
+        which = f"all {n_sent}" if not same else f"{n_sent - same} of the {n_sent}"
+        logger.warning(
+            f"comparison {compare_id} was sent for an earlier edit of the prompt or settings: the requests of "
+            f"{which} of its sampled keys differ from what the model renders now, so its answers compare that "
+            "edit, not the current one; compare again to compare the current one")
 
 
 def log_summary(state: State, target: str, compare_id: str) -> None:

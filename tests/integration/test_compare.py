@@ -98,7 +98,12 @@ def test_compare_reports_agreement_on_a_stratified_sample_and_changes_nothing_he
 
     emulator.advance_clock(3601)
     emulator.configure(processing_delay=0)
-    collected = _compare(project, "--via", "batch")
+    # Edited again before it is collected: what is collected compares the edit it was sent for, and says so.
+    project.write("prompts/item.j2", NEW + "\nAnswer in one word.")
+    collected, log = _compare(project, "--via", "batch", log=True)
+    assert ("was sent for an earlier edit of the prompt or settings: the requests of all 5 of its sampled keys "
+            "differ from what the model renders now") in log, log
+    project.write("prompts/item.j2", NEW)
     assert create_calls(emulator) == creates + 1 and collected["via"] == "batch"
     assert (collected["held_keys"], collected["sampled_keys"], collected["changed_keys"], collected["answered"]) == (
         6, 5, 5, 5)
@@ -140,13 +145,14 @@ def test_compare_reports_agreement_on_a_stratified_sample_and_changes_nothing_he
     assert len(project.query("select * from main.items_batch__compare")) == 20  # both kept for review
 
 
-def _compare(project, *args: str) -> dict:
+def _compare(project, *args: str, log: bool = False):
+    """The comparison's JSON summary (and, with `log`, the run's log: dbt's output goes to stderr)."""
     proc = subprocess.run(
         [sys.executable, "-m", "dbt_claude_batch.observe.cli", "compare", "--model", project.model, "--sample", "5",
          "--json", "--project-dir", str(project.root), *args],
         cwd=project.root.parent, env=project.env(), capture_output=True, text=True, timeout=300)  # from elsewhere
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout)
+    return (json.loads(proc.stdout), proc.stderr) if log else json.loads(proc.stdout)
 
 
 def _billed(project) -> float:
