@@ -118,11 +118,29 @@
     {{ exceptions.raise_compiler_error("Key " ~ tojson(key) ~ " of " ~ model_id ~ " has a request in flight: wait "
         ~ "for its batch to end, run dbt once to harvest it, then run forget again; nothing was erased.") }}
   {%- endif -%}
-  {%- do run_query("insert into " ~ st ~ ".erased (model_id, key_hash, input_hash, row_digest, erased_at) select "
-      ~ id_literal ~ ", sha256(coalesce(key_custom_id, custom_id)), arg_max(input_hash, attempt), "
-      ~ "arg_max((components->>'text') || '|' || coalesce(components->>'attachments', ''), attempt), now()::timestamp from "
+  {%- do run_query("insert into " ~ st ~ ".erased (model_id, key_hash, input_hash, row_digest, request_hash, erased_at) "
+      ~ "select " ~ id_literal ~ ", sha256(coalesce(key_custom_id, custom_id)), arg_max(input_hash, attempt), "
+      ~ "arg_max((components->>'text') || '|' || coalesce(components->>'attachments', ''), attempt), "
+      ~ "arg_max(request_hash, attempt), now()::timestamp from "
       ~ st ~ ".requests where model_id = " ~ id_literal ~ " and coalesce(key_custom_id, custom_id) in (" ~ keys
       ~ ") group by coalesce(key_custom_id, custom_id)") -%}
+  {#- other keys' rows that name the key's custom_ids (or its parts') as the answer they share, as erasure.REFERENCES -#}
+  {%- set references = [('answers', 'shared_from'), ('outcomes', 'shared_from'), ('requests', 'dedup_of')] -%}
+  {%- set ids = "select r.custom_id from " ~ st ~ ".requests r where r.model_id = " ~ id_literal
+      ~ " and coalesce(r.key_custom_id, r.custom_id) in (" ~ keys ~ ") union " ~ keys -%}
+  {%- if not earlier and model in results_tables -%}
+    {%- set has_reference = run_query("select count(*) from information_schema.columns where table_catalog = "
+        ~ "current_database() and table_schema = '" ~ ((schema or target.schema) | replace("'", "''"))
+        ~ "' and table_name = '" ~ (model | replace("'", "''")) ~ "' and column_name = 'shared_from'").columns[0].values()[0] -%}
+    {%- if has_reference > 0 -%}
+      {%- do run_query("update " ~ adapter.quote(schema or target.schema) ~ "." ~ adapter.quote(model)
+          ~ " set shared_from = 'erased-' || left(sha256(shared_from), 32) where shared_from in (" ~ ids ~ ")") -%}
+    {%- endif -%}
+  {%- endif -%}
+  {%- for table, column in references -%}
+    {%- do run_query("update " ~ st ~ "." ~ table ~ " t set " ~ column ~ " = 'erased-' || left(sha256(t." ~ column
+        ~ "), 32) where t.model_id = " ~ id_literal ~ " and t." ~ column ~ " in (" ~ ids ~ ")") -%}
+  {%- endfor -%}
   {%- for table, pred in erasure -%}
     {%- set where = pred | replace("{s}", st) | replace("{model}", id_literal) | replace("{keys}", keys)
         | replace("{key_note}", note_conds | join(" and ")) -%}

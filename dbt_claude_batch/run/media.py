@@ -110,12 +110,14 @@ def local_path(value: str, root: str | None) -> str:
 
 
 def file_stamp(value: str, root: str | None) -> str:
-    """What the input hash sees of a local file: its size and modification time, or why it cannot be read."""
+    """What the input hash sees of a local file: its size and modification time, or why it cannot be read
+    (a file this process may not read is stamped so: fixed with chmod, it is read again)."""
     try:
-        st = os.stat(local_path(value, root))
+        path = local_path(value, root)
+        st = os.stat(path)
     except (ValueError, OSError) as exc:
         return "unreadable:" + type(exc).__name__
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    return f"{st.st_size}:{st.st_mtime_ns}" + ("" if os.access(path, os.R_OK) else ":not-readable")
 
 
 def is_local(value: Any) -> bool:

@@ -197,7 +197,7 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
     rerun = rerun_filter or "false"
     rows = open_rows(state, rerun_filter is not None)
     narrow = None if rows == STAGED else f"select __cb_custom_id from {rows}"
-    erased = ""
+    erased, erased_request = "", "null::varchar"
     if state.run(f"select exists (select 1 from {state.table('erased')} where model_id = ?)", [state.model_id])[0][0]:
         # A key erased by `forget` is not sent again while it has sent nothing since and its row is the
         # one it had (state from before v14 knows only its input hash). Once sent again it is any key.
@@ -205,6 +205,11 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
                   f"{state.table('erased')} e where e.model_id = {literal(state.model_id)} "
                   f"and e.key_hash = sha256(j.__cb_custom_id) and (e.row_digest = {staged_row_digest_sql('j')} "
                   "or (e.row_digest is null and e.input_hash = j.__cb_input_hash))))")
+        # A row whose digest changed only by its files' stamps (a touched file) is rendered again; its
+        # request, when it is the erased one, is still not sent (spool: reason `erased`).
+        erased_request = (f"case when not __cb_rerun and __cb_prev_custom_id is null then (select max_by(e.request_hash, "
+                          f"e.erased_at) from {state.table('erased')} e where e.model_id = {literal(state.model_id)} "
+                          "and e.key_hash = sha256(cb_candidates.__cb_custom_id)) end")
     candidates = f"""with cb_lo as ({latest_outcomes_sql(state, narrow)}),
         cb_judged as (
             select st.rowid + 1 as __cb_ordinal, st.*, lo.custom_id as __cb_prev_custom_id, lo.result_type as __cb_prev_result,
@@ -236,7 +241,7 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
             select * from cb_judged j
             where (__cb_rerun or __cb_prev_custom_id is null
                or (__cb_prev_result is not null and (not __cb_same_input or __cb_would_retry))){erased})
-        select *,
+        select *, {erased_request} as __cb_erased_request_hash,
                __cb_custom_id as __cb_leader, 1::bigint as __cb_group_size,
                case when __cb_rerun then 'rerun'
                     when __cb_prev_custom_id is null then 'new'

@@ -146,6 +146,10 @@ class RowPass:
             if cut:
                 # The key's request is its parts': a changed page changes it.
                 request_hash = hashlib.sha256("".join(c[1][0] for c in cut).encode()).hexdigest()
+        if request_hash == row.get("__cb_erased_request_hash"):
+            # The key was erased by `forget` and its request is the one it had (a touched file): not sent.
+            self.verdict(ordinal, key_id, request_hash, "erased", False)
+            return
         if reason == "maybe_changed":
             if request_hash != row["__cb_prev_request_hash"]:
                 if held_as_sent(request_hash, row):

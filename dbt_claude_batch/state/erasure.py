@@ -52,6 +52,15 @@ ERASURE: list[tuple[str, str]] = [
 ]
 
 
+# Columns of other keys' rows that name the custom_id (or a part's) whose answer they share: they are
+# given the erased id instead, as the shared outcome's own custom_id is (`SCRUB`), before `ERASURE`
+# deletes the requests that say which custom_ids were the key's. The results table's is `RESULTS_REFERENCE`.
+REFERENCES: list[tuple[str, str]] = [("answers", "shared_from"), ("outcomes", "shared_from"), ("requests", "dedup_of")]
+RESULTS_REFERENCE = "shared_from"
+_IDS = ("select r.custom_id from {s}.requests r where r.model_id = {model} and coalesce(r.key_custom_id, r.custom_id) "
+        "in ({keys}) union {keys}")
+
+
 def erased_id_sql(expr: str) -> str:
     """SQL: what an erased key's custom_id `expr` becomes where a row stays for the bill (an outcome)."""
     return f"'erased-' || left(sha256({expr}), 32)"
@@ -92,7 +101,10 @@ def note_names_key_sql(key: Mapping[str, Any], expr: str = "t.note") -> str:
 def erasure_statements(schema: str, model_id: str, keys: str, key: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(table, statement) for every entry of `ERASURE`, for `key`, whose custom_ids query `keys` gives."""
     s = qualified(schema)
-    out = []
+    ids = _IDS.format(s=s, model=literal(model_id), keys=keys)
+    out = [(f"{table}.{column}", f"update {s}.{table} t set {column} = {erased_id_sql('t.' + column)} where "
+                                 f"t.model_id = {literal(model_id)} and t.{column} in ({ids})")
+           for table, column in REFERENCES]
     for table, pred in ERASURE:
         where = pred.format(s=s, model=literal(model_id), keys=keys, key_note=note_names_key_sql(key))
         out.append((table, f"update {s}.{table} t set {SCRUB[table]} where {where}" if table in SCRUB
@@ -186,12 +198,16 @@ def forget(cursor, schema: str, model_id: str, key: Mapping[str, Any], missing_o
                          "it, then run forget again; nothing was erased.")
     removed: dict[str, int] = {}
     with state.transaction():
-        state.run(f"""insert into {state.table('erased')} (model_id, key_hash, input_hash, row_digest, erased_at)
+        state.run(f"""insert into {state.table('erased')} (model_id, key_hash, input_hash, row_digest, request_hash,
+                erased_at)
             select {literal(model_id)}, sha256(coalesce(key_custom_id, custom_id)), arg_max(input_hash, attempt),
-                   arg_max({ROW_DIGEST_OF_REQUEST}, attempt), ?
+                   arg_max({ROW_DIGEST_OF_REQUEST}, attempt), arg_max(request_hash, attempt), ?
             from {state.table('requests')} where model_id = {literal(model_id)}
             and coalesce(key_custom_id, custom_id) in ({keys}) group by coalesce(key_custom_id, custom_id)""",
                   [utcnow()])
+        if not earlier:
+            removed[f"results.{RESULTS_REFERENCE}"] = _scrub_results_references(
+                state, _IDS.format(s=qualified(schema), model=literal(model_id), keys=keys))
         for table, sql in erasure_statements(schema, model_id, keys, key):
             removed[table] = int(state.run(sql)[0][0])
         removed["results"] = 0 if earlier else _erase_from_results(state, model_id, key)
@@ -248,6 +264,18 @@ def _results_rows(state: State, key: Mapping[str, Any]) -> int:
     schema, tables = _results_tables(state)
     return sum(state.run(f"select count(*) from {qualified(schema, t)} where {_results_where(key)}")[0][0]
                for t in tables)
+
+
+def _scrub_results_references(state: State, ids: str) -> int:
+    """Other keys' rows of the results table that name one of `ids` as the answer they share."""
+    schema, identifier = state.model_id.rsplit(".", 1)
+    if not state.run("select count(*) from information_schema.columns where table_catalog = current_database() "
+                     "and table_schema = ? and table_name = ? and column_name = ?",
+                     [schema, identifier, RESULTS_REFERENCE])[0][0]:
+        return 0
+    column = quote(RESULTS_REFERENCE)
+    return int(state.run(f"update {qualified(schema, identifier)} set {column} = {erased_id_sql(column)} "
+                         f"where {column} in ({ids})")[0][0])
 
 
 def _erase_from_results(state: State, model_id: str, key: Mapping[str, Any]) -> int:

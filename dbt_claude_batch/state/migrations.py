@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 
 # The usage of the parts a key bought itself, shaped as an outcome row for `pricing.cost_sql`.
 PAID_TYPE = ("struct(shared_from varchar, service_tier varchar, input_tokens bigint, output_tokens bigint, "
@@ -341,6 +341,9 @@ MIGRATIONS: dict[int, list[str]] = {
     # an escalated max_tokens): once max_tokens is raised to that value, the new request is the one sent
     # and its held answer is kept, not bought again. NULL where the request went as rendered.
     16: ["alter table {s}.requests add column if not exists sent_hash varchar"],
+    # v17: an erased key's last request hash: a row whose attachments' stamps changed (a touched file) is
+    # rendered again, and when its request is the erased one it is still not sent (erasure.py).
+    17: ["alter table {s}.erased add column if not exists request_hash varchar"],
 }
 
 # Columns every state table must have at the current version; a table in the state schema without
@@ -367,7 +370,7 @@ EXPECTED_COLUMNS = {
     "upload_uses": ("sha256", "model_id", "request_hash"),
     "plans": ("plan_id", "model_id", "planned_at", "plan"),
     "daily_spend": ("day", "model_id", "answered_model", "billed_usd", "saved_usd"),
-    "erased": ("model_id", "key_hash", "input_hash", "erased_at", "row_digest"),
+    "erased": ("model_id", "key_hash", "input_hash", "erased_at", "row_digest", "request_hash"),
     "prompts": ("model_id", "custom_id", "key_custom_id", "request_hash", "params"),
     "comparisons": ("compare_id", "model_id", "submission_id", "held_keys", "sampled_keys", "collected_at"),
     "compare_requests": ("compare_id", "model_id", "custom_id", "key_json", "request_changed", "sent",

@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from media_builders import pdf_bytes, png_bytes
 
 from dbt_harness import create_calls, created_batches, is_marker, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
+CLI = str(Path(sys.executable).parent / "dbt-claude-batch")
 TYPES = {"id": "BIGINT", "body": "VARCHAR", "doc": "VARCHAR", "scan": "BLOB"}
 def sha12(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
@@ -118,6 +122,18 @@ def test_one_content_under_two_paths_in_one_run_is_sent_once(project, emulator):
     assert named(results[2]["output_text"]) == f"pdf:2p:{sha12(loan)} image:20x10:{sha12(scan)}"
     assert results[3]["shared_from"] is None and results[3]["output_text"] != results[1]["output_text"]
     assert project.query("select sum(n_deduplicated) from main.items_batch__batches") == [(1,)]
+    # Key 1 erased: row 2, which shared its request, keeps its answer but no longer names key 1 anywhere;
+    # and key 1's file touched (a copy or sync resets times) is not a change: it is not bought again.
+    done = subprocess.run([CLI, "forget", "--model", "main.items_batch", "--key", "id=1", "--project-dir",
+                           str(project.root)], env=project.env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert project.results()[2]["shared_from"] not in ("1", None)
+    for table, column in (("answers", "shared_from"), ("outcomes", "shared_from"), ("requests", "dedup_of")):
+        assert project.query(f"select count(*) from dbt_claude_batch.{table} where {column} = '1'") == [(0,)], table
+    os.utime(files / "loan.pdf", ns=(2_000_000_000_000_000_000, 2_000_000_000_000_000_000))
+    project.run()
+    assert sorted(r["custom_id"] for r in row_requests(emulator)) == ["1", "3", "4"]
+    assert sorted(project.results()) == [2, 3, 4]
 
 
 def test_the_budget_guard_counts_pdf_pages_and_images(project, emulator):

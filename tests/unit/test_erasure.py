@@ -22,6 +22,9 @@ def test_the_macro_erases_with_the_same_statements_as_the_cli():
     assert ast.literal_eval(block) == [tuple(e) for e in erasure.ERASURE]
     scrub = re.search(r"{%- set scrub = ({.*?}) -%}", MACRO.read_text(), re.S).group(1)
     assert ast.literal_eval(scrub) == erasure.SCRUB
+    references = re.search(r"{%- set references = (\[.*?\]) -%}", MACRO.read_text(), re.S).group(1)
+    assert ast.literal_eval(references) == erasure.REFERENCES
+    assert erasure.erased_id_sql("t.x") == "'erased-' || left(sha256(t.x), 32)"  # the macro's spelling
     # The same requests count as in flight, and the same tables next to the model are erased from.
     assert f"s.status in {LIVE_STATUSES}" in MACRO.read_text()
     # The erasure is recorded with the same row digest planning compares.
@@ -100,7 +103,8 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     removed = erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 1})
 
     assert removed == {"outcomes": 1, "answers": 1, "input_aliases": 0, "prompts": 0, "compare_requests": 1,
-                       "imported_answers": 1, "runs": 2, "requests": 1, "results": 3}
+                       "imported_answers": 1, "runs": 2, "requests": 1, "results": 3, "results.shared_from": 0,
+                       "answers.shared_from": 0, "outcomes.shared_from": 0, "requests.dedup_of": 0}
     assert con.execute(f"select run_id, note from {state.table('runs')} order by 1").fetchall() == [
         ("r1", erasure.ERASED_NOTE), ("r2", f"The prompt rendered empty (first: key {k2}): give"),
         ("r3", f"The request for key {k1} is 300000000 bytes, over"), ("r4", None), ("r5", erasure.ERASED_NOTE),
@@ -117,8 +121,9 @@ def test_forget_leaves_no_row_of_the_key_and_records_it_without_content():
     assert con.execute(f"select custom_id like 'erased-%', output_text from {state.table('outcomes')} "
                        "order by 1").fetchall() == [(False, "kept two"), (True, None)]
     erased = con.execute(f"select * exclude (erased_at) from {state.table('erased')}").fetchall()
-    # No content: a hash of the key, its input hash and its row digest (the row's text digest, no attachments).
-    assert erased == [("main.items", con.execute("select sha256('k1')").fetchone()[0], "in", "text-of-k1|")]
+    # No content: a hash of the key, its input hash, its row digest (the row's text digest, no attachments) and
+    # its last request's hash.
+    assert erased == [("main.items", con.execute("select sha256('k1')").fetchone()[0], "in", "text-of-k1|", "rq")]
     with pytest.raises(StateError, match="has a request in flight"):
         erasure.forget(con, "dbt_claude_batch", "main.items", {"id": 3})
     with pytest.raises(StateError, match=r"is not the key of main.items \(id\), nor one it had before"):

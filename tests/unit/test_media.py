@@ -129,6 +129,13 @@ def test_a_file_stamp_changes_when_the_file_does(root):
     assert media.file_stamp("gone.pdf", root) == "unreadable:FileNotFoundError"
 
 
+def test_a_file_stamp_changes_when_the_file_becomes_readable(root, monkeypatch):
+    """A file refused for its permissions, then fixed with chmod (size and mtime unchanged), is read again."""
+    readable = media.file_stamp("a.pdf", root)
+    monkeypatch.setattr(media.os, "access", lambda path, mode: False)  # as a non-root user sees mode 000
+    assert media.file_stamp("a.pdf", root) != readable
+
+
 # --- one row's attachments --------------------------------------------------------------------------------
 
 def test_blob_pdf_and_png_become_blocks_in_declared_order():

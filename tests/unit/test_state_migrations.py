@@ -33,7 +33,7 @@ def _v1_database():
 def test_v1_state_is_migrated_in_place_and_keeps_its_rows():
     con = _v1_database()
     State(con, "dbt_claude_batch", "m").ensure()
-    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 16
+    assert con.execute('select max(version) from "dbt_claude_batch".state_version').fetchone()[0] == SCHEMA_VERSION == 17
     assert con.execute('select custom_id, key_custom_id, part, parts, part_hash, first_page, last_page '
                        'from "dbt_claude_batch".requests').fetchall() == [("k1", "k1", 1, 1, None, None, None)]
     State(con, "dbt_claude_batch", "m").ensure()  # idempotent
