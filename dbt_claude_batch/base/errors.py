@@ -72,7 +72,7 @@ class RowTemplateError(TemplateError):
         where = f"{self.template}" + (f" line {self.line}" if self.line else "")
         row = f" for key {key_json}" if key_json else ""
         return (f"Prompt template {where} raised {self.error}{row}: fix the template (e.g. guard that value) or "
-                "the row; the row is recorded as a failure of kind template_error and rendered again when "
+                "the row; the row is recorded as a failure with error_type template_error and rendered again when "
                 "either changes.")
 
 

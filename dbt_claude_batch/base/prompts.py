@@ -5,7 +5,7 @@ values are passed as data and never parsed as a template, so ``{{ }}`` inside a 
 A NULL column renders as empty text, with or without filters (a template can still test it:
 ``{% if x is none %}``).
 A prompt that renders *blank* (empty, or only whitespace as Python's ``str.isspace`` has it) is not sent:
-the API refuses empty and whitespace-only text, so the row is a failure of kind ``empty_prompt`` instead.
+the API refuses empty and whitespace-only text, so the row is a failure with error_type ``empty_prompt`` instead.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def blank_sql(expr: str) -> str:
 
 
 def empty_prompt_message(key_json: str) -> str:
-    """The `error_message` of a row whose prompt is blank (a failure of kind empty_prompt)."""
+    """The `error_message` of a row whose prompt is blank (a failure with error_type empty_prompt)."""
     return _EMPTY_PROMPT.format(key=key_json)
 
 

@@ -50,7 +50,7 @@ def submit_pending(api: LazyClient, state: State, prompt: Prompt, cfg: Settings,
             first = state.run(f"select error from {planning.RENDERED} where reason like 'attachment%' "
                               "order by ordinal limit 1")[0][0]
             logger.warning(f"{n_attachments} row(s) have attachments that cannot be sent; they are recorded as "
-                           f"failures of kind attachment_error or attachment_missing (see the failures table). "
+                           f"failures with error_type attachment_error or attachment_missing (see the failures table). "
                            f"First: {first}")
         n_reused = reuse_held_answers(state)
         if n_reused:
@@ -177,13 +177,13 @@ def _empty_prompts(state: State, n_empty: int, n_errors: int, every: bool) -> No
         f"select p.__cb_key_json, r.error from {planning.PENDING} p join {planning.RENDERED} r "
         "on r.ordinal = p.__cb_ordinal where r.reason = 'empty_prompt' order by r.ordinal limit 1")[0]
     logger.warning(f"{n_empty} row(s) rendered an empty prompt and were not sent; they are recorded as failures "
-                   f"of kind empty_prompt (see the failures table). First: {message}")
+                   f"with error_type empty_prompt (see the failures table). First: {message}")
     if every:
         others = f" and the template raised for the other {n_errors}" if n_errors else ""
         raise SourceDataError(
             f"The prompt rendered empty for {n_empty if n_errors else 'every one'} of the {n_empty + n_errors} "
             f"rows to submit (first: key {key}){others}: give those rows text or filter them out in the staging "
-            "model; nothing was submitted, and they are recorded as failures of kind empty_prompt.")
+            "model; nothing was submitted, and they are recorded as failures with error_type empty_prompt.")
 
 
 def check_models(api: LazyClient, state: State, cfg: Settings) -> None:

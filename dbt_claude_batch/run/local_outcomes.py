@@ -10,7 +10,7 @@ attempt of its key in a pseudo-batch of kind ``reuse``: cost 0, `shared_from` na
 `answer_sources`, and imported answers: state/answer_sources.py) are reused the same way, by exact
 request hash only, with `reused_source` naming where each came from.
 
-*Template errors.* A row whose template raised is recorded as a failure of kind ``template_error`` in a
+*Template errors.* A row whose template raised is recorded as a failure with error_type ``template_error`` in a
 pseudo-batch of kind ``local``, so it shows in the failures table with its message, costs nothing, and
 is rendered again when the row or the template changes.
 
@@ -18,7 +18,7 @@ is rendered again when the row or the template changes.
 of kind ``empty_prompt``: it is never sent (the API refuses empty text) and costs nothing.
 
 *Attachments.* A row whose attachment failed a check (see media.py) is recorded the same way, as a
-failure of kind ``attachment_error`` (``attachment_missing`` for a required NULL), never sent.
+failure with error_type ``attachment_error`` (``attachment_missing`` for a required NULL), never sent.
 
 All run after the spool pass and before the budget check and any create.
 """
@@ -156,12 +156,12 @@ def _reuse_sourced(state: State, label: str, n: int) -> None:
 
 
 def record_template_errors(state: State) -> int:
-    """Record rows whose template raised as failures of kind template_error; return how many."""
+    """Record rows whose template raised as failures with error_type template_error; return how many."""
     return _record_local_failures(state, "template_error", "prompt template raised for these rows")
 
 
 def record_empty_prompts(state: State) -> int:
-    """Record rows whose prompt rendered blank as failures of kind empty_prompt; return how many."""
+    """Record rows whose prompt rendered blank as failures with error_type empty_prompt; return how many."""
     return _record_local_failures(state, "empty_prompt", "prompt rendered empty for these rows; not sent")
 
 

@@ -168,7 +168,7 @@ def row_media(row: Mapping[str, Any], settings: Settings, root: str | None, key_
             if item["required"]:
                 raise AttachmentProblem(MISSING, (
                     f"Required attachment in column `{column}` is NULL for key {key_json}: give the row a file or "
-                    "drop `required` for this column; the row is recorded as a failure of kind attachment_missing "
+                    "drop `required` for this column; the row is recorded as a failure with error_type attachment_missing "
                     "and sent when the row changes."))
             continue
         block, n_pages, size = _block(item, value, settings, root, key_json)
@@ -223,7 +223,7 @@ def document_parts(attached: RowMedia, key_json: str, text_bytes: int = 0) -> li
 
 def _problem(key_json: str, column: str, what: str) -> AttachmentProblem:
     return AttachmentProblem(INVALID, (
-        f"Attachment in column `{column}` for key {key_json} {what}; the row is recorded as a failure of kind "
+        f"Attachment in column `{column}` for key {key_json} {what}; the row is recorded as a failure with error_type "
         "attachment_error, not sent, and rendered again when the row or its file changes."))
 
 

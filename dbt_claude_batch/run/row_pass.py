@@ -111,7 +111,7 @@ class RowPass:
             try:
                 text = self.prompt.render(values)
             except RowTemplateError as exc:
-                # One row's failure does not hold back the others: it is recorded as a failure of kind
+                # One row's failure does not hold back the others: it is recorded as a failure with error_type
                 # template_error, and rendered again when the row or the template changes.
                 message = exc.for_key(row["__cb_key_json"])
                 if not self.spool.n_template_errors:
@@ -215,7 +215,7 @@ class RowPass:
             self.sent_documents[same_request] = (ids, chunk, request_hash, metas)
 
     def empty(self, ordinal: int, key_id: str, row: dict[str, Any]) -> None:
-        """A blank prompt is not sent (the API refuses it): the row becomes a failure of kind empty_prompt,
+        """A blank prompt is not sent (the API refuses it): the row becomes a failure with error_type empty_prompt,
         rendered again when the row or the template changes, as a template error is."""
         self.verdict(ordinal, key_id, "empty_prompt:" + row["__cb_input_hash"], "empty_prompt", False,
                      error=empty_prompt_message(row["__cb_key_json"]))

@@ -128,7 +128,7 @@ def _judging(state, settings, fixed_tokens: int, rows: Callable[[str], str],
         f" + (__cb_max_tokens * {float(p[1])!r}::double)) / 1e6" for m, p in prices.items())
         + " else 0.0 end") if prices else "0.0"
     dedupe = "true" if settings.dedupe else "false"
-    # a blank prompt is not sent: the row is a failure of kind empty_prompt (see spool.py)
+    # a blank prompt is not sent: the row is a failure with error_type empty_prompt (see spool.py)
     own = f"case when __cb_blank then 'empty_prompt' else {_reason_sql('__cb_request_hash')} end"
     # The leaders of groups of identical inputs, rendered on their own (few rows) so that every row
     # is judged in the one render that also writes its line.

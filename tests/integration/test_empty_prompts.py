@@ -31,7 +31,7 @@ def test_an_empty_prompt_is_a_failure_that_is_not_sent_until_the_row_changes(pro
     assert (sample[2]["result_type"], sample[2]["error_type"], sample[2]["cost_usd"]) == ("errored", "empty_prompt", None)
     assert len(emulator.ledger()["messages"]) == 1
 
-    # The normal row is answered; the empty one stays a failure of kind empty_prompt, recorded once.
+    # The normal row is answered; the empty one stays a failure with error_type empty_prompt, recorded once.
     project.run()
     assert list(project.results()) == [1]
     failure = project.failures()[2]

@@ -242,7 +242,7 @@ def test_each_problem_is_an_attachment_error_naming_key_column_and_limit(value, 
         media.row_media({"doc": value}, settings(**kw), use_root, KEY)
     assert info.value.kind == "attachment_error"
     assert first_line(info).startswith(f'Attachment in column `doc` for key {{"id":7}} {says}')
-    assert first_line(info).endswith("the row is recorded as a failure of kind attachment_error, not sent, and "
+    assert first_line(info).endswith("the row is recorded as a failure with error_type attachment_error, not sent, and "
                                      "rendered again when the row or its file changes.")
 
 
