@@ -227,6 +227,8 @@ def _png_header(width: int, height: int) -> bytes:
     (b"", {}, "is an empty file (0 bytes): fix or replace the file"),
     (_no_page_pdf(), {}, "is a PDF with no pages: the API refuses it; fix or replace the file"),
     (pdf_bytes(3)[:200], {}, "is a corrupt PDF"),
+    # a JPEG cut short in its image data: Pillow's verify() passes it, decoding it does not
+    (jpeg_bytes(512, 512)[:591], {"attachments": [{"column": "doc", "kind": "image"}]}, "is a corrupt image"),
     (pdf_bytes(2, encrypted=True), {}, "is an encrypted PDF: the API cannot read it"),
     (png_bytes(10, 10), {}, "holds image/png, but the column is declared kind document"),
     (b"\x00\x01\x02\x03", {}, "is not a supported type (from its bytes)"),
@@ -244,6 +246,14 @@ def test_each_problem_is_an_attachment_error_naming_key_column_and_limit(value, 
     assert first_line(info).startswith(f'Attachment in column `doc` for key {{"id":7}} {says}')
     assert first_line(info).endswith("the row is recorded as a failure with error_type attachment_error, not sent, and "
                                      "rendered again when the row or its file changes.")
+
+
+def test_a_pdf_with_a_damaged_cross_reference_table_that_pypdf_reads_is_sent():
+    # Common in real scans (an extra line after the header moves every offset): readers recover its pages.
+    good = pdf_bytes(3, "claim")
+    damaged = good.replace(b"\n", b"\n% a comment a scanner wrote\n", 1)
+    attached = media.row_media({"doc": damaged}, settings(), None, KEY)
+    assert [b["type"] for b in attached.blocks] == ["document"] and attached.tokens == 3 * mt.PDF_PAGE_TOKENS
 
 
 def test_a_path_named_as_a_binary_type_whose_bytes_are_text_is_not_sent(root):
