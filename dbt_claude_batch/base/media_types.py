@@ -63,6 +63,18 @@ def claimed_binary_type(name: str) -> str | None:
     return _BINARY_EXTENSIONS.get(name[dot:].lower()) if dot > name.rfind("/") else None
 
 
+def not_utf8(data: bytes) -> str | None:
+    """Where bytes that look like text (no magic number, no NUL) fail to decode as UTF-8 (a Latin-1 file),
+    as `byte 0xe9 at offset 3`; None for anything else."""
+    if b"\x00" in data or filetype.guess_mime(data[:8192]) is not None:
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte 0x{data[exc.start]:02x} at offset {exc.start}"
+    return None
+
+
 def is_text(data: bytes) -> bool:
     """UTF-8 text without NUL bytes (a plain-text document)."""
     if b"\x00" in data:

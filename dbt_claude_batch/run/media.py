@@ -258,6 +258,10 @@ def _block(item: Mapping[str, Any], value: Any, settings: Settings, root: str | 
                        "NULL for a row without one")
     media = mt.detect(data)
     if media is None:
+        undecodable = mt.not_utf8(data)
+        if undecodable is not None:
+            raise _problem(key_json, column, f"is text, but not UTF-8 ({undecodable}): save it as UTF-8 (plain text "
+                           "documents are sent as UTF-8)")
         raise _problem(key_json, column, "is not a supported type (from its bytes): send PDF or plain text "
                        "documents, or JPEG, PNG, GIF or WebP images")
     claimed = mt.claimed_binary_type(value) if isinstance(value, str) and media == "text/plain" else None

@@ -232,6 +232,7 @@ def _png_header(width: int, height: int) -> bytes:
     (pdf_bytes(2, encrypted=True), {}, "is an encrypted PDF: the API cannot read it"),
     (png_bytes(10, 10), {}, "holds image/png, but the column is declared kind document"),
     (b"\x00\x01\x02\x03", {}, "is not a supported type (from its bytes)"),
+    ("Caf\u00e9 au lait".encode("latin-1"), {}, "is text, but not UTF-8 (byte 0xe9 at offset 3): save it as UTF-8"),
     ("http://example.com/a.pdf", {}, "is a plain http:// URL"),
     ("../../etc/passwd", {"root": True}, "cannot be read: the path '../../etc/passwd' leads outside attachments_root"),
     ("a.pdf", {}, "cannot be read: it is a local path, and `attachments_root` is not set"),
