@@ -255,25 +255,26 @@ def plan(state: State, max_attempts: int, resubmit_canceled: bool, max_tokens_ca
             f"using (submission_id) where r.model_id = ? and s.status in {LIVE_STATUSES})", [state.model_id])[0][0]:
         return _first_pending(state, candidates)
     state.run(f"create temp table {PENDING} as {candidates}")
-    # Identical inputs render identical requests: the first of each group (in key order) is sent, the rest
-    # share it (`_share_groups_sql`).
+    # Identical inputs render identical requests: the first of each group (in the order rows are rendered)
+    # is sent, the rest share it (`_share_groups_sql`).
     state.run(f"update {PENDING} p set __cb_leader = g.__cb_leader, __cb_group_size = g.__cb_group_size "
-              f"from ({_share_groups_sql(PENDING, _GROUP)}) g where g.__cb_custom_id = p.__cb_custom_id")
+              f"from ({_share_groups_sql(PENDING, _GROUP, '__cb_ordinal')}) g where g.__cb_custom_id = p.__cb_custom_id")
     return state.run(f"select count(*) from {PENDING}")[0][0]
 
 
 GROUPS = "cb_share_groups"
 
 
-def _share_groups_sql(table: str, group: str) -> str:
+def _share_groups_sql(table: str, group: str, order: str) -> str:
     """The rows of `table` whose `group` columns equal another row's, each with its group's leader (first
-    in key order) and size. Few rows share one: a 64-bit hash of the group's columns finds the groups of
-    more than one row (a collision only sends more rows down the exact path), and only their rows are
-    sorted into groups."""
+    by `order`, the rows' ordinal: the row pass renders rows in that order, so a leader's line is always
+    written before its followers look for it) and size. Few rows share one: a 64-bit hash of the group's
+    columns finds the groups of more than one row (a collision only sends more rows down the exact path),
+    and only their rows are sorted into groups."""
     # An outer filter, not `qualify`: in the pending table `__cb_group_size` also names a column.
     return f"""select * from (
             select __cb_custom_id,
-                   first_value(__cb_custom_id) over (partition by {group} order by __cb_custom_id) as __cb_leader,
+                   first_value(__cb_custom_id) over (partition by {group} order by {order}) as __cb_leader,
                    count(*) over (partition by {group}) as __cb_group_size
             from {table}
             where hash({group}) in (select hash({group}) from {table} group by all having count(*) > 1))
@@ -299,7 +300,7 @@ def _first_pending(state: State, candidates: str) -> int:
         for name, kind, *_ in state.run(f"describe {candidates}"))
     # The group columns of a first attempt, as `candidates` gives them: only input hash and model vary.
     group = "__cb_input_hash, __cb_model"
-    state.run(f"create or replace temp table {GROUPS} as {_share_groups_sql(STAGED, group)}")
+    state.run(f"create or replace temp table {GROUPS} as {_share_groups_sql(STAGED, group, 'rowid')}")
     state.run(f"create temp view {PENDING} as select {columns} from {STAGED} st "
               f"left join {GROUPS} g on g.__cb_custom_id = st.__cb_custom_id")
     return state.run(f"select count(*) from {STAGED}")[0][0]

@@ -1,5 +1,5 @@
-"""Planning's share groups (pure DuckDB): candidates with identical inputs form one group, whose first key
-(in key order) is its leader; every other candidate is its own leader, in a group of one.
+"""Planning's share groups (pure DuckDB): candidates with identical inputs form one group, whose first row
+(in the order rows are staged and rendered) is its leader; every other candidate is its own leader.
 
 planning.plan finds the groups of more than one row by a 64-bit hash before sorting only their rows; the
 reference here is the definition, computed in Python over the planned rows' own group columns.
@@ -43,9 +43,9 @@ def test_identical_inputs_share_the_first_keys_request_and_others_lead_themselve
         members[row[4:]].append(row[0])
     for custom_id, leader, size, _, *group in planned:
         mates = members[tuple(group)]
-        assert (leader, size) == (min(mates), len(mates)), (custom_id, group, mates)
+        assert (leader, size) == (mates[0], len(mates)), (custom_id, group, mates)  # `planned` is in ordinal order
     # Ordinals number the candidates in the order they were staged (the source's), uniquely, from 1:
-    # no sort of every candidate (leaders above are still the first in key order).
+    # no sort of every candidate.
     assert [int(r[0]) for r in planned] == list(range(len(planned)))
     assert [r[3] for r in planned] == list(range(1, len(planned) + 1))
 

@@ -269,3 +269,13 @@ def test_blank_means_the_same_in_python_and_in_sql():
     for text, blank in [("", True), (" \n\t\u00a0", True), (" a ", False), ("\u200b", False)]:
         assert is_blank(text) is blank
         assert con.execute(f"select {blank_sql('?')}", [text]).fetchone()[0] is blank
+
+
+def test_rows_identical_to_a_later_leader_share_its_line_in_the_row_pass(tmp_path):
+    # Row 9 comes first though its key is last in key order ('10' < '11' < '9'): the row pass renders rows in
+    # the source's order, and a group led by its first key in key order sent row 9 alone, then 10 again.
+    con, state, settings, prompt, source = _planned(tmp_path, bodies={9: "same", 10: "same", 11: "same", 12: "other"})
+    got = _both_passes_agree(tmp_path, con, state, settings, prompt, source)
+    assert got["n_lines"] == 2 and got["n_deduplicated"] == 2
+    shared = {v[1]: v[6] for v in got["verdicts"]}  # custom_id -> dedup_of
+    assert sorted(shared.items()) == [("10", "9"), ("11", "9"), ("12", None), ("9", None)]
