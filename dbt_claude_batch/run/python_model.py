@@ -31,7 +31,7 @@ from dbt_claude_batch.run.preflight import (check_key_change, check_output_colum
                                             table_columns)
 from dbt_claude_batch.base.prompts import REQUEST_FORMAT_VERSION, Prompt
 from dbt_claude_batch.run import retention
-from dbt_claude_batch.run.results import results_sql, write_views
+from dbt_claude_batch.run.results import results_sql, write_state_views, write_views
 from dbt_claude_batch.state.run_record import RunRecord, check_health, finish_run, start_run
 from dbt_claude_batch.base.run_vars import RunVars
 from dbt_claude_batch.base.settings import Settings
@@ -174,7 +174,8 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     this = dbt.this
     _drop_leaked_tmp_tables(state, this)
     clean_stale()
-    write_views(state, cfg, this.database, this.schema, this.identifier, key_types, source_sql)
+    # On a key change, the state views wait for the new key to be recorded (below).
+    write_views(state, cfg, this.database, this.schema, this.identifier, key_types, source_sql, state_views=not rekey)
     digest, n_rows = source_digest.result()
     stamped, blobs, files = stamp_files(cfg, source_sql, state)
     if files is not None:  # an edited file at the same path changes no column: its stamp joins the digest
@@ -196,6 +197,7 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
         with state.transaction():
             relabel_keys(state, planning.STAGED, source_sql, columns, rekey, list(cfg.key), this.identifier)
             state.record_model(list(cfg.key), key_types)
+        write_state_views(state)  # all_failures packs each model's key as recorded: the new one from now
 
     try:
         done = _api_work(api, state, prompt, cfg, run_vars, n_staged, source_sql, this, key_types, stop)

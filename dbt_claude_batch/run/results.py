@@ -139,12 +139,13 @@ def restore_sql(state: State, existing: str, mark: int, source_keys: str) -> tup
 
 
 def write_views(state: State, settings: Settings, database: str, schema: str, identifier: str,
-                key_types: dict[str, str], source_sql: str | None = None) -> list[str]:
+                key_types: dict[str, str], source_sql: str | None = None, state_views: bool = True) -> list[str]:
     """(Re)create the views next to the model, then the state views; returns the per-model views' names.
 
     `<model>__failures`, `<model>__batches` and `<model>__health` always; `<model>__keys` (every key of
     the current source with its status, which the package's generic tests read) when `source_sql`, the
     query of the model's source, is given. The key columns are those of `key_types`, in its order.
+    `state_views` False leaves the state views to the caller (a key change records the new key later).
     """
     views = {"failures": failures_view_sql(state, settings, key_types, source_sql), "batches": batches_view_sql(state),
              "health": health_view_sql(state, settings)}
@@ -155,7 +156,8 @@ def write_views(state: State, settings: Settings, database: str, schema: str, id
         name = qualified(database, schema, f"{identifier}__{suffix}")
         state.run(f"create or replace view {name} as {sql}")
         names.append(name)
-    write_state_views(state)
+    if state_views:
+        write_state_views(state)
     return names
 
 

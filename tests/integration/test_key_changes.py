@@ -231,8 +231,11 @@ def test_a_new_key_value_equal_to_a_custom_id_the_old_key_left_starts_afresh(pro
     project.run()
     project.write_model(unique_key="ticket")
     project.configure(replace=False, key="ticket")
-    project.dbt("run", "--full-refresh", "-s", "+items_batch")
+    out = project.dbt("run", "--full-refresh", "-s", "+items_batch").stdout
     assert create_calls(emulator) == 1  # the same requests under new custom_ids: answered from state
+    # The state views follow the new key in the same run (all_failures packs each model's key columns).
+    assert "could not write the view" not in out, out
+    assert project.query("select count(*) from dbt_claude_batch.all_failures") == [(0,)]
     # Ticket 2 takes custom_id 2 (id 2's) and its request fails; ticket 3 takes id 3's, with its very text.
     rows += [{"id": 9, "ticket": 2, "body": "another ticket"}, {"id": 10, "ticket": 3, "body": "body 3"}]
     project.load_table("items", rows)
