@@ -188,18 +188,21 @@ def failures_by_kind(cursor, schema: str, model_id: str) -> dict[str, Any]:
     """
     view = model_views(cursor, "__failures").get(model_id)
     if view:
-        groups = rows(cursor, f"""select kind, error_type, retried_automatically, count(*) as count,
+        groups = rows(cursor, f"""select kind, error_type, retried_automatically, canceled_by_user, count(*) as count,
                 mode(next_action) as next_action, min(error_message) as example_message
             from {view} group by all order by count desc, kind, error_type""")
     else:
         groups = rows(cursor, f"""select result_type as kind, error_type, null::boolean as retried_automatically,
-                count(*) as count, null::varchar as next_action, min(error_message) as example_message
+                canceled_by_user, count(*) as count, null::varchar as next_action,
+                min(error_message) as example_message
             from ({latest_outcomes_sql(State(cursor, schema, model_id))})
             where result_type is not null and result_type <> 'succeeded'
             group by all order by count desc, kind, error_type""")
     return {
         "total": sum(g["count"] for g in groups),
-        "needs_you": sum(g["count"] for g in groups if g["retried_automatically"] is False),
+        # Cancelled on purpose is the user's decision, not a failure to act on (as `no_failure_needs_you`).
+        "needs_you": sum(g["count"] for g in groups if g["retried_automatically"] is False
+                         and not g["canceled_by_user"]),
         "by_kind": groups,
         "from": "view" if view else "state",
     }

@@ -240,3 +240,15 @@ def test_marker_requests_are_billed_but_no_row_failure_or_request_count():
     assert s["billed_usd"] == pytest.approx(ONE_ANSWER + marker_usd)
     assert s["billed_requests"] == 2
     assert [r["kind"] for r in inspect.top_failure_messages(con, S)] == ["errored"]
+
+
+def test_failures_cancelled_on_purpose_are_not_counted_as_needing_you():
+    """As `no_failure_needs_you` leaves them out: cancelling was the user's decision."""
+    con = _state()
+    con.execute("create table main.tickets__failures as select * from (values "
+                "(1, 'canceled', null, true, false, 'canceled on purpose: ...', null), "
+                "(2, 'errored', 'invalid_request_error', false, false, 'fix the request', 'bad'), "
+                "(3, 'errored', 'api_error', false, true, 'resubmitted', 'oops')) "
+                "t(id, kind, error_type, canceled_by_user, retried_automatically, next_action, error_message)")
+    found = inspect.failures_by_kind(con, S, MODEL)
+    assert (found["total"], found["needs_you"]) == (3, 1)
