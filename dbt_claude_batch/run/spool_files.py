@@ -96,7 +96,8 @@ class Spool:
             [chunk.index])[0][0])
 
     def refresh_counts(self) -> None:
-        """After some lines were answered from state: recount lines per chunk, drop empty chunks."""
+        """After some lines were answered from state: recount lines per chunk (and the rows sharing one),
+        drop empty chunks."""
         rows = dict((c, (n, b)) for c, n, b in self.state.run(
             f"select chunk, count(*), sum(line_length) from {RENDERED} where include and dedup_of is null "
             "group by chunk"))
@@ -106,3 +107,5 @@ class Spool:
                 chunk.n, chunk.n_bytes, chunk.filtered = n, int(n_bytes), True
         self.chunks = [c for c in self.chunks if c.n]
         self.n_lines = sum(c.n for c in self.chunks)
+        self.n_deduplicated = self.state.run(
+            f"select count(distinct ordinal) from {RENDERED} where include and dedup_of is not null")[0][0]
