@@ -142,18 +142,24 @@ def check_rebuy(state: State, cfg: Settings, allowed: bool, discount: float) -> 
 
         logger.warning(f"buying again {n} of the {held} held answer(s) (claude_batch_allow_rebuy)")
         return
-    raise RebuyGuardError(rebuy_message(state.model_id, n, held, why, cost * discount, limit, cfg, unpriced))
+    compacted_at = state.run(f"select compacted_at from {state.table('models')} where model_id = ?",
+                             [state.model_id])
+    raise RebuyGuardError(rebuy_message(state.model_id, n, held, why, cost * discount, limit, cfg, unpriced,
+                                        compacted_at[0][0] if compacted_at else None))
 
 
 def rebuy_message(model_id: str, n: int, held: int, why: dict[str, int], cost: float, limit: int,
-                  cfg: Settings, unpriced: int = 0) -> str:
+                  cfg: Settings, unpriced: int = 0, compacted_at=None) -> str:
     setting = ("max_rebuy_rows" if cfg.max_rebuy_rows is not None and limit == cfg.max_rebuy_rows
                else "max_rebuy_fraction")
     reasons = ", ".join(f"{k} changed for {v}" for k, v in why.items()) or "their requests changed"
     unknown = f", plus {unpriced} to a model with no known price" if unpriced else ""
     return (f"This run would buy again {n} of the {held} answers held for {model_id} ({reasons}; estimated at most "
             f"${cost:.4f}{unknown}), over {setting} (limit {limit} rows): nothing was submitted. If the change is meant, let "
-            "it through once with --vars '{claude_batch_allow_rebuy: true}'; otherwise revert it.\n"
+            "it through once with --vars '{claude_batch_allow_rebuy: true}'; otherwise revert it"
+            + (" (answers of requests older than the history kept, which compaction removed on "
+               f"{compacted_at:%Y-%m-%d %H:%M} UTC under keep_history_days/keep_runs, are not held: a revert to them "
+               "buys them again)" if compacted_at is not None else "") + ".\n"
             "`dbt run --vars '{claude_batch_plan: true}'` (or `dbt-claude-batch plan`) shows the full plan; raise "
             "`max_rebuy_fraction` / `max_rebuy_rows`, or set them to null, to change the guard.")
 

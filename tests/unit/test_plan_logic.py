@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import jsonschema
 import pytest
 
@@ -143,6 +145,13 @@ def test_the_guard_names_keys_bought_again_from_a_model_without_a_price():
     assert rebuy._unpriced_rebuys(state, settings) == 2
     message = rebuy.rebuy_message("main.m", 3, 3, {"model": 3}, 0.0005, 1, settings, 2)
     assert "(model changed for 3; estimated at most $0.0005, plus 2 to a model with no known price)" in message
+    assert "compacted" not in message
+    # After compaction, reverting an edit to a template older than the history kept cannot reuse its answers.
+    compacted = rebuy.rebuy_message("main.m", 3, 3, {"template": 3}, 0.0005, 1, settings, 0,
+                                    compacted_at=dt.datetime(2026, 12, 1, 6, 0))
+    assert ("otherwise revert it (answers of requests older than the history kept, which compaction removed "
+            "on 2026-12-01 06:00 UTC under keep_history_days/keep_runs, are not held: a revert to them buys "
+            "them again).") in compacted
 
 
 def test_the_plan_names_the_models_that_hold_what_a_new_model_would_buy():
