@@ -14,7 +14,8 @@ import math
 from typing import Iterator
 
 from dbt_claude_batch.base.errors import SourceDataError
-from dbt_claude_batch.run.planning import RENDERED, STAGED
+from dbt_claude_batch.base.identifiers import literal
+from dbt_claude_batch.run.planning import PENDING, RENDERED, STAGED
 from dbt_claude_batch.state.state import State
 
 
@@ -98,7 +99,22 @@ def part_custom_id(key_id: str, part: int) -> str:
 
 
 def check_part_ids(state: State) -> None:
-    """A part id (`<custom_id>-pN`) must not be the custom_id of another key, or one batch would hold it twice."""
+    """A part id (`<custom_id>-pN`) must not be the custom_id of another key, or one batch would hold it twice;
+    nor may a key sent whole take the id of a part another key was sent in before."""
+    if state.run(f"select exists (select 1 from {state.table('requests')} where model_id = ? and parts > 1)",
+                 [state.model_id])[0][0]:
+        taken = state.run(
+            f"select r.custom_id, any_value(p.__cb_key_json), any_value(q.key_json)::varchar from {RENDERED} r "
+            f"join {PENDING} p on p.__cb_ordinal = r.ordinal join {state.table('requests')} q "
+            f"on q.model_id = {literal(state.model_id)} and q.custom_id = r.custom_id "
+            "and q.key_custom_id is not null and q.key_custom_id <> r.custom_id "
+            "where r.include and r.parts = 1 group by all limit 1")
+        if taken:
+            custom_id, key, cut = taken[0]
+            raise SourceDataError(
+                f"Key {key} would be sent as custom_id {custom_id!r}, which is already the id of a part of key {cut} "
+                "(sent in parts before): rename the key (its custom_id is its value), or filter it out of the staging "
+                "model; nothing was submitted.")
     if not state.run(f"select exists (select 1 from {RENDERED} where parts > 1)")[0][0]:
         return  # no part ids (and a run that cuts nothing may have dropped the staged rows)
     clash = state.run(

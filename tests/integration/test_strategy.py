@@ -409,3 +409,12 @@ def test_a_part_id_that_equals_another_key_is_refused(project, emulator):
     assert ('Key {"id":"doc"} is sent in parts (a split prompt or a cut document), and its part would get the id '
             """'doc-p1', which is already the custom_id of another key, {"id":"doc-p1"}: rename one""") in out
     assert emulator.ledger(requests=False)["calls"] == {}
+    # The same clash the other way round, across runs: a new key named as a part sent before.
+    project.load_table("items", rows[:1], types={"id": "VARCHAR", "body": "VARCHAR"})
+    project.run()
+    creates = create_calls(emulator)
+    project.load_table("items", [*rows[:1], {"id": "doc-p2", "body": "short"}], types={"id": "VARCHAR", "body": "VARCHAR"})
+    out = project.run(expect_ok=False).stdout
+    assert ("""Key {"id":"doc-p2"} would be sent as custom_id 'doc-p2', which is already the id of a part of key """
+            """{"id":"doc"} (sent in parts before): rename the key""") in out, out
+    assert create_calls(emulator) == creates
