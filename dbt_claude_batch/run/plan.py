@@ -28,6 +28,8 @@ from dbt_claude_batch.state.state import State, utcnow
 # The byte heuristic (UTF-8 bytes / 4) is exact for the emulator and within about this share of real
 # tokenizers on prose; the plan's input range is the estimate times (1 -/+ this).
 HEURISTIC_SPREAD = 0.3
+# With attachments, the low end of the input range: half the estimate (pages at 1,500 tokens, not 3,000).
+ATTACHMENT_LOW = 0.5
 # With count_tokens on a sample, the rest of the rows still vary around the sample's ratio.
 COUNTED_SPREAD = 0.1
 
@@ -196,7 +198,10 @@ def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: 
         spread = HEURISTIC_SPREAD
         if counted:  # the model's own count on a sample: the heuristic scaled, a narrower band
             est_in, spread = est_in * counted[0], COUNTED_SPREAD
-        in_range = _widen((est_in * (1 - spread), est_in, est_in * (1 + spread)), history, "input", n)
+        # Pages and images are estimated at their most (a PDF page counts 1,500-3,000 tokens): the low end of
+        # a model with attachments allows for the least.
+        low = est_in * (ATTACHMENT_LOW if cfg.attachments else 1 - spread)
+        in_range = _widen((low, est_in, est_in * (1 + spread)), history, "input", n)
         out_range = _output_range(float(max_out), n, history)
         heuristic_in += est_in
         out_high += float(max_out)

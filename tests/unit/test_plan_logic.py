@@ -176,3 +176,21 @@ def test_reading_recorded_plans_when_none_is_recorded_says_what_to_do(tmp_path):
     assert plan_cli.run(lambda: path, "dbt_claude_batch", None, recorded=True, as_json=False, err=err) == 1
     assert err.getvalue() == ("dbt-claude-batch plan: No plan is recorded: run `dbt-claude-batch plan` without "
                               "--recorded first.\n")
+
+
+def test_the_input_range_of_a_model_with_attachments_reaches_down_to_half_its_estimate():
+    """Pages and images are estimated at their most (3,000 tokens a PDF page, which counts 1,500-3,000):
+    the low end must allow for the least, or the range misses what a run of documents really costs."""
+    import duckdb
+
+    from dbt_claude_batch.state.state import State
+
+    con = duckdb.connect()
+    con.execute(f"create temp table {rebuy.VERDICTS} (model varchar, cost double, out_tokens bigint, lines bigint)")
+    # 10 lines of 30,000 input tokens (a 10-page PDF each) and 64 output tokens, at $1 / $5 per million
+    con.execute(f"insert into {rebuy.VERDICTS} values ('claude-haiku-4-5', {(300_000 * 1 + 640 * 5) / 1e6}, 640, 10)")
+    documents = cfg(attachments=[{"column": "doc", "kind": "document"}])
+    tokens, _ = plan._estimate(State(con, "s", "main.m"), documents, 10, NO_HISTORY, 0.5)
+    assert (tokens["input"]["low"], tokens["input"]["expected"]) == (150_000, 300_000)
+    text, _ = plan._estimate(State(con, "s", "main.m"), cfg(), 10, NO_HISTORY, 0.5)
+    assert text["input"]["low"] == 210_000
