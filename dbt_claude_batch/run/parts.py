@@ -119,7 +119,9 @@ def check_part_ids(state: State) -> None:
         return  # no part ids (and a run that cuts nothing may have dropped the staged rows)
     clash = state.run(
         f"select r.custom_id, c.__cb_key_json, s.__cb_key_json from {RENDERED} r "
-        f"join {STAGED} s on s.__cb_custom_id = r.custom_id join {STAGED} c on c.rowid + 1 = r.ordinal "
+        # the cut key by its ordinal in the pending rows (numbered over the rows planning looked at, which
+        # are not always every staged row: `planning.open_rows`)
+        f"join {STAGED} s on s.__cb_custom_id = r.custom_id join {PENDING} c on c.__cb_ordinal = r.ordinal "
         "where r.parts > 1 limit 1"
     )
     if clash:
