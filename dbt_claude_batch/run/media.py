@@ -404,4 +404,5 @@ def _request_limits(settings: Settings, key_json: str, images: list[tuple[str, i
     if n_bytes + _ENVELOPE_BYTES > mt.MAX_REQUEST_BYTES:
         column = settings.attachments[0]["column"]
         raise _problem(key_json, column, f"brings the request to about {n_bytes} bytes, over the API's limit of "
-                       f"{mt.MAX_REQUEST_BYTES} (32 MB) per request: send smaller files")
+                       f"{mt.MAX_REQUEST_BYTES} (32 MB) per request: send smaller files, or declare the column "
+                       "`upload: files_api` (only the file's id travels in the request)")

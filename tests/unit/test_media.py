@@ -321,3 +321,11 @@ def test_attachments_root_must_be_a_folder(tmp_path):
     assert media.resolve_root(settings(attachments_root="."), str(tmp_path)) == os.path.realpath(tmp_path)
     with pytest.raises(ConfigError, match=r"^Setting `attachments_root` is 'nope', which is not a folder"):
         media.resolve_root(settings(attachments_root="nope"), str(tmp_path))
+
+
+def test_a_request_over_the_size_limit_names_the_files_api_way(monkeypatch):
+    monkeypatch.setattr(media.mt, "MAX_REQUEST_BYTES", 1500)  # the API's 32 MB, made small
+    with pytest.raises(media.AttachmentProblem) as info:
+        media.row_media({"doc": pdf_bytes(3, "a long claim file")}, settings(), None, KEY)
+    assert "over the API's limit of 1500 (32 MB) per request: send smaller files, or declare the column " \
+           "`upload: files_api` (only the file's id travels in the request)" in first_line(info)
