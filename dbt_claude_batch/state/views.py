@@ -82,6 +82,9 @@ def _failures_sql(state: State, settings: Settings, key_types: dict[str, str]) -
                 'fix or replace the file named in error_message (or the attachment settings); it was not sent, and is read again when the row or the file changes'
             when lo.error_type = 'attachment_missing' then
                 'a required attachment is NULL: give the row a file, or drop required for that column; it was not sent, and is rendered again when the row changes'
+            when lo.result_type = 'errored' and lo.error_type = 'invalid_request_error'
+                 and lo.error_message like '%File not found%' then
+                'the row names a Files API id (file_...) the API does not hold: give the row the file itself (its bytes, or a path under attachments_root) or an id this workspace holds; the changed request is resubmitted automatically'
             when lo.result_type = 'errored' and lo.error_type = 'invalid_request_error' then
                 'fix the request (prompt template, model or settings); the changed request is resubmitted automatically'
             when {retryable_sql('lo', cap, can_split)} then

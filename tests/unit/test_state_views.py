@@ -198,3 +198,16 @@ def test_health_view_judges_the_failures_no_retry_fixes_over_the_last_runs_toget
     assert health()[:3] == (10, None, 4)  # default: the last 10 runs (4 so far)
     # a window in hours instead: the runs started in the last 2.5 hours
     assert health(health_window_hours=2.5)[:4] == (None, 2.5, 2, 21)
+
+
+def test_a_files_api_id_the_api_does_not_know_asks_for_the_row_to_be_fixed_not_the_request():
+    con = duckdb.connect()
+    a = _state(con, "main.a")
+    _submission(a, "a1", [1, 2], outcome="errored", error_type="invalid_request_error")
+    a.run(f"update {a.table('outcomes')} set error_message = 'messages.0.content.0.source.file_id: File not found: "
+          "file_abc123' where custom_id = '1'")
+    write_views(a, SETTINGS, "memory", "main", "a", {"id": "BIGINT"})
+    actions = dict(con.execute("select id, next_action from main.a__failures").fetchall())
+    assert actions[1].startswith("the row names a Files API id (file_...) the API does not hold: give the row the "
+                                 "file itself")
+    assert actions[2].startswith("fix the request (prompt template, model or settings)")
