@@ -98,7 +98,9 @@ def test_result_errors_rates_are_deterministic_per_batch_and_reroll(api, emulato
                                                               "expired": 0.1}, "seed": 7})
     outcomes = []
     for _ in range(2):
-        batch = ended_batch(api, n=60)
+        # 200 lines: every kind shows up, but for odds of about 1e-9 (with 60, no `expired` line came up
+        # 0.9^60, once in 550 batches: a CI run met it)
+        batch = ended_batch(api, n=200)
         results = lines_by_id(raw_results(api, batch.id))
         kinds = {cid: (r["error"]["error"]["type"] if r["type"] == "errored" else r["type"])
                  for cid, r in results.items()}
@@ -106,7 +108,7 @@ def test_result_errors_rates_are_deterministic_per_batch_and_reroll(api, emulato
         assert counts.errored == sum(k in ("api_error", "overloaded_error") for k in kinds.values())
         assert counts.expired == sum(k == "expired" for k in kinds.values())
         assert counts.succeeded == sum(k == "succeeded" for k in kinds.values())
-        assert 15 <= sum(k != "succeeded" for k in kinds.values()) <= 50
+        assert 90 <= sum(k != "succeeded" for k in kinds.values()) <= 150  # 120 expected, sd 7
         assert set(kinds.values()) == {"succeeded", "api_error", "overloaded_error", "expired"}
         outcomes.append(kinds)
     assert outcomes[0] != outcomes[1]  # a resubmission in a new batch re-rolls
