@@ -16,6 +16,7 @@ from dbt_claude_batch.base.pricing import list_price
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.components import COMPONENTS, components_sql
 from dbt_claude_batch.run.planning import PENDING, RENDERED
+from dbt_claude_batch.state.compaction import last_compacted
 from dbt_claude_batch.state.state import State
 
 VERDICTS = "cb_plan_verdicts"
@@ -142,10 +143,8 @@ def check_rebuy(state: State, cfg: Settings, allowed: bool, discount: float) -> 
 
         logger.warning(f"buying again {n} of the {held} held answer(s) (claude_batch_allow_rebuy)")
         return
-    compacted_at = state.run(f"select compacted_at from {state.table('models')} where model_id = ?",
-                             [state.model_id])
     raise RebuyGuardError(rebuy_message(state.model_id, n, held, why, cost * discount, limit, cfg, unpriced,
-                                        compacted_at[0][0] if compacted_at else None))
+                                        last_compacted(state)))
 
 
 def rebuy_message(model_id: str, n: int, held: int, why: dict[str, int], cost: float, limit: int,

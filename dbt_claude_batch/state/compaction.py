@@ -26,14 +26,19 @@ _DOOMED_REQUESTS = "cb_doomed_requests"
 _DOOMED_SUBMISSIONS = "cb_doomed_submissions"
 
 
+def last_compacted(state: State) -> datetime | None:
+    """When this model's state was last compacted, or None."""
+    rows = state.run(f"select compacted_at from {state.table('models')} where model_id = ?", [state.model_id])
+    return rows[0][0] if rows else None
+
+
 def due(state: State, keep_days: float | None, now: datetime, keep_runs: int | None = None) -> bool:
     """Whether this model's state should be compacted now: never with both windows null; otherwise when it
     never was, or last was longer ago than the smaller of a day and the days window (a nightly job
     compacts on every run, an hourly one once a day, a runs-only window once a day)."""
     if keep_days is None and keep_runs is None:
         return False
-    rows = state.run(f"select compacted_at from {state.table('models')} where model_id = ?", [state.model_id])
-    last = rows[0][0] if rows else None
+    last = last_compacted(state)
     every = timedelta(days=1) if keep_days is None else min(timedelta(days=1), timedelta(days=keep_days))
     return last is None or now - last >= every
 
