@@ -108,7 +108,7 @@ def test_create_refused_with_429_is_retried_after_retry_after(project, emulator)
 
 def test_sdk_retries_survive_transient_faults_on_poll_and_download(project, emulator):
     emulator.set_scenarios([
-        {"name": "http_error", "status": 500, "route": "retrieve", "times": 2},
+        {"name": "http_error", "status": 500, "route": "retrieve", "times": 2, "retry_after": 0},
         {"name": "http_error", "status": 529, "route": "results", "times": 1, "retry_after": 0},
     ])
     rows = items(5)
