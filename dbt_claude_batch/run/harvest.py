@@ -88,14 +88,18 @@ def download_results(client, batch_id: str, path: str) -> int:
 
 
 def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
-                  output_schema: Mapping[str, Any] | None = None, keep_message: bool = False) -> None:
+                  output_schema: Mapping[str, Any] | None = None, keep_message: bool = False,
+                  warned: set[str] | None = None) -> None:
     """Harvest ended batches, in order, into the outcomes table.
 
     Each batch's results download on a second thread while the batch before it loads: the network and
     DuckDB overlap, and at most two results files are on disk at once. A download that breaks off
-    leaves its batch unharvested (the next poll fetches it again); the others go on.
+    leaves its batch unharvested (the next poll fetches it again); the others go on. `warned`: as in
+    `polling.refresh`, the batches whose passing server error this run has logged already.
     """
     import anthropic
+
+    warned = set() if warned is None else warned
 
     with scratch() as tmp, ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbt_claude_batch-download") as pool:
         def fetch(batch_id: str) -> tuple[str, int]:
@@ -126,8 +130,10 @@ def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
             except anthropic.APIStatusError as exc:
                 if not is_passing(exc):
                     raise
-                logger.warning(f"batch {batch_id}: results download answered HTTP {exc.status_code}; the next run "
-                               "downloads it again")
+                if batch_id + "/results" not in warned:
+                    warned.add(batch_id + "/results")
+                    logger.warning(f"batch {batch_id}: results download answered HTTP {exc.status_code}; the next "
+                                   "run downloads it again")
                 continue
             _harvest_file(state, batch_id, path if size else None, output_schema, keep_message)
             os.remove(path)

@@ -17,8 +17,13 @@ def is_passing(exc: anthropic.APIStatusError) -> bool:
     return exc.status_code >= 500 or exc.status_code == 429
 
 
-def refresh(client: anthropic.Anthropic, state: State) -> list[tuple[str, bool]]:
-    """Retrieve every unharvested batch of the model; return (batch_id, archived) of those that ended."""
+def refresh(client: anthropic.Anthropic, state: State, warned: set[str] | None = None) -> list[tuple[str, bool]]:
+    """Retrieve every unharvested batch of the model; return (batch_id, archived) of those that ended.
+
+    `warned`: the batches whose passing server error this run has logged already (a wait loop polls
+    every few seconds; one line per batch says it all).
+    """
+    warned = set() if warned is None else warned
     ended = []
     for batch_id, _ in state.unharvested_batches():
         try:
@@ -32,7 +37,9 @@ def refresh(client: anthropic.Anthropic, state: State) -> list[tuple[str, bool]]
             if not is_passing(exc):
                 raise
             # The SDK retried already; the batch is not lost, and the run goes on to submit.
-            logger.warning(f"batch {batch_id}: retrieve answered HTTP {exc.status_code}; the next run polls it again")
+            if batch_id not in warned:
+                warned.add(batch_id)
+                logger.warning(f"batch {batch_id}: retrieve answered HTTP {exc.status_code}; the next run polls it again")
             continue
         counts = state.update_batch(batch)
         logger.info(

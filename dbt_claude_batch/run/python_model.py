@@ -250,11 +250,12 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
 
         finish_interrupted(state, batch_id)
     _settle(api, state, cfg)
+    warned: set[str] = set()  # batches whose passing server error this run has logged
     if run_vars.cancel and state.unharvested_batches():
         from dbt_claude_batch.run.polling import cancel_in_flight
 
         cancel_in_flight(api.get(), state)
-    _poll_and_harvest(api, state, cfg)
+    _poll_and_harvest(api, state, cfg, warned)
 
     if run_vars.rerun_keys:
         missing = run_vars.missing_rerun_keys(state.cursor, planning.STAGED, cfg.key)
@@ -290,7 +291,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
 
         def step() -> bool:
             _settle(api, state, cfg)
-            _poll_and_harvest(api, state, cfg)
+            _poll_and_harvest(api, state, cfg, warned)
             write_snapshot(state.cursor, cfg.state_schema)
             return not state.unharvested_batches() and not state.awaiting_proof()
 
@@ -363,13 +364,13 @@ def _has_column(state: State, this, column: str) -> bool:
     return column in table_columns(state, this)
 
 
-def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings) -> None:
+def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings, warned: set[str]) -> None:
     if not state.unharvested_batches():
         return
     from dbt_claude_batch.run.harvest import harvest_ended
     from dbt_claude_batch.run.polling import refresh
 
-    harvest_ended(api.get(), state, refresh(api.get(), state), cfg.output_schema, cfg.keep_message)
+    harvest_ended(api.get(), state, refresh(api.get(), state, warned), cfg.output_schema, cfg.keep_message, warned)
     answers.refresh_pending(state)
 
 

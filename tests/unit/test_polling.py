@@ -30,3 +30,39 @@ def test_never_past_the_wait_budget_and_tiny_intervals_stay_tiny():
     for _ in range(50):
         assert next_wait(45, 3, polls=5) <= 3
         assert next_wait(0.05, 100, polls=7) <= 0.06
+
+
+class _Down:
+    """A client whose retrieve answers HTTP 500 past the SDK's retries, every time."""
+
+    def __init__(self):
+        import anthropic
+        import httpx2 as httpx
+
+        request = httpx.Request("GET", "http://127.0.0.1/v1/messages/batches/msgbatch_1")
+        self.error = anthropic.InternalServerError("Internal server error", response=httpx.Response(500, request=request),
+                                                   body=None)
+        self.messages = self
+        self.batches = self
+        self.calls = 0
+
+    def retrieve(self, batch_id):
+        self.calls += 1
+        raise self.error
+
+
+class _OneBatchInFlight:
+    def unharvested_batches(self):
+        return [("msgbatch_1", "in_progress")]
+
+
+def test_a_lasting_server_error_is_logged_once_per_batch_in_a_wait_loop(caplog):
+    from dbt_claude_batch.run.polling import refresh
+
+    client, state, warned = _Down(), _OneBatchInFlight(), set()
+    with caplog.at_level("WARNING", logger="dbt_claude_batch"):
+        for _ in range(5):
+            assert refresh(client, state, warned) == []
+    assert client.calls == 5  # polled each time all the same
+    lines = [r.getMessage() for r in caplog.records if "answered HTTP 500" in r.getMessage()]
+    assert len(lines) == 1 and "batch msgbatch_1: retrieve answered HTTP 500; the next run polls it again" in lines[0]
