@@ -48,6 +48,24 @@ def _add_emulator(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_emulator)
 
 
+def _vars(text: str) -> dict:
+    """`--vars` as dbt takes it: a YAML (or JSON) mapping."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"not YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a mapping, as dbt's --vars, e.g. \"{run_date: '2026-12-01'}\"")
+    return value
+
+
+def _add_vars_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vars", type=_vars, default=None, metavar="YAML",
+                   help="passed to dbt as your `dbt run --vars` (the command's own vars win over one of the same name)")
+
+
 def _add_connection_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the state is (dbt's conventions, or --database)")
     g.add_argument("--project-dir", help="dbt project directory (default: DBT_PROJECT_DIR, else the current one)")
@@ -133,7 +151,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from dbt_claude_batch.observe.compare import command_for, run
 
-    command, cwd = command_for(args.model, args.sample, args.via, _location(args))
+    command, cwd = command_for(args.model, args.sample, args.via, _location(args), args.vars)
     return run(args.model, args.sample, _database_of(args), args.state_schema, args.json, command, cwd=cwd,
                via=args.via)
 
@@ -153,6 +171,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="sync: answers now at full price (default); batch: half price, answers within 24 h: "
                         "the same command again collects them, and sends nothing new while one is in flight")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    _add_vars_option(p)
     _add_connection_options(p)
     p.set_defaults(func=_run_compare)
 
@@ -249,7 +268,8 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
 def _run_plan(args: argparse.Namespace) -> int:
     from dbt_claude_batch.observe.plan import run
 
-    return run(_database_of(args), args.state_schema, args.select, args.recorded, args.json, _location(args))
+    return run(_database_of(args), args.state_schema, args.select, args.recorded, args.json, _location(args),
+               user_vars=args.vars)
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
@@ -262,6 +282,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select", "-s", "--model", "-m", dest="select", help="dbt selection (e.g. a model name)")
     p.add_argument("--recorded", action="store_true", help="read the newest recorded plan of each model; run nothing")
     p.add_argument("--json", action="store_true", help='print {"schema_version": 1, "plans": [...]} (docs/plan.md)')
+    _add_vars_option(p)
     p.set_defaults(func=_run_plan)
 
 

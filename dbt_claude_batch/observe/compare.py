@@ -22,9 +22,10 @@ from dbt_claude_batch.state import compare_table, comparisons
 from dbt_claude_batch.state.warehouse import Location, open_read_only
 
 
-def command_for(model: str, size: int, via: str, loc: Location) -> tuple[list[str], str]:
+def command_for(model: str, size: int, via: str, loc: Location,
+                user_vars: dict | None = None) -> tuple[list[str], str]:
     """The dbt run that makes (or, via batch, sends or collects) the comparison, and where to run it."""
-    return dbt_command({VAR_COMPARE: size, VAR_COMPARE_VIA: via}, model, loc)
+    return dbt_command({VAR_COMPARE: size, VAR_COMPARE_VIA: via}, model, loc, user_vars)
 
 
 def run(model: str, size: int, locate: Callable[[], str], state_schema: str, as_json: bool, command: list[str],

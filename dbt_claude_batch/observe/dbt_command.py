@@ -17,12 +17,16 @@ from typing import Any
 from dbt_claude_batch.state.warehouse import Location, profiles_dir_of, project_dir_of
 
 
-def dbt_command(vars: dict[str, Any], select: str | None = None,
-                loc: Location = Location()) -> tuple[list[str], str]:
+def dbt_command(vars: dict[str, Any], select: str | None = None, loc: Location = Location(),
+                user_vars: dict[str, Any] | None = None) -> tuple[list[str], str]:
     """`dbt run --vars VARS [--select ...] --project-dir ... --profiles-dir ... [--profile] [--target]`
-    through `dbt-claude-batch dbt`, and the directory to run it in (the project's)."""
+    through `dbt-claude-batch dbt`, and the directory to run it in (the project's).
+
+    `user_vars`: the `--vars` the user passes their own `dbt run` (a model or its staging may read
+    them); the command's own vars win over one of the same name."""
     project_dir = project_dir_of(loc)
-    command = [sys.executable, "-m", "dbt_claude_batch.observe.cli", "dbt", "run", "--vars", json.dumps(vars)]
+    command = [sys.executable, "-m", "dbt_claude_batch.observe.cli", "dbt", "run", "--vars",
+               json.dumps({**(user_vars or {}), **vars}, default=str)]
     for flag, value in (("--select", select), ("--project-dir", str(project_dir)),
                         ("--profiles-dir", str(profiles_dir_of(loc))), ("--profile", loc.profile),
                         ("--target", loc.target)):

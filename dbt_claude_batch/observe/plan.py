@@ -23,13 +23,14 @@ from dbt_claude_batch.state.warehouse import Location, open_read_only
 
 
 def run(database_of: Callable[[], str], state_schema: str, select: str | None, recorded: bool, as_json: bool,
-        loc: Location = Location(), out: TextIO | None = None, err: TextIO | None = None) -> int:
+        loc: Location = Location(), out: TextIO | None = None, err: TextIO | None = None,
+        user_vars: dict | None = None) -> int:
     """Plan (or read the recorded plans) and print them; exit 1 when dbt fails or there is no plan."""
     out, err = out or sys.stdout, err or sys.stderr
     since = None
     if not recorded:
         since = datetime.now(timezone.utc).replace(tzinfo=None)
-        command, cwd = dbt_command({VAR_PLAN: True}, select, loc)
+        command, cwd = dbt_command({VAR_PLAN: True}, select, loc, user_vars)
         proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
         if proc.returncode != 0:
             err.write(f"dbt-claude-batch plan: dbt failed ({proc.returncode}); its output follows.\n"

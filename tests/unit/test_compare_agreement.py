@@ -162,3 +162,23 @@ def test_compare_refuses_without_held_answers_and_when_nothing_changed():
     with pytest.raises(NothingToCompareError, match="^nothing to compare: the current prompt and settings of main.m"):
         run_compare(*args)
     assert not state.run("select * from information_schema.tables where table_name = 'm__compare'")
+
+
+def test_plan_and_compare_pass_the_users_vars_to_dbt_under_their_own(tmp_path, monkeypatch):
+    import json
+
+    from dbt_claude_batch.observe.cli import build_parser
+    from dbt_claude_batch.observe.dbt_command import dbt_command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DBT_PROJECT_DIR", raising=False)
+    monkeypatch.delenv("DBT_PROFILES_DIR", raising=False)
+    args = build_parser().parse_args(["plan", "--vars", "{run_date: '2026-12-01', claude_batch_plan: false}"])
+    assert args.vars == {"run_date": "2026-12-01", "claude_batch_plan": False}
+    command, _ = dbt_command({"claude_batch_plan": True}, user_vars=args.vars)
+    # the user's vars reach the model; the command's own var wins over one of the same name
+    assert json.loads(command[command.index("--vars") + 1]) == {"run_date": "2026-12-01", "claude_batch_plan": True}
+    assert build_parser().parse_args(["compare", "--model", "m", "--vars", "run_date: x"]).vars == {"run_date": "x"}
+    for bad in ("[1, 2]", "{unclosed"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["plan", "--vars", bad])
