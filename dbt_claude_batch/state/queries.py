@@ -30,7 +30,8 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
     (`n_parts` recorded, `cut_into` how many the attempt was cut into).
 
     An attempt is in flight while any part lacks an outcome, `missing` when it recorded fewer parts
-    than it was cut into (a part's submission went nowhere: never complete), succeeded when every part
+    than it was cut into (a part's submission went nowhere: never complete; error type `not_sent` when
+    every part it recorded was reused from state, so nothing of it was bought), succeeded when every part
     did, and otherwise failed as its first failing part did. `only_keys`, a query of custom_ids, narrows it;
     `scope`, (submission_ids, batch_ids), reads only those submissions' requests (see answers.refresh).
     """
@@ -54,7 +55,11 @@ def key_attempts_sql(state: State, only_keys: str | None = None,
                     when count(distinct part) < max(parts) then 'missing'
                     when count(*) filter (where result_type = 'succeeded') = count(*) then 'succeeded'
                     else min_by(result_type, part) filter (where result_type <> 'succeeded') end as result_type,
-               min_by(error_type, part) filter (where result_type <> 'succeeded') as error_type,
+               -- an attempt of reused parts only, its other parts never sent (the run stopped before
+               -- their create), bought nothing: `not_sent`, which is no try
+               case when count(distinct part) < max(parts) and bool_and(starts_with(batch_id, 'reuse_'))
+                    then {literal(NOT_SENT)}
+                    else min_by(error_type, part) filter (where result_type <> 'succeeded') end as error_type,
                min_by(error_message, part) filter (where result_type <> 'succeeded') as error_message,
                -- for an attempt in parts, the first failed part and its pages (a cut PDF's)
                min(part) filter (where result_type <> 'succeeded') as failed_part,

@@ -179,6 +179,43 @@ def test_an_attempt_that_recorded_fewer_parts_than_it_was_cut_into_is_missing_ne
     assert outcome() == [("succeeded", 3)]
 
 
+def test_attempts_that_only_reused_held_parts_are_no_tries_of_the_part_never_sent():
+    """A run reuses a key's answered parts, then stops before its create (the budget guard, a full
+    queue, Ctrl-C): that attempt holds only reused parts and is `missing`, but nothing of it was
+    sent, so it must not count against max_attempts (found by an audit: runs refused by the budget
+    guard made a key give up on a part sent once)."""
+    con = duckdb.connect()
+    state = State(con, "dbt_claude_batch", "db.main.items_batch")
+    state.ensure()
+    s = '"dbt_claude_batch"'
+
+    def attempt(n: int, batch: str, results: dict[int, str]) -> None:
+        sub = f"s{n}{batch}"
+        con.execute(f"insert into {s}.submissions (submission_id, model_id, status, batch_id, n_requests, n_bytes, "
+                    "intent_at) values (?, ?, 'submitted', ?, 1, 0, now())", [sub, state.model_id, batch])
+        for part, result in results.items():
+            con.execute(f"insert into {s}.requests (submission_id, model_id, custom_id, key_json, input_hash, "
+                        "request_hash, attempt, model, key_custom_id, part, parts, part_hash) "
+                        "values (?, ?, ?, '{\"id\":1}', 'i', 'r', ?, 'm', '1', ?, 3, ?)",
+                        [sub, state.model_id, f"1-p{part}", n, part, f"h{part}"])
+            con.execute(f"insert into {s}.outcomes (batch_id, custom_id, model_id, result_type, error_type, "
+                        "harvest_seq, harvested_at) values (?, ?, ?, ?, ?, ?, now())",
+                        [batch, f"1-p{part}", state.model_id, result, "api_error" if result == "errored" else None,
+                         n * 10 + part])
+
+    def latest():
+        return con.execute(f"select attempt, result_type, error_type, tries from ({latest_outcomes_sql(state)})").fetchall()
+
+    attempt(1, "msgbatch_1", {1: "succeeded", 2: "errored", 3: "succeeded"})
+    assert latest() == [(1, "errored", "api_error", 1)]
+    attempt(2, "reuse_a", {1: "succeeded", 3: "succeeded"})  # part 2 never sent
+    attempt(3, "reuse_b", {1: "succeeded", 3: "succeeded"})
+    assert latest() == [(3, "missing", "not_sent", 1)]  # still one try: part 2 was sent once
+    attempt(4, "reuse_c", {1: "succeeded", 3: "succeeded"})  # a part sent, beside the reused ones: a try
+    attempt(4, "msgbatch_2", {2: "errored"})
+    assert latest() == [(4, "errored", "api_error", 2)]
+
+
 def test_a_key_with_one_part_of_two_recorded_gets_no_answer_until_both_are_answered():
     """The part of a key whose other part never reached state (a run stopped between two creates) is
     not the key's answer: the answers table (what results read) waits for every part."""
