@@ -209,8 +209,10 @@ class RowPass:
                     sent_hash = self.sent_hashes[custom_id] = hash_request(params)
                 self.verdict(ordinal, custom_id, request_hash, reason, True, part, len(requests), max_tokens, "",
                              chunk, cost, offset, size, cut=meta, sent_hash=sent_hash)
-        if self.settings.dedupe and row["__cb_group_size"] > 1 and leader == key_id:
-            self.groups[key_id] = (ids, chunk, request_hash, metas)
+        if self.settings.dedupe and row["__cb_group_size"] > 1 and leader not in self.groups:
+            # The first row of the group that sends a line: its leader, or, when the leader sends none
+            # (its answer is held), the next row that does; the others share it.
+            self.groups[leader] = (ids, chunk, request_hash, metas)
         if self.settings.dedupe and attached is not None:
             self.sent_documents[same_request] = (ids, chunk, request_hash, metas)
 

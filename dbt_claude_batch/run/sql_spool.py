@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from dbt_claude_batch.base.errors import SourceDataError
 from dbt_claude_batch.base.identifiers import literal
 from dbt_claude_batch.run.batch_files import BatchFiles
-from dbt_claude_batch.run.planning import PENDING, RENDERED, drop_rendered, source_probed
+from dbt_claude_batch.run.planning import PENDING, RENDERED, drop_rendered, pending_is_view, source_probed
 from dbt_claude_batch.base.pricing import list_price
 from dbt_claude_batch.base.prompts import blank_sql, empty_prompt_message_sql
 
@@ -138,12 +138,41 @@ def _judging(state, settings, fixed_tokens: int, rows: Callable[[str], str],
             select __cb_custom_id, {own} as __cb_own_reason, __cb_request_hash
             from ({rows(f"select * from {PENDING} where __cb_group_size > 1 and __cb_leader = __cb_custom_id")})"""
         )
+    _lead_by_first_sender(state, dedupe)
 
     def judged(low: int, high: int) -> str:
         pending = f"select * from {PENDING} where __cb_ordinal between {low} and {high}"
         return _judged_sql(rows(pending), own, dedupe, cost, base)
 
     return prices, judged
+
+
+def _lead_by_first_sender(state, dedupe: str) -> None:
+    """A leader that sends no line (its answer is held: `unchanged`) hands its group to the next row that
+    would send one, as the row pass does; without it, each of those rows would send the same request.
+
+    The rows of a group render the same request (identical inputs), so each one's verdict is its own
+    history against the leader's request hash: no row is rendered again."""
+    if dedupe != "true" or pending_is_view(state):
+        return
+    heads = "cb_spool_heads"
+    state.run(
+        f"""create or replace temp table {heads} as
+        select p.__cb_leader as __cb_group, arg_min(p.__cb_custom_id, p.__cb_ordinal) as __cb_head,
+               arg_min({_reason_sql('l.__cb_request_hash')}, p.__cb_ordinal) as __cb_own_reason,
+               any_value(l.__cb_request_hash) as __cb_request_hash
+        from {PENDING} p join {_LEADERS} l on l.__cb_custom_id = p.__cb_leader
+        where p.__cb_group_size > 1 and p.__cb_custom_id <> p.__cb_leader and l.__cb_own_reason = 'unchanged'
+          and {_reason_sql('l.__cb_request_hash')} <> 'unchanged'
+        group by p.__cb_leader"""
+    )
+    try:
+        if not state.run(f"select count(*) from {heads}")[0][0]:
+            return
+        state.run(f"update {PENDING} p set __cb_leader = h.__cb_head from {heads} h where p.__cb_leader = h.__cb_group")
+        state.run(f"insert into {_LEADERS} select __cb_head, __cb_own_reason, __cb_request_hash from {heads}")
+    finally:
+        state.run(f"drop table if exists {heads}")
 
 
 def _slices(state) -> list[tuple[int, int]]:

@@ -118,8 +118,12 @@ def test_the_sql_pass_gives_what_the_row_pass_gives(tmp_path, settings_kw):
     assert {"new", "changed", "retry", "unchanged", "rerun"} <= reasons
     assert {c[1] for c in got["chunks"]} == {"batch", "sync"}
     if settings.dedupe:
-        # 31 and 34 (a retry) share 30's line; 32 is unchanged; 21 and 22 send their own (20 is unchanged)
-        assert got["n_deduplicated"] == 2
+        # 31 and 34 (a retry) share 30's line; 32 is unchanged. 20 is unchanged and sends nothing, so 21,
+        # the next of its group, sends the line 22 shares: the one request is bought once (found by an
+        # audit: 21 and 22 each sent it)
+        assert got["n_deduplicated"] == 3
+        shared = {v[1]: v[6] for v in got["verdicts"]}  # custom_id -> dedup_of
+        assert (shared["20"], shared["21"], shared["22"]) == (None, None, "21")
     if "max_requests_per_batch" in settings_kw or "max_batch_bytes" in settings_kw:
         assert len([c for c in got["chunks"] if c[1] == "batch"]) > 2
 
@@ -132,7 +136,7 @@ def test_the_sql_pass_in_slices_gives_what_the_row_pass_gives(tmp_path, monkeypa
     _as_if_sent_before(con, state, settings, prompt, source, tmp_path)
     assert len(sql_spool._slices(state)) == 6
     got = _both_passes_agree(tmp_path, con, state, settings, prompt, source)
-    assert got["n_deduplicated"] == 2
+    assert got["n_deduplicated"] == 3  # 22 shares 21's line across the slices (20, unchanged, sends none)
     assert len([c for c in got["chunks"] if c[1] == "batch"]) > 2
 
 
@@ -244,7 +248,7 @@ def test_rows_that_render_empty_are_failures_judged_alike_by_both_passes(tmp_pat
         assert verdict["request_hash"] == "empty_prompt:" + inputs[key]
         assert verdict["error"].startswith(f'The prompt for key {{"id":{key}}} is empty'), verdict["error"]
     assert (verdicts["19"]["reason"], verdicts["19"]["include"]) == ("new", True)
-    assert got["n_lines"] == len(bodies) - 6 - 3 - 2  # 6 empty; 10, 20, 32 unchanged; 31, 34 share 30's line
+    assert got["n_lines"] == len(bodies) - 6 - 3 - 3  # 6 empty; 10, 20, 32 unchanged; 31, 34 share 30's, 22 21's
 
     # The row pass over the prompts SQL rendered (a run SQL cannot build whole) judges them alike too.
     con.execute(f"update {planning.PENDING} set __cb_max_tokens = 64 where __cb_custom_id = '7'")
