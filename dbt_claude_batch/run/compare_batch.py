@@ -34,7 +34,7 @@ from dbt_claude_batch.run import compare
 from dbt_claude_batch.run.harvest import DownloadIncomplete, download_results
 from dbt_claude_batch.run.sample import billed_outcomes_sql
 from dbt_claude_batch.run.spool_files import marker_line
-from dbt_claude_batch.run.submission import create_batch, settle
+from dbt_claude_batch.run.submission import StoppedBeforeCreate, create_batch, settle
 from dbt_claude_batch.state import comparisons
 from dbt_claude_batch.state.erasure import erased_id_sql
 from dbt_claude_batch.state.state import State, utcnow
@@ -79,8 +79,12 @@ def send(client, state: State, settings: Settings, calls: list[dict[str, Any]], 
                                   est_cost_usd)
         return body
 
-    batch_id = create_batch(client, state, intent, len(to_send), settings.in_doubt_grace_seconds,
-                            settings.clock_skew_seconds)
+    try:
+        batch_id = create_batch(client, state, intent, len(to_send), settings.in_doubt_grace_seconds,
+                                settings.clock_skew_seconds, stop=stop)
+    except StoppedBeforeCreate:
+        logger.warning("stopped by Ctrl-C while a refused create waited to be retried: nothing was sent")
+        return None
     if batch_id is None:
         logger.warning(f"comparison {compare_id}: the create's outcome is unknown; it is settled by proof (its "
                        f"marker) when you {collect_hint(identifier)}; nothing is sent twice")

@@ -154,8 +154,12 @@ def _send(api: LazyClient, state: State, spool, cfg: Settings, route: str, disco
         mine, prepared = prepared, None  # prepared for this chunk, if any (submit_chunk checks it is)
         try:
             submission.submit_chunk(api.get(), state, spool, chunk, cfg.in_doubt_grace_seconds,
-                                    cfg.clock_skew_seconds, spool.chunk_cost(chunk) * discount, mine, prepare_next)
+                                    cfg.clock_skew_seconds, spool.chunk_cost(chunk) * discount, mine, prepare_next,
+                                    stop)
             retention.record_prompts(state, cfg, chunk.path, chunk.index)
+        except submission.StoppedBeforeCreate:
+            stopped = sum(c.n for c in chunks[i:])
+            break
         except submission.QueueFull as exc:
             waiting += sum(c.n for c in chunks[i:] if c.lane == "batch")
             logger.warning(f"the API refused a batch: the workspace's processing queue is full ({exc}); "

@@ -66,6 +66,11 @@ class QueueFull(Exception):
     """The API refused a create because the workspace's processing queue is full: try in a later run."""
 
 
+class StoppedBeforeCreate(Exception):
+    """Ctrl-C (or SIGTERM under `dbt-claude-batch dbt`) while a refused create waited to be retried:
+    nothing was created for it, and no retry is sent."""
+
+
 @dataclass
 class Prepared:
     """A chunk's intent recorded ahead of its create (status `prepared`), with its body: nothing is sent
@@ -94,13 +99,14 @@ def _record_intent(state: State, spool: Spool, chunk: Chunk, submission_id: str,
 def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk: Chunk,
                  grace_seconds: float = 3600.0, skew_seconds: float = 300.0,
                  est_cost_usd: float | None = None, prepared: Prepared | None = None,
-                 during: Callable[[], None] | None = None) -> str | None:
+                 during: Callable[[], None] | None = None, stop=None) -> str | None:
     """Create one batch for the chunk; return its id, or None when the outcome is still in doubt.
 
     `prepared`, the chunk's intent recorded ahead (`prepare`), is made `creating` and sent first.
     `during` runs on this thread while the create is in flight (the next chunk's `prepare`: the state's
     writes overlap the upload instead of following it); an error of its own is raised once the create's
-    outcome is recorded.
+    outcome is recorded. `stop` (a `StopFlag`) cuts a wait before a retried create short
+    (`StoppedBeforeCreate`).
     """
     if prepared is not None and prepared.chunk is not chunk:
         raise ValueError("prepared intent belongs to another chunk")
@@ -109,12 +115,12 @@ def submit_chunk(client: anthropic.Anthropic, state: State, spool: Spool, chunk:
         return _record_intent(state, spool, chunk, submission_id, est_cost_usd)
 
     first = (prepared.submission_id, prepared.body) if prepared is not None else None
-    return create_batch(client, state, intent, chunk.n, grace_seconds, skew_seconds, first, during)
+    return create_batch(client, state, intent, chunk.n, grace_seconds, skew_seconds, first, during, stop)
 
 
 def create_batch(client: anthropic.Anthropic, state: State, intent: Callable[[str, str], bytes], n: int,
                  grace_seconds: float, skew_seconds: float, first: tuple[str, bytes] | None = None,
-                 during: Callable[[], None] | None = None) -> str | None:
+                 during: Callable[[], None] | None = None, stop=None) -> str | None:
     """Create one batch of `n` requests (its marker aside) once; return its id, or None when in doubt.
 
     `intent(submission_id, marker_id)` commits the submission (and whatever it owns) and returns the
@@ -131,15 +137,24 @@ def create_batch(client: anthropic.Anthropic, state: State, intent: Callable[[st
             deferred.append(exc)
 
     batch_id = _create_with_retries(client, state, intent, n, grace_seconds, skew_seconds, first,
-                                    alongside if during is not None else None)
+                                    alongside if during is not None else None, stop)
     if deferred:
         raise deferred[0]
     return batch_id
 
 
 def _create_with_retries(client, state: State, intent, n: int, grace_seconds: float, skew_seconds: float,
-                         first: tuple[str, bytes] | None, during: Callable[[], None] | None) -> str | None:
+                         first: tuple[str, bytes] | None, during: Callable[[], None] | None,
+                         stop=None) -> str | None:
     rejected = unreachable = 0
+
+    def wait(delay: float) -> None:
+        # A refused create created nothing: a stop while waiting to retry it sends nothing more.
+        if stop is not None and stop.sleep(delay):
+            raise StoppedBeforeCreate()
+        if stop is None:
+            time.sleep(delay)
+
     while True:
         if first is not None:
             (submission_id, body), first = first, None
@@ -170,7 +185,7 @@ def _create_with_retries(client, state: State, intent, n: int, grace_seconds: fl
                 rejected += 1
                 logger.warning(f"batch create refused with HTTP {exc.status_code}; "
                                f"retrying in {delay:.1f}s")
-                time.sleep(delay)
+                wait(delay)
                 continue
             raise ApiError(_create_refused(exc)) from None
         except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
@@ -181,7 +196,7 @@ def _create_with_retries(client, state: State, intent, n: int, grace_seconds: fl
                     unreachable += 1
                     logger.warning(f"could not connect to the API ({_cause(exc)}); nothing was "
                                    f"sent; retrying in {delay:.1f}s")
-                    time.sleep(delay)
+                    wait(delay)
                     continue
                 raise unreachable_error(exc, "creating a batch") from None
             logger.warning(f"batch create got no answer ({type(exc).__name__}); "

@@ -179,6 +179,26 @@ def test_ctrl_c_stops_between_creates_and_the_next_run_continues(project, emulat
     assert len(_each_row_bought_once(emulator)) == 30
 
 
+def test_ctrl_c_while_a_refused_create_waits_to_be_retried_sends_nothing_more(project, emulator):
+    # Found by a user test: the wait before retrying a create refused with 429/529 ignored Ctrl-C, and
+    # the create went out after the stop.
+    project.load_table("items", items(3))
+    project.configure(replace=False, **FAST)
+    emulator.set_scenarios([{"name": "http_error", "status": 529, "route": "create", "times": 10,
+                             "retry_after": 60}])
+    proc = project.popen("run", "-s", f"+{project.model}")
+    seen: list[str] = []
+    _read_until(proc, "batch create refused with HTTP 529; retrying in 60.0s", seen)
+    os.kill(proc.pid, signal.SIGINT)
+    code = _finish(proc, seen)  # not after the 60 s wait
+
+    assert code != 0
+    assert "submitted 0 request(s) before the stop and 3 were not submitted" in "".join(seen), "".join(seen)[-3000:]
+    assert created_batches(emulator) == []
+    assert emulator.ledger(requests=False)["calls"]["POST /v1/messages/batches"] == {"529": 1}  # no retry
+    assert {status for status, _ in _statuses(project)} == {"rejected"}
+
+
 def _run_waiting(project, emulator_factory):
     """A `dbt run` of 3 rows waiting (wait_seconds 600) for a batch that takes an hour: (emulator, proc, seen)."""
     emulator = emulator_factory("--processing-delay", "3600")
