@@ -22,9 +22,10 @@ VAR_COMPARE = "claude_batch_compare"
 VAR_PLAN = "claude_batch_plan"
 VAR_ALLOW_REBUY = "claude_batch_allow_rebuy"
 VAR_COMPARE_VIA = "claude_batch_compare_via"
+VAR_GONE_BATCHES = "claude_batch_gone_batches"
 COMPARE_ROUTES = ("sync", "batch")
 KNOWN_VARS = (VAR_CANCEL, VAR_RESUBMIT_CANCELED, VAR_SAMPLE, VAR_RERUN_KEYS, VAR_STATE_SCHEMA, VAR_COMPARE,
-              VAR_PLAN, VAR_ALLOW_REBUY, VAR_COMPARE_VIA)
+              VAR_PLAN, VAR_ALLOW_REBUY, VAR_COMPARE_VIA, VAR_GONE_BATCHES)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class RunVars:
     plan: bool = False
     allow_rebuy: bool = False
     compare_via: str = "sync"
+    gone_batches: tuple = ()
 
     @classmethod
     def from_dbt(cls, identifier: str) -> "RunVars":
@@ -64,6 +66,12 @@ class RunVars:
             keys = keys.get(identifier) or ()
         if not isinstance(keys, (list, tuple)):
             keys = (keys,)
+        gone = values.get(VAR_GONE_BATCHES) or ()
+        if isinstance(gone, str):
+            gone = (gone,)
+        if not isinstance(gone, (list, tuple)) or not all(isinstance(b, str) for b in gone):
+            raise ConfigError(f"Var `{VAR_GONE_BATCHES}` must list batch ids, e.g. --vars "
+                              f"'{{{VAR_GONE_BATCHES}: [msgbatch_01...]}}'; nothing was sent.")
         return cls(
             cancel=_names_model(values.get(VAR_CANCEL), identifier),
             resubmit_canceled=_names_model(values.get(VAR_RESUBMIT_CANCELED), identifier),
@@ -73,12 +81,13 @@ class RunVars:
             plan=_names_model(values.get(VAR_PLAN), identifier),
             allow_rebuy=_names_model(values.get(VAR_ALLOW_REBUY), identifier),
             compare_via=via,
+            gone_batches=tuple(gone),
         )
 
     def any(self) -> bool:
         """True when a var asks this run for something beyond the usual."""
         return bool(self.cancel or self.resubmit_canceled or self.sample_size or self.rerun_keys or self.compare_size
-                    or self.plan or self.allow_rebuy)
+                    or self.plan or self.allow_rebuy or self.gone_batches)
 
     def missing_rerun_keys(self, cursor, staged: str, key: Sequence[str]) -> list:
         """Keys named in `claude_batch_rerun_keys` that the source does not have (to warn about)."""

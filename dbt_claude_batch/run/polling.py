@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import datetime, timedelta
+from typing import Sequence
 
 import anthropic
 
@@ -17,11 +19,25 @@ def is_passing(exc: anthropic.APIStatusError) -> bool:
     return exc.status_code >= 500 or exc.status_code == 429
 
 
-def refresh(client: anthropic.Anthropic, state: State, warned: set[str] | None = None) -> list[tuple[str, bool]]:
+# Results can be downloaded for 29 days from a batch's creation: past that, a batch the API does not
+# know is gone whatever the reason, and its requests can only be bought again.
+RESULTS_KEPT = timedelta(days=29)
+
+
+def gone_for_sure(created_at: datetime | None, now: datetime, named_gone: bool) -> bool:
+    """Whether a batch the API answers 404 for is proved gone: its results' retention is over, or the
+    user named it gone (`claude_batch_gone_batches`). A 404 alone proves nothing: another workspace's
+    key or another base URL answers 404 for every batch of this one, which is still running and billed."""
+    return named_gone or (created_at is not None and now - created_at > RESULTS_KEPT)
+
+
+def refresh(client: anthropic.Anthropic, state: State, warned: set[str] | None = None,
+            gone: Sequence[str] = ()) -> list[tuple[str, bool]]:
     """Retrieve every unharvested batch of the model; return (batch_id, archived) of those that ended.
 
     `warned`: the batches whose passing server error this run has logged already (a wait loop polls
-    every few seconds; one line per batch says it all).
+    every few seconds; one line per batch says it all). `gone`: batch ids the user names gone
+    (`claude_batch_gone_batches`), taken as such when the API does not know them.
     """
     warned = set() if warned is None else warned
     ended = []
@@ -29,9 +45,18 @@ def refresh(client: anthropic.Anthropic, state: State, warned: set[str] | None =
         try:
             batch = client.messages.batches.retrieve(batch_id)
         except anthropic.NotFoundError:
-            # Deleted or gone past retention: nothing more will come from it.
-            logger.warning(f"batch {batch_id} no longer exists; its requests become failures to resubmit")
-            ended.append((batch_id, True))
+            created = state.run(f"select created_at from {state.table('batches')} where batch_id = ?", [batch_id])
+            if gone_for_sure(created[0][0] if created else None, utcnow(), batch_id in gone):
+                logger.warning(f"batch {batch_id} no longer exists; its requests become failures to resubmit")
+                ended.append((batch_id, True))
+            elif batch_id + "/404" not in warned:
+                warned.add(batch_id + "/404")
+                logger.warning(
+                    f"batch {batch_id}: the API answers 404 (not found): is ANTHROPIC_API_KEY (and "
+                    "ANTHROPIC_BASE_URL) the workspace that created it? Nothing is bought again for it while "
+                    "it may be running there. If it was deleted, run with --vars "
+                    f"'{{claude_batch_gone_batches: [{batch_id}]}}' to resubmit its requests; 29 days after "
+                    "its creation that happens by itself")
             continue
         except anthropic.APIStatusError as exc:
             if not is_passing(exc):

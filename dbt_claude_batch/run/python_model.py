@@ -255,7 +255,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
         from dbt_claude_batch.run.polling import cancel_in_flight
 
         cancel_in_flight(api.get(), state)
-    _poll_and_harvest(api, state, cfg, warned)
+    _poll_and_harvest(api, state, cfg, warned, run_vars.gone_batches)
 
     if run_vars.rerun_keys:
         missing = run_vars.missing_rerun_keys(state.cursor, planning.STAGED, cfg.key)
@@ -291,7 +291,7 @@ def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_
 
         def step() -> bool:
             _settle(api, state, cfg)
-            _poll_and_harvest(api, state, cfg, warned)
+            _poll_and_harvest(api, state, cfg, warned, run_vars.gone_batches)
             write_snapshot(state.cursor, cfg.state_schema)
             return not state.unharvested_batches() and not state.awaiting_proof()
 
@@ -364,13 +364,14 @@ def _has_column(state: State, this, column: str) -> bool:
     return column in table_columns(state, this)
 
 
-def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings, warned: set[str]) -> None:
+def _poll_and_harvest(api: LazyClient, state: State, cfg: Settings, warned: set[str], gone: tuple = ()) -> None:
     if not state.unharvested_batches():
         return
     from dbt_claude_batch.run.harvest import harvest_ended
     from dbt_claude_batch.run.polling import refresh
 
-    harvest_ended(api.get(), state, refresh(api.get(), state, warned), cfg.output_schema, cfg.keep_message, warned)
+    harvest_ended(api.get(), state, refresh(api.get(), state, warned, gone), cfg.output_schema, cfg.keep_message,
+                  warned)
     answers.refresh_pending(state)
 
 

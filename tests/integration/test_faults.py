@@ -341,3 +341,25 @@ def test_cancel_var_keeps_finished_results_and_holds_the_rest(project, emulator)
     assert _requests_of(emulator, created_batches(emulator)[-1]["id"]) == {str(k) for k in failures}
     _assert_all_answered(project, rows)
     assert project.failures() == {}
+
+
+def test_a_batch_the_api_does_not_know_is_not_bought_again_until_proved_gone(project, emulator, emulator_factory):
+    """A 404 on retrieve is what another workspace's key or another base URL answers for a batch still
+    running (and billed) here: its rows are not bought again until the user names it gone (found by an
+    audit: one run against another endpoint bought every batch in flight again)."""
+    emulator.configure(processing_delay=3600)
+    project.load_table("items", items(3))
+    project.configure(replace=False, wait_seconds=0)
+    project.run()
+    [batch] = created_batches(emulator)
+
+    other = emulator_factory()
+    project.emulator = other  # one run with the key of another workspace
+    out = project.run().stdout
+    assert f"batch {batch['id']}: the API answers 404 (not found): is ANTHROPIC_API_KEY" in out, out[-3000:]
+    assert row_requests(other) == []
+    assert project.query("select harvested_at is null from dbt_claude_batch.batches") == [(True,)]
+
+    out = project.run(vars={"claude_batch_gone_batches": [batch["id"]]}).stdout  # deleted, says the user
+    assert f"batch {batch['id']} no longer exists; its requests become failures to resubmit" in out, out[-3000:]
+    assert sorted(r["custom_id"] for r in row_requests(other)) == ["1", "2", "3"]

@@ -66,3 +66,15 @@ def test_a_lasting_server_error_is_logged_once_per_batch_in_a_wait_loop(caplog):
     assert client.calls == 5  # polled each time all the same
     lines = [r.getMessage() for r in caplog.records if "answered HTTP 500" in r.getMessage()]
     assert len(lines) == 1 and "batch msgbatch_1: retrieve answered HTTP 500; the next run polls it again" in lines[0]
+
+
+def test_a_batch_the_api_does_not_know_is_gone_only_past_its_results_retention_or_when_named():
+    from datetime import datetime, timedelta
+
+    from dbt_claude_batch.run.polling import gone_for_sure
+
+    now = datetime(2026, 12, 8)
+    assert not gone_for_sure(now - timedelta(days=28), now, named_gone=False)  # maybe another workspace's
+    assert not gone_for_sure(None, now, named_gone=False)
+    assert gone_for_sure(now - timedelta(days=29, minutes=1), now, named_gone=False)  # results gone anyway
+    assert gone_for_sure(now - timedelta(hours=1), now, named_gone=True)
