@@ -13,6 +13,8 @@
 {% endtest %}
 
 {% macro default__test_batches_reconciled(model) %}
-  select * from {{ dbt_claude_batch._batch_model_view(model, 'batches', 'batches_reconciled') }}
+  {%- set view = dbt_claude_batch._batch_model_view(model, 'batches', 'batches_reconciled') -%}
+  {%- if view is none -%}{{ return(dbt_claude_batch._not_built()) }}{%- endif %}
+  select * from {{ view }}
   where harvested_at is not null and not coalesce(reconciled, false)
 {% endmacro %}

@@ -26,8 +26,10 @@
   {%- for k in kinds or [] -%}
     {%- do listed.append("'" ~ (k | string | replace("'", "''")) ~ "'") -%}
   {%- endfor -%}
+  {%- set view = dbt_claude_batch._batch_model_view(model, 'keys', 'failure_ratio') -%}
+  {%- if view is none -%}{{ return(dbt_claude_batch._not_built()) }}{%- endif %}
   with cb_finished as (
-      select * from {{ dbt_claude_batch._batch_model_view(model, 'keys', 'failure_ratio') }}
+      select * from {{ view }}
       {#- keys cancelled on purpose (claude_batch_cancel) wait for the user, like no_failure_needs_you says #}
       where status in ('result', 'failure') and not coalesce(canceled_by_user, false)),
   cb_failed as (

@@ -24,7 +24,9 @@
     {{ exceptions.raise_compiler_error("dbt_claude_batch.failure_ratio_window: max_ratio must be a number from 0 to 1; got "
                                        ~ max_ratio) }}
   {%- endif -%}
-  select * from {{ dbt_claude_batch._batch_model_view(model, 'health', 'failure_ratio_window') }}
+  {%- set view = dbt_claude_batch._batch_model_view(model, 'health', 'failure_ratio_window') -%}
+  {%- if view is none -%}{{ return(dbt_claude_batch._not_built()) }}{%- endif %}
+  select * from {{ view }}
   {%- if max_ratio is none %}
   where over_limit
   {%- else %}

@@ -15,6 +15,7 @@
 
 {% macro default__test_no_failure_needs_you(model, include_canceled_by_user) %}
   {%- set keys = dbt_claude_batch._batch_model_view(model, 'keys', 'no_failure_needs_you', apply_where=false) -%}
+  {%- if keys is none -%}{{ return(dbt_claude_batch._not_built()) }}{%- endif %}
   select * from {{ dbt_claude_batch._batch_model_view(model, 'failures', 'no_failure_needs_you') }}
   where not retried_automatically
     {%- if not include_canceled_by_user %} and not (kind = 'canceled' and canceled_by_user){% endif %}

@@ -16,8 +16,10 @@
 {% macro default__test_no_key_dropped(model) %}
   {#- The results table itself, not state: a row deleted from it is a key dropped. -#}
   {%- set results = model if model is not string else dbt_claude_batch._tested_model() -%}
+  {%- set view = dbt_claude_batch._batch_model_view(model, 'keys', 'no_key_dropped') -%}
+  {%- if view is none -%}{{ return(dbt_claude_batch._not_built()) }}{%- endif %}
   select k.*, false as in_results_table
-  from (select * from {{ dbt_claude_batch._batch_model_view(model, 'keys', 'no_key_dropped') }}) k
+  from (select * from {{ view }}) k
   where k.status not in ('failure', 'in_flight', 'erased')
     and not exists (select 1 from {{ results }} r where r.custom_id = k.custom_id)
 {% endmacro %}

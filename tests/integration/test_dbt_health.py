@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from dbt_harness import REPO_ROOT, created_batches, items
+from dbt_harness import REPO_ROOT, create_calls, created_batches, items
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
 # 10 keys: 3 invalid requests (need a person), 1 server error (retried by itself), 1 without a result line
@@ -49,6 +49,12 @@ def test_shipped_tests_turn_dbt_build_red_then_yellow_then_green(project, emulat
         "dbt_claude_batch.batches_reconciled",
         "dbt_claude_batch.no_failure_needs_you",
     ])
+
+    # CI's `dbt build --empty` on a fresh database: the model writes no state and no views, so there is
+    # nothing to test, and the tests pass instead of saying "run the model first" (found by a user test).
+    empty = project.dbt("build", "--empty").stdout
+    assert "PASS=" in empty and "ERROR=0" in empty and "does not exist" not in empty, empty[-3000:]
+    assert create_calls(emulator) == 0
 
     red = project.dbt("build", expect_ok=False)
 
