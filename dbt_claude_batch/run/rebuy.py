@@ -105,14 +105,17 @@ def rebuy_limit(cfg: Settings, held: int) -> int | None:
 
 def held_elsewhere(state: State) -> dict[str, int]:
     """For a model that holds no answer yet: per other model of this state, the keys this run would buy
-    whose exact request (sha256) that model holds an answer for. A renamed or copied model starts with
+    whose exact request (sha256) that model holds a succeeded answer for, anywhere in its history (what
+    `answers export` writes), not only as a key's latest answer. A renamed or copied model starts with
     no state of its own, so the guard's count of held answers cannot see what it would buy again."""
-    answers = state.table("answers")
-    if not state.run(f"select exists (select 1 from {answers} where model_id <> ?)", [state.model_id])[0][0]:
+    requests, outcomes = state.table("requests"), state.table("outcomes")
+    if not state.run(f"select exists (select 1 from {requests} where model_id <> ?)", [state.model_id])[0][0]:
         return {}
     return dict(state.run(
-        f"""select a.model_id, count(distinct v.ordinal) from {RENDERED} v
-        join {answers} a on a.request_hash = v.request_hash and a.model_id <> ? and coalesce(a.parts, 1) = 1
+        f"""select r.model_id, count(distinct v.ordinal) from {RENDERED} v
+        join {requests} r on r.request_hash = v.request_hash and r.model_id <> ? and coalesce(r.parts, 1) = 1
+        join {state.table('submissions')} s using (submission_id)
+        join {outcomes} o on o.batch_id = s.batch_id and o.custom_id = r.custom_id and o.result_type = 'succeeded'
         where v.include and v.parts = 1 group by all order by 2 desc, 1""", [state.model_id]))
 
 

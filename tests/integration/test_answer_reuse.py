@@ -141,6 +141,12 @@ def test_a_renamed_model_is_stopped_before_buying_what_its_old_name_holds(projec
     project.configure(replace=False, **FAST)
     project.run()
     answers = {k: v["output_text"] for k, v in project.results().items()}
+    # Two rows edited and bought again, then reverted: the old name's latest answers for them are the
+    # edits', and the requests the new name would buy are held only in its history (found by a user
+    # test: the guard counted latest answers only, and the copy bought those again unwarned).
+    project.load_table("items", [dict(r, body=r["body"] + " edited") if r["id"] <= 2 else r for r in rows])
+    project.run()
+    project.load_table("items", rows)
     (project.root / f"models/{project.model}.py").unlink()
     project.model = "tickets_batch"
     project.rebuy_guard = True
@@ -152,7 +158,7 @@ def test_a_renamed_model_is_stopped_before_buying_what_its_old_name_holds(projec
     assert ("This run would buy 5 requests whose answers main.items_batch already holds in this state (the same "
             "requests, by sha256: was the model renamed or copied?): nothing was submitted.") in out, out
     assert "dbt-claude-batch answers export --model main.items_batch --to answers.parquet" in out
-    assert create_calls(emulator) == 1
+    assert create_calls(emulator) == 2
     exported = tmp_path / "answers.parquet"
     for args in (("export", "--database", str(project.db_path), "--model", "main.items_batch", "--to", str(exported)),
                  ("import", "--database", str(project.db_path), "--from", str(exported))):
@@ -161,5 +167,5 @@ def test_a_renamed_model_is_stopped_before_buying_what_its_old_name_holds(projec
 
     project.run()
 
-    assert create_calls(emulator) == 1
+    assert create_calls(emulator) == 2
     assert {k: v["output_text"] for k, v in project.results().items()} == answers
