@@ -16,7 +16,7 @@ from dbt_claude_batch.base.pricing import list_price
 from dbt_claude_batch.base.settings import Settings
 from dbt_claude_batch.run.components import COMPONENTS, components_sql
 from dbt_claude_batch.run.planning import PENDING, RENDERED
-from dbt_claude_batch.state.compaction import last_compacted
+from dbt_claude_batch.state.compaction import answers_removed_at
 from dbt_claude_batch.state.state import State
 
 VERDICTS = "cb_plan_verdicts"
@@ -147,7 +147,7 @@ def check_rebuy(state: State, cfg: Settings, allowed: bool, discount: float) -> 
         logger.warning(f"buying again {n} of the {held} held answer(s) (claude_batch_allow_rebuy)")
         return
     raise RebuyGuardError(rebuy_message(state.model_id, n, held, why, cost * discount, limit, cfg, unpriced,
-                                        last_compacted(state)))
+                                        answers_removed_at(state)))
 
 
 def rebuy_message(model_id: str, n: int, held: int, why: dict[str, int], cost: float, limit: int,

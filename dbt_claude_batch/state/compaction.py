@@ -32,6 +32,14 @@ def last_compacted(state: State) -> datetime | None:
     return rows[0][0] if rows else None
 
 
+def answers_removed_at(state: State) -> datetime | None:
+    """When compaction last removed answers of this model (their bill went to `daily_spend`), or None:
+    a compaction that found nothing old enough removes nothing, though it is stamped in `models`."""
+    rows = state.run(f"select max(compacted_at) from {state.table('daily_spend')} where model_id = ?",
+                     [state.model_id])
+    return rows[0][0] if rows else None
+
+
 def due(state: State, keep_days: float | None, now: datetime, keep_runs: int | None = None) -> bool:
     """Whether this model's state should be compacted now: never with both windows null; otherwise when it
     never was, or last was longer ago than the smaller of a day and the days window (a nightly job

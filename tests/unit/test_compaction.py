@@ -93,6 +93,7 @@ def test_compaction_keeps_each_keys_latest_answer_and_what_planning_reads():
     assert _table(con, state, "answers") == held
     assert _bill(con, state) == bill
     assert con.execute(f"select count(*), sum(requests_billed) from {state.table('daily_spend')}").fetchone() == (1, 2)
+    assert compaction.answers_removed_at(state) == NOW
     totals = inspect.spend(con, state.schema)[MODEL]
     assert totals["billed_requests"] == status_spend["billed_requests"] == 7
     assert abs(totals["billed_usd"] - status_spend["billed_usd"]) < 1e-12
@@ -195,4 +196,6 @@ def test_a_state_with_nothing_older_than_the_window_is_only_stamped():
     answers.rebuild(state)
     assert compaction.compact(state, 30, NOW) == {}
     assert con.execute(f"select compacted_at from {state.table('models')}").fetchall() == [(NOW,)]
+    # compacted, but no answer removed: the re-buy guard must not say compaction removed any (a user test)
+    assert compaction.last_compacted(state) == NOW and compaction.answers_removed_at(state) is None
     assert len(_table(con, state, "requests")) == 1
