@@ -212,15 +212,25 @@ def _recorded_run(dbt, session, source_sql: str, cfg: Settings, state: State, ap
     sent, waiting = done
     record.n_submitted = sent
     if stop.requested:
-        line = (f"stopped by Ctrl-C: this run submitted {sent} request(s) before the stop and {waiting} were not "
-                "submitted (they stay pending); the next dbt run continues from here: it collects the batches "
-                "in flight and submits the rest, and nothing is bought twice")
+        line = stop_line(sent, waiting, run_vars.allow_rebuy)
         logger.warning(line)
         return finish(outcome="stopped", note=line)
     if (not sent and not waiting and not run_vars.any() and not state.unharvested_batches()
             and not state.unsettled_submissions()):
         state.set_quiet_digest(digest)
     return finish()
+
+
+def stop_line(sent: int, waiting: int, allowed_rebuy: bool) -> str:
+    """The one line a run stopped by Ctrl-C (or SIGTERM under `dbt-claude-batch dbt`) logs and records."""
+    line = (f"stopped by Ctrl-C: this run submitted {sent} request(s) before the stop and {waiting} were not "
+            + ("submitted (they stay pending); the next dbt run continues from here: it collects the batches "
+               "in flight and submits the rest, and nothing is bought twice" if waiting else
+               "submitted; the next dbt run collects the batches in flight, and nothing is bought twice"))
+    if waiting and allowed_rebuy:
+        line += ("; this run was let through the re-buy guard by claude_batch_allow_rebuy: pass it to the next "
+                 "run too, or the guard stops it before buying the rest")
+    return line
 
 
 def _api_work(api: LazyClient, state: State, prompt: Prompt, cfg: Settings, run_vars: RunVars, n_staged: int,

@@ -38,3 +38,15 @@ def test_a_project_named_like_a_var_is_a_scope_not_an_unknown_var():
     found = project_vars(project)
     assert found == {"claude_batch_cancel": "m", "claude_batch_sample": 3}
     assert RunVars.parse(found, "m").sample_size == 3
+
+
+def test_the_stop_line_says_what_the_next_run_does_and_what_it_needs():
+    from dbt_claude_batch.run.python_model import stop_line
+
+    rest = stop_line(2, 28, allowed_rebuy=False)
+    assert rest.startswith("stopped by Ctrl-C: this run submitted 2 request(s) before the stop and 28 were not submitted")
+    assert "submits the rest" in rest and "claude_batch_allow_rebuy" not in rest
+    # nothing left to submit: it does not promise to submit a rest (found by a user test)
+    assert "submits the rest" not in stop_line(3, 0, allowed_rebuy=True)
+    # a re-buy let through by the var: the rest needs the var again, or the guard stops the next run
+    assert "pass it to the next run too" in stop_line(18, 1002, allowed_rebuy=True)
