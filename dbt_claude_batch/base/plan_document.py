@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dbt_claude_batch.base.pricing import usd
+
 PLAN_SCHEMA_VERSION = 1
 
 _COUNT = {"type": "integer", "minimum": 0}
@@ -86,6 +88,20 @@ PLAN_SCHEMA: dict[str, Any] = {
             "required": ["route", "max_tokens", "caching", "dedup"],
             "additionalProperties": {"type": "string"},
         },
+        "budget": {
+            "type": "object",
+            "description": "present when max_cost_usd or max_cost_usd_all_models is set: what the budget guard "
+                           "would decide, with its own estimate",
+            "required": ["estimate_usd", "limits", "basis"],
+            "properties": {
+                "estimate_usd": {"type": "number", "minimum": 0},
+                "limits": {"type": "object", "additionalProperties": {
+                    "type": "object", "required": ["limit", "committed_usd", "stops"],
+                    "properties": {"limit": {"type": "number"}, "committed_usd": {"type": "number", "minimum": 0},
+                                   "stops": {"type": "boolean"}}}},
+                "basis": {"type": "string"},
+            },
+        },
     },
 }
 
@@ -128,6 +144,11 @@ def plan_text(plan: dict[str, Any]) -> str:
             else " (") + "the run would stop; --vars '{claude_batch_allow_rebuy: true}' lets it through once)"
            if rebuy["stops"] else ""),
     ]
+    for setting, b in (plan.get("budget") or {}).get("limits", {}).items():
+        lines.append(f"  budget: the guard's estimate {usd(plan['budget']['estimate_usd'])} at most, plus "
+                     f"{usd(b['committed_usd'])} committed in flight, is "
+                     + (f"over {setting} {usd(b['limit'])}: the run would stop before any create" if b["stops"]
+                        else f"within {setting} {usd(b['limit'])}"))
     if rows["in_flight"]:
         lines.append(f"  in flight: {rows['in_flight']} row(s) in batches not yet harvested: the next run harvests "
                      "them first, and buys then those that failed or were edited since they were sent, beyond this "

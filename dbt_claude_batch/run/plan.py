@@ -175,7 +175,26 @@ def _document(state: State, cfg: Settings, n_staged: int, choose_route,
         "cost_usd": cost,
         "turnaround_hours": {"median": median, "p90": p90, "batches_seen": int(n_turned), "window_hours": 24},
         "levers": levers(cfg, route, route_why, int(lines), int(shared), avg_line_cost, history, median, discount),
+        **({"budget": budget} if (budget := _budget(state, cfg, discount)) is not None else {}),
     }
+
+
+def _budget(state: State, cfg: Settings, discount: float) -> dict[str, Any] | None:
+    """What the budget guard (dispatch.check_budget) would decide, with its own estimate: input as bytes / 4
+    tokens and output as max_tokens at list price, batch-lane lines at this run's discount. None without
+    a limit. (`cost_usd` is another figure: a range from usage history, not what the guard compares.)"""
+    limits = (("max_cost_usd", cfg.max_cost_usd, False), ("max_cost_usd_all_models", cfg.max_cost_usd_all_models, True))
+    if all(limit is None for _, limit, _ in limits):
+        return None
+    total, batch = state.run(f"select coalesce(sum(cost), 0), coalesce(sum(batch_cost), 0) from {VERDICTS}")[0]
+    estimate = round(float(total) - float(batch) + float(batch) * discount, 6)
+    found = {}
+    for setting, limit, every_model in limits:
+        if limit is not None:
+            committed = round(state.committed_usd(every_model), 6)
+            found[setting] = {"limit": limit, "committed_usd": committed, "stops": estimate + committed > limit}
+    return {"estimate_usd": estimate, "limits": found,
+            "basis": "the budget guard's worst case: input as UTF-8 bytes / 4 tokens, output as max_tokens"}
 
 
 def _estimate(state: State, cfg: Settings, lines: int, history: dict, discount: float,

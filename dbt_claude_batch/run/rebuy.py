@@ -42,6 +42,8 @@ def build_verdicts(state: State, reusable_sql: str | None) -> None:
                coalesce(sum(v.cost) filter (where v.include and not v.reused and v.dedup_of is null), 0) as cost,
                coalesce(sum(v.max_tokens) filter (where v.include and not v.reused and v.dedup_of is null), 0)
                    as out_tokens,
+               coalesce(sum(v.cost) filter (where v.include and not v.reused and v.dedup_of is null
+                                            and v.lane = 'batch'), 0) as batch_cost,
                count(distinct v.chunk) filter (where v.include and not v.reused and v.dedup_of is null
                                                and v.lane = 'batch') as batch_chunks,
                list(distinct v.chunk) filter (where v.include and not v.reused and v.dedup_of is null

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from dbt_claude_batch.base.pricing import usd
 from dbt_harness import create_calls, created_batches, emulator_answer, expected_answer, items, marker_cost, row_requests
 
 FAST = {"wait_seconds": 60, "poll_interval_seconds": 0.05}
@@ -41,7 +42,12 @@ def test_sample_preview_sends_a_spread_sample_synchronously_and_touches_no_state
 def test_budget_guard_refuses_before_anything_is_submitted(project, emulator):
     project.load_table("items", items(40))
     project.configure(replace=False, max_cost_usd=0.0001, **FAST)
+    # The plan says so first, with the guard's own figure (found by a user test: only a range was shown).
+    planned = project.run(vars={"claude_batch_plan": True}).stdout
+    budget = json.loads(project.query("select plan from dbt_claude_batch.plans")[0][0])["budget"]
+    assert budget["limits"]["max_cost_usd"]["stops"] and "the run would stop before any create" in planned
     out = project.run(expect_ok=False).stdout
+    assert f"Estimated cost {usd(budget['estimate_usd'])} of 40 pending requests" in out, out[-2000:]
     assert "over the limit max_cost_usd = $0.000100: nothing was submitted" in out
     assert "Raise `max_cost_usd`" in out
     assert emulator.ledger(requests=False)["calls"] == {}

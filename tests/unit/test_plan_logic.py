@@ -194,3 +194,30 @@ def test_the_input_range_of_a_model_with_attachments_reaches_down_to_half_its_es
     assert (tokens["input"]["low"], tokens["input"]["expected"]) == (150_000, 300_000)
     text, _ = plan._estimate(State(con, "s", "main.m"), cfg(), 10, NO_HISTORY, 0.5)
     assert text["input"]["low"] == 210_000
+
+
+def test_the_plan_says_whether_the_budget_guard_would_stop_the_run_with_the_guards_own_figure():
+    """The guard estimates input as bytes / 4 and output as max_tokens, at the run's route: the plan's
+    cost range is another figure, so a CI gate on it could disagree with the run (found by a user test)."""
+    import duckdb
+
+    from dbt_claude_batch.state.state import State
+
+    con = duckdb.connect()
+    state = State(con, "s", "main.m")
+    state.ensure()
+    con.execute(f"create temp table {rebuy.VERDICTS} (model varchar, cost double, out_tokens bigint, lines bigint, "
+                "batch_cost double)")
+    # list prices: $0.010 of batch-lane lines, $0.002 of sync-lane ones (reruns)
+    con.execute(f"insert into {rebuy.VERDICTS} values ('claude-haiku-4-5', 0.010, 640, 10, 0.010), "
+                "('claude-haiku-4-5', 0.002, 64, 1, 0.0)")
+    assert plan._budget(state, cfg(), 0.5) is None  # no limit set: nothing to say
+    budget = plan._budget(state, cfg(max_cost_usd=0.0065), 0.5)
+    assert budget["estimate_usd"] == 0.007  # 0.010 at half price + 0.002 at list
+    assert budget["limits"] == {"max_cost_usd": {"limit": 0.0065, "committed_usd": 0.0, "stops": True}}
+    assert not plan._budget(state, cfg(max_cost_usd=0.0075), 0.5)["limits"]["max_cost_usd"]["stops"]
+    document = {**_document(), "budget": budget}
+    jsonschema.validate(document, PLAN_SCHEMA)
+    line = next(x for x in plan_text(document).splitlines() if x.startswith("  budget:"))
+    assert line == ("  budget: the guard's estimate $0.007000 at most, plus $0.0000 committed in flight, is over "
+                    "max_cost_usd $0.006500: the run would stop before any create")
