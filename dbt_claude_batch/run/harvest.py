@@ -81,7 +81,11 @@ def download_results(client, batch_id: str, path: str) -> int:
     except (httpx2.HTTPError, anthropic.APIConnectionError) as exc:
         raise DownloadIncomplete(f"results download of {batch_id} broke off ({size} bytes saved before the break; "
                                  f"{exc})") from exc
-    if size and last != b"\n":
+    if not size:
+        # An ended batch has a result line per request (its marker's at least): an empty body is a broken
+        # download, not a batch whose every request went missing (which would buy them all again).
+        raise DownloadIncomplete(f"results download of {batch_id} was empty")
+    if last != b"\n":
         # Every line of a complete results file ends with "\n": anything else was cut short.
         raise DownloadIncomplete(f"results download of {batch_id} ended mid-line after {size} bytes")
     return size
@@ -119,7 +123,7 @@ def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
             if position < len(to_download):  # queued behind this one on the download thread
                 downloads[to_download[position]] = pool.submit(fetch, to_download[position])
             try:
-                path, size = downloads.pop(batch_id).result()
+                path, _ = downloads.pop(batch_id).result()
             except anthropic.NotFoundError:
                 logger.warning(f"results of {batch_id} are gone (archived); its requests become failures to resubmit")
                 _harvest_file(state, batch_id, None, output_schema, keep_message, archived=True)
@@ -135,7 +139,7 @@ def harvest_ended(client, state: State, ended: list[tuple[str, bool]],
                     logger.warning(f"batch {batch_id}: results download answered HTTP {exc.status_code}; the next "
                                    "run downloads it again")
                 continue
-            _harvest_file(state, batch_id, path if size else None, output_schema, keep_message)
+            _harvest_file(state, batch_id, path, output_schema, keep_message)
             os.remove(path)
 
 

@@ -324,13 +324,11 @@ def _carries_marker(client, state: State, batch_id: str, marker: str) -> bool | 
     with scratch() as tmp:
         path = os.path.join(tmp, "candidate.jsonl")
         try:
-            size = download_results(client, batch_id, path)
+            download_results(client, batch_id, path)
         except anthropic.NotFoundError:
             return False  # results gone: nothing can prove it is ours
         except DownloadIncomplete:
             return None
-        if not size:
-            return False
         return bool(state.run(
             f"select count(*) from read_json({literal(path)}, format = 'newline_delimited', "
             "columns = {'custom_id': 'VARCHAR'}) where custom_id = ?", [marker])[0][0])
