@@ -108,8 +108,8 @@ def test_create_refused_with_429_is_retried_after_retry_after(project, emulator)
 
 def test_sdk_retries_survive_transient_faults_on_poll_and_download(project, emulator):
     emulator.set_scenarios([
-        {"name": "http_error", "status": 500, "route": "retrieve", "times": 2, "retry_after": 0},
-        {"name": "http_error", "status": 529, "route": "results", "times": 1, "retry_after": 0},
+        {"name": "http_error", "status": 500, "route": "retrieve", "times": 2, "retry_after": 0.01},
+        {"name": "http_error", "status": 529, "route": "results", "times": 1, "retry_after": 0.01},
     ])
     rows = items(5)
     project.load_table("items", rows)
@@ -127,12 +127,12 @@ def test_sdk_retries_survive_transient_faults_on_poll_and_download(project, emul
     project.run()  # rows 6 and 7 in flight
     emulator.client().messages.batches.retrieve(created_batches(emulator)[-1]["id"])  # a fresh batch's first view
     emulator.advance_clock(3601)
-    emulator.set_scenarios([{"name": "http_error", "status": 500, "route": "retrieve", "times": 30, "retry_after": 0}])
+    emulator.set_scenarios([{"name": "http_error", "status": 500, "route": "retrieve", "times": 30, "retry_after": 0.01}])
     project.load_table("items", items(8))
     out = project.run().stdout
     assert "retrieve answered HTTP 500; the next run polls it again" in out, out
     assert create_calls(emulator) == 3  # row 8 went out all the same
-    emulator.set_scenarios([{"name": "http_error", "status": 500, "route": "results", "times": 30, "retry_after": 0}])
+    emulator.set_scenarios([{"name": "http_error", "status": 500, "route": "results", "times": 30, "retry_after": 0.01}])
     out = project.run().stdout
     assert "results download answered HTTP 500; the next run downloads it again" in out, out
     emulator.clear_scenarios()

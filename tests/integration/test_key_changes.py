@@ -190,7 +190,8 @@ def test_a_renamed_or_retyped_key_is_rebuilt_with_its_values_and_never_while_bat
 
     emulator.configure(processing_delay=3600)
     project.load_table("items", rows + [{"id": 4, "body": "body 4"}])
-    project.run()  # row 4 in flight
+    project.configure(replace=False, wait_seconds=0)
+    project.run()  # row 4 in flight (not waited for)
     project.write("models/stg_items.sql", "select id, body from raw.items\n")
     project.write_model(unique_key="id")
     project.configure(replace=False, key="id")

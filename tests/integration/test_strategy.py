@@ -97,7 +97,7 @@ def test_auto_goes_sync_when_the_deadline_beats_the_batch_window(project, emulat
 
 
 def test_sync_mode_survives_rate_limits_and_keeps_failure_semantics(project, emulator):
-    emulator.add_scenario({"name": "http_error", "status": 429, "route": "messages", "times": 3, "retry_after": 0})
+    emulator.add_scenario({"name": "http_error", "status": 429, "route": "messages", "times": 3, "retry_after": 0.01})
     rows = [{"id": i, "body": f"b{i}", "model": m} for i, m in enumerate(
         ["claude-haiku-4-5", "claude-haiku-4-5", "no-such-model", "claude-haiku-4-5"], start=1)]
     project.load_table("items", rows, types={"id": "BIGINT", "body": "VARCHAR", "model": "VARCHAR"})
