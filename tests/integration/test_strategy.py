@@ -393,6 +393,7 @@ def test_sync_pass_killed_midway_loses_no_row(project, emulator):
     assert 0 < recorded < 300
     answered_before = sync_calls(emulator)
 
+    project.configure(replace=False, sync_concurrency=8)  # the rest at once: the kill is what is tested
     out = project.run().stdout
     assert "was interrupted" in out
     results = project.results()
