@@ -60,8 +60,9 @@ def batch_model(dbt, session, source, settings: dict | None = None, **kwargs: An
             empty = empty_results(session, cfg, key_types, model_id)
             if dbt.is_incremental:
                 check_empty_fits(session, empty, this)
-            logger.info("--empty: the results table is built with its columns and no rows; "
-                        "no API call was made and the state is untouched")
+            logger.info("--empty: " + ("the results table keeps its rows (an incremental merge of none)"
+                                       if dbt.is_incremental else "the results table is built with its columns and "
+                                       "no rows") + "; no API call was made and the state is untouched")
             return empty
     run_vars = RunVars.from_dbt(this.identifier)
     if run_vars.plan:  # builds nothing, calls no API: see run/plan.py
