@@ -124,6 +124,9 @@ def _model_lines(m: dict[str, Any], now: datetime) -> list[str]:
             parts.append(f"${run['cost_usd']:.4f}")
         detail = f" ({', '.join(p for p in parts if p)})" if any(parts) else ""
     out = [f"{m['model_id']} · last ran {_ago(run.get('at'), now)}{detail}"]
+    if run.get("outcome") == "stopped" and run.get("note"):
+        # what it left unsubmitted shows in no batch and no failure: only its note says so
+        out.append(f"  last run stopped: {run['note'].split(': ', 1)[-1]}")
     flight = m["in_flight"]
     doubt = f", {flight['creates_in_doubt']} create(s) in doubt" if flight["creates_in_doubt"] else ""
     if not flight["batches"]:

@@ -196,3 +196,24 @@ def test_env_var_in_the_path_and_profiles_dir_lookup(tmp_path, monkeypatch):
     monkeypatch.delenv("WAREHOUSE_DIR")
     with pytest.raises(ConfigError, match="env_var\\('WAREHOUSE_DIR'\\), which is not set"):
         database_file(Location(profiles_dir=str(home_profiles)))
+
+
+def test_a_stopped_run_says_what_it_left_unsent():
+    """A run stopped by Ctrl-C leaves rows unsubmitted that no batch or failure shows: status says so from
+    the run's note (found by a user test: `status` after a stop looked as if nothing were pending)."""
+    note = ("stopped by Ctrl-C: this run submitted 2 request(s) before the stop and 28 were not submitted (they "
+            "stay pending); the next dbt run continues from here")
+    doc = {"state_schema": S, "state_version": 4, "generated_at": "2026-03-01T12:00:00Z",
+           "source": {"kind": "database", "database": "w.duckdb"},
+           "models": [{"model_id": "main.t", "last_run": {"at": "2026-03-01T11:00:00Z", "from": "runs",
+                                                         "outcome": "stopped", "n_submitted": 2, "note": note},
+                       "in_flight": {"batches": 0, "requests": 0, "creates_in_doubt": 0}, "batches_in_flight": [],
+                       "spend": {"billed_usd": 0.0, "billed_from": "outcomes", "billed_requests": 0,
+                                 "unpriced_outcomes": 0, "committed_usd": 0.0, "avg_request_usd": None,
+                                 "requests_in_flight": 0},
+                       "failures": {"total": 0, "needs_you": 0, "from": "view", "by_kind": []}}]}
+    text = render_text(doc, now=dt.datetime(2026, 3, 1, 12, 0, 30))
+    assert ("  last run stopped: this run submitted 2 request(s) before the stop and 28 were not submitted (they "
+            "stay pending); the next dbt run continues from here") in text.splitlines()
+    ok = {**doc, "models": [{**doc["models"][0], "last_run": {**doc["models"][0]["last_run"], "outcome": "ok"}}]}
+    assert "last run stopped" not in render_text(ok, now=dt.datetime(2026, 3, 1, 12, 0, 30))
