@@ -11,6 +11,7 @@ submission for this run. Either way the rest waits, pending, for the next run, w
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from dbt_claude_batch.run import planning, retention
 from dbt_claude_batch.api.client import LazyClient
@@ -237,6 +238,20 @@ def check_calls_budget(cfg: Settings, state: State, calls: list[dict], discount:
     return estimate
 
 
+def budget_limits(cfg: Settings, state: State, estimate: float) -> dict[str, dict[str, Any]]:
+    """Per budget setting that is set: its limit, the spend committed in flight it counts (this model's,
+    or every model's), and whether `estimate` on top of it passes the limit. The guard and the plan
+    both decide by it."""
+    found = {}
+    for setting, limit, every_model in (("max_cost_usd", cfg.max_cost_usd, False),
+                                        ("max_cost_usd_all_models", cfg.max_cost_usd_all_models, True)):
+        if limit is not None:
+            committed = state.committed_usd(every_model)
+            found[setting] = {"limit": limit, "committed_usd": committed, "stops": estimate + committed > limit,
+                              "every_model": every_model}
+    return found
+
+
 def check_budget(cfg: Settings, state: State, estimate: float, n_requests: int, unpriced_models: set[str],
                  what: str = "pending requests", fewer: str = "submit fewer rows (filter the staging model)") -> None:
     """Refuse before anything is sent when new work plus spend committed in flight passes a limit."""
@@ -245,13 +260,10 @@ def check_budget(cfg: Settings, state: State, estimate: float, n_requests: int, 
     if unpriced_models:
         raise ConfigError(f"No price known for model(s) {unpriced(unpriced_models, cfg.prices)}; the budget guard "
                           "cannot estimate the cost without it, so nothing was submitted.")
-    for setting, limit, every_model in (("max_cost_usd", cfg.max_cost_usd, False),
-                                        ("max_cost_usd_all_models", cfg.max_cost_usd_all_models, True)):
-        if limit is None:
-            continue
-        committed = state.committed_usd(every_model)
-        if estimate + committed > limit:
-            scope = "every batch model of this state" if every_model else "this model"
+    for setting, found in budget_limits(cfg, state, estimate).items():
+        limit, committed = found["limit"], found["committed_usd"]
+        if found["stops"]:
+            scope = "every batch model of this state" if found["every_model"] else "this model"
             raise BudgetExceededError(
                 f"Estimated cost {usd(estimate)} of {n_requests} {what}, plus {usd(committed)} committed "
                 f"in flight for {scope}, is over the limit {setting} = {usd(limit)}: nothing was submitted. Raise "

@@ -183,17 +183,15 @@ def _budget(state: State, cfg: Settings, discount: float) -> dict[str, Any] | No
     """What the budget guard (dispatch.check_budget) would decide, with its own estimate: input as bytes / 4
     tokens and output as max_tokens at list price, batch-lane lines at this run's discount. None without
     a limit. (`cost_usd` is another figure: a range from usage history, not what the guard compares.)"""
-    limits = (("max_cost_usd", cfg.max_cost_usd, False), ("max_cost_usd_all_models", cfg.max_cost_usd_all_models, True))
-    if all(limit is None for _, limit, _ in limits):
+    from dbt_claude_batch.run.dispatch import budget_limits
+
+    if cfg.max_cost_usd is None and cfg.max_cost_usd_all_models is None:
         return None
     total, batch = state.run(f"select coalesce(sum(cost), 0), coalesce(sum(batch_cost), 0) from {VERDICTS}")[0]
-    estimate = round(float(total) - float(batch) + float(batch) * discount, 6)
-    found = {}
-    for setting, limit, every_model in limits:
-        if limit is not None:
-            committed = round(state.committed_usd(every_model), 6)
-            found[setting] = {"limit": limit, "committed_usd": committed, "stops": estimate + committed > limit}
-    return {"estimate_usd": estimate, "limits": found,
+    estimate = float(total) - float(batch) + float(batch) * discount
+    limits = {setting: {"limit": b["limit"], "committed_usd": round(b["committed_usd"], 6), "stops": b["stops"]}
+              for setting, b in budget_limits(cfg, state, estimate).items()}
+    return {"estimate_usd": round(estimate, 6), "limits": limits,
             "basis": "the budget guard's worst case: input as UTF-8 bytes / 4 tokens, output as max_tokens"}
 
 

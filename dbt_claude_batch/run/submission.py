@@ -150,10 +150,10 @@ def _create_with_retries(client, state: State, intent, n: int, grace_seconds: fl
 
     def wait(delay: float) -> None:
         # A refused create created nothing: a stop while waiting to retry it sends nothing more.
-        if stop is not None and stop.sleep(delay):
-            raise StoppedBeforeCreate()
         if stop is None:
             time.sleep(delay)
+        elif stop.sleep(delay):
+            raise StoppedBeforeCreate()
 
     while True:
         if first is not None:
